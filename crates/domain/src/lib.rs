@@ -1,0 +1,12 @@
+//! courtside's domain: the types and models both tiers share.
+//!
+//! # Layout
+//! - [`compute`]: the reference CPU benchmark (sum of square roots) and its
+//!   validated input size.
+//!
+//! # Invariant
+//! This crate does no I/O and knows no framework: no tokio, no HTTP, no
+//! protobuf. Inputs are parsed into types whose constructors reject invalid
+//! values, so code that holds one of these types never checks it again.
+
+pub mod compute;

@@ -1,0 +1,100 @@
+//! W3C trace context across process boundaries.
+//!
+//! The gateway injects the context of its gRPC client span into the request
+//! metadata; the worker extracts it from the HTTP/2 headers and makes it the
+//! parent of its server span. The global propagator set by
+//! [`crate::install_propagator`] decides the header names (`traceparent`,
+//! `tracestate`).
+
+use opentelemetry::{
+    Context,
+    propagation::{Extractor, Injector},
+};
+use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+/// Writes the context of `span` into outgoing gRPC metadata.
+pub fn inject_into_metadata(span: &tracing::Span, metadata: &mut MetadataMap) {
+    let cx = span.context();
+    opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.inject_context(&cx, &mut MetadataInjector(metadata));
+    });
+}
+
+/// Reads a remote parent context from incoming HTTP or gRPC headers.
+pub fn extract_from_headers(headers: &http::HeaderMap) -> Context {
+    opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.extract(&HeaderExtractor(headers))
+    })
+}
+
+/// Makes the caller's context, if the headers carry one, the parent of
+/// `span`. Headers without trace context leave `span` a root span.
+pub fn set_remote_parent(span: &tracing::Span, headers: &http::HeaderMap) {
+    let parent = extract_from_headers(headers);
+    // Fails only when the span is disabled by the filter; nothing to link then.
+    let _ = span.set_parent(parent);
+}
+
+struct MetadataInjector<'a>(&'a mut MetadataMap);
+
+impl Injector for MetadataInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        // Propagator keys and values are ASCII; skip anything that is not
+        // rather than fail the request over tracing.
+        if let (Ok(key), Ok(value)) = (
+            MetadataKey::from_bytes(key.as_bytes()),
+            MetadataValue::try_from(value.as_str()),
+        ) {
+            self.0.insert(key, value);
+        }
+    }
+}
+
+struct HeaderExtractor<'a>(&'a http::HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(http::HeaderName::as_str).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry::trace::{
+        SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState,
+    };
+
+    use super::*;
+
+    #[test]
+    fn context_injected_into_metadata_is_extracted_from_the_headers() {
+        crate::install_propagator();
+        let remote = SpanContext::new(
+            TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").expect("trace id"),
+            SpanId::from_hex("00f067aa0ba902b7").expect("span id"),
+            TraceFlags::SAMPLED,
+            true,
+            TraceState::default(),
+        );
+        let cx = Context::new().with_remote_span_context(remote.clone());
+
+        let mut metadata = MetadataMap::new();
+        opentelemetry::global::get_text_map_propagator(|p| {
+            p.inject_context(&cx, &mut MetadataInjector(&mut metadata));
+        });
+        assert_eq!(
+            metadata.get("traceparent").and_then(|v| v.to_str().ok()),
+            Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+        );
+
+        let headers = metadata.into_headers();
+        let extracted = extract_from_headers(&headers);
+        assert_eq!(extracted.span().span_context().trace_id(), remote.trace_id());
+        assert_eq!(extracted.span().span_context().span_id(), remote.span_id());
+    }
+}
