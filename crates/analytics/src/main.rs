@@ -1,1 +1,46 @@
-fn main() {}
+//! `courtside-analytics`: the analytics worker on its own, for deployments
+//! that run each tier separately.
+
+use std::process::ExitCode;
+
+use analytics::{
+    Application,
+    config::{Cli, Command},
+};
+use clap::Parser as _;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(Command::Healthcheck { url }) = &cli.command {
+        return match analytics::health::healthcheck(url).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("unhealthy: {err:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+
+    let telemetry = match telemetry::init("courtside-analytics", cli.log_format) {
+        Ok(guard) => guard,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = run(cli).await;
+    telemetry.shutdown();
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let app = Application::build(cli.worker).await?;
+    app.run_until_stopped(lifecycle::shutdown_signal()).await
+}

@@ -1,1 +1,50 @@
-fn main() {}
+//! `courtside-gateway`: the edge gateway on its own, for deployments that
+//! run each tier separately.
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use gateway::{
+    Application,
+    config::{Cli, Command},
+};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(Command::Healthcheck { addr }) = cli.command {
+        return match gateway::health::healthcheck(addr).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("unhealthy: {err:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if let Err(err) = cli.gateway.validate() {
+        eprintln!("error: {err}");
+        return ExitCode::from(2);
+    }
+
+    let telemetry = match telemetry::init("courtside-gateway", cli.log_format) {
+        Ok(guard) => guard,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = run(cli).await;
+    telemetry.shutdown();
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let app = Application::build(cli.gateway).await?;
+    app.run_until_stopped(lifecycle::shutdown_signal()).await
+}

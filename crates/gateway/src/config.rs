@@ -1,0 +1,193 @@
+//! Gateway settings: each one a flag and a `COURTSIDE_*` variable, with a
+//! default that works on a laptop. Everything is checked while parsing, so a
+//! bad value stops the process with a one-line error before anything binds.
+
+use std::{net::SocketAddr, time::Duration};
+
+use clap::Args;
+use telemetry::LogFormat;
+
+#[derive(Debug, Clone, Args)]
+pub struct GatewayConfig {
+    /// Address the HTTP server listens on.
+    #[arg(long = "gateway-addr", env = "COURTSIDE_GATEWAY_ADDR", default_value = "127.0.0.1:8080")]
+    pub listen_addr: SocketAddr,
+
+    /// gRPC address of the analytics worker.
+    #[arg(long, env = "COURTSIDE_WORKER_URL", default_value = "http://127.0.0.1:50051", value_parser = parse_worker_url)]
+    pub worker_url: String,
+
+    /// Redis for shared state, e.g. redis://127.0.0.1:6379. Without it the
+    /// gateway keeps state in process (fine for one replica, lost on exit).
+    /// May contain a password: it is never logged.
+    ///
+    /// Checked by [`GatewayConfig::validate`] rather than by clap, whose
+    /// error message would echo the value, password included.
+    #[arg(long, env = "COURTSIDE_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+
+    /// Prefix for every Redis key and channel this deployment uses.
+    #[arg(long, env = "COURTSIDE_REDIS_PREFIX", default_value = "courtside:")]
+    pub redis_prefix: String,
+
+    /// Milliseconds a request may take before the gateway answers 504.
+    #[arg(long, env = "COURTSIDE_REQUEST_TIMEOUT_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub request_timeout_ms: u64,
+
+    /// Milliseconds the gateway waits for the worker on one call (the gRPC
+    /// deadline) before answering 504.
+    #[arg(long, env = "COURTSIDE_WORKER_DEADLINE_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub worker_deadline_ms: u64,
+
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "COURTSIDE_BODY_LIMIT_BYTES", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..=(1 << 30)))]
+    pub body_limit_bytes: u64,
+
+    /// Seconds in-flight requests may take to finish after a shutdown signal.
+    #[arg(long = "gateway-shutdown-grace", env = "COURTSIDE_GATEWAY_SHUTDOWN_GRACE_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=300))]
+    pub shutdown_grace_secs: u64,
+}
+
+impl GatewayConfig {
+    /// Checks what clap cannot check without printing secrets. Call it
+    /// before starting anything; the error is one line, safe to print.
+    pub fn validate(&self) -> Result<(), String> {
+        self.redis_config().map(|_| ())
+    }
+
+    /// The Redis settings, if Redis is configured.
+    pub fn redis_config(&self) -> Result<Option<store::RedisConfig>, String> {
+        let Some(url) = &self.redis_url else { return Ok(None) };
+        check_redis_url(url).map_err(|reason| format!("invalid --redis-url / COURTSIDE_REDIS_URL: {reason}"))?;
+        Ok(Some(store::RedisConfig {
+            key_prefix: self.redis_prefix.clone(),
+            ..store::RedisConfig::new(url.clone())
+        }))
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    pub fn worker_deadline(&self) -> Duration {
+        Duration::from_millis(self.worker_deadline_ms)
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
+    }
+
+    pub fn body_limit(&self) -> usize {
+        // The parser caps the value at 1 GiB, which fits any usize we run on.
+        usize::try_from(self.body_limit_bytes).unwrap_or(usize::MAX)
+    }
+
+    /// A configuration for tests: any free loopback port, in-process state,
+    /// and a worker at `worker_url`.
+    pub fn for_tests(worker_url: impl Into<String>) -> Self {
+        Self {
+            listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            worker_url: worker_url.into(),
+            redis_url: None,
+            redis_prefix: "courtside:".into(),
+            request_timeout_ms: 30_000,
+            worker_deadline_ms: 10_000,
+            body_limit_bytes: 1024 * 1024,
+            shutdown_grace_secs: 5,
+        }
+    }
+}
+
+/// Options for the standalone gateway binary.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "courtside-gateway", version, about = "courtside edge gateway: HTTP/JSON in, gRPC to the analytics worker")]
+pub struct Cli {
+    #[command(flatten)]
+    pub gateway: GatewayConfig,
+
+    /// Log line format: "pretty" or "json".
+    #[arg(long, env = "COURTSIDE_LOG_FORMAT", default_value_t = LogFormat::Pretty)]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Asks a running gateway's /healthz; exits 0 if it answers 200. Used as
+    /// the container healthcheck, so the image needs no curl.
+    Healthcheck {
+        /// Gateway address to ask.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: SocketAddr,
+    },
+}
+
+fn parse_worker_url(raw: &str) -> Result<String, String> {
+    let url = url::Url::parse(raw).map_err(|e| format!("not a url: {e}"))?;
+    match url.scheme() {
+        "http" | "https" if url.host().is_some() => Ok(raw.to_owned()),
+        "http" | "https" => Err("the url has no host".into()),
+        other => Err(format!("scheme must be http or https, got {other:?}")),
+    }
+}
+
+fn check_redis_url(raw: &str) -> Result<(), String> {
+    // The url crate's error never echoes the input, so no password leaks.
+    let url = url::Url::parse(raw).map_err(|e| format!("not a url: {e}"))?;
+    match url.scheme() {
+        "redis" | "rediss" if url.host().is_some() => Ok(()),
+        "redis" | "rediss" => Err("the url has no host".into()),
+        other => Err(format!("scheme must be redis or rediss, got {other:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("courtside-gateway").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults_work_without_any_setting() {
+        let cli = parse(&[]).expect("defaults parse");
+        assert_eq!(cli.gateway.listen_addr, SocketAddr::from(([127, 0, 0, 1], 8080)));
+        assert_eq!(cli.gateway.redis_url, None);
+        assert_eq!(cli.gateway.request_timeout(), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn each_bad_value_is_rejected_naming_its_flag() {
+        for (args, flag) in [
+            (&["--gateway-addr", "localhost"][..], "--gateway-addr"),
+            (&["--worker-url", "grpc://x:1"], "--worker-url"),
+            (&["--request-timeout-ms", "0"], "--request-timeout-ms"),
+            (&["--body-limit-bytes", "lots"], "--body-limit-bytes"),
+        ] {
+            let err = parse(args).expect_err("bad value");
+            assert!(err.to_string().contains(flag), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_bad_redis_url_is_rejected_without_echoing_its_password() {
+        let cli = parse(&["--redis-url", "http://user:hunter2@cache:6379"]).expect("clap accepts any text");
+        let err = cli.gateway.validate().expect_err("wrong scheme");
+        assert!(err.contains("--redis-url"), "{err}");
+        assert!(err.contains("scheme must be redis"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn a_good_redis_url_becomes_a_prefixed_store_config() {
+        let cli = parse(&["--redis-url", "redis://cache:6379/2", "--redis-prefix", "demo:"]).expect("parses");
+        let config = cli.gateway.redis_config().expect("valid").expect("configured");
+        assert_eq!(config.key_prefix, "demo:");
+        assert_eq!(config.url, "redis://cache:6379/2");
+    }
+}

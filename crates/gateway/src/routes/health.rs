@@ -1,0 +1,75 @@
+//! Liveness and readiness, as orchestrators probe them.
+//!
+//! `/healthz` says the process is alive and its runtime answers; it touches
+//! nothing else, so a Redis outage never gets a healthy gateway restarted.
+//! `/readyz` says whether the gateway can do its job right now: the state
+//! store and the worker both answer. Load balancers route on it.
+
+use std::time::Duration;
+
+use axum::{Json, extract::State, http::StatusCode};
+use serde::Serialize;
+
+use crate::startup::AppState;
+
+/// How long readiness waits for each dependency.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Serialize)]
+pub struct Health {
+    pub status: &'static str,
+}
+
+pub async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+#[derive(Debug, Serialize)]
+pub struct Readiness {
+    /// `"ready"` or `"not_ready"`.
+    pub status: &'static str,
+    pub checks: Checks,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Checks {
+    pub store: Check,
+    pub worker: Check,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Check {
+    /// `"ok"` or `"error"`.
+    pub status: &'static str,
+    /// Which backend, for the store check.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend: Option<&'static str>,
+    /// Why the check failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl Check {
+    fn from_result<E: std::fmt::Display>(result: Result<Result<(), E>, tokio::time::error::Elapsed>) -> Self {
+        let reason = match result {
+            Ok(Ok(())) => None,
+            Ok(Err(err)) => Some(err.to_string()),
+            Err(_) => Some(format!("no answer within {} ms", CHECK_TIMEOUT.as_millis())),
+        };
+        Self { status: if reason.is_none() { "ok" } else { "error" }, backend: None, reason }
+    }
+}
+
+pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
+    let (store, worker) = tokio::join!(
+        tokio::time::timeout(CHECK_TIMEOUT, state.store.ping()),
+        tokio::time::timeout(CHECK_TIMEOUT, state.worker.check_health()),
+    );
+    let store = Check { backend: Some(state.store.backend()), ..Check::from_result(store) };
+    let worker = Check::from_result(worker);
+
+    let ready = store.reason.is_none() && worker.reason.is_none();
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let readiness = Readiness { status: if ready { "ready" } else { "not_ready" }, checks: Checks { store, worker } };
+    (status, Json(readiness))
+}

@@ -1,0 +1,4 @@
+//! The gateway's handlers, one module per group of routes.
+
+pub mod bench;
+pub mod health;

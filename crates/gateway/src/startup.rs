@@ -1,0 +1,197 @@
+//! Builds and runs the gateway: shared state, the router with its
+//! middleware, the listener, and the drain on shutdown.
+
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use axum::{
+    Json, Router,
+    body::Body,
+    extract::{MatchedPath, Request, State},
+    http::{HeaderName, Response, Uri},
+    middleware::{self, Next},
+    response::IntoResponse,
+    routing::get,
+};
+use serde::Serialize;
+use store::{MemoryStore, RedisStore, StateStore};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceBuilder;
+use tower_http::{
+    limit::RequestBodyLimitLayer,
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer},
+    trace::TraceLayer,
+};
+use tracing::{Span, field::Empty};
+
+use crate::{
+    config::GatewayConfig,
+    error::ApiError,
+    routes::{bench, health},
+    worker::WorkerClient,
+};
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// What every handler can reach. Cheap to clone: everything is shared.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub store: Arc<dyn StateStore>,
+    pub worker: WorkerClient,
+    pub request_timeout: Duration,
+}
+
+/// A gateway that has bound its port and is ready to serve.
+#[derive(Debug)]
+pub struct Application {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    state: AppState,
+    config: GatewayConfig,
+}
+
+impl Application {
+    /// Connects (lazily) to the store and the worker and binds the listener.
+    pub async fn build(config: GatewayConfig) -> anyhow::Result<Self> {
+        let store: Arc<dyn StateStore> = match config.redis_config().map_err(anyhow::Error::msg)? {
+            Some(redis) => {
+                tracing::info!(url = %redis.redacted_url(), prefix = %redis.key_prefix, "state store: redis");
+                Arc::new(RedisStore::connect_lazy(&redis).context("failed to set up the redis store")?)
+            }
+            None => {
+                tracing::info!("state store: in process (set COURTSIDE_REDIS_URL to share state)");
+                Arc::new(MemoryStore::new())
+            }
+        };
+        let worker = WorkerClient::connect_lazy(&config.worker_url, config.worker_deadline())?;
+        let state = AppState { store, worker, request_timeout: config.request_timeout() };
+
+        let listener = TcpListener::bind(config.listen_addr)
+            .await
+            .with_context(|| format!("failed to bind the http listener on {}", config.listen_addr))?;
+        let local_addr = listener.local_addr().context("listener has no local address")?;
+        Ok(Self { listener, local_addr, state, config })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves until `shutdown` resolves, then lets in-flight requests finish
+    /// within the configured grace period.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let app = router(self.state, self.config.body_limit());
+        tracing::info!(addr = %self.local_addr, worker = %self.config.worker_url, "gateway listening");
+
+        let stop = CancellationToken::new();
+        let server = axum::serve(self.listener, app)
+            .with_graceful_shutdown(stop.clone().cancelled_owned())
+            .into_future();
+        let signal = async {
+            shutdown.await;
+            stop.cancel();
+        };
+        lifecycle::run_with_grace(server, signal, self.config.shutdown_grace())
+            .await
+            .context("http server failed")?;
+        tracing::info!("gateway stopped");
+        Ok(())
+    }
+}
+
+/// The whole HTTP surface. Public so tests can drive it without a socket.
+///
+/// Middleware, outermost first: a request id is set (or kept, if the client
+/// sent one), the request span opens with it, the body is capped, the
+/// request timeout applies, and the id is copied onto the response.
+pub fn router(state: AppState, body_limit: usize) -> Router {
+    let api = Router::new()
+        .route("/v1/bench/slow", get(bench::slow))
+        .route("/v1/bench/compute", get(bench::compute))
+        .route_layer(middleware::from_fn_with_state(state.clone(), request_timeout));
+
+    Router::new()
+        .route("/", get(index))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .merge(api)
+        .fallback(not_found)
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+                .layer(TraceLayer::new_for_http().make_span_with(http_span).on_response(record_status))
+                .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+                .layer(RequestBodyLimitLayer::new(body_limit)),
+        )
+        .with_state(state)
+}
+
+/// Answers 504 with a JSON body when a request outlives the timeout.
+async fn request_timeout(State(state): State<AppState>, request: Request, next: Next) -> Response<Body> {
+    match tokio::time::timeout(state.request_timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            let ms = u64::try_from(state.request_timeout.as_millis()).unwrap_or(u64::MAX);
+            ApiError::RequestTimeout(ms).into_response()
+        }
+    }
+}
+
+/// The server span of one request, named and attributed as the
+/// OpenTelemetry HTTP conventions ask (`GET /v1/bench/compute`, route
+/// template rather than raw path), and parented to the caller's span when the
+/// request carries W3C trace context.
+fn http_span(request: &Request<Body>) -> Span {
+    let method = request.method().as_str();
+    let route = request.extensions().get::<MatchedPath>().map(MatchedPath::as_str);
+    let request_id = request
+        .extensions()
+        .get::<RequestId>()
+        .and_then(|id| id.header_value().to_str().ok())
+        .unwrap_or_default();
+    let span = tracing::info_span!(
+        "http.server",
+        otel.name = %format!("{method} {}", route.unwrap_or("unmatched")),
+        otel.kind = "server",
+        otel.status_code = Empty,
+        http.request.method = %method,
+        http.route = route.unwrap_or_default(),
+        url.path = %request.uri().path(),
+        http.response.status_code = Empty,
+        request_id = %request_id,
+        error.message = Empty,
+    );
+    telemetry::propagation::set_remote_parent(&span, request.headers());
+    span
+}
+
+fn record_status<B>(response: &Response<B>, latency: Duration, span: &Span) {
+    let status = response.status();
+    span.record("http.response.status_code", status.as_u16());
+    if status.is_server_error() {
+        span.record("otel.status_code", "ERROR");
+        tracing::warn!(status = status.as_u16(), latency_ms = latency.as_millis(), "request failed");
+    } else {
+        tracing::debug!(status = status.as_u16(), latency_ms = latency.as_millis(), "request done");
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct Index {
+    service: &'static str,
+    version: &'static str,
+    endpoints: &'static [&'static str],
+}
+
+async fn index() -> Json<Index> {
+    Json(Index {
+        service: "courtside gateway",
+        version: env!("CARGO_PKG_VERSION"),
+        endpoints: &["/healthz", "/readyz", "/v1/bench/slow", "/v1/bench/compute?n=20000000"],
+    })
+}
+
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::NotFound(uri.path().to_owned())
+}

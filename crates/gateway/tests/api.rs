@@ -1,0 +1,196 @@
+//! Black-box tests of the gateway's HTTP API, each against a real gateway
+//! and a real analytics worker on loopback.
+
+mod helpers;
+
+use std::time::{Duration, Instant};
+
+use domain::compute::{ComputeSize, sum_of_square_roots};
+use helpers::{error_of, spawn_app, spawn_app_with, spawn_app_without_worker};
+use reqwest::StatusCode;
+use serde_json::Value;
+
+#[tokio::test]
+async fn healthz_answers_ok() {
+    let app = spawn_app().await;
+    let response = app.get("/healthz").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["status"], "ok");
+}
+
+#[tokio::test]
+async fn slow_waits_about_200_ms_and_reports_the_time() {
+    let app = spawn_app().await;
+    let started = Instant::now();
+    let response = app.get("/v1/bench/slow").await;
+    let elapsed = started.elapsed();
+
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["status"], "ok");
+    assert!(body["t"].as_u64().expect("t is a number") > 1_700_000_000_000, "{body}");
+    // A lower bound only: the wait is a timer, so it can never be shorter.
+    assert!(elapsed >= Duration::from_millis(200), "answered after {elapsed:?}");
+}
+
+#[tokio::test]
+async fn compute_returns_the_workers_result() {
+    let app = spawn_app().await;
+    let response = app.get("/v1/bench/compute?n=100000").await;
+    assert_eq!(response.status(), StatusCode::OK);
+
+    let body: Value = response.json().await.expect("json");
+    let expected = sum_of_square_roots(ComputeSize::new(100_000, u64::MAX).expect("size"));
+    assert_eq!(body["n"], 100_000);
+    assert_eq!(body["result"].as_f64(), Some(expected));
+    assert!(body["run_micros"].is_u64(), "{body}");
+}
+
+#[tokio::test]
+async fn bad_n_is_a_400_with_a_json_error_naming_the_problem() {
+    let app = spawn_app_with(|worker| worker.compute_max_n = 1_000, |_| {}).await;
+    for (query, expected) in [
+        ("", "query parameter `n` is required"),
+        ("?n=-5", "`n` must be a non-negative integer, got \"-5\""),
+        ("?n=lots", "`n` must be a non-negative integer, got \"lots\""),
+        ("?n=1.5", "`n` must be a non-negative integer, got \"1.5\""),
+        ("?n=99999999999999999999999", "`n` must be a non-negative integer"),
+        ("?n=1001", "`n` must be at most 1000, got 1001"),
+    ] {
+        let response = app.get(&format!("/v1/bench/compute{query}")).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "query {query:?}");
+        let (code, message) = error_of(response).await;
+        assert_eq!(code, "invalid_parameter", "query {query:?}");
+        assert!(message.starts_with(expected), "query {query:?}: {message}");
+    }
+}
+
+#[tokio::test]
+async fn unreachable_worker_is_a_503_and_everything_else_keeps_working() {
+    let app = spawn_app_without_worker().await;
+
+    let response = app.get("/v1/bench/compute?n=10").await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers().get("retry-after").map(|v| v.as_bytes()), Some(&b"1"[..]));
+    let (code, message) = error_of(response).await;
+    assert_eq!(code, "worker_unavailable");
+    assert_eq!(message, "analytics worker unavailable, retry later");
+
+    assert_eq!(app.get("/healthz").await.status(), StatusCode::OK);
+    assert_eq!(app.get("/v1/bench/slow").await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_worker_deadline_exceeded_is_a_504() {
+    // 1 ms is far less than 200 million square roots take.
+    let app = spawn_app_with(|_| {}, |gateway| gateway.worker_deadline_ms = 1).await;
+    let response = app.get("/v1/bench/compute?n=200000000").await;
+    assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+    let (code, message) = error_of(response).await;
+    assert_eq!(code, "worker_timeout");
+    assert_eq!(message, "analytics worker did not answer within 1 ms");
+}
+
+#[tokio::test]
+async fn a_request_outliving_the_timeout_is_a_504() {
+    let app = spawn_app_with(|_| {}, |gateway| gateway.request_timeout_ms = 50).await;
+    let response = app.get("/v1/bench/slow").await;
+    assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+    let (code, _) = error_of(response).await;
+    assert_eq!(code, "request_timeout");
+}
+
+#[tokio::test]
+async fn readiness_reports_each_dependency() {
+    let app = spawn_app().await;
+    let response = app.get("/readyz").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["status"], "ready");
+    assert_eq!(body["checks"]["store"]["backend"], "memory");
+    assert_eq!(body["checks"]["worker"]["status"], "ok");
+}
+
+#[tokio::test]
+async fn readiness_is_503_with_a_reason_when_the_worker_is_down() {
+    let app = spawn_app_without_worker().await;
+    let response = app.get("/readyz").await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["status"], "not_ready");
+    assert_eq!(body["checks"]["store"]["status"], "ok");
+    assert_eq!(body["checks"]["worker"]["status"], "error");
+    assert!(body["checks"]["worker"]["reason"].is_string(), "{body}");
+}
+
+#[tokio::test]
+async fn readiness_checks_a_real_redis_when_configured() {
+    let Some(redis) = store::testing::redis_config().await else { return };
+    let app = spawn_app_with(
+        |_| {},
+        |gateway| {
+            gateway.redis_url = Some(redis.url.clone());
+            gateway.redis_prefix = redis.key_prefix.clone();
+        },
+    )
+    .await;
+    let body: Value = app.get("/readyz").await.json().await.expect("json");
+    assert_eq!(body["checks"]["store"]["backend"], "redis");
+    assert_eq!(body["checks"]["store"]["status"], "ok");
+}
+
+#[tokio::test]
+async fn readiness_is_503_when_redis_is_unreachable() {
+    let app = spawn_app_with(|_| {}, |gateway| gateway.redis_url = Some("redis://127.0.0.1:1".into())).await;
+    let response = app.get("/readyz").await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["checks"]["store"]["backend"], "redis");
+    assert_eq!(body["checks"]["store"]["status"], "error");
+    assert_eq!(body["checks"]["worker"]["status"], "ok");
+}
+
+#[tokio::test]
+async fn request_ids_are_set_when_missing_and_echoed_when_given() {
+    let app = spawn_app().await;
+
+    let response = app.get("/healthz").await;
+    let generated = response.headers().get("x-request-id").expect("id set").to_str().expect("ascii");
+    assert_eq!(generated.len(), 36, "a uuid: {generated}");
+
+    let response = app
+        .client
+        .get(app.url("/healthz"))
+        .header("x-request-id", "client-chosen-42")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.headers().get("x-request-id").map(|v| v.as_bytes()), Some(&b"client-chosen-42"[..]));
+}
+
+#[tokio::test]
+async fn unknown_routes_are_a_json_404() {
+    let app = spawn_app().await;
+    let response = app.get("/v1/nope").await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let (code, message) = error_of(response).await;
+    assert_eq!(code, "not_found");
+    assert_eq!(message, "no route for /v1/nope");
+}
+
+#[tokio::test]
+async fn shutdown_drains_in_flight_requests() {
+    let mut app = spawn_app().await;
+    let in_flight = tokio::spawn({
+        let request = app.client.get(app.url("/v1/bench/slow"));
+        async move { request.send().await }
+    });
+    // Let the request reach the handler before stopping.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    app.gateway.signal_stop();
+    let response = in_flight.await.expect("task").expect("in-flight request completes");
+    assert_eq!(response.status(), StatusCode::OK);
+    app.gateway.wait().await.expect("gateway stops cleanly");
+}
