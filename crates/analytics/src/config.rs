@@ -15,7 +15,12 @@ pub const DEFAULT_MAX_COMPUTE_N: u64 = 1_000_000_000;
 #[derive(Debug, Clone, Args)]
 pub struct WorkerConfig {
     /// Address the gRPC server listens on.
-    #[arg(long = "analytics-addr", env = "COURTSIDE_ANALYTICS_ADDR", default_value = "127.0.0.1:50051")]
+    #[arg(
+        id = "analytics_addr",
+        long = "analytics-addr",
+        env = "COURTSIDE_ANALYTICS_ADDR",
+        default_value = "127.0.0.1:50051"
+    )]
     pub listen_addr: SocketAddr,
 
     /// Threads in the CPU pool; defaults to the number of cores.
@@ -32,16 +37,14 @@ pub struct WorkerConfig {
     pub compute_max_n: u64,
 
     /// Seconds in-flight calls may take to finish after a shutdown signal.
-    #[arg(long = "analytics-shutdown-grace", env = "COURTSIDE_ANALYTICS_SHUTDOWN_GRACE_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=300))]
+    #[arg(id = "analytics_shutdown_grace", long = "analytics-shutdown-grace", env = "COURTSIDE_ANALYTICS_SHUTDOWN_GRACE_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=300))]
     pub shutdown_grace_secs: u64,
 }
 
 impl WorkerConfig {
     /// Pool size after applying the default.
     pub fn pool_threads(&self) -> NonZeroUsize {
-        self.pool_threads
-            .or_else(|| std::thread::available_parallelism().ok())
-            .unwrap_or(NonZeroUsize::MIN)
+        self.pool_threads.or_else(|| std::thread::available_parallelism().ok()).unwrap_or(NonZeroUsize::MIN)
     }
 
     pub fn shutdown_grace(&self) -> Duration {
@@ -62,7 +65,11 @@ impl WorkerConfig {
 
 /// Options for the standalone worker binary.
 #[derive(Debug, Clone, clap::Parser)]
-#[command(name = "courtside-analytics", version, about = "courtside analytics worker: gRPC in front of a CPU pool")]
+#[command(
+    name = "courtside-analytics",
+    version,
+    about = "courtside analytics worker: gRPC in front of a CPU pool"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub worker: WorkerConfig,
@@ -103,8 +110,8 @@ mod tests {
 
     #[test]
     fn bad_values_are_rejected_with_the_flag_named() {
-        let err = Cli::try_parse_from(["courtside-analytics", "--pool-threads", "0"])
-            .expect_err("zero threads");
+        let err =
+            Cli::try_parse_from(["courtside-analytics", "--pool-threads", "0"]).expect_err("zero threads");
         assert!(err.to_string().contains("--pool-threads"), "{err}");
 
         let err = Cli::try_parse_from(["courtside-analytics", "--analytics-addr", "nowhere"])

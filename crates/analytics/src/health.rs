@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
 
 /// Succeeds when the worker at `url` reports SERVING within a few seconds.
 pub async fn healthcheck(url: &str) -> anyhow::Result<()> {

@@ -48,11 +48,7 @@ impl Analytics {
 impl AnalyticsService for Analytics {
     async fn compute(&self, request: Request<ComputeRequest>) -> Result<Response<ComputeResponse>, Status> {
         let n = ComputeSize::new(request.into_inner().n, self.compute_max_n).map_err(RpcError::from)?;
-        let timed = self
-            .pool
-            .run("compute", move || sum_of_square_roots(n))
-            .await
-            .map_err(RpcError::from)?;
+        let timed = self.pool.run("compute", move || sum_of_square_roots(n)).await.map_err(RpcError::from)?;
         Ok(Response::new(ComputeResponse {
             result: timed.value,
             queue_micros: micros(timed.queued),

@@ -63,7 +63,10 @@ impl Application {
             .add_service(health_service)
             .add_service(reflection)
             .add_service(AnalyticsServiceServer::new(analytics))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), stop.clone().cancelled_owned());
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(self.listener),
+                stop.clone().cancelled_owned(),
+            );
 
         let signal = async {
             shutdown.await;

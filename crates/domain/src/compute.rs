@@ -28,10 +28,8 @@ impl ComputeSize {
     /// Parses `n` from text, as it arrives in a query string.
     pub fn parse(raw: Option<&str>, max: u64) -> Result<Self, ComputeSizeError> {
         let raw = raw.ok_or(ComputeSizeError::Missing)?;
-        let value = raw
-            .trim()
-            .parse::<u64>()
-            .map_err(|_| ComputeSizeError::NotAnInteger(truncate(raw, 32)))?;
+        let value =
+            raw.trim().parse::<u64>().map_err(|_| ComputeSizeError::NotAnInteger(truncate(raw, 32)))?;
         Self::new(value, max)
     }
 
@@ -103,14 +101,8 @@ mod tests {
     #[test]
     fn parse_rejects_each_kind_of_bad_input_with_its_own_error() {
         assert_eq!(ComputeSize::parse(None, MAX), Err(ComputeSizeError::Missing));
-        assert_eq!(
-            ComputeSize::parse(Some("-3"), MAX),
-            Err(ComputeSizeError::NotAnInteger("-3".into()))
-        );
-        assert_eq!(
-            ComputeSize::parse(Some("ten"), MAX),
-            Err(ComputeSizeError::NotAnInteger("ten".into()))
-        );
+        assert_eq!(ComputeSize::parse(Some("-3"), MAX), Err(ComputeSizeError::NotAnInteger("-3".into())));
+        assert_eq!(ComputeSize::parse(Some("ten"), MAX), Err(ComputeSizeError::NotAnInteger("ten".into())));
         assert_eq!(
             ComputeSize::parse(Some("1000001"), MAX),
             Err(ComputeSizeError::TooLarge { value: 1_000_001, max: MAX })

@@ -10,7 +10,12 @@ use telemetry::LogFormat;
 #[derive(Debug, Clone, Args)]
 pub struct GatewayConfig {
     /// Address the HTTP server listens on.
-    #[arg(long = "gateway-addr", env = "COURTSIDE_GATEWAY_ADDR", default_value = "127.0.0.1:8080")]
+    #[arg(
+        id = "gateway_addr",
+        long = "gateway-addr",
+        env = "COURTSIDE_GATEWAY_ADDR",
+        default_value = "127.0.0.1:8080"
+    )]
     pub listen_addr: SocketAddr,
 
     /// gRPC address of the analytics worker.
@@ -44,7 +49,7 @@ pub struct GatewayConfig {
     pub body_limit_bytes: u64,
 
     /// Seconds in-flight requests may take to finish after a shutdown signal.
-    #[arg(long = "gateway-shutdown-grace", env = "COURTSIDE_GATEWAY_SHUTDOWN_GRACE_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=300))]
+    #[arg(id = "gateway_shutdown_grace", long = "gateway-shutdown-grace", env = "COURTSIDE_GATEWAY_SHUTDOWN_GRACE_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=300))]
     pub shutdown_grace_secs: u64,
 }
 
@@ -58,7 +63,8 @@ impl GatewayConfig {
     /// The Redis settings, if Redis is configured.
     pub fn redis_config(&self) -> Result<Option<store::RedisConfig>, String> {
         let Some(url) = &self.redis_url else { return Ok(None) };
-        check_redis_url(url).map_err(|reason| format!("invalid --redis-url / COURTSIDE_REDIS_URL: {reason}"))?;
+        check_redis_url(url)
+            .map_err(|reason| format!("invalid --redis-url / COURTSIDE_REDIS_URL: {reason}"))?;
         Ok(Some(store::RedisConfig {
             key_prefix: self.redis_prefix.clone(),
             ..store::RedisConfig::new(url.clone())
@@ -100,7 +106,11 @@ impl GatewayConfig {
 
 /// Options for the standalone gateway binary.
 #[derive(Debug, Clone, clap::Parser)]
-#[command(name = "courtside-gateway", version, about = "courtside edge gateway: HTTP/JSON in, gRPC to the analytics worker")]
+#[command(
+    name = "courtside-gateway",
+    version,
+    about = "courtside edge gateway: HTTP/JSON in, gRPC to the analytics worker"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub gateway: GatewayConfig,

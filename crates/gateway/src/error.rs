@@ -55,7 +55,9 @@ impl ApiError {
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::RequestTimeout(_) => (StatusCode::GATEWAY_TIMEOUT, "request_timeout"),
             Self::Worker(WorkerError::InvalidArgument(_)) => (StatusCode::BAD_REQUEST, "invalid_parameter"),
-            Self::Worker(WorkerError::Unavailable(_)) => (StatusCode::SERVICE_UNAVAILABLE, "worker_unavailable"),
+            Self::Worker(WorkerError::Unavailable(_)) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "worker_unavailable")
+            }
             Self::Worker(WorkerError::Busy(_)) => (StatusCode::SERVICE_UNAVAILABLE, "worker_busy"),
             Self::Worker(WorkerError::DeadlineExceeded(_)) => (StatusCode::GATEWAY_TIMEOUT, "worker_timeout"),
             Self::Worker(WorkerError::Failed(_)) => (StatusCode::BAD_GATEWAY, "worker_failed"),

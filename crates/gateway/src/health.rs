@@ -14,20 +14,16 @@ use tokio::{
 /// few seconds.
 pub async fn healthcheck(addr: SocketAddr) -> anyhow::Result<()> {
     let exchange = async {
-        let mut stream = TcpStream::connect(addr).await.with_context(|| format!("cannot connect to {addr}"))?;
+        let mut stream =
+            TcpStream::connect(addr).await.with_context(|| format!("cannot connect to {addr}"))?;
         let request = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
         stream.write_all(request.as_bytes()).await.context("cannot send the request")?;
         let mut head = [0u8; 32];
         let read = stream.read(&mut head).await.context("cannot read the response")?;
         Ok::<_, anyhow::Error>(String::from_utf8_lossy(&head[..read]).into_owned())
     };
-    let head = tokio::time::timeout(Duration::from_secs(3), exchange)
-        .await
-        .context("no answer within 3 s")??;
+    let head =
+        tokio::time::timeout(Duration::from_secs(3), exchange).await.context("no answer within 3 s")??;
     let status_line = head.lines().next().unwrap_or_default();
-    if status_line.starts_with("HTTP/1.1 200") {
-        Ok(())
-    } else {
-        bail!("unexpected answer: {status_line:?}")
-    }
+    if status_line.starts_with("HTTP/1.1 200") { Ok(()) } else { bail!("unexpected answer: {status_line:?}") }
 }

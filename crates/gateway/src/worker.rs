@@ -13,7 +13,9 @@ use anyhow::Context as _;
 use contracts::v1::{ComputeRequest, analytics_service_client::AnalyticsServiceClient};
 use domain::compute::ComputeSize;
 use tonic::{Code, Status, transport::Channel};
-use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
 use tracing::Instrument as _;
 
 /// How long connecting to the worker may take; past it the call fails fast
@@ -74,7 +76,9 @@ impl WorkerClient {
         let mut client = self.analytics.clone();
         let request = tonic::Request::new(ComputeRequest { n: n.get() });
         let response = self
-            .call("Compute", request, async move |request| client.compute(request).await)
+            .call("courtside.v1.AnalyticsService/Compute", request, async move |request| {
+                client.compute(request).await
+            })
             .await?;
         Ok(ComputeOutcome {
             result: response.result,
@@ -88,7 +92,7 @@ impl WorkerClient {
         let mut client = self.health.clone();
         let request = tonic::Request::new(HealthCheckRequest { service: String::new() });
         let response = self
-            .call("Check", request, async move |request| client.check(request).await)
+            .call("grpc.health.v1.Health/Check", request, async move |request| client.check(request).await)
             .await?;
         match response.status() {
             ServingStatus::Serving => Ok(()),
@@ -96,19 +100,21 @@ impl WorkerClient {
         }
     }
 
-    /// The shared part of every call: span, context propagation, deadline,
-    /// status mapping.
+    /// The shared part of every call (`path` is `package.Service/Method`):
+    /// span, context propagation, deadline, status mapping.
     async fn call<Req, Resp>(
         &self,
-        method: &'static str,
+        path: &'static str,
         mut request: tonic::Request<Req>,
         send: impl AsyncFnOnce(tonic::Request<Req>) -> Result<tonic::Response<Resp>, Status>,
     ) -> Result<Resp, WorkerError> {
+        let (service, method) = path.split_once('/').unwrap_or((path, ""));
         let span = tracing::info_span!(
             "grpc.client",
-            otel.name = method,
+            otel.name = path,
             otel.kind = "client",
             rpc.system = "grpc",
+            rpc.service = service,
             rpc.method = method,
             rpc.grpc.status_code = tracing::field::Empty,
         );

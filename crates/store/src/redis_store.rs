@@ -74,14 +74,9 @@ impl RedisStore {
             .set_connection_timeout(Some(config.timeout))
             .set_response_timeout(Some(config.timeout))
             .set_number_of_retries(1);
-        let commands = ConnectionManager::new_lazy_with_config(client.clone(), manager_config)
-            .map_err(map_error)?;
-        Ok(Self {
-            client,
-            commands,
-            prefix: config.key_prefix.clone(),
-            timeout: config.timeout,
-        })
+        let commands =
+            ConnectionManager::new_lazy_with_config(client.clone(), manager_config).map_err(map_error)?;
+        Ok(Self { client, commands, prefix: config.key_prefix.clone(), timeout: config.timeout })
     }
 
     fn key(&self, key: &str) -> String {

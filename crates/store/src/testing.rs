@@ -25,11 +25,7 @@ const DEFAULT_TEST_REDIS_URL: &str = "redis://127.0.0.1:6379";
 /// the Redis backend, never skip it silently.
 pub async fn redis_config() -> Option<RedisConfig> {
     let url = std::env::var(ENV_TEST_REDIS_URL).unwrap_or_else(|_| DEFAULT_TEST_REDIS_URL.into());
-    let config = RedisConfig {
-        url,
-        key_prefix: unique_prefix(),
-        timeout: Duration::from_secs(2),
-    };
+    let config = RedisConfig { url, key_prefix: unique_prefix(), timeout: Duration::from_secs(2) };
     let reachable = match RedisStore::connect_lazy(&config) {
         Ok(store) => store.ping().await.map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
@@ -53,9 +49,5 @@ pub async fn redis_config() -> Option<RedisConfig> {
 pub fn unique_prefix() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-    format!(
-        "courtside-test:{}:{nanos}:{}:",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
+    format!("courtside-test:{}:{nanos}:{}:", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
 }

@@ -22,10 +22,7 @@ async fn missing_key_reads_as_none(store: &dyn StateStore) {
 
 async fn set_then_get_returns_the_value(store: &dyn StateStore) {
     store.set("match:1", Bytes::from_static(b"{\"home\":2}")).await.expect("set");
-    assert_eq!(
-        store.get("match:1").await.expect("get"),
-        Some(Bytes::from_static(b"{\"home\":2}"))
-    );
+    assert_eq!(store.get("match:1").await.expect("get"), Some(Bytes::from_static(b"{\"home\":2}")));
 }
 
 async fn set_overwrites(store: &dyn StateStore) {

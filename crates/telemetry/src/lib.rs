@@ -26,8 +26,7 @@ use opentelemetry_sdk::{
 use tracing::Subscriber;
 use tracing_opentelemetry::OpenTelemetryLayer;
 use tracing_subscriber::{
-    EnvFilter, Layer as _, layer::SubscriberExt as _, registry::LookupSpan,
-    util::SubscriberInitExt as _,
+    EnvFilter, Layer as _, layer::SubscriberExt as _, registry::LookupSpan, util::SubscriberInitExt as _,
 };
 
 /// The environment variable that switches OTLP export on.
@@ -101,11 +100,8 @@ impl Drop for TelemetryGuard {
 pub fn init(service_name: &'static str, format: LogFormat) -> anyhow::Result<TelemetryGuard> {
     install_propagator();
 
-    let provider = if std::env::var_os(ENV_OTLP_ENDPOINT).is_some() {
-        Some(otlp_provider(service_name)?)
-    } else {
-        None
-    };
+    let provider =
+        if std::env::var_os(ENV_OTLP_ENDPOINT).is_some() { Some(otlp_provider(service_name)?) } else { None };
     let otel = provider.as_ref().map(|p| otel_layer(p, service_name));
 
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
@@ -156,10 +152,7 @@ fn otlp_provider(service_name: &'static str) -> anyhow::Result<SdkTracerProvider
     let resource = Resource::builder().with_service_name(service_name).build();
     // The sampler comes from OTEL_TRACES_SAMPLER(_ARG), read by the SDK's
     // default configuration; the batch processor exports on its own thread.
-    Ok(SdkTracerProvider::builder()
-        .with_resource(resource)
-        .with_batch_exporter(exporter)
-        .build())
+    Ok(SdkTracerProvider::builder().with_resource(resource).with_batch_exporter(exporter).build())
 }
 
 #[cfg(test)]

@@ -23,9 +23,7 @@ pub fn inject_into_metadata(span: &tracing::Span, metadata: &mut MetadataMap) {
 
 /// Reads a remote parent context from incoming HTTP or gRPC headers.
 pub fn extract_from_headers(headers: &http::HeaderMap) -> Context {
-    opentelemetry::global::get_text_map_propagator(|propagator| {
-        propagator.extract(&HeaderExtractor(headers))
-    })
+    opentelemetry::global::get_text_map_propagator(|propagator| propagator.extract(&HeaderExtractor(headers)))
 }
 
 /// Makes the caller's context, if the headers carry one, the parent of
@@ -42,10 +40,9 @@ impl Injector for MetadataInjector<'_> {
     fn set(&mut self, key: &str, value: String) {
         // Propagator keys and values are ASCII; skip anything that is not
         // rather than fail the request over tracing.
-        if let (Ok(key), Ok(value)) = (
-            MetadataKey::from_bytes(key.as_bytes()),
-            MetadataValue::try_from(value.as_str()),
-        ) {
+        if let (Ok(key), Ok(value)) =
+            (MetadataKey::from_bytes(key.as_bytes()), MetadataValue::try_from(value.as_str()))
+        {
             self.0.insert(key, value);
         }
     }
@@ -65,9 +62,7 @@ impl Extractor for HeaderExtractor<'_> {
 
 #[cfg(test)]
 mod tests {
-    use opentelemetry::trace::{
-        SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState,
-    };
+    use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState};
 
     use super::*;
 

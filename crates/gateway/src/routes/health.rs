@@ -70,6 +70,7 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readines
 
     let ready = store.reason.is_none() && worker.reason.is_none();
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    let readiness = Readiness { status: if ready { "ready" } else { "not_ready" }, checks: Checks { store, worker } };
+    let readiness =
+        Readiness { status: if ready { "ready" } else { "not_ready" }, checks: Checks { store, worker } };
     (status, Json(readiness))
 }
