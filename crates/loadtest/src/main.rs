@@ -1,0 +1,210 @@
+//! `courtside-loadtest`: measures what the benchmarks report.
+//!
+//! - `startup`: time from exec until a system answers its health probe,
+//!   over several runs.
+//! - `latency`: closed-loop request latency at a fixed concurrency, after a
+//!   warm-up, as an HDR histogram (p50/p90/p99/p99.9/max).
+//!
+//! Every loop is bounded in count and time, and targets are meant to be
+//! loopback addresses: this harness measures systems on the same machine.
+
+use std::{
+    process::Stdio,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use clap::Parser as _;
+use hdrhistogram::Histogram;
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::TcpStream,
+    sync::Mutex,
+};
+
+#[derive(Debug, clap::Parser)]
+#[command(name = "courtside-loadtest", about = "measure start-up time and request latency")]
+enum Cli {
+    /// Start a command repeatedly and time exec → first healthy probe.
+    Startup {
+        /// `http://host:port/path` (expects 200) or `grpc://host:port`
+        /// (expects the gRPC health service to report SERVING).
+        #[arg(long)]
+        probe: String,
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+        /// Give up on a run after this many milliseconds.
+        #[arg(long, default_value_t = 10_000)]
+        timeout_ms: u64,
+        /// The command and its arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Closed-loop GET requests against a URL.
+    Latency {
+        #[arg(long)]
+        url: String,
+        #[arg(long, default_value_t = 1)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 2_000)]
+        requests: u64,
+        #[arg(long, default_value_t = 200)]
+        warmup: u64,
+        /// Stop early after this many seconds, whatever the count.
+        #[arg(long, default_value_t = 120)]
+        max_secs: u64,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse() {
+        Cli::Startup { probe, runs, timeout_ms, command } => {
+            startup(&probe, runs, Duration::from_millis(timeout_ms), &command).await
+        }
+        Cli::Latency { url, concurrency, requests, warmup, max_secs } => {
+            latency(&url, concurrency, requests, warmup, Duration::from_secs(max_secs)).await
+        }
+    }
+}
+
+async fn startup(probe: &str, runs: usize, timeout: Duration, command: &[String]) -> anyhow::Result<()> {
+    let (program, args) = command.split_first().context("no command given")?;
+    let mut samples = Vec::with_capacity(runs);
+    for run in 0..runs {
+        let started = Instant::now();
+        let mut child = tokio::process::Command::new(program)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("cannot start {program}"))?;
+        let healthy = loop {
+            if probe_once(probe).await {
+                break Some(started.elapsed());
+            }
+            if started.elapsed() > timeout {
+                break None;
+            }
+            tokio::time::sleep(Duration::from_micros(500)).await;
+        };
+        child.kill().await.ok();
+        child.wait().await.ok();
+        match healthy {
+            Some(elapsed) => samples.push(elapsed),
+            None => bail!("run {run}: no healthy answer within {timeout:?}"),
+        }
+        // Let the port be released before the next run binds it.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    samples.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    // Name the system by its binary, not by a wrapper such as `env`.
+    let name = command.iter().rev().find(|arg| !arg.contains('=')).map_or(program.as_str(), String::as_str);
+    println!(
+        "startup {name}: runs={} min={:.1}ms p50={:.1}ms max={:.1}ms",
+        samples.len(),
+        ms(samples[0]),
+        ms(samples[samples.len() / 2]),
+        ms(samples[samples.len() - 1])
+    );
+    Ok(())
+}
+
+async fn probe_once(probe: &str) -> bool {
+    if let Some(rest) = probe.strip_prefix("grpc://") {
+        grpc_healthy(rest).await
+    } else if let Some(rest) = probe.strip_prefix("http://") {
+        http_ok(rest).await
+    } else {
+        false
+    }
+}
+
+/// One HTTP/1.1 GET over a fresh connection; true on a 200.
+async fn http_ok(rest: &str) -> bool {
+    let (host, path) = rest.split_once('/').map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
+    let Ok(mut stream) = TcpStream::connect(host).await else { return false };
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).await.is_err() {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    matches!(stream.read_exact(&mut head).await, Ok(_) if head.ends_with(b"200"))
+}
+
+async fn grpc_healthy(host: &str) -> bool {
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
+    let Ok(endpoint) = tonic::transport::Endpoint::from_shared(format!("http://{host}")) else {
+        return false;
+    };
+    let Ok(channel) = endpoint.connect().await else { return false };
+    match HealthClient::new(channel).check(HealthCheckRequest { service: String::new() }).await {
+        Ok(response) => response.into_inner().status() == ServingStatus::Serving,
+        Err(_) => false,
+    }
+}
+
+async fn latency(
+    url: &str,
+    concurrency: usize,
+    requests: u64,
+    warmup: u64,
+    max_time: Duration,
+) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build()?;
+    for _ in 0..warmup {
+        client.get(url).send().await?.error_for_status()?.bytes().await?;
+    }
+
+    let histogram = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?));
+    let per_task = requests.div_ceil(concurrency as u64);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (client, url, histogram) = (client.clone(), url.to_owned(), Arc::clone(&histogram));
+        tasks.push(tokio::spawn(async move {
+            let mut local = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+            let mut errors = 0u64;
+            for _ in 0..per_task {
+                if started.elapsed() > max_time {
+                    break;
+                }
+                let sent = Instant::now();
+                let ok = match client.get(&url).send().await {
+                    Ok(response) => response.status().is_success() && response.bytes().await.is_ok(),
+                    Err(_) => false,
+                };
+                if ok {
+                    local.saturating_record(u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX));
+                } else {
+                    errors += 1;
+                }
+            }
+            histogram.lock().await.add(&local)?;
+            Ok::<_, anyhow::Error>(errors)
+        }));
+    }
+    let mut errors = 0;
+    for task in tasks {
+        errors += task.await??;
+    }
+    let elapsed = started.elapsed();
+    let h = histogram.lock().await;
+    let us = |q: f64| h.value_at_quantile(q);
+    println!(
+        "latency {url} c={concurrency}: n={} errors={errors} rps={:.0} p50={}us p90={}us p99={}us p99.9={}us max={}us",
+        h.len(),
+        h.len() as f64 / elapsed.as_secs_f64(),
+        us(0.5),
+        us(0.9),
+        us(0.99),
+        us(0.999),
+        h.max()
+    );
+    Ok(())
+}
