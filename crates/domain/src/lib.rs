@@ -3,6 +3,8 @@
 //! # Layout
 //! - [`compute`]: the reference CPU benchmark (sum of square roots) and its
 //!   validated input size.
+//! - [`live`]: matches and their events, parsed at the boundary, and the
+//!   pure fold of an event into a match's state.
 //!
 //! # Invariant
 //! This crate does no I/O and knows no framework: no tokio, no HTTP, no
@@ -10,3 +12,4 @@
 //! values, so code that holds one of these types never checks it again.
 
 pub mod compute;
+pub mod live;

@@ -3,8 +3,9 @@
 //! as long as the process.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     sync::{Arc, Mutex, MutexGuard},
+    time::Instant,
 };
 
 use bytes::Bytes;
@@ -12,7 +13,9 @@ use futures::StreamExt as _;
 use tokio::sync::broadcast;
 use tokio_stream::wrappers::{BroadcastStream, errors::BroadcastStreamRecvError};
 
-use crate::{StateStore, StoreError, Subscription};
+use crate::{
+    AppendOutcome, HistoryLimits, LIVE_CHANNEL, LogAppend, LogSlice, StateStore, StoreError, Subscription,
+};
 
 /// Messages a subscriber may fall behind by before it starts losing them.
 const CHANNEL_CAPACITY: usize = 1024;
@@ -27,6 +30,35 @@ pub struct MemoryStore {
 struct Inner {
     values: HashMap<String, Bytes>,
     channels: HashMap<String, broadcast::Sender<Bytes>>,
+    logs: HashMap<String, Log>,
+    /// The durable event stream. In memory it lasts as long as the process,
+    /// like everything else here.
+    feed: Vec<Bytes>,
+}
+
+#[derive(Debug, Default)]
+struct Log {
+    head: u64,
+    state: Bytes,
+    history: VecDeque<(u64, Bytes)>,
+    last_append: Option<Instant>,
+}
+
+impl Inner {
+    fn publish(&mut self, channel: &str, payload: Bytes) -> usize {
+        let Some(sender) = self.channels.get(channel) else {
+            return 0;
+        };
+        match sender.send(payload) {
+            Ok(receivers) => receivers,
+            Err(_) => {
+                // Every subscription is gone: forget the channel so idle
+                // channels do not accumulate.
+                self.channels.remove(channel);
+                0
+            }
+        }
+    }
 }
 
 impl MemoryStore {
@@ -66,19 +98,7 @@ impl StateStore for MemoryStore {
     }
 
     async fn publish(&self, channel: &str, payload: Bytes) -> Result<usize, StoreError> {
-        let mut inner = self.lock();
-        let Some(sender) = inner.channels.get(channel) else {
-            return Ok(0);
-        };
-        match sender.send(payload) {
-            Ok(receivers) => Ok(receivers),
-            Err(_) => {
-                // Every subscription is gone: forget the channel so idle
-                // channels do not accumulate.
-                inner.channels.remove(channel);
-                Ok(0)
-            }
-        }
+        Ok(self.lock().publish(channel, payload))
     }
 
     async fn subscribe(&self, channel: &str) -> Result<Subscription, StoreError> {
@@ -100,5 +120,55 @@ impl StateStore for MemoryStore {
             std::future::ready(message)
         });
         Ok(Subscription::new(messages))
+    }
+
+    async fn append(&self, append: &LogAppend, limits: HistoryLimits) -> Result<AppendOutcome, StoreError> {
+        let mut inner = self.lock();
+        let now = Instant::now();
+        let log = inner.logs.entry(append.log.clone()).or_default();
+        if log.last_append.is_some_and(|at| now.duration_since(at) > limits.max_idle) {
+            log.history.clear();
+        }
+        if append.seq <= log.head {
+            return Ok(AppendOutcome::Duplicate { head: log.head });
+        }
+        if append.seq != log.head + 1 {
+            return Ok(AppendOutcome::Gap { head: log.head });
+        }
+        log.head = append.seq;
+        log.state = append.state.clone();
+        log.history.push_back((append.seq, append.entry.clone()));
+        while log.history.len() > limits.max_entries {
+            log.history.pop_front();
+        }
+        log.last_append = Some(now);
+        inner.feed.push(append.feed_entry.clone());
+        inner.publish(LIVE_CHANNEL, append.entry.clone());
+        Ok(AppendOutcome::Applied)
+    }
+
+    async fn log_state(&self, log: &str) -> Result<Option<(u64, Bytes)>, StoreError> {
+        Ok(self.lock().logs.get(log).filter(|l| l.head > 0).map(|l| (l.head, l.state.clone())))
+    }
+
+    async fn log_states(&self) -> Result<Vec<(String, Bytes)>, StoreError> {
+        let inner = self.lock();
+        Ok(inner
+            .logs
+            .iter()
+            .filter(|(_, l)| l.head > 0)
+            .map(|(name, l)| (name.clone(), l.state.clone()))
+            .collect())
+    }
+
+    async fn read_log(&self, log: &str, after: u64, limit: usize) -> Result<LogSlice, StoreError> {
+        let inner = self.lock();
+        let Some(log) = inner.logs.get(log) else { return Ok(LogSlice::default()) };
+        let entries = log.history.iter().filter(|(seq, _)| *seq > after).take(limit).cloned().collect();
+        Ok(LogSlice { entries, head: log.head, oldest: log.history.front().map(|(seq, _)| *seq) })
+    }
+
+    async fn feed_len(&self) -> Result<u64, StoreError> {
+        Ok(self.lock().feed.len() as u64)
     }
 }

@@ -9,9 +9,30 @@ use futures::StreamExt as _;
 use redis::{
     AsyncCommands as _, Client, RedisError,
     aio::{ConnectionManager, ConnectionManagerConfig},
+    streams::StreamRangeReply,
 };
 
-use crate::{StateStore, StoreError, Subscription};
+use crate::{
+    AppendOutcome, HistoryLimits, LIVE_CHANNEL, LogAppend, LogSlice, StateStore, StoreError, Subscription,
+};
+
+/// The atomic append described in `log.rs`. Keys: heads hash, states hash,
+/// the log's history stream, the feed stream. History entries use the
+/// sequence number as their stream id (`<seq>-1`), so a range read by
+/// sequence number is a plain XRANGE.
+const APPEND_SCRIPT: &str = r#"
+local head = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+local seq = tonumber(ARGV[2])
+if seq <= head then return {0, head} end
+if seq ~= head + 1 then return {2, head} end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[4])
+redis.call('XADD', KEYS[3], 'MAXLEN', ARGV[6], ARGV[2] .. '-1', 'e', ARGV[3])
+redis.call('PEXPIRE', KEYS[3], ARGV[7])
+redis.call('XADD', KEYS[4], '*', 'log', ARGV[1], 'seq', ARGV[2], 'e', ARGV[5])
+redis.call('PUBLISH', ARGV[8], ARGV[3])
+return {1, seq}
+"#;
 
 /// How to reach Redis and how long to wait for it.
 #[derive(Clone)]
@@ -55,6 +76,7 @@ pub struct RedisStore {
     commands: ConnectionManager,
     prefix: String,
     timeout: Duration,
+    append_script: redis::Script,
 }
 
 impl fmt::Debug for RedisStore {
@@ -76,7 +98,38 @@ impl RedisStore {
             .set_number_of_retries(1);
         let commands =
             ConnectionManager::new_lazy_with_config(client.clone(), manager_config).map_err(map_error)?;
-        Ok(Self { client, commands, prefix: config.key_prefix.clone(), timeout: config.timeout })
+        Ok(Self {
+            client,
+            commands,
+            prefix: config.key_prefix.clone(),
+            timeout: config.timeout,
+            append_script: redis::Script::new(APPEND_SCRIPT),
+        })
+    }
+
+    /// The name of the durable event stream that the analytics worker reads.
+    pub fn feed_key(&self) -> String {
+        self.key("events")
+    }
+
+    /// Adds one EVALSHA of the append script to `pipe`.
+    fn push_append(&self, pipe: &mut redis::Pipeline, append: &LogAppend, limits: HistoryLimits) {
+        let max_idle_ms = u64::try_from(limits.max_idle.as_millis()).unwrap_or(u64::MAX).max(1);
+        pipe.cmd("EVALSHA")
+            .arg(self.append_script.get_hash())
+            .arg(4)
+            .arg(self.key("log-heads"))
+            .arg(self.key("log-states"))
+            .arg(self.key(&format!("log:{}", append.log)))
+            .arg(self.feed_key())
+            .arg(&append.log)
+            .arg(append.seq)
+            .arg(append.entry.as_ref())
+            .arg(append.state.as_ref())
+            .arg(append.feed_entry.as_ref())
+            .arg(limits.max_entries)
+            .arg(max_idle_ms)
+            .arg(self.key(LIVE_CHANNEL));
     }
 
     fn key(&self, key: &str) -> String {
@@ -132,6 +185,99 @@ impl StateStore for RedisStore {
         let messages = pubsub.into_on_message().map(|msg| Bytes::copy_from_slice(msg.get_payload_bytes()));
         Ok(Subscription::new(messages))
     }
+
+    async fn append(&self, append: &LogAppend, limits: HistoryLimits) -> Result<AppendOutcome, StoreError> {
+        let outcomes = self.append_batch(std::slice::from_ref(append), limits).await?;
+        outcomes.into_iter().next().ok_or_else(|| StoreError::Backend("empty reply to an append".into()))
+    }
+
+    async fn append_batch(
+        &self,
+        appends: &[LogAppend],
+        limits: HistoryLimits,
+    ) -> Result<Vec<AppendOutcome>, StoreError> {
+        if appends.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One round trip: load the script (a no-op when cached, and a cure
+        // for a Redis that restarted and forgot it), then every append.
+        let mut pipe = redis::pipe();
+        pipe.cmd("SCRIPT").arg("LOAD").arg(APPEND_SCRIPT).ignore();
+        for append in appends {
+            self.push_append(&mut pipe, append, limits);
+        }
+        let mut conn = self.commands.clone();
+        let replies: Vec<(i64, u64)> = pipe.query_async(&mut conn).await.map_err(map_error)?;
+        Ok(replies.into_iter().map(outcome).collect())
+    }
+
+    async fn log_state(&self, log: &str) -> Result<Option<(u64, Bytes)>, StoreError> {
+        let mut conn = self.commands.clone();
+        let (head, state): (Option<u64>, Option<Vec<u8>>) = redis::pipe()
+            .atomic()
+            .hget(self.key("log-heads"), log)
+            .hget(self.key("log-states"), log)
+            .query_async(&mut conn)
+            .await
+            .map_err(map_error)?;
+        Ok(head.zip(state).map(|(head, state)| (head, Bytes::from(state))))
+    }
+
+    async fn log_states(&self) -> Result<Vec<(String, Bytes)>, StoreError> {
+        let mut conn = self.commands.clone();
+        let states: Vec<(String, Vec<u8>)> = conn.hgetall(self.key("log-states")).await.map_err(map_error)?;
+        Ok(states.into_iter().map(|(log, state)| (log, Bytes::from(state))).collect())
+    }
+
+    async fn read_log(&self, log: &str, after: u64, limit: usize) -> Result<LogSlice, StoreError> {
+        let mut conn = self.commands.clone();
+        let history = self.key(&format!("log:{log}"));
+        let (head, entries, oldest): (Option<u64>, StreamRangeReply, StreamRangeReply) = redis::pipe()
+            .atomic()
+            .hget(self.key("log-heads"), log)
+            .cmd("XRANGE")
+            .arg(&history)
+            .arg(format!("({after}-1"))
+            .arg("+")
+            .arg("COUNT")
+            .arg(limit.max(1))
+            .cmd("XRANGE")
+            .arg(&history)
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut conn)
+            .await
+            .map_err(map_error)?;
+        let entries =
+            if limit == 0 { Vec::new() } else { entries.ids.iter().filter_map(history_entry).collect() };
+        Ok(LogSlice {
+            entries,
+            head: head.unwrap_or(0),
+            oldest: oldest.ids.first().and_then(history_entry).map(|(seq, _)| seq),
+        })
+    }
+
+    async fn feed_len(&self) -> Result<u64, StoreError> {
+        let mut conn = self.commands.clone();
+        conn.xlen(self.feed_key()).await.map_err(map_error)
+    }
+}
+
+fn outcome((code, head): (i64, u64)) -> AppendOutcome {
+    match code {
+        1 => AppendOutcome::Applied,
+        0 => AppendOutcome::Duplicate { head },
+        _ => AppendOutcome::Gap { head },
+    }
+}
+
+/// `(seq, entry)` of a history stream entry whose id is `<seq>-1`.
+fn history_entry(id: &redis::streams::StreamId) -> Option<(u64, Bytes)> {
+    let seq = id.id.split_once('-')?.0.parse().ok()?;
+    let entry: Vec<u8> = id.get("e")?;
+    Some((seq, Bytes::from(entry)))
 }
 
 fn map_error(err: RedisError) -> StoreError {

@@ -7,7 +7,9 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use store::{MemoryStore, RedisStore, StateStore, testing};
+use store::{
+    AppendOutcome, HistoryLimits, LIVE_CHANNEL, LogAppend, MemoryStore, RedisStore, StateStore, testing,
+};
 
 /// How long a subscriber waits for a message that should arrive.
 const DELIVERY_DEADLINE: Duration = Duration::from_secs(5);
@@ -95,6 +97,110 @@ async fn dropped_subscriptions_stop_counting(store: &dyn StateStore) {
     }
 }
 
+const LIMITS: HistoryLimits = HistoryLimits { max_entries: 1_000, max_idle: Duration::from_secs(60) };
+
+fn entry(log: &str, seq: u64) -> LogAppend {
+    LogAppend {
+        log: log.into(),
+        seq,
+        entry: Bytes::from(format!("{log}#{seq}")),
+        state: Bytes::from(format!("state of {log} at {seq}")),
+        feed_entry: Bytes::from(format!("feed {log} {seq}")),
+    }
+}
+
+async fn appends_apply_in_sequence(store: &dyn StateStore) {
+    for seq in 1..=3 {
+        assert_eq!(store.append(&entry("m1", seq), LIMITS).await.expect("append"), AppendOutcome::Applied);
+    }
+    assert_eq!(store.log_state("m1").await.expect("state"), Some((3, Bytes::from("state of m1 at 3"))));
+    assert_eq!(store.feed_len().await.expect("feed"), 3);
+}
+
+async fn replays_and_gaps_change_nothing(store: &dyn StateStore) {
+    store.append(&entry("m1", 1), LIMITS).await.expect("append");
+    store.append(&entry("m1", 2), LIMITS).await.expect("append");
+    let mut live = store.subscribe(LIVE_CHANNEL).await.expect("subscribe");
+
+    let replay = LogAppend { state: Bytes::from("tampered"), ..entry("m1", 1) };
+    assert_eq!(store.append(&replay, LIMITS).await.expect("append"), AppendOutcome::Duplicate { head: 2 });
+    assert_eq!(store.append(&entry("m1", 5), LIMITS).await.expect("append"), AppendOutcome::Gap { head: 2 });
+
+    assert_eq!(store.log_state("m1").await.expect("state"), Some((2, Bytes::from("state of m1 at 2"))));
+    assert_eq!(store.feed_len().await.expect("feed"), 2);
+    assert_eq!(store.read_log("m1", 0, 100).await.expect("read").entries.len(), 2);
+    // Nothing was published for either: the next message is the next append.
+    store.append(&entry("m1", 3), LIMITS).await.expect("append");
+    let next = tokio::time::timeout(DELIVERY_DEADLINE, live.next()).await.expect("in time").expect("open");
+    assert_eq!(next, Bytes::from("m1#3"));
+}
+
+async fn appends_are_published_in_order(store: &dyn StateStore) {
+    let mut live = store.subscribe(LIVE_CHANNEL).await.expect("subscribe");
+    for seq in 1..=5 {
+        store.append(&entry("m2", seq), LIMITS).await.expect("append");
+    }
+    for seq in 1..=5 {
+        let message =
+            tokio::time::timeout(DELIVERY_DEADLINE, live.next()).await.expect("in time").expect("open");
+        assert_eq!(message, Bytes::from(format!("m2#{seq}")));
+    }
+}
+
+async fn history_reads_resume_after_a_sequence_number(store: &dyn StateStore) {
+    for seq in 1..=10 {
+        store.append(&entry("m3", seq), LIMITS).await.expect("append");
+    }
+    let slice = store.read_log("m3", 7, 100).await.expect("read");
+    let seqs: Vec<u64> = slice.entries.iter().map(|(seq, _)| *seq).collect();
+    assert_eq!(seqs, vec![8, 9, 10]);
+    assert_eq!(slice.entries[0].1, Bytes::from("m3#8"));
+    assert_eq!((slice.head, slice.oldest), (10, Some(1)));
+    assert!(slice.is_complete_after(7));
+
+    let limited = store.read_log("m3", 0, 4).await.expect("read");
+    assert_eq!(limited.entries.len(), 4);
+    assert!(!limited.is_complete_after(0), "a limited read is not the whole history");
+
+    let empty = store.read_log("never-written", 0, 10).await.expect("read");
+    assert_eq!((empty.entries.len(), empty.head, empty.oldest), (0, 0, None));
+}
+
+async fn history_is_bounded_in_length(store: &dyn StateStore) {
+    let limits = HistoryLimits { max_entries: 5, ..LIMITS };
+    for seq in 1..=12 {
+        store.append(&entry("m4", seq), limits).await.expect("append");
+    }
+    let slice = store.read_log("m4", 0, 100).await.expect("read");
+    let seqs: Vec<u64> = slice.entries.iter().map(|(seq, _)| *seq).collect();
+    assert_eq!(seqs, vec![8, 9, 10, 11, 12]);
+    assert!(!slice.is_complete_after(2), "entries 3..7 are gone");
+    assert!(slice.is_complete_after(7));
+    // The durable feed is never trimmed.
+    assert_eq!(store.feed_len().await.expect("feed"), 12);
+}
+
+async fn batches_report_each_outcome(store: &dyn StateStore) {
+    let batch = [entry("m5", 1), entry("m5", 2), entry("m5", 2), entry("m5", 4), entry("m6", 1)];
+    let outcomes = store.append_batch(&batch, LIMITS).await.expect("batch");
+    assert_eq!(
+        outcomes,
+        vec![
+            AppendOutcome::Applied,
+            AppendOutcome::Applied,
+            AppendOutcome::Duplicate { head: 2 },
+            AppendOutcome::Gap { head: 2 },
+            AppendOutcome::Applied,
+        ]
+    );
+    let mut states = store.log_states().await.expect("states");
+    states.sort();
+    assert_eq!(
+        states,
+        vec![("m5".into(), Bytes::from("state of m5 at 2")), ("m6".into(), Bytes::from("state of m6 at 1"))]
+    );
+}
+
 macro_rules! conformance {
     ($backend:ident, $make:expr) => {
         mod $backend {
@@ -111,6 +217,12 @@ macro_rules! conformance {
                 subscribers_receive_messages_in_publish_order,
                 channels_are_independent,
                 dropped_subscriptions_stop_counting,
+                appends_apply_in_sequence,
+                replays_and_gaps_change_nothing,
+                appends_are_published_in_order,
+                history_reads_resume_after_a_sequence_number,
+                history_is_bounded_in_length,
+                batches_report_each_outcome,
             );
         }
     };
