@@ -8,7 +8,7 @@ use prost::Message as _;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto_root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let files = ["courtside/v1/analytics.proto"];
+    let files = ["courtside/v1/analytics.proto", "courtside/v1/events.proto"];
     for file in files {
         println!("cargo:rerun-if-changed={}", proto_root.join(file).display());
     }

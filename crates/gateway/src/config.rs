@@ -48,6 +48,41 @@ pub struct GatewayConfig {
     #[arg(long, env = "COURTSIDE_BODY_LIMIT_BYTES", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..=(1 << 30)))]
     pub body_limit_bytes: u64,
 
+    /// Bearer tokens that may publish events, comma-separated (16+
+    /// characters each). Without any, publishing is disabled. Never logged.
+    #[arg(long, env = "COURTSIDE_PUBLISH_TOKENS", hide_env_values = true, default_value = "")]
+    pub publish_tokens: String,
+
+    /// Bearer tokens for reads and subscriptions, comma-separated. Without
+    /// any, reads are public.
+    #[arg(long, env = "COURTSIDE_READ_TOKENS", hide_env_values = true, default_value = "")]
+    pub read_tokens: String,
+
+    /// Open WebSocket and SSE connections accepted; past it, 503.
+    #[arg(long, env = "COURTSIDE_MAX_CONNECTIONS", default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: u64,
+
+    /// Bytes a subscriber may fall behind the live feed before it is
+    /// disconnected as a slow consumer.
+    #[arg(long, env = "COURTSIDE_SUBSCRIBER_MAX_LAG_BYTES", default_value_t = 256 * 1024, value_parser = clap::value_parser!(u64).range(1024..=(64 << 20)))]
+    pub subscriber_max_lag_bytes: u64,
+
+    /// Events of history kept per match for subscribers that resume.
+    #[arg(long, env = "COURTSIDE_HISTORY_EVENTS", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub history_events: u64,
+
+    /// Seconds a match's history is kept after its last event.
+    #[arg(long, env = "COURTSIDE_HISTORY_IDLE_SECS", default_value_t = 6 * 3600, value_parser = clap::value_parser!(u64).range(1..=30 * 86_400))]
+    pub history_idle_secs: u64,
+
+    /// Seconds between server pings on WebSocket connections.
+    #[arg(long, env = "COURTSIDE_PING_INTERVAL_SECS", default_value_t = 25, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub ping_interval_secs: u64,
+
+    /// Longest NDJSON line bulk ingest accepts, in bytes.
+    #[arg(long, env = "COURTSIDE_MAX_LINE_BYTES", default_value_t = 64 * 1024, value_parser = clap::value_parser!(u64).range(64..=(16 << 20)))]
+    pub max_line_bytes: u64,
+
     /// Seconds in-flight requests may take to finish after a shutdown signal.
     #[arg(id = "gateway_shutdown_grace", long = "gateway-shutdown-grace", env = "COURTSIDE_GATEWAY_SHUTDOWN_GRACE_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=300))]
     pub shutdown_grace_secs: u64,
@@ -57,7 +92,32 @@ impl GatewayConfig {
     /// Checks what clap cannot check without printing secrets. Call it
     /// before starting anything; the error is one line, safe to print.
     pub fn validate(&self) -> Result<(), String> {
-        self.redis_config().map(|_| ())
+        self.redis_config()?;
+        self.live_config()?;
+        Ok(())
+    }
+
+    /// The live feed's settings.
+    pub fn live_config(&self) -> Result<crate::live::LiveConfig, String> {
+        use crate::live::auth::Tokens;
+        let publish_tokens = Tokens::parse(&self.publish_tokens)
+            .map_err(|reason| format!("invalid --publish-tokens / COURTSIDE_PUBLISH_TOKENS: {reason}"))?;
+        let read_tokens = Tokens::parse(&self.read_tokens)
+            .map_err(|reason| format!("invalid --read-tokens / COURTSIDE_READ_TOKENS: {reason}"))?;
+        let defaults = crate::live::LiveConfig::default();
+        Ok(crate::live::LiveConfig {
+            max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
+            max_lag_bytes: self.subscriber_max_lag_bytes,
+            ping_interval: Duration::from_secs(self.ping_interval_secs),
+            history: store::HistoryLimits {
+                max_entries: usize::try_from(self.history_events).unwrap_or(usize::MAX),
+                max_idle: Duration::from_secs(self.history_idle_secs),
+            },
+            max_line_bytes: usize::try_from(self.max_line_bytes).unwrap_or(usize::MAX),
+            publish_tokens,
+            read_tokens,
+            ..defaults
+        })
     }
 
     /// The Redis settings, if Redis is configured.
@@ -99,10 +159,21 @@ impl GatewayConfig {
             request_timeout_ms: 30_000,
             worker_deadline_ms: 10_000,
             body_limit_bytes: 1024 * 1024,
+            publish_tokens: TEST_PUBLISH_TOKEN.into(),
+            read_tokens: String::new(),
+            max_connections: 20_000,
+            subscriber_max_lag_bytes: 256 * 1024,
+            history_events: 1_000,
+            history_idle_secs: 3600,
+            ping_interval_secs: 25,
+            max_line_bytes: 64 * 1024,
             shutdown_grace_secs: 5,
         }
     }
 }
+
+/// The publish token [`GatewayConfig::for_tests`] configures.
+pub const TEST_PUBLISH_TOKEN: &str = "test-publisher-token-0123456789";
 
 /// Options for the standalone gateway binary.
 #[derive(Debug, Clone, clap::Parser)]

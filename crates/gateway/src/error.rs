@@ -13,7 +13,10 @@ use axum::{
 };
 use serde::Serialize;
 
-use crate::worker::WorkerError;
+use crate::{
+    live::{auth::AuthError, feed::SubscribeError, ingest::Rejected},
+    worker::WorkerError,
+};
 
 /// Seconds a client is asked to wait before retrying a 503.
 const RETRY_AFTER_SECS: u32 = 1;
@@ -27,6 +30,26 @@ pub enum ApiError {
     NotFound(String),
     #[error("request took longer than {0} ms")]
     RequestTimeout(u64),
+    /// An event (or batch) that does not parse; nothing was applied.
+    #[error("{0}")]
+    InvalidEvent(String),
+    /// A well-formed event the sequencing rule or the match state refused.
+    #[error(transparent)]
+    Rejected(Rejected),
+    #[error("match {0} does not exist")]
+    UnknownMatch(String),
+    #[error(transparent)]
+    Unauthorized(#[from] AuthError),
+    #[error("this gateway already holds {0} live connections; try another replica or retry later")]
+    TooManyConnections(usize),
+    #[error("content type must be {0}")]
+    UnsupportedMediaType(&'static str),
+    #[error("request body exceeds the limit of {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("{0}")]
+    Subscribe(#[from] SubscribeError),
+    #[error("state store unavailable, retry later")]
+    Store(#[from] store::StoreError),
     #[error(transparent)]
     Worker(#[from] WorkerError),
     /// Anything unexpected; the details stay server-side.
@@ -49,11 +72,39 @@ pub struct ErrorDetail {
 }
 
 impl ApiError {
+    /// Maps a failure to read the request body: too large, or cut short.
+    pub fn from_body_rejection(rejection: axum::extract::rejection::BytesRejection, limit: usize) -> Self {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Self::PayloadTooLarge(limit)
+        } else {
+            Self::InvalidEvent(rejection.body_text())
+        }
+    }
+
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             Self::InvalidParameter(_) => (StatusCode::BAD_REQUEST, "invalid_parameter"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::RequestTimeout(_) => (StatusCode::GATEWAY_TIMEOUT, "request_timeout"),
+            Self::InvalidEvent(_) => (StatusCode::BAD_REQUEST, "invalid_event"),
+            Self::Rejected(rejected @ Rejected::Apply(domain::live::ApplyError::UnknownTeam { .. })) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, rejected.code())
+            }
+            Self::Rejected(rejected) => (StatusCode::CONFLICT, rejected.code()),
+            Self::UnknownMatch(_) => (StatusCode::NOT_FOUND, "unknown_match"),
+            Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::TooManyConnections(_) => (StatusCode::SERVICE_UNAVAILABLE, "too_many_connections"),
+            Self::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+            Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Self::Subscribe(err @ SubscribeError::UnknownMatch(_)) => (StatusCode::NOT_FOUND, err.code()),
+            Self::Subscribe(err @ SubscribeError::SinceBeyondHead { .. }) => {
+                (StatusCode::BAD_REQUEST, err.code())
+            }
+            Self::Subscribe(SubscribeError::Store(store::StoreError::Unavailable(_)))
+            | Self::Store(store::StoreError::Unavailable(_)) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable")
+            }
+            Self::Subscribe(_) | Self::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             Self::Worker(WorkerError::InvalidArgument(_)) => (StatusCode::BAD_REQUEST, "invalid_parameter"),
             Self::Worker(WorkerError::Unavailable(_)) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "worker_unavailable")
@@ -73,10 +124,18 @@ impl IntoResponse for ApiError {
             // Recorded on the request span; the TraceLayer logs 5xx responses.
             tracing::Span::current().record("error.message", tracing::field::display(format!("{self:#}")));
         }
-        let body = ErrorBody { error: ErrorDetail { code, message: self.to_string() } };
+        // Server-side failures keep their details in the span, not the body.
+        let message = match &self {
+            Self::Unexpected(_) | Self::Store(store::StoreError::Backend(_)) => "internal error".to_owned(),
+            _ => self.to_string(),
+        };
+        let body = ErrorBody { error: ErrorDetail { code, message } };
         let mut response = (status, Json(body)).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
     }

@@ -15,6 +15,7 @@
 pub mod config;
 pub mod error;
 pub mod health;
+pub mod live;
 pub mod routes;
 pub mod startup;
 pub mod worker;

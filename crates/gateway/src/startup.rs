@@ -7,11 +7,12 @@ use anyhow::Context as _;
 use axum::{
     Json, Router,
     body::Body,
+    extract::DefaultBodyLimit,
     extract::{MatchedPath, Request, State},
     http::{HeaderName, Response, Uri},
     middleware::{self, Next},
     response::IntoResponse,
-    routing::get,
+    routing::{get, post},
 };
 use serde::Serialize;
 use store::{MemoryStore, RedisStore, StateStore};
@@ -19,7 +20,6 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
 use tower_http::{
-    limit::RequestBodyLimitLayer,
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer},
     trace::TraceLayer,
 };
@@ -28,6 +28,7 @@ use tracing::{Span, field::Empty};
 use crate::{
     config::GatewayConfig,
     error::ApiError,
+    live::{self, LiveState},
     routes::{bench, health},
     worker::WorkerClient,
 };
@@ -39,7 +40,9 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub struct AppState {
     pub store: Arc<dyn StateStore>,
     pub worker: WorkerClient,
+    pub live: Arc<LiveState>,
     pub request_timeout: Duration,
+    pub body_limit: usize,
 }
 
 /// A gateway that has bound its port and is ready to serve.
@@ -65,7 +68,18 @@ impl Application {
             }
         };
         let worker = WorkerClient::connect_lazy(&config.worker_url, config.worker_deadline())?;
-        let state = AppState { store, worker, request_timeout: config.request_timeout() };
+        let live_config = config.live_config().map_err(anyhow::Error::msg)?;
+        if live_config.publish_tokens.is_empty() {
+            tracing::warn!("no publish tokens configured (COURTSIDE_PUBLISH_TOKENS): publishing is disabled");
+        }
+        let live = Arc::new(LiveState::new(Arc::clone(&store), live_config, CancellationToken::new()));
+        let state = AppState {
+            store,
+            worker,
+            live,
+            request_timeout: config.request_timeout(),
+            body_limit: config.body_limit(),
+        };
 
         let listener = TcpListener::bind(config.listen_addr)
             .await
@@ -81,7 +95,13 @@ impl Application {
     /// Serves until `shutdown` resolves, then lets in-flight requests finish
     /// within the configured grace period.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-        let app = router(self.state, self.config.body_limit());
+        let live = Arc::clone(&self.state.live);
+        let bridge = tokio::spawn(live::hub::run_bridge(
+            Arc::clone(&live.feed.hub),
+            Arc::clone(&self.state.store),
+            live.stop.clone(),
+        ));
+        let app = router(self.state);
         tracing::info!(addr = %self.local_addr, worker = %self.config.worker_url, "gateway listening");
 
         let stop = CancellationToken::new();
@@ -91,10 +111,13 @@ impl Application {
         let signal = async {
             shutdown.await;
             stop.cancel();
+            // Long-lived feeds would hold the drain open: close them now.
+            live.stop.cancel();
         };
-        lifecycle::run_with_grace(server, signal, self.config.shutdown_grace())
-            .await
-            .context("http server failed")?;
+        let served = lifecycle::run_with_grace(server, signal, self.config.shutdown_grace()).await;
+        live.stop.cancel();
+        let _ = bridge.await;
+        served.context("http server failed")?;
         tracing::info!("gateway stopped");
         Ok(())
     }
@@ -103,26 +126,36 @@ impl Application {
 /// The whole HTTP surface. Public so tests can drive it without a socket.
 ///
 /// Middleware, outermost first: a request id is set (or kept, if the client
-/// sent one), the request span opens with it, the body is capped, the
-/// request timeout applies, and the id is copied onto the response.
-pub fn router(state: AppState, body_limit: usize) -> Router {
-    let api = Router::new()
+/// sent one), the request span opens with it, the id is copied onto the
+/// response, and request bodies read whole are capped. Ordinary requests
+/// get the request timeout; streams (bulk ingest, WebSocket, SSE) do not,
+/// as they are meant to last.
+pub fn router(state: AppState) -> Router {
+    let requests = Router::new()
         .route("/v1/bench/slow", get(bench::slow))
         .route("/v1/bench/compute", get(bench::compute))
+        .route("/v1/events", post(live::routes::publish))
+        .route("/v1/matches", get(live::routes::list_matches))
+        .route("/v1/matches/{id}", get(live::routes::get_match))
         .route_layer(middleware::from_fn_with_state(state.clone(), request_timeout));
+    let streams = Router::new()
+        .route("/v1/events/bulk", post(live::routes::publish_bulk))
+        .route("/v1/live", get(live::ws::live_ws))
+        .route("/v1/matches/{id}/live", get(live::sse::live_sse));
 
     Router::new()
         .route("/", get(index))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .merge(api)
+        .merge(requests)
+        .merge(streams)
         .fallback(not_found)
+        .layer(DefaultBodyLimit::max(state.body_limit))
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
                 .layer(TraceLayer::new_for_http().make_span_with(http_span).on_response(record_status))
-                .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-                .layer(RequestBodyLimitLayer::new(body_limit)),
+                .layer(PropagateRequestIdLayer::new(REQUEST_ID)),
         )
         .with_state(state)
 }

@@ -21,6 +21,16 @@ pub fn inject_into_metadata(span: &tracing::Span, metadata: &mut MetadataMap) {
     });
 }
 
+/// The W3C `traceparent` of `span`, or an empty string when it is not
+/// sampled or tracing is off. Stored with data that outlives the request
+/// (event stream entries), so whoever processes it later can link back.
+pub fn traceparent(span: &tracing::Span) -> String {
+    let cx = span.context();
+    let mut carrier = std::collections::HashMap::new();
+    opentelemetry::global::get_text_map_propagator(|propagator| propagator.inject_context(&cx, &mut carrier));
+    carrier.remove("traceparent").unwrap_or_default()
+}
+
 /// Reads a remote parent context from incoming HTTP or gRPC headers.
 pub fn extract_from_headers(headers: &http::HeaderMap) -> Context {
     opentelemetry::global::get_text_map_propagator(|propagator| propagator.extract(&HeaderExtractor(headers)))

@@ -1,0 +1,157 @@
+//! Bearer tokens. Publishers must present one of the configured publish
+//! tokens; readers need a read token only when read tokens are configured.
+//!
+//! Tokens are compared in constant time, so response timing does not reveal
+//! how much of a guess was right. They are never logged: `Debug` prints only
+//! how many there are.
+
+use std::fmt;
+
+use axum::http::{HeaderMap, header};
+
+/// A set of accepted tokens.
+#[derive(Clone, Default)]
+pub struct Tokens(Vec<String>);
+
+impl fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Tokens({} configured)", self.0.len())
+    }
+}
+
+/// Why a request was not authorised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("missing bearer token: send `Authorization: Bearer <token>`")]
+    Missing,
+    #[error("invalid bearer token")]
+    Invalid,
+    #[error("publishing is disabled: no publish tokens are configured (COURTSIDE_PUBLISH_TOKENS)")]
+    Disabled,
+}
+
+impl Tokens {
+    /// Parses a comma-separated list; blanks are ignored. Tokens shorter
+    /// than 16 characters are refused: they are guessable.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let tokens: Vec<String> =
+            raw.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned).collect();
+        if let Some(position) = tokens.iter().position(|t| t.len() < 16) {
+            return Err(format!("token #{} is shorter than 16 characters", position + 1));
+        }
+        Ok(Self(tokens))
+    }
+
+    pub fn from_list(tokens: Vec<String>) -> Self {
+        Self(tokens)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether `presented` is one of the tokens. Checks every token, each in
+    /// constant time, so timing depends on neither which one matched nor
+    /// where a guess went wrong.
+    pub fn accepts(&self, presented: &str) -> bool {
+        self.0
+            .iter()
+            .fold(false, |found, token| found | constant_time_eq(token.as_bytes(), presented.as_bytes()))
+    }
+}
+
+/// Checks a publisher's `Authorization` header.
+pub fn authorize_publisher(tokens: &Tokens, headers: &HeaderMap) -> Result<(), AuthError> {
+    if tokens.is_empty() {
+        return Err(AuthError::Disabled);
+    }
+    let presented = bearer(headers).ok_or(AuthError::Missing)?;
+    if tokens.accepts(presented) { Ok(()) } else { Err(AuthError::Invalid) }
+}
+
+/// Checks a reader: free when no read tokens are configured; otherwise a read
+/// or publish token, from the `Authorization` header or a `token` query
+/// parameter (browsers cannot set headers on WebSocket or EventSource).
+pub fn authorize_reader(
+    read: &Tokens,
+    publish: &Tokens,
+    headers: &HeaderMap,
+    query_token: Option<&str>,
+) -> Result<(), AuthError> {
+    if read.is_empty() {
+        return Ok(());
+    }
+    let presented = bearer(headers).or(query_token).ok_or(AuthError::Missing)?;
+    if read.accepts(presented) || publish.accepts(presented) { Ok(()) } else { Err(AuthError::Invalid) }
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    // The length is not secret (it is bounded and visible on the wire).
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    const TOKEN: &str = "publisher-token-0123456789";
+
+    fn headers(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_str(value).expect("ascii"));
+        headers
+    }
+
+    #[test]
+    fn publishers_need_a_configured_token() {
+        let tokens = Tokens::parse(&format!(" {TOKEN} , another-token-abcdefgh")).expect("valid");
+        assert_eq!(tokens.len(), 2);
+        assert_eq!(authorize_publisher(&tokens, &headers(&format!("Bearer {TOKEN}"))), Ok(()));
+        assert_eq!(authorize_publisher(&tokens, &headers("Bearer another-token-abcdefgh")), Ok(()));
+        assert_eq!(
+            authorize_publisher(&tokens, &headers("Bearer wrong-token-0123456789")),
+            Err(AuthError::Invalid)
+        );
+        assert_eq!(authorize_publisher(&tokens, &headers(TOKEN)), Err(AuthError::Missing));
+        assert_eq!(authorize_publisher(&tokens, &HeaderMap::new()), Err(AuthError::Missing));
+        assert_eq!(
+            authorize_publisher(&Tokens::default(), &headers(&format!("Bearer {TOKEN}"))),
+            Err(AuthError::Disabled)
+        );
+    }
+
+    #[test]
+    fn reads_are_public_unless_read_tokens_are_set() {
+        let publish = Tokens::parse(TOKEN).expect("valid");
+        assert_eq!(authorize_reader(&Tokens::default(), &publish, &HeaderMap::new(), None), Ok(()));
+        let read = Tokens::parse("reader-token-0123456789").expect("valid");
+        assert_eq!(authorize_reader(&read, &publish, &HeaderMap::new(), None), Err(AuthError::Missing));
+        assert_eq!(
+            authorize_reader(&read, &publish, &HeaderMap::new(), Some("reader-token-0123456789")),
+            Ok(())
+        );
+        assert_eq!(authorize_reader(&read, &publish, &headers(&format!("Bearer {TOKEN}")), None), Ok(()));
+    }
+
+    #[test]
+    fn short_tokens_are_refused_and_debug_hides_them() {
+        assert!(Tokens::parse("short").is_err());
+        let tokens = Tokens::parse(TOKEN).expect("valid");
+        assert_eq!(format!("{tokens:?}"), "Tokens(1 configured)");
+    }
+}

@@ -1,0 +1,126 @@
+//! The live score feed: ingest, reads, and delivery over WebSocket and SSE.
+//!
+//! # Layout
+//! - [`wire`]: the JSON shapes, and conversions to and from `domain`.
+//! - [`ingest`]: events → atomic appends to the shared state.
+//! - [`hub`]: one store subscription per gateway, fanned out in process.
+//! - [`feed`]: subscription logic shared by both transports (snapshot,
+//!   replay from `since`, gap filling, slow-consumer detection).
+//! - [`ws`], [`sse`]: the two transports.
+//! - [`routes`]: the HTTP handlers for publishing and reading.
+//! - [`auth`]: bearer tokens for publishers (and, optionally, readers).
+
+pub mod auth;
+pub mod feed;
+pub mod hub;
+pub mod ingest;
+pub mod routes;
+pub mod sse;
+pub mod wire;
+pub mod ws;
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicI64, AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use store::{HistoryLimits, StateStore};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use self::{auth::Tokens, feed::LiveFeed, hub::Hub, ingest::Ingestor};
+
+/// Settings of the live feed, taken from the gateway's configuration.
+#[derive(Debug, Clone)]
+pub struct LiveConfig {
+    /// Open WebSocket and SSE connections this gateway accepts.
+    pub max_connections: usize,
+    /// How far (bytes) a subscriber may fall behind before it is cut off.
+    pub max_lag_bytes: u64,
+    pub ping_interval: Duration,
+    /// How long one send to a client may take before it counts as stuck.
+    pub write_timeout: Duration,
+    pub history: HistoryLimits,
+    /// Updates each match channel keeps for subscribers that are behind.
+    pub ring_capacity: usize,
+    /// Match states kept in the read cache.
+    pub cached_matches: u64,
+    /// Longest NDJSON line accepted by bulk ingest.
+    pub max_line_bytes: usize,
+    pub publish_tokens: Tokens,
+    /// When set, reads and subscriptions need one of these (or a publish
+    /// token); when empty they are public.
+    pub read_tokens: Tokens,
+}
+
+impl Default for LiveConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 20_000,
+            max_lag_bytes: 256 * 1024,
+            ping_interval: Duration::from_secs(25),
+            write_timeout: Duration::from_secs(10),
+            history: HistoryLimits::default(),
+            ring_capacity: 256,
+            cached_matches: 10_000,
+            max_line_bytes: 64 * 1024,
+            publish_tokens: Tokens::default(),
+            read_tokens: Tokens::default(),
+        }
+    }
+}
+
+/// What the live handlers share.
+#[derive(Debug)]
+pub struct LiveState {
+    pub feed: LiveFeed,
+    pub ingestor: Ingestor,
+    pub connections: Arc<Semaphore>,
+    pub config: LiveConfig,
+    /// Fires on shutdown so long-lived connections close promptly instead of
+    /// holding the drain open.
+    pub stop: CancellationToken,
+    open_connections: AtomicI64,
+    delivered: AtomicU64,
+}
+
+impl LiveState {
+    pub fn new(store: Arc<dyn StateStore>, config: LiveConfig, stop: CancellationToken) -> Self {
+        let hub = Arc::new(Hub::new(config.ring_capacity, config.cached_matches));
+        Self {
+            feed: LiveFeed {
+                hub,
+                store: Arc::clone(&store),
+                limits: config.history,
+                max_lag_bytes: config.max_lag_bytes,
+            },
+            ingestor: Ingestor::new(store, config.history),
+            connections: Arc::new(Semaphore::new(config.max_connections)),
+            config,
+            stop,
+            open_connections: AtomicI64::new(0),
+            delivered: AtomicU64::new(0),
+        }
+    }
+
+    fn metrics_connections(&self, delta: i64) {
+        self.open_connections.fetch_add(delta, Ordering::Relaxed);
+    }
+
+    fn metrics_delivered(&self, count: u64) {
+        self.delivered.fetch_add(count, Ordering::Relaxed);
+    }
+
+    /// Open WebSocket and SSE connections.
+    pub fn open_connections(&self) -> i64 {
+        self.open_connections.load(Ordering::Relaxed)
+    }
+
+    /// Messages sent to subscribers since start.
+    pub fn delivered(&self) -> u64 {
+        self.delivered.load(Ordering::Relaxed)
+    }
+}

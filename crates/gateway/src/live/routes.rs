@@ -1,0 +1,395 @@
+//! The HTTP handlers of the live feed: publishing events and reading
+//! matches.
+//!
+//! Batch semantics, as the API documents them:
+//! - `POST /v1/events` takes one event or a JSON array. An array is parsed
+//!   whole first: if any element is malformed, nothing is applied and the
+//!   answer is 400 naming the element and field. Then the events are applied
+//!   in order, each atomically; the answer lists the ones rejected by the
+//!   sequencing rule or the match state (a gap, an unknown team, ...).
+//! - `POST /v1/events/bulk` takes NDJSON, one event per line, read as a
+//!   stream (memory stays flat whatever the body size). Each line stands
+//!   alone: a bad line is reported by number and skipped, the others are
+//!   applied in order.
+//! - Either way an event is acknowledged only once stored, a replayed event
+//!   is acknowledged as a duplicate without being applied twice, and so
+//!   retrying a whole request after any failure is safe.
+
+use std::sync::Arc;
+
+use axum::{
+    Json,
+    body::{Body, Bytes},
+    extract::{Path, Query, State, rejection::BytesRejection},
+    http::{HeaderMap, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use bytes::BytesMut;
+use domain::live::{MatchEvent, MatchId};
+use futures::StreamExt as _;
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use super::{
+    auth,
+    ingest::{Accepted, IngestFailure, Rejected},
+    sse::LiveQuery,
+    wire::EventBody,
+};
+use crate::{error::ApiError, startup::AppState};
+
+/// Events applied per store round trip in bulk ingest.
+const BULK_CHUNK: usize = 1_000;
+/// Rejected lines listed in a bulk report; the count covers all of them.
+const MAX_REPORTED_REJECTIONS: usize = 1_000;
+
+#[derive(Debug, Serialize)]
+pub struct EventAck {
+    pub status: &'static str,
+    #[serde(rename = "match")]
+    pub match_id: String,
+    pub seq: u64,
+}
+
+#[derive(Debug, Serialize, Default)]
+pub struct BatchReport {
+    /// Events stored (applied now or earlier).
+    pub accepted: u64,
+    /// Of those, replays that were already stored.
+    pub duplicates: u64,
+    /// Events not applied, with why.
+    pub rejected: Vec<RejectedItem>,
+    /// All rejections, including any beyond the listed ones.
+    pub rejected_count: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RejectedItem {
+    /// Position in the array (from 0), for `POST /v1/events`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index: Option<usize>,
+    /// Line number (from 1), for `POST /v1/events/bulk`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<u64>,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl BatchReport {
+    fn record(&mut self, position: Position, result: Result<Accepted, RejectedReason>) {
+        match result {
+            Ok(Accepted::Applied) => self.accepted += 1,
+            Ok(Accepted::Duplicate) => {
+                self.accepted += 1;
+                self.duplicates += 1;
+            }
+            Err(reason) => {
+                self.rejected_count += 1;
+                if self.rejected.len() < MAX_REPORTED_REJECTIONS {
+                    let (index, line) = match position {
+                        Position::Index(i) => (Some(i), None),
+                        Position::Line(l) => (None, Some(l)),
+                    };
+                    self.rejected.push(RejectedItem {
+                        index,
+                        line,
+                        code: reason.code,
+                        message: reason.message,
+                    });
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Position {
+    Index(usize),
+    Line(u64),
+}
+
+struct RejectedReason {
+    code: &'static str,
+    message: String,
+}
+
+impl From<Rejected> for RejectedReason {
+    fn from(rejected: Rejected) -> Self {
+        Self { code: rejected.code(), message: rejected.to_string() }
+    }
+}
+
+fn now_ms() -> i64 {
+    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn ingest_failure(failure: IngestFailure) -> ApiError {
+    match failure {
+        IngestFailure::Store(err) => ApiError::Store(err),
+        IngestFailure::Unexpected(err) => ApiError::Unexpected(err),
+    }
+}
+
+/// `POST /v1/events`: one event, or a JSON array of them.
+pub async fn publish(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let live = &state.live;
+    auth::authorize_publisher(&live.config.publish_tokens, &headers)?;
+    let body = body.map_err(|rejection| ApiError::from_body_rejection(rejection, state.body_limit))?;
+
+    let is_array = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
+    if !is_array {
+        let event = parse_event(&body).map_err(ApiError::InvalidEvent)?;
+        let mut results = live.ingestor.ingest(std::slice::from_ref(&event)).await.map_err(ingest_failure)?;
+        let result =
+            results.pop().ok_or_else(|| ApiError::Unexpected(anyhow::anyhow!("no ingest result")))?;
+        let status = match result.map_err(ApiError::Rejected)? {
+            Accepted::Applied => "applied",
+            Accepted::Duplicate => "duplicate",
+        };
+        let ack = EventAck { status, match_id: event.match_id().to_string(), seq: event.seq() };
+        return Ok((StatusCode::OK, Json(ack)).into_response());
+    }
+
+    let bodies: Vec<EventBody> = deserialize(&body).map_err(ApiError::InvalidEvent)?;
+    let now = now_ms();
+    let events = bodies
+        .into_iter()
+        .enumerate()
+        .map(|(index, body)| {
+            MatchEvent::parse(body.into(), now).map_err(|err| format!("event [{index}]: {err}"))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(ApiError::InvalidEvent)?;
+    let results = live.ingestor.ingest(&events).await.map_err(ingest_failure)?;
+    let mut report = BatchReport::default();
+    for (index, result) in results.into_iter().enumerate() {
+        report.record(Position::Index(index), result.map_err(RejectedReason::from));
+    }
+    Ok(Json(report).into_response())
+}
+
+/// `POST /v1/events/bulk`: NDJSON, streamed.
+pub async fn publish_bulk(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<BatchReport>, ApiError> {
+    let live = &state.live;
+    auth::authorize_publisher(&live.config.publish_tokens, &headers)?;
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if !content_type.starts_with("application/x-ndjson") {
+        return Err(ApiError::UnsupportedMediaType("application/x-ndjson"));
+    }
+
+    let mut report = BatchReport::default();
+    let mut lines = LineReader::new(body, live.config.max_line_bytes);
+    let mut chunk: Vec<(u64, MatchEvent)> = Vec::with_capacity(BULK_CHUNK);
+    let now = now_ms();
+    while let Some(line) =
+        lines.next().await.map_err(|err| ApiError::InvalidEvent(format!("cannot read the body: {err}")))?
+    {
+        match line {
+            Line::TooLong(number) => report.record(
+                Position::Line(number),
+                Err(RejectedReason {
+                    code: "line_too_long",
+                    message: format!("line exceeds {} bytes", live.config.max_line_bytes),
+                }),
+            ),
+            Line::Text(number, text) => {
+                if text.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                match parse_event_at(&text, now) {
+                    Ok(event) => chunk.push((number, event)),
+                    Err(message) => {
+                        report.record(
+                            Position::Line(number),
+                            Err(RejectedReason { code: "invalid_event", message }),
+                        );
+                    }
+                }
+            }
+        }
+        if chunk.len() >= BULK_CHUNK {
+            apply_chunk(&state, &mut chunk, &mut report).await?;
+        }
+    }
+    apply_chunk(&state, &mut chunk, &mut report).await?;
+    Ok(Json(report))
+}
+
+async fn apply_chunk(
+    state: &AppState,
+    chunk: &mut Vec<(u64, MatchEvent)>,
+    report: &mut BatchReport,
+) -> Result<(), ApiError> {
+    if chunk.is_empty() {
+        return Ok(());
+    }
+    let (numbers, events): (Vec<u64>, Vec<MatchEvent>) = chunk.drain(..).unzip();
+    let results = state.live.ingestor.ingest(&events).await.map_err(ingest_failure)?;
+    for (number, result) in numbers.into_iter().zip(results) {
+        report.record(Position::Line(number), result.map_err(RejectedReason::from));
+    }
+    Ok(())
+}
+
+fn parse_event(body: &[u8]) -> Result<MatchEvent, String> {
+    parse_event_at(body, now_ms())
+}
+
+fn parse_event_at(body: &[u8], now: i64) -> Result<MatchEvent, String> {
+    let body: EventBody = deserialize(body)?;
+    MatchEvent::parse(body.into(), now).map_err(|err| err.to_string())
+}
+
+/// JSON with the path of the offending field in the message.
+fn deserialize<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        if path == "." || path.is_empty() {
+            format!("invalid JSON: {inner}")
+        } else {
+            format!("`{path}`: {inner}")
+        }
+    })?;
+    deserializer.end().map_err(|err| format!("invalid JSON: {err}"))?;
+    Ok(value)
+}
+
+enum Line {
+    Text(u64, Bytes),
+    TooLong(u64),
+}
+
+/// Splits a streamed body into lines without ever holding more than one
+/// line (bounded by `max`) plus one chunk in memory.
+struct LineReader {
+    body: axum::body::BodyDataStream,
+    buffer: BytesMut,
+    max: usize,
+    number: u64,
+    /// Inside a line that is already too long: drop bytes until its end.
+    skipping: bool,
+    finished: bool,
+}
+
+impl LineReader {
+    fn new(body: Body, max: usize) -> Self {
+        Self {
+            body: body.into_data_stream(),
+            buffer: BytesMut::new(),
+            max,
+            number: 0,
+            skipping: false,
+            finished: false,
+        }
+    }
+
+    async fn next(&mut self) -> Result<Option<Line>, axum::Error> {
+        loop {
+            if let Some(newline) = self.buffer.iter().position(|b| *b == b'\n') {
+                let line = self.buffer.split_to(newline + 1);
+                self.number += 1;
+                if std::mem::take(&mut self.skipping) || newline > self.max {
+                    return Ok(Some(Line::TooLong(self.number)));
+                }
+                return Ok(Some(Line::Text(self.number, line.freeze().slice(..newline))));
+            }
+            if self.buffer.len() > self.max {
+                // No newline within the limit: this line is too long. Keep
+                // nothing of it; report it when its end arrives.
+                self.buffer.clear();
+                self.skipping = true;
+            }
+            if self.finished {
+                if self.buffer.is_empty() && !self.skipping {
+                    return Ok(None);
+                }
+                self.number += 1;
+                let rest = self.buffer.split().freeze();
+                return Ok(Some(if std::mem::take(&mut self.skipping) {
+                    Line::TooLong(self.number)
+                } else {
+                    Line::Text(self.number, rest)
+                }));
+            }
+            match self.body.next().await {
+                Some(chunk) => self.buffer.extend_from_slice(&chunk?),
+                None => self.finished = true,
+            }
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct MatchList {
+    pub matches: Vec<Box<RawValue>>,
+}
+
+/// `GET /v1/matches`: every match with its current state.
+pub async fn list_matches(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<LiveQuery>,
+) -> Result<Json<MatchList>, ApiError> {
+    let live = &state.live;
+    auth::authorize_reader(
+        &live.config.read_tokens,
+        &live.config.publish_tokens,
+        &headers,
+        query.token.as_deref(),
+    )?;
+    let mut states = live.feed.store.log_states().await?;
+    states.sort_by(|a, b| a.0.cmp(&b.0));
+    let matches = states
+        .into_iter()
+        .filter_map(|(_, state)| {
+            String::from_utf8(state.to_vec()).ok().and_then(|s| RawValue::from_string(s).ok())
+        })
+        .collect();
+    Ok(Json(MatchList { matches }))
+}
+
+/// `GET /v1/matches/{id}`: one match, from the in-process cache when the
+/// update stream has it, else from the store.
+pub async fn get_match(
+    State(state): State<AppState>,
+    Path(match_id): Path<String>,
+    headers: HeaderMap,
+    Query(query): Query<LiveQuery>,
+) -> Result<Response, ApiError> {
+    let live: &Arc<super::LiveState> = &state.live;
+    auth::authorize_reader(
+        &live.config.read_tokens,
+        &live.config.publish_tokens,
+        &headers,
+        query.token.as_deref(),
+    )?;
+    let id = MatchId::parse(&match_id).map_err(|err| ApiError::InvalidParameter(err.to_string()))?;
+    let hub = &live.feed.hub;
+    let state_json = match hub.cached_state(id.as_str()) {
+        Some(cached) => cached,
+        None => {
+            let (_, stored) = live
+                .feed
+                .store
+                .log_state(id.as_str())
+                .await?
+                .ok_or_else(|| ApiError::UnknownMatch(id.to_string()))?;
+            // Only if absent: an update may have cached a newer state
+            // since the read.
+            hub.cache_state_if_absent(id.as_str(), stored.clone());
+            stored
+        }
+    };
+    Ok(([(header::CONTENT_TYPE, "application/json")], state_json).into_response())
+}

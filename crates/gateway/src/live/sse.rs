@@ -1,0 +1,142 @@
+//! `GET /v1/matches/{id}/live`: the same updates as the WebSocket feed, as
+//! Server-Sent Events, for clients that only read.
+//!
+//! Each message is an SSE event named after its `type` (`subscribed`,
+//! `event`, `resync`) whose id is the match's sequence number, so a
+//! reconnecting `EventSource` resumes by itself: it sends `Last-Event-ID`,
+//! and the gateway replays what it missed exactly as for `since` on the
+//! WebSocket.
+
+use std::{collections::VecDeque, convert::Infallible, sync::Arc, time::Duration};
+
+use axum::{
+    extract::{Path, Query, State},
+    http::HeaderMap,
+    response::{
+        IntoResponse, Response,
+        sse::{Event, KeepAlive, Sse},
+    },
+};
+use domain::live::MatchId;
+use futures::{Stream, StreamExt as _};
+use serde::Deserialize;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_stream::wrappers::{BroadcastStream, errors::BroadcastStreamRecvError};
+
+use super::{
+    LiveState, auth,
+    feed::{Cursor, Disconnect, Outgoing},
+    hub::Frame,
+};
+use crate::{error::ApiError, startup::AppState};
+
+#[derive(Debug, Deserialize)]
+pub struct LiveQuery {
+    /// Resume after this sequence number (`Last-Event-ID` takes precedence).
+    pub since: Option<u64>,
+    /// Read token, for clients that cannot set headers.
+    pub token: Option<String>,
+}
+
+pub async fn live_sse(
+    State(state): State<AppState>,
+    Path(match_id): Path<String>,
+    headers: HeaderMap,
+    query: Result<Query<LiveQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|rejection| ApiError::InvalidParameter(rejection.body_text()))?;
+    let live = state.live.clone();
+    auth::authorize_reader(
+        &live.config.read_tokens,
+        &live.config.publish_tokens,
+        &headers,
+        query.token.as_deref(),
+    )?;
+    let id = MatchId::parse(&match_id).map_err(|err| ApiError::InvalidParameter(err.to_string()))?;
+    let since = match headers.get("last-event-id") {
+        Some(value) => {
+            Some(value.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok()).ok_or_else(|| {
+                ApiError::InvalidParameter("`Last-Event-ID` must be a sequence number".into())
+            })?)
+        }
+        None => query.since,
+    };
+
+    let permit = live
+        .connections
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ApiError::TooManyConnections(live.config.max_connections))?;
+    let opened = live.feed.open(id.as_str(), since).await?;
+    live.metrics_connections(1);
+    let stream = events(SseState {
+        live: Arc::clone(&live),
+        cursor: opened.cursor,
+        receiver: BroadcastStream::new(opened.receiver),
+        pending: opened.first.into(),
+        done: false,
+        _connection: Connection { live, _permit: permit },
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response())
+}
+
+struct SseState {
+    live: Arc<LiveState>,
+    cursor: Cursor,
+    receiver: BroadcastStream<Arc<Frame>>,
+    pending: VecDeque<Outgoing>,
+    done: bool,
+    _connection: Connection,
+}
+
+/// Counts the connection while the response body lives.
+struct Connection {
+    live: Arc<LiveState>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.live.metrics_connections(-1);
+        self.live.feed.hub.prune();
+    }
+}
+
+fn events(state: SseState) -> impl Stream<Item = Result<Event, Infallible>> {
+    futures::stream::unfold(state, |mut state| async move {
+        loop {
+            if let Some(message) = state.pending.pop_front() {
+                state.live.metrics_delivered(1);
+                let event = Event::default()
+                    .event(message.kind)
+                    .id(message.seq.to_string())
+                    .data(message.text.as_str());
+                return Some((Ok(event), state));
+            }
+            if state.done {
+                return None;
+            }
+            tokio::select! {
+                item = state.receiver.next() => {
+                    let outgoing = match item {
+                        Some(Ok(frame)) => state.live.feed.on_frame(&mut state.cursor, &frame).await,
+                        Some(Err(BroadcastStreamRecvError::Lagged(missed))) => Err(Disconnect::Lagged(missed)),
+                        None => return None,
+                    };
+                    match outgoing {
+                        Ok(messages) => state.pending.extend(messages),
+                        Err(reason) => {
+                            // Say why, then end the stream; the client's
+                            // EventSource reconnects and resumes.
+                            tracing::info!(match_id = state.cursor.match_id(), %reason, "closing an SSE subscriber");
+                            state.done = true;
+                            let event = Event::default().event("error").data(format!("{{\"type\":\"error\",\"code\":\"slow_consumer\",\"message\":\"{reason}\"}}"));
+                            return Some((Ok(event), state));
+                        }
+                    }
+                }
+                () = state.live.stop.cancelled() => return None,
+            }
+        }
+    })
+}

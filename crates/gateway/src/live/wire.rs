@@ -1,0 +1,310 @@
+//! The JSON shapes of the live feed: what publishers send, what readers and
+//! subscribers receive. Conversions to and from `domain` types live here, so
+//! handlers never build JSON by hand and the domain never sees serde.
+
+use domain::live::{
+    CardColor, EventDetail, MatchEvent, MatchId, MatchState, MatchStatus, MoveKind, RawEvent, Team,
+};
+use serde::{Deserialize, Serialize};
+
+/// An event as a publisher sends it. Unknown fields are rejected, so a typo
+/// (`sucess`) is an error rather than a silently missing value.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventBody {
+    pub match_id: Option<String>,
+    pub seq: Option<u64>,
+    pub minute: Option<u16>,
+    /// Milliseconds since the Unix epoch; the gateway's clock if absent.
+    pub ts: Option<i64>,
+    pub kind: Option<String>,
+    pub team: Option<u32>,
+    pub player: Option<u32>,
+    pub start: Option<PointBody>,
+    pub end: Option<PointBody>,
+    pub success: Option<bool>,
+    pub on_target: Option<bool>,
+    pub card: Option<String>,
+    pub player_in: Option<u32>,
+    pub player_out: Option<u32>,
+    pub period: Option<u8>,
+    pub home: Option<TeamBody>,
+    pub away: Option<TeamBody>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PointBody {
+    pub x: f64,
+    pub y: f64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TeamBody {
+    pub id: u32,
+    pub name: String,
+}
+
+impl From<EventBody> for RawEvent {
+    fn from(body: EventBody) -> Self {
+        Self {
+            match_id: body.match_id,
+            seq: body.seq,
+            minute: body.minute,
+            timestamp_ms: body.ts,
+            kind: body.kind,
+            team: body.team,
+            player: body.player,
+            start: body.start.map(|p| (p.x, p.y)),
+            end: body.end.map(|p| (p.x, p.y)),
+            success: body.success,
+            on_target: body.on_target,
+            card: body.card,
+            player_in: body.player_in,
+            player_out: body.player_out,
+            period: body.period,
+            home: body.home.map(|t| (t.id, t.name)),
+            away: body.away.map(|t| (t.id, t.name)),
+        }
+    }
+}
+
+/// An accepted event, as subscribers receive it.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventView {
+    pub kind: &'static str,
+    pub minute: u16,
+    pub ts: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub team: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub player: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start: Option<PointBody>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end: Option<PointBody>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub success: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_target: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub card: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub player_in: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub player_out: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub period: Option<u8>,
+}
+
+impl From<&MatchEvent> for EventView {
+    fn from(event: &MatchEvent) -> Self {
+        let point = |p: domain::live::Point| PointBody { x: p.x(), y: p.y() };
+        let mut view = Self {
+            kind: event.detail().kind(),
+            minute: event.minute(),
+            ts: event.timestamp_ms(),
+            team: event.detail().team(),
+            player: None,
+            start: None,
+            end: None,
+            success: None,
+            on_target: None,
+            card: None,
+            player_in: None,
+            player_out: None,
+            period: None,
+        };
+        match event.detail() {
+            EventDetail::Kickoff { .. } => {}
+            EventDetail::Move { player, start, end, success, .. } => {
+                view.player = Some(*player);
+                view.start = Some(point(*start));
+                view.end = Some(point(*end));
+                view.success = Some(*success);
+            }
+            EventDetail::Shot { player, start, on_target, .. } => {
+                view.player = Some(*player);
+                view.start = Some(point(*start));
+                view.on_target = Some(*on_target);
+            }
+            EventDetail::Goal { player, .. } => view.player = *player,
+            EventDetail::Foul { player, .. } => view.player = Some(*player),
+            EventDetail::Card { player, color, .. } => {
+                view.player = Some(*player);
+                view.card = Some(match color {
+                    CardColor::Yellow => "yellow",
+                    CardColor::Red => "red",
+                });
+            }
+            EventDetail::Substitution { player_in, player_out, .. } => {
+                view.player_in = Some(*player_in);
+                view.player_out = Some(*player_out);
+            }
+            EventDetail::PeriodEnd { period } => view.period = Some(*period),
+        }
+        view
+    }
+}
+
+/// A match as readers see it, and as the store keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MatchView {
+    pub id: String,
+    pub home: TeamView,
+    pub away: TeamView,
+    pub status: String,
+    pub minute: u16,
+    pub score: Pair<u16>,
+    pub red_cards: Pair<u8>,
+    /// Sequence number of the last event applied.
+    pub seq: u64,
+    pub updated_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TeamView {
+    pub id: u32,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Pair<T> {
+    pub home: T,
+    pub away: T,
+}
+
+impl From<&MatchState> for MatchView {
+    fn from(state: &MatchState) -> Self {
+        let team = |t: &Team| TeamView { id: t.id, name: t.name.clone() };
+        Self {
+            id: state.id.to_string(),
+            home: team(&state.home),
+            away: team(&state.away),
+            status: state.status.as_str().to_owned(),
+            minute: state.minute,
+            score: Pair { home: state.home_goals, away: state.away_goals },
+            red_cards: Pair { home: state.home_red_cards, away: state.away_red_cards },
+            seq: state.seq,
+            updated_ms: state.updated_ms,
+        }
+    }
+}
+
+impl TryFrom<MatchView> for MatchState {
+    type Error = anyhow::Error;
+
+    fn try_from(view: MatchView) -> Result<Self, Self::Error> {
+        let status = match view.status.as_str() {
+            "first_half" => MatchStatus::FirstHalf,
+            "half_time" => MatchStatus::HalfTime,
+            "second_half" => MatchStatus::SecondHalf,
+            "finished" => MatchStatus::Finished,
+            other => anyhow::bail!("stored match has unknown status {other:?}"),
+        };
+        Ok(Self {
+            id: MatchId::parse(&view.id)?,
+            home: Team { id: view.home.id, name: view.home.name },
+            away: Team { id: view.away.id, name: view.away.name },
+            status,
+            minute: view.minute,
+            home_goals: view.score.home,
+            away_goals: view.score.away,
+            home_red_cards: view.red_cards.home,
+            away_red_cards: view.red_cards.away,
+            seq: view.seq,
+            updated_ms: view.updated_ms,
+        })
+    }
+}
+
+/// One update on the live feed: the event and the match state after it.
+/// Serialised once per event at ingest, stored in history, published to
+/// every gateway, and forwarded to subscribers byte for byte.
+#[derive(Debug, Serialize)]
+pub struct UpdateFrame<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    #[serde(rename = "match")]
+    pub match_id: &'a str,
+    pub seq: u64,
+    pub event: EventView,
+    pub state: &'a MatchView,
+}
+
+/// What a gateway needs to route an update without decoding all of it.
+#[derive(Debug, Deserialize)]
+pub struct FrameHeader {
+    #[serde(rename = "match")]
+    pub match_id: String,
+    pub seq: u64,
+    pub state: Box<serde_json::value::RawValue>,
+}
+
+/// The protobuf entry of the durable event stream.
+pub fn feed_entry(event: &MatchEvent, traceparent: String) -> contracts::v1::MatchEvent {
+    use contracts::v1 as pb;
+    let point = |p: domain::live::Point| pb::Point { x: p.x(), y: p.y() };
+    let team = |t: &Team| pb::Team { id: t.id, name: t.name.clone() };
+    let mut entry = pb::MatchEvent {
+        match_id: event.match_id().to_string(),
+        seq: event.seq(),
+        minute: u32::from(event.minute()),
+        timestamp_ms: event.timestamp_ms(),
+        team_id: event.detail().team().unwrap_or(0),
+        traceparent,
+        ..Default::default()
+    };
+    let kind = match event.detail() {
+        EventDetail::Kickoff { home, away } => {
+            entry.home = Some(team(home));
+            entry.away = Some(team(away));
+            pb::EventKind::Kickoff
+        }
+        EventDetail::Move { kind, player, start, end, success, .. } => {
+            entry.player_id = Some(*player);
+            entry.start = Some(point(*start));
+            entry.end = Some(point(*end));
+            entry.success = *success;
+            match kind {
+                MoveKind::Pass => pb::EventKind::Pass,
+                MoveKind::Cross => pb::EventKind::Cross,
+                MoveKind::Dribble => pb::EventKind::Dribble,
+            }
+        }
+        EventDetail::Shot { player, start, on_target, .. } => {
+            entry.player_id = Some(*player);
+            entry.start = Some(point(*start));
+            entry.on_target = *on_target;
+            pb::EventKind::Shot
+        }
+        EventDetail::Goal { player, .. } => {
+            entry.player_id = *player;
+            pb::EventKind::Goal
+        }
+        EventDetail::Foul { player, .. } => {
+            entry.player_id = Some(*player);
+            pb::EventKind::Foul
+        }
+        EventDetail::Card { player, color, .. } => {
+            entry.player_id = Some(*player);
+            entry.card = match color {
+                CardColor::Yellow => pb::CardColor::Yellow,
+                CardColor::Red => pb::CardColor::Red,
+            } as i32;
+            pb::EventKind::Card
+        }
+        EventDetail::Substitution { player_in, player_out, .. } => {
+            entry.player_in = *player_in;
+            entry.player_out = *player_out;
+            pb::EventKind::Substitution
+        }
+        EventDetail::PeriodEnd { period } => {
+            entry.period = u32::from(*period);
+            pb::EventKind::PeriodEnd
+        }
+    };
+    entry.kind = kind as i32;
+    entry
+}

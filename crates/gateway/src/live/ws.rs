@@ -1,0 +1,257 @@
+//! `GET /v1/live`: the WebSocket live feed.
+//!
+//! Protocol (JSON text messages):
+//! - client → server: `{"op":"subscribe","match":"<id>"}`, optionally with
+//!   `"since":<seq>` to receive what was missed after that sequence number;
+//!   `{"op":"unsubscribe","match":"<id>"}`.
+//! - server → client: `subscribed` (the match's state, and with `since`
+//!   whether the missed events follow: `recovered`), then `event` messages
+//!   in sequence order, `resync` when the client must start over from the
+//!   state it carries, `unsubscribed`, and `error` (`code`, `message`) for a
+//!   bad command; the connection stays open after an error.
+//!
+//! The server pings every `ping_interval` and closes a connection that has
+//! not answered for two intervals. Close codes: 1001 when the gateway shuts
+//! down, 4000 when the client stopped answering pings, 4008 when the client
+//! fell too far behind (slow consumer), 1011 when the store failed.
+
+use std::{collections::HashMap, sync::Arc};
+
+use axum::{
+    extract::{
+        State,
+        ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade},
+    },
+    response::{IntoResponse, Response},
+};
+use domain::live::MatchId;
+use futures::{SinkExt as _, StreamExt as _, stream::SplitSink};
+use serde::{Deserialize, Serialize};
+use tokio::{sync::OwnedSemaphorePermit, time::Instant};
+use tokio_stream::{
+    StreamMap,
+    wrappers::{BroadcastStream, errors::BroadcastStreamRecvError},
+};
+
+use super::{
+    LiveState,
+    feed::{Cursor, Disconnect, Outgoing},
+};
+use crate::{error::ApiError, startup::AppState};
+
+/// Close code for a subscriber that fell too far behind.
+pub const CLOSE_SLOW_CONSUMER: u16 = 4008;
+/// Close code for a client that stopped answering pings.
+pub const CLOSE_NO_PONG: u16 = 4000;
+
+/// Largest client message accepted; commands are tiny.
+const MAX_CLIENT_MESSAGE: usize = 4 * 1024;
+/// Subscriptions one connection may hold.
+const MAX_SUBSCRIPTIONS: usize = 64;
+
+pub async fn live_ws(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
+    let live = state.live.clone();
+    let Ok(permit) = live.connections.clone().try_acquire_owned() else {
+        return ApiError::TooManyConnections(live.config.max_connections).into_response();
+    };
+    upgrade
+        // Buffers sized for small JSON messages instead of tungstenite's
+        // 128 KiB defaults, which would dominate memory per connection.
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(live.config.max_lag_bytes as usize + 64 * 1024)
+        .max_message_size(MAX_CLIENT_MESSAGE)
+        .max_frame_size(MAX_CLIENT_MESSAGE)
+        .on_upgrade(move |socket| connection(socket, live, permit))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+enum Command {
+    Subscribe {
+        #[serde(rename = "match")]
+        match_id: String,
+        since: Option<u64>,
+    },
+    Unsubscribe {
+        #[serde(rename = "match")]
+        match_id: String,
+    },
+}
+
+#[derive(Debug, Serialize)]
+struct Reply<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(rename = "match", skip_serializing_if = "Option::is_none")]
+    match_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<String>,
+}
+
+impl Reply<'_> {
+    fn error(code: &'static str, message: impl Into<String>) -> Reply<'static> {
+        Reply { kind: "error", match_id: None, code: Some(code), message: Some(message.into()) }
+    }
+}
+
+type Sink = SplitSink<WebSocket, Message>;
+
+/// Why the connection loop ended, and how to say so.
+enum Ending {
+    ClientGone,
+    Close(u16, String),
+}
+
+async fn connection(socket: WebSocket, live: Arc<LiveState>, _permit: OwnedSemaphorePermit) {
+    let (mut sink, mut incoming) = socket.split();
+    let mut streams: StreamMap<String, BroadcastStream<Arc<super::hub::Frame>>> = StreamMap::new();
+    let mut cursors: HashMap<String, Cursor> = HashMap::new();
+    let mut ping = tokio::time::interval(live.config.ping_interval);
+    let mut last_heard = Instant::now();
+    live.metrics_connections(1);
+
+    let ending = loop {
+        tokio::select! {
+            message = incoming.next() => {
+                let Some(Ok(message)) = message else { break Ending::ClientGone };
+                last_heard = Instant::now();
+                let text = match message {
+                    Message::Text(text) => text,
+                    Message::Close(_) => break Ending::ClientGone,
+                    Message::Binary(_) => {
+                        let reply = Reply::error("invalid_message", "messages must be JSON text");
+                        if send_json(&mut sink, &reply, &live).await.is_err() { break Ending::ClientGone }
+                        continue;
+                    }
+                    Message::Ping(_) | Message::Pong(_) => continue,
+                };
+                match handle_command(&text, &live, &mut streams, &mut cursors).await {
+                    Ok(outgoing) => {
+                        if send_all(&mut sink, outgoing, &live).await.is_err() { break Ending::ClientGone }
+                    }
+                    Err(reply) => {
+                        if send_json(&mut sink, &reply, &live).await.is_err() { break Ending::ClientGone }
+                    }
+                }
+            }
+            Some((match_id, item)) = streams.next(), if !streams.is_empty() => {
+                let Some(cursor) = cursors.get_mut(&match_id) else { continue };
+                let outgoing = match item {
+                    Ok(frame) => live.feed.on_frame(cursor, &frame).await,
+                    Err(BroadcastStreamRecvError::Lagged(missed)) => Err(Disconnect::Lagged(missed)),
+                };
+                match outgoing {
+                    Ok(outgoing) => {
+                        if send_all(&mut sink, outgoing, &live).await.is_err() { break Ending::ClientGone }
+                    }
+                    Err(Disconnect::StoreUnavailable) => break Ending::Close(1011, Disconnect::StoreUnavailable.to_string()),
+                    Err(slow) => {
+                        tracing::info!(match_id, reason = %slow, "disconnecting a slow consumer");
+                        break Ending::Close(CLOSE_SLOW_CONSUMER, slow.to_string());
+                    }
+                }
+            }
+            _ = ping.tick() => {
+                if last_heard.elapsed() > live.config.ping_interval * 2 {
+                    break Ending::Close(CLOSE_NO_PONG, "no answer to pings".into());
+                }
+                if send(&mut sink, Message::Ping(Default::default()), &live).await.is_err() { break Ending::ClientGone }
+            }
+            () = live.stop.cancelled() => break Ending::Close(1001, "server shutting down".into()),
+        }
+    };
+
+    if let Ending::Close(code, reason) = ending {
+        let frame = CloseFrame { code, reason: Utf8Bytes::from(reason) };
+        let _ = send(&mut sink, Message::Close(Some(frame)), &live).await;
+    }
+    drop(streams);
+    live.feed.hub.prune();
+    live.metrics_connections(-1);
+}
+
+async fn handle_command(
+    text: &str,
+    live: &LiveState,
+    streams: &mut StreamMap<String, BroadcastStream<Arc<super::hub::Frame>>>,
+    cursors: &mut HashMap<String, Cursor>,
+) -> Result<Vec<Outgoing>, Reply<'static>> {
+    let value: serde_json::Value = serde_json::from_str(text)
+        .map_err(|err| Reply::error("invalid_json", format!("not valid JSON: {err}")))?;
+    match value.get("op").and_then(|op| op.as_str()) {
+        Some("subscribe" | "unsubscribe") => {}
+        Some(other) => {
+            return Err(Reply::error(
+                "unknown_command",
+                format!(
+                    "unknown op {:?}, expected \"subscribe\" or \"unsubscribe\"",
+                    other.chars().take(40).collect::<String>()
+                ),
+            ));
+        }
+        None => return Err(Reply::error("invalid_message", "`op` is required")),
+    }
+    let command: Command =
+        serde_json::from_value(value).map_err(|err| Reply::error("invalid_message", err.to_string()))?;
+    match command {
+        Command::Subscribe { match_id, since } => {
+            let id =
+                MatchId::parse(&match_id).map_err(|err| Reply::error("invalid_message", err.to_string()))?;
+            if cursors.contains_key(id.as_str()) {
+                return Err(Reply::error("already_subscribed", format!("already subscribed to {id}")));
+            }
+            if cursors.len() >= MAX_SUBSCRIPTIONS {
+                return Err(Reply::error(
+                    "too_many_subscriptions",
+                    format!("at most {MAX_SUBSCRIPTIONS} subscriptions per connection"),
+                ));
+            }
+            let opened = live
+                .feed
+                .open(id.as_str(), since)
+                .await
+                .map_err(|err| Reply::error(err.code(), err.to_string()))?;
+            streams.insert(id.to_string(), BroadcastStream::new(opened.receiver));
+            cursors.insert(id.to_string(), opened.cursor);
+            Ok(opened.first)
+        }
+        Command::Unsubscribe { match_id } => {
+            if cursors.remove(&match_id).is_none() {
+                return Err(Reply::error(
+                    "not_subscribed",
+                    format!("not subscribed to {}", match_id.chars().take(64).collect::<String>()),
+                ));
+            }
+            streams.remove(&match_id);
+            let reply = Reply { kind: "unsubscribed", match_id: Some(&match_id), code: None, message: None };
+            let text = serde_json::to_string(&reply).unwrap_or_default();
+            Ok(vec![Outgoing { seq: 0, kind: "unsubscribed", text: Utf8Bytes::from(text) }])
+        }
+    }
+}
+
+async fn send_all(sink: &mut Sink, outgoing: Vec<Outgoing>, live: &LiveState) -> Result<(), ()> {
+    for message in outgoing {
+        send(sink, Message::Text(message.text), live).await?;
+        live.metrics_delivered(1);
+    }
+    Ok(())
+}
+
+async fn send_json<T: Serialize>(sink: &mut Sink, message: &T, live: &LiveState) -> Result<(), ()> {
+    let text = serde_json::to_string(message).map_err(|_| ())?;
+    send(sink, Message::Text(Utf8Bytes::from(text)), live).await
+}
+
+/// Sends one message, giving up on a client that does not take it within the
+/// write timeout: a socket that stays full is a consumer that stopped
+/// reading.
+async fn send(sink: &mut Sink, message: Message, live: &LiveState) -> Result<(), ()> {
+    match tokio::time::timeout(live.config.write_timeout, sink.send(message)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) | Err(_) => Err(()),
+    }
+}
