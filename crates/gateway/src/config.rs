@@ -79,6 +79,17 @@ pub struct GatewayConfig {
     #[arg(long, env = "COURTSIDE_PING_INTERVAL_SECS", default_value_t = 25, value_parser = clap::value_parser!(u64).range(1..=600))]
     pub ping_interval_secs: u64,
 
+    /// Milliseconds one send to a live subscriber may take; a client whose
+    /// socket stays full that long is disconnected.
+    #[arg(long, env = "COURTSIDE_WRITE_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(10..=600_000))]
+    pub write_timeout_ms: u64,
+
+    /// Kernel send buffer of each client connection, in bytes. Bounds the
+    /// kernel memory a client that stops reading can pin (autotuning would
+    /// let it grow to megabytes) and makes such a client visible sooner.
+    #[arg(long, env = "COURTSIDE_SOCKET_SEND_BUFFER_BYTES", default_value_t = 128 * 1024, value_parser = clap::value_parser!(u64).range(4096..=(16 << 20)))]
+    pub socket_send_buffer_bytes: u64,
+
     /// Longest NDJSON line bulk ingest accepts, in bytes.
     #[arg(long, env = "COURTSIDE_MAX_LINE_BYTES", default_value_t = 64 * 1024, value_parser = clap::value_parser!(u64).range(64..=(16 << 20)))]
     pub max_line_bytes: u64,
@@ -109,6 +120,7 @@ impl GatewayConfig {
             max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
             max_lag_bytes: self.subscriber_max_lag_bytes,
             ping_interval: Duration::from_secs(self.ping_interval_secs),
+            write_timeout: Duration::from_millis(self.write_timeout_ms),
             history: store::HistoryLimits {
                 max_entries: usize::try_from(self.history_events).unwrap_or(usize::MAX),
                 max_idle: Duration::from_secs(self.history_idle_secs),
@@ -166,6 +178,8 @@ impl GatewayConfig {
             history_events: 1_000,
             history_idle_secs: 3600,
             ping_interval_secs: 25,
+            write_timeout_ms: 10_000,
+            socket_send_buffer_bytes: 128 * 1024,
             max_line_bytes: 64 * 1024,
             shutdown_grace_secs: 5,
         }

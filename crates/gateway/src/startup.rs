@@ -13,6 +13,7 @@ use axum::{
     middleware::{self, Next},
     response::IntoResponse,
     routing::{get, post},
+    serve::ListenerExt as _,
 };
 use serde::Serialize;
 use store::{MemoryStore, RedisStore, StateStore};
@@ -92,6 +93,11 @@ impl Application {
         self.local_addr
     }
 
+    /// The live feed's shared state, for tests and the all-in-one binary.
+    pub fn live(&self) -> Arc<LiveState> {
+        Arc::clone(&self.state.live)
+    }
+
     /// Serves until `shutdown` resolves, then lets in-flight requests finish
     /// within the configured grace period.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
@@ -105,9 +111,16 @@ impl Application {
         tracing::info!(addr = %self.local_addr, worker = %self.config.worker_url, "gateway listening");
 
         let stop = CancellationToken::new();
-        let server = axum::serve(self.listener, app)
-            .with_graceful_shutdown(stop.clone().cancelled_owned())
-            .into_future();
+        let send_buffer = usize::try_from(self.config.socket_send_buffer_bytes).unwrap_or(usize::MAX);
+        let listener = self.listener.tap_io(move |tcp| {
+            // Small responses and live updates: send them at once.
+            let _ = tcp.set_nodelay(true);
+            if let Err(err) = socket2::SockRef::from(&*tcp).set_send_buffer_size(send_buffer) {
+                tracing::debug!(%err, "cannot set the socket send buffer");
+            }
+        });
+        let server =
+            axum::serve(listener, app).with_graceful_shutdown(stop.clone().cancelled_owned()).into_future();
         let signal = async {
             shutdown.await;
             stop.cancel();

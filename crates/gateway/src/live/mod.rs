@@ -64,7 +64,7 @@ impl Default for LiveConfig {
             ping_interval: Duration::from_secs(25),
             write_timeout: Duration::from_secs(10),
             history: HistoryLimits::default(),
-            ring_capacity: 256,
+            ring_capacity: 1024,
             cached_matches: 10_000,
             max_line_bytes: 64 * 1024,
             publish_tokens: Tokens::default(),

@@ -255,7 +255,7 @@ fn deserialize<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String>
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
         let path = err.path().to_string();
         let inner = err.into_inner();
-        if path == "." || path.is_empty() {
+        if inner.is_syntax() || inner.is_eof() || matches!(path.as_str(), "" | "." | "?") {
             format!("invalid JSON: {inner}")
         } else {
             format!("`{path}`: {inner}")

@@ -3,6 +3,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod live;
+
 use std::net::SocketAddr;
 
 use analytics::WorkerConfig;
@@ -12,6 +14,8 @@ use tokio::{sync::oneshot, task::JoinHandle};
 /// A running service and the means to stop it.
 pub struct Running {
     pub addr: SocketAddr,
+    /// The gateway's live-feed state (None for a worker).
+    pub live: Option<std::sync::Arc<gateway::live::LiveState>>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<anyhow::Result<()>>,
 }
@@ -59,17 +63,18 @@ pub async fn spawn_worker(config: WorkerConfig) -> Running {
     let task = tokio::spawn(app.run_until_stopped(async move {
         let _ = stopped.await;
     }));
-    Running { addr, stop: Some(stop), task }
+    Running { addr, live: None, stop: Some(stop), task }
 }
 
 pub async fn spawn_gateway(config: GatewayConfig) -> Running {
     let app = gateway::Application::build(config).await.expect("gateway builds");
     let addr = app.local_addr();
+    let live = Some(app.live());
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(app.run_until_stopped(async move {
         let _ = stopped.await;
     }));
-    Running { addr, stop: Some(stop), task }
+    Running { addr, live, stop: Some(stop), task }
 }
 
 /// A gateway and a worker, each adjusted by the caller's closures.
@@ -104,4 +109,36 @@ pub async fn error_of(response: reqwest::Response) -> (String, String) {
     let code = body["error"]["code"].as_str().expect("error.code is a string").to_owned();
     let message = body["error"]["message"].as_str().expect("error.message is a string").to_owned();
     (code, message)
+}
+
+/// Polls `check` until it holds or `within` runs out.
+pub async fn eventually(within: std::time::Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if check() {
+            return true;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// Polls an async `check` until it holds or `within` runs out.
+pub async fn eventually_async<F, Fut>(within: std::time::Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }

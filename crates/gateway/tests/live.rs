@@ -1,0 +1,434 @@
+//! The live feed, black-box: ingest over HTTP, delivery over WebSocket and
+//! SSE, against real gateways (one or two) and, where it matters, a real
+//! Redis shared between them.
+
+mod helpers;
+
+use std::time::Duration;
+
+use gateway::config::TEST_PUBLISH_TOKEN;
+use helpers::{
+    error_of, eventually,
+    live::{SseClient, WAIT, WsClient, goal, kickoff, pass, publish, publish_ok, start_match},
+    spawn_app, spawn_gateway,
+};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+#[tokio::test]
+async fn an_event_is_applied_once_and_replays_are_acknowledged() {
+    let app = spawn_app().await;
+    let addr = app.gateway.addr;
+    let ack = publish_ok(&app.client, addr, &kickoff("derby")).await;
+    assert_eq!(ack, json!({"status": "applied", "match": "derby", "seq": 1}));
+    publish_ok(&app.client, addr, &goal("derby", 2, 1)).await;
+
+    let replay = publish_ok(&app.client, addr, &goal("derby", 2, 1)).await;
+    assert_eq!(replay["status"], "duplicate");
+
+    let state: Value = app.get("/v1/matches/derby").await.json().await.expect("json");
+    assert_eq!(state["score"], json!({"home": 1, "away": 0}), "the replayed goal did not count twice");
+    assert_eq!(state["seq"], 2);
+    assert_eq!(state["home"]["name"], "Rovers");
+
+    let list: Value = app.get("/v1/matches").await.json().await.expect("json");
+    assert_eq!(list["matches"][0]["id"], "derby");
+}
+
+#[tokio::test]
+async fn a_sequence_gap_is_refused_and_changes_nothing() {
+    let app = spawn_app().await;
+    start_match(&app.client, app.gateway.addr, "gappy", 2).await;
+
+    let response = publish(&app.client, app.gateway.addr, &goal("gappy", 5, 1)).await;
+    assert_eq!(response.status(), StatusCode::CONFLICT);
+    let (code, message) = error_of(response).await;
+    assert_eq!(code, "sequence_gap");
+    assert!(message.contains("expected seq 3, got 5"), "{message}");
+
+    let state: Value = app.get("/v1/matches/gappy").await.json().await.expect("json");
+    assert_eq!((state["seq"].as_u64(), state["score"]["home"].as_u64()), (Some(2), Some(0)));
+}
+
+#[tokio::test]
+async fn events_before_kickoff_or_for_a_stranger_team_are_refused() {
+    let app = spawn_app().await;
+    let addr = app.gateway.addr;
+    let response = publish(&app.client, addr, &pass("nokick", 1)).await;
+    assert_eq!(response.status(), StatusCode::CONFLICT);
+    assert_eq!(error_of(response).await.0, "match_not_started");
+
+    publish_ok(&app.client, addr, &kickoff("teams")).await;
+    let response = publish(&app.client, addr, &goal("teams", 2, 99)).await;
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let (code, message) = error_of(response).await;
+    assert_eq!((code.as_str(), message.as_str()), ("unknown_team", "team 99 does not play in match teams"));
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_precise_4xx_and_applies_nothing() {
+    let app = spawn_app().await;
+    let addr = app.gateway.addr;
+    let url = format!("http://{addr}/v1/events");
+    publish_ok(&app.client, addr, &kickoff("strict")).await;
+
+    let raw = |body: &'static str| {
+        app.client
+            .post(&url)
+            .bearer_auth(TEST_PUBLISH_TOKEN)
+            .header("content-type", "application/json")
+            .body(body)
+    };
+    let cases: Vec<(reqwest::RequestBuilder, StatusCode, &str, &str)> = vec![
+        (raw("{\"match_id\": \"strict\", "), StatusCode::BAD_REQUEST, "invalid_event", "invalid JSON"),
+        (
+            raw(r#"{"match_id":"strict","seq":"two","kind":"pass"}"#),
+            StatusCode::BAD_REQUEST,
+            "invalid_event",
+            "`seq`: invalid type",
+        ),
+        (
+            raw(r#"{"match_id":"strict","seq":2,"kind":"moonwalk"}"#),
+            StatusCode::BAD_REQUEST,
+            "invalid_event",
+            "unknown event kind \"moonwalk\"",
+        ),
+        (
+            raw(
+                r#"{"match_id":"strict","seq":2,"kind":"shot","team":1,"player":9,"start":{"x":106,"y":30},"on_target":true}"#,
+            ),
+            StatusCode::BAD_REQUEST,
+            "invalid_event",
+            "`start.x` must be between 0 and 105 metres, got 106",
+        ),
+        (
+            raw(r#"{"match_id":"strict","seq":2,"kind":"goal","team":1,"sucess":true}"#),
+            StatusCode::BAD_REQUEST,
+            "invalid_event",
+            "`sucess`: unknown field",
+        ),
+        (
+            app.client.post(&url).json(&goal("strict", 2, 1)),
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing bearer token",
+        ),
+        (
+            app.client.post(&url).bearer_auth("wrong-token-but-long-enough").json(&goal("strict", 2, 1)),
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "invalid bearer token",
+        ),
+        (
+            app.client
+                .post(&url)
+                .bearer_auth(TEST_PUBLISH_TOKEN)
+                .header("content-type", "application/json")
+                .body(vec![b' '; 2 * 1024 * 1024]),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "request body exceeds the limit of 1048576 bytes",
+        ),
+        (
+            app.client
+                .post(&url)
+                .bearer_auth(TEST_PUBLISH_TOKEN)
+                .json(&json!([goal("strict", 2, 1), {"match_id": "strict", "seq": 3, "kind": "goal"}])),
+            StatusCode::BAD_REQUEST,
+            "invalid_event",
+            "event [1]: `team` is required for a goal event",
+        ),
+    ];
+    for (request, status, code, message) in cases {
+        let response = request.send().await.expect("answer");
+        assert_eq!(response.status(), status, "{message}");
+        let (got_code, got_message) = error_of(response).await;
+        assert_eq!(got_code, code, "{got_message}");
+        assert!(got_message.contains(message), "expected {message:?} in {got_message:?}");
+    }
+
+    let state: Value = app.get("/v1/matches/strict").await.json().await.expect("json");
+    assert_eq!(state["seq"], 1, "no bad request applied anything, not even the valid half of the array");
+}
+
+#[tokio::test]
+async fn an_array_is_applied_in_order_with_a_per_event_report() {
+    let app = spawn_app().await;
+    let body = json!([
+        kickoff("batch"),
+        pass("batch", 2),
+        pass("batch", 2),
+        goal("batch", 3, 2),
+        goal("batch", 9, 1)
+    ]);
+    let report = publish_ok(&app.client, app.gateway.addr, &body).await;
+    assert_eq!(report["accepted"], 4);
+    assert_eq!(report["duplicates"], 1);
+    assert_eq!(report["rejected_count"], 1);
+    assert_eq!(report["rejected"][0]["index"], 4);
+    assert_eq!(report["rejected"][0]["code"], "sequence_gap");
+    let state: Value = app.get("/v1/matches/batch").await.json().await.expect("json");
+    assert_eq!(state["score"], json!({"home": 0, "away": 1}));
+}
+
+#[tokio::test]
+async fn bulk_ndjson_reports_bad_lines_by_number_and_applies_the_rest() {
+    let app = spawn_app().await;
+    let long_line = format!("{{\"match_id\":\"bulk\",\"pad\":\"{}\"}}", "x".repeat(70 * 1024));
+    let body = [
+        kickoff("bulk").to_string(),
+        pass("bulk", 2).to_string(),
+        "{not json".to_owned(),
+        String::new(),
+        long_line,
+        pass("bulk", 3).to_string(),
+        json!({"match_id": "bulk", "seq": 4, "kind": "pass", "team": 1}).to_string(),
+    ]
+    .join("\n");
+    let response = app
+        .client
+        .post(app.url("/v1/events/bulk"))
+        .bearer_auth(TEST_PUBLISH_TOKEN)
+        .header("content-type", "application/x-ndjson")
+        .body(body)
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(response.status(), StatusCode::OK);
+    let report: Value = response.json().await.expect("json");
+    assert_eq!(report["accepted"], 3);
+    let rejected: Vec<(u64, &str)> = report["rejected"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|r| (r["line"].as_u64().expect("line"), r["code"].as_str().expect("code")))
+        .collect();
+    assert_eq!(rejected, vec![(3, "invalid_event"), (5, "line_too_long"), (7, "invalid_event")]);
+
+    let wrong_type = app
+        .client
+        .post(app.url("/v1/events/bulk"))
+        .bearer_auth(TEST_PUBLISH_TOKEN)
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(wrong_type.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+}
+
+#[tokio::test]
+async fn a_websocket_subscriber_gets_the_state_then_every_update_in_order() {
+    let app = spawn_app().await;
+    let addr = app.gateway.addr;
+    start_match(&app.client, addr, "live1", 3).await;
+
+    let mut ws = WsClient::connect(addr).await;
+    let subscribed = ws.subscribe("live1", None).await;
+    assert_eq!(subscribed["type"], "subscribed");
+    assert_eq!(subscribed["seq"], 3);
+    assert_eq!(subscribed["state"]["id"], "live1");
+
+    for seq in 4..=8 {
+        publish_ok(&app.client, addr, &pass("live1", seq)).await;
+    }
+    publish_ok(&app.client, addr, &goal("live1", 9, 2)).await;
+    for seq in 4..=9 {
+        let update = ws.recv().await;
+        assert_eq!((update["type"].as_str(), update["seq"].as_u64()), (Some("event"), Some(seq)));
+    }
+    let last = ws.recv_or_none().await;
+    assert!(last.is_none(), "no extra messages: {last:?}");
+}
+
+#[tokio::test]
+async fn a_resuming_subscriber_receives_exactly_what_it_missed() {
+    let app = spawn_app().await;
+    let addr = app.gateway.addr;
+    start_match(&app.client, addr, "resume", 4).await;
+
+    let mut ws = WsClient::connect(addr).await;
+    ws.subscribe("resume", None).await;
+    publish_ok(&app.client, addr, &pass("resume", 5)).await;
+    let seen = ws.recv().await["seq"].as_u64().expect("seq");
+    drop(ws);
+
+    for seq in 6..=10 {
+        publish_ok(&app.client, addr, &pass("resume", seq)).await;
+    }
+    let mut ws = WsClient::connect(addr).await;
+    let subscribed = ws.subscribe("resume", Some(seen)).await;
+    assert_eq!((subscribed["recovered"].as_bool(), subscribed["replayed"].as_u64()), (Some(true), Some(5)));
+    let replayed: Vec<u64> = {
+        let mut seqs = Vec::new();
+        for _ in 0..5 {
+            seqs.push(ws.recv().await["seq"].as_u64().expect("seq"));
+        }
+        seqs
+    };
+    assert_eq!(replayed, vec![6, 7, 8, 9, 10]);
+
+    publish_ok(&app.client, addr, &pass("resume", 11)).await;
+    assert_eq!(ws.recv().await["seq"], 11, "live updates continue after the replay, none twice");
+}
+
+#[tokio::test]
+async fn resuming_past_the_history_says_recovery_was_incomplete() {
+    let app = helpers::spawn_app_with(|_| {}, |gateway| gateway.history_events = 3).await;
+    let addr = app.gateway.addr;
+    start_match(&app.client, addr, "short", 10).await;
+    let mut ws = WsClient::connect(addr).await;
+    let subscribed = ws.subscribe("short", Some(2)).await;
+    assert_eq!(subscribed["recovered"], false);
+    assert_eq!(subscribed["replayed"], 0);
+    assert_eq!(subscribed["state"]["seq"], 10, "the state replaces the events history lost");
+}
+
+#[tokio::test]
+async fn bad_websocket_messages_get_an_error_and_the_connection_stays() {
+    let app = spawn_app().await;
+    let addr = app.gateway.addr;
+    start_match(&app.client, addr, "wsbad", 2).await;
+    let mut ws = WsClient::connect(addr).await;
+
+    ws.send_raw("{nope").await;
+    assert_eq!(ws.recv().await["code"], "invalid_json");
+    ws.send(json!({"op": "dance"})).await;
+    assert_eq!(ws.recv().await["code"], "unknown_command");
+    ws.send(json!({"op": "subscribe"})).await;
+    assert_eq!(ws.recv().await["code"], "invalid_message");
+    let reply = ws.subscribe("nosuchmatch", None).await;
+    assert_eq!((reply["type"].as_str(), reply["code"].as_str()), (Some("error"), Some("unknown_match")));
+    let reply = ws.subscribe("wsbad", Some(50)).await;
+    assert_eq!(reply["code"], "since_beyond_head");
+    assert_eq!(reply["message"], "since 50 is beyond the head of match wsbad (2)");
+
+    // Still usable.
+    assert_eq!(ws.subscribe("wsbad", None).await["type"], "subscribed");
+}
+
+#[tokio::test]
+async fn sse_delivers_the_same_updates_and_resumes_from_last_event_id() {
+    let app = spawn_app().await;
+    let addr = app.gateway.addr;
+    start_match(&app.client, addr, "sse1", 2).await;
+    let url = app.url("/v1/matches/sse1/live");
+
+    let mut sse = SseClient::connect(&app.client, &url, None).await;
+    let first = sse.next().await;
+    assert_eq!((first.event.as_str(), first.id.as_deref()), ("subscribed", Some("2")));
+    publish_ok(&app.client, addr, &goal("sse1", 3, 1)).await;
+    let update = sse.next().await;
+    assert_eq!((update.event.as_str(), update.id.as_deref()), ("event", Some("3")));
+    assert_eq!(update.data["state"]["score"]["home"], 1);
+    drop(sse);
+
+    publish_ok(&app.client, addr, &pass("sse1", 4)).await;
+    publish_ok(&app.client, addr, &pass("sse1", 5)).await;
+    let mut sse = SseClient::connect(&app.client, &url, Some(3)).await;
+    assert_eq!(sse.next().await.data["recovered"], true);
+    assert_eq!(sse.next().await.id.as_deref(), Some("4"));
+    assert_eq!(sse.next().await.id.as_deref(), Some("5"));
+
+    let missing = app.get("/v1/matches/nosuch/live").await;
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    assert_eq!(error_of(missing).await.0, "unknown_match");
+}
+
+#[tokio::test]
+async fn the_connection_limit_refuses_with_a_clear_503() {
+    let app = helpers::spawn_app_with(|_| {}, |gateway| gateway.max_connections = 1).await;
+    start_match(&app.client, app.gateway.addr, "full", 1).await;
+    let _first = WsClient::connect(app.gateway.addr).await;
+    let refused = app.get("/v1/matches/full/live").await;
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(error_of(refused).await.0, "too_many_connections");
+}
+
+#[tokio::test]
+async fn two_gateways_sharing_redis_deliver_to_subscribers_on_both_in_order() {
+    let Some(redis) = store::testing::redis_config().await else { return };
+    let worker = helpers::spawn_worker(analytics::WorkerConfig::for_tests()).await;
+    let configure = || {
+        let mut config = gateway::GatewayConfig::for_tests(format!("http://{}", worker.addr));
+        config.redis_url = Some(redis.url.clone());
+        config.redis_prefix = redis.key_prefix.clone();
+        config
+    };
+    let a = spawn_gateway(configure()).await;
+    let b = spawn_gateway(configure()).await;
+    let client = reqwest::Client::new();
+    start_match(&client, a.addr, "shared", 1).await;
+
+    let mut ws_on_b = WsClient::connect(b.addr).await;
+    assert_eq!(ws_on_b.subscribe("shared", None).await["seq"], 1);
+    let mut sse_on_a =
+        SseClient::connect(&client, &format!("http://{}/v1/matches/shared/live", a.addr), None).await;
+    assert_eq!(sse_on_a.next().await.event, "subscribed");
+
+    for seq in 2..=20 {
+        publish_ok(&client, a.addr, &pass("shared", seq)).await;
+    }
+    for seq in 2..=20 {
+        assert_eq!(ws_on_b.recv().await["seq"], seq, "websocket on B, in order");
+        assert_eq!(sse_on_a.next().await.id, Some(seq.to_string()), "sse on A, in order");
+    }
+    // B reads the state A wrote.
+    let state: Value = client
+        .get(format!("http://{}/v1/matches/shared", b.addr))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(state["seq"], 20);
+}
+
+#[tokio::test]
+async fn a_subscriber_that_never_reads_is_cut_off_and_released() {
+    let app = helpers::spawn_app_with(
+        |_| {},
+        |gateway| {
+            gateway.write_timeout_ms = 300;
+            gateway.socket_send_buffer_bytes = 16 * 1024;
+        },
+    )
+    .await;
+    let addr = app.gateway.addr;
+    let live = app.gateway.live.clone().expect("gateway state");
+    start_match(&app.client, addr, "flood", 1).await;
+
+    let mut stalled = WsClient::connect_with_small_receive_buffer(addr).await;
+    stalled.subscribe("flood", None).await;
+    let mut healthy = WsClient::connect(addr).await;
+    healthy.subscribe("flood", None).await;
+    assert!(eventually(WAIT, || live.open_connections() == 2).await);
+
+    // About 2.5 MB of updates, far more than the stalled client's socket
+    // buffers hold, in bursts the healthy subscriber keeps up with: it is
+    // never held back by the stalled one.
+    for burst in 0..30u64 {
+        let first = 2 + burst * 200;
+        let events: Vec<String> = (first..first + 200).map(|seq| pass("flood", seq).to_string()).collect();
+        let response = app
+            .client
+            .post(app.url("/v1/events/bulk"))
+            .bearer_auth(TEST_PUBLISH_TOKEN)
+            .header("content-type", "application/x-ndjson")
+            .body(events.join("\n"))
+            .send()
+            .await
+            .expect("bulk");
+        assert_eq!(response.status(), StatusCode::OK);
+        let mut last = 0;
+        while last < first + 199 {
+            last = healthy.recv().await["seq"].as_u64().expect("seq");
+        }
+    }
+    assert!(
+        eventually(Duration::from_secs(10), || live.open_connections() == 1).await,
+        "the stalled subscriber was not disconnected"
+    );
+    assert_eq!(live.feed.hub.subscriber_count(), 1, "its subscription was released");
+}
