@@ -128,18 +128,49 @@ pub enum CardColor {
 #[derive(Debug, Clone, PartialEq)]
 pub enum EventDetail {
     /// Starts the match and names its teams.
-    Kickoff { home: Team, away: Team },
+    Kickoff {
+        home: Team,
+        away: Team,
+    },
     /// A move of the ball: pass, cross or dribble. `success` says whether a
     /// team-mate (or the dribbler) kept the ball at `end`.
-    Move { kind: MoveKind, team: u32, player: u32, start: Point, end: Point, success: bool },
-    Shot { team: u32, player: u32, start: Point, on_target: bool },
+    Move {
+        kind: MoveKind,
+        team: u32,
+        player: u32,
+        start: Point,
+        end: Point,
+        success: bool,
+    },
+    Shot {
+        team: u32,
+        player: u32,
+        start: Point,
+        on_target: bool,
+    },
     /// A goal for `team`. `player` is the scorer, absent for an own goal.
-    Goal { team: u32, player: Option<u32> },
-    Foul { team: u32, player: u32 },
-    Card { team: u32, player: u32, color: CardColor },
-    Substitution { team: u32, player_in: u32, player_out: u32 },
+    Goal {
+        team: u32,
+        player: Option<u32>,
+    },
+    Foul {
+        team: u32,
+        player: u32,
+    },
+    Card {
+        team: u32,
+        player: u32,
+        color: CardColor,
+    },
+    Substitution {
+        team: u32,
+        player_in: u32,
+        player_out: u32,
+    },
     /// End of a period: 1 is half time, 2 full time.
-    PeriodEnd { period: u8 },
+    PeriodEnd {
+        period: u8,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -217,17 +248,19 @@ impl MatchEvent {
     /// Parses a loosely typed record. `now_ms` stands in for a missing
     /// timestamp; the caller passes the clock so this stays pure.
     pub fn parse(raw: RawEvent, now_ms: i64) -> Result<Self, EventError> {
-        let match_id = MatchId::parse(raw.match_id.as_deref().ok_or(EventError::Missing {
-            field: "match_id",
-            kind: "any",
-        })?)?;
+        let match_id = MatchId::parse(
+            raw.match_id.as_deref().ok_or(EventError::Missing { field: "match_id", kind: "any" })?,
+        )?;
         let seq = raw.seq.ok_or(EventError::Missing { field: "seq", kind: "any" })?;
         if seq == 0 {
             return Err(EventError::Invalid { field: "seq", reason: "must be at least 1".into() });
         }
         let minute = raw.minute.unwrap_or(0);
         if minute > 150 {
-            return Err(EventError::Invalid { field: "minute", reason: format!("must be at most 150, got {minute}") });
+            return Err(EventError::Invalid {
+                field: "minute",
+                reason: format!("must be at most 150, got {minute}"),
+            });
         }
         let timestamp_ms = raw.timestamp_ms.unwrap_or(now_ms);
         if timestamp_ms < 0 {
@@ -300,7 +333,10 @@ fn parse_detail(kind: &str, raw: &RawEvent) -> Result<EventDetail, EventError> {
             let home = team_of("home", &raw.home)?;
             let away = team_of("away", &raw.away)?;
             if home.id == away.id {
-                return Err(EventError::Invalid { field: "away.id", reason: "must differ from home.id".into() });
+                return Err(EventError::Invalid {
+                    field: "away.id",
+                    reason: "must differ from home.id".into(),
+                });
             }
             EventDetail::Kickoff { home, away }
         }
@@ -346,7 +382,10 @@ fn parse_detail(kind: &str, raw: &RawEvent) -> Result<EventDetail, EventError> {
         _ => {
             let period = raw.period.ok_or(need("period"))?;
             if !(1..=2).contains(&period) {
-                return Err(EventError::Invalid { field: "period", reason: format!("must be 1 or 2, got {period}") });
+                return Err(EventError::Invalid {
+                    field: "period",
+                    reason: format!("must be 1 or 2, got {period}"),
+                });
             }
             EventDetail::PeriodEnd { period }
         }
@@ -531,16 +570,34 @@ mod tests {
     #[test]
     fn rejections_name_the_field() {
         let cases: Vec<(RawEvent, &str)> = vec![
-            (RawEvent { start: Some((130.0, 30.0)), ..raw("pass", 1) }, "`start.x` must be between 0 and 105 metres, got 130"),
-            (RawEvent { end: Some((50.0, -1.0)), ..raw("pass", 1) }, "`end.y` must be between 0 and 68 metres, got -1"),
-            (RawEvent { start: Some((f64::NAN, 1.0)), ..raw("shot", 1) }, "`start.x` must be between 0 and 105 metres, got NaN"),
+            (
+                RawEvent { start: Some((130.0, 30.0)), ..raw("pass", 1) },
+                "`start.x` must be between 0 and 105 metres, got 130",
+            ),
+            (
+                RawEvent { end: Some((50.0, -1.0)), ..raw("pass", 1) },
+                "`end.y` must be between 0 and 68 metres, got -1",
+            ),
+            (
+                RawEvent { start: Some((f64::NAN, 1.0)), ..raw("shot", 1) },
+                "`start.x` must be between 0 and 105 metres, got NaN",
+            ),
             (RawEvent { success: None, ..raw("dribble", 1) }, "`success` is required for a dribble event"),
             (RawEvent { kind: Some("dance".into()), ..raw("pass", 1) }, "unknown event kind \"dance\""),
             (RawEvent { seq: Some(0), ..raw("pass", 1) }, "`seq` must be at least 1"),
-            (RawEvent { match_id: Some("Bad Id!".into()), ..raw("pass", 1) }, "`match_id` must be 1 to 64 characters"),
-            (RawEvent { card: Some("green".into()), ..raw("card", 1) }, "`card` must be \"yellow\" or \"red\", got \"green\""),
+            (
+                RawEvent { match_id: Some("Bad Id!".into()), ..raw("pass", 1) },
+                "`match_id` must be 1 to 64 characters",
+            ),
+            (
+                RawEvent { card: Some("green".into()), ..raw("card", 1) },
+                "`card` must be \"yellow\" or \"red\", got \"green\"",
+            ),
             (RawEvent { period: Some(3), ..raw("period_end", 1) }, "`period` must be 1 or 2, got 3"),
-            (RawEvent { away: Some((1, "Rovers B".into())), ..raw("kickoff", 1) }, "`away.id` must differ from home.id"),
+            (
+                RawEvent { away: Some((1, "Rovers B".into())), ..raw("kickoff", 1) },
+                "`away.id` must differ from home.id",
+            ),
         ];
         for (raw, expected) in cases {
             let err = MatchEvent::parse(raw, 0).expect_err(expected).to_string();
@@ -561,7 +618,8 @@ mod tests {
         assert_eq!(state.status, MatchStatus::HalfTime);
         state = state.apply(&event("pass", 6)).expect("second half play");
         assert_eq!(state.status, MatchStatus::SecondHalf);
-        let full_time = MatchEvent::parse(RawEvent { period: Some(2), ..raw("period_end", 7) }, 0).expect("event");
+        let full_time =
+            MatchEvent::parse(RawEvent { period: Some(2), ..raw("period_end", 7) }, 0).expect("event");
         state = state.apply(&full_time).expect("full time");
 
         assert_eq!((state.home_goals, state.away_goals), (1, 1));
