@@ -32,8 +32,32 @@ struct Cli {
     #[arg(long, env = "COURTSIDE_LOG_FORMAT", default_value_t = telemetry::LogFormat::Pretty)]
     log_format: telemetry::LogFormat,
 
+    /// Play simulated matches through the ingest API, so the dashboard has
+    /// something to show. On by default; `--simulate false` to turn off.
+    #[arg(long, env = "COURTSIDE_SIMULATE", default_value_t = true, action = clap::ArgAction::Set)]
+    simulate: bool,
+
+    #[command(flatten)]
+    simulation: SimulationArgs,
+
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+/// How the demo feed plays.
+#[derive(Debug, Clone, clap::Args)]
+struct SimulationArgs {
+    /// Matches played at the same time.
+    #[arg(long = "sim-matches", env = "COURTSIDE_SIM_MATCHES", default_value_t = 6, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    matches: u64,
+
+    /// Events per second over all simulated matches.
+    #[arg(long = "sim-rate", env = "COURTSIDE_SIM_RATE", default_value_t = 12.0)]
+    rate: f64,
+
+    /// Seed of the simulation: the same seed plays the same matches.
+    #[arg(long = "sim-seed", env = "COURTSIDE_SIM_SEED", default_value_t = 42)]
+    seed: u64,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -43,6 +67,15 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8080")]
         addr: std::net::SocketAddr,
     },
+    /// Publishes simulated matches to a running gateway's ingest API.
+    Simulate {
+        /// The gateway's base URL.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// A publish token of that gateway.
+        #[arg(long, env = "COURTSIDE_SIM_TOKEN", hide_env_values = true)]
+        token: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -51,11 +84,18 @@ fn main() -> ExitCode {
         eprintln!("error: {err}");
         return ExitCode::from(2);
     }
+    if !(cli.simulation.rate.is_finite() && cli.simulation.rate > 0.0 && cli.simulation.rate <= 100_000.0) {
+        eprintln!(
+            "error: invalid --sim-rate / COURTSIDE_SIM_RATE: must be between 0 and 100000 events per second"
+        );
+        return ExitCode::from(2);
+    }
     let result = match cli.command {
         Some(Command::Healthcheck { addr }) => {
             runtime("healthcheck", 1).and_then(|rt| rt.block_on(gateway::health::healthcheck(addr)))
         }
-        None => run(cli.gateway, cli.worker, cli.log_format),
+        Some(Command::Simulate { url, token }) => simulate_only(url, token, &cli.simulation, cli.log_format),
+        None => run(cli.gateway, cli.worker, cli.log_format, cli.simulate.then_some(cli.simulation)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -70,7 +110,20 @@ fn run(
     mut gateway_config: gateway::GatewayConfig,
     worker_config: analytics::WorkerConfig,
     log_format: telemetry::LogFormat,
+    simulation: Option<SimulationArgs>,
 ) -> anyhow::Result<()> {
+    // The embedded simulator publishes through the public API like any
+    // publisher, so it needs a token; without a configured one, mint one
+    // that lives as long as this process.
+    let sim_token = match simulation {
+        Some(_) if gateway_config.publish_tokens.trim().is_empty() => {
+            let token = random_token();
+            gateway_config.publish_tokens = token.clone();
+            Some(token)
+        }
+        Some(_) => gateway_config.publish_tokens.split(',').next().map(|t| t.trim().to_owned()),
+        None => None,
+    };
     // The worker's runtime only moves bytes between sockets and the pool, so
     // one thread is plenty; the CPU work runs on the rayon pool.
     let worker_rt = runtime("analytics-io", 1)?;
@@ -83,11 +136,28 @@ fn run(
     let worker = worker_rt.block_on(analytics::Application::build(worker_config))?;
     gateway_config.worker_url = format!("http://{}", worker.local_addr());
     let worker_addr = worker.local_addr();
-    let worker_task = worker_rt.spawn(worker.run_until_stopped(stop.clone().cancelled_owned()));
+    // The worker stops only once the gateway in front of it has drained.
+    let worker_stop = CancellationToken::new();
+    let worker_task = worker_rt.spawn(worker.run_until_stopped(worker_stop.clone().cancelled_owned()));
 
     let served = gateway_rt.block_on(async {
         let gateway = gateway::Application::build(gateway_config).await?;
         print_banner(gateway.local_addr(), worker_addr);
+        if let (Some(args), Some(token)) = (&simulation, sim_token) {
+            let config = simulator::SimConfig {
+                gateway_url: format!("http://{}", gateway.local_addr()),
+                token,
+                matches: usize::try_from(args.matches).unwrap_or(1),
+                events_per_second: args.rate,
+                seed: args.seed,
+            };
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                if let Err(err) = simulator::run(config, stop).await {
+                    tracing::error!("simulator stopped: {err:#}");
+                }
+            });
+        }
         let signal = {
             let stop = stop.clone();
             async move {
@@ -102,9 +172,47 @@ fn run(
 
     // The gateway has drained (or failed); now stop the worker behind it.
     stop.cancel();
+    worker_stop.cancel();
     let worker_stopped = worker_rt.block_on(worker_task).context("analytics worker task failed")?;
     telemetry.shutdown();
     served.and(worker_stopped)
+}
+
+/// `courtside simulate`: only the simulator, against a gateway elsewhere.
+fn simulate_only(
+    url: String,
+    token: String,
+    args: &SimulationArgs,
+    log_format: telemetry::LogFormat,
+) -> anyhow::Result<()> {
+    let rt = runtime("simulator", 1)?;
+    rt.block_on(async {
+        let telemetry = telemetry::init("courtside-simulator", log_format)?;
+        let stop = tokio_util::sync::CancellationToken::new();
+        let signal = {
+            let stop = stop.clone();
+            async move {
+                lifecycle::shutdown_signal().await;
+                stop.cancel();
+            }
+        };
+        tokio::spawn(signal);
+        let config = simulator::SimConfig {
+            gateway_url: url,
+            token,
+            matches: usize::try_from(args.matches).unwrap_or(1),
+            events_per_second: args.rate,
+            seed: args.seed,
+        };
+        let outcome = simulator::run(config, stop).await;
+        telemetry.shutdown();
+        outcome
+    })
+}
+
+fn random_token() -> String {
+    let bytes: [u8; 24] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A multi-threaded runtime; `threads == 0` means one per core.
@@ -123,7 +231,7 @@ fn runtime(name: &str, threads: usize) -> anyhow::Result<Runtime> {
 fn print_banner(gateway: std::net::SocketAddr, worker: std::net::SocketAddr) {
     println!();
     println!("  courtside is running");
-    println!("    gateway (HTTP):    http://{gateway}");
+    println!("    live dashboard:    http://{gateway}/");
     println!("    analytics (gRPC):  {worker}");
     println!("    try:               curl 'http://{gateway}/v1/bench/compute?n=20000000'");
     println!("    stop:              Ctrl-C");

@@ -5,7 +5,7 @@ use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use axum::{
-    Json, Router,
+    Router,
     body::Body,
     extract::DefaultBodyLimit,
     extract::{MatchedPath, Request, State},
@@ -15,7 +15,6 @@ use axum::{
     routing::{get, post},
     serve::ListenerExt as _,
 };
-use serde::Serialize;
 use store::{MemoryStore, RedisStore, StateStore};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -30,7 +29,7 @@ use crate::{
     config::GatewayConfig,
     error::ApiError,
     live::{self, LiveState},
-    routes::{bench, health},
+    routes::{bench, dashboard, health},
     worker::WorkerClient,
 };
 
@@ -157,7 +156,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/matches/{id}/live", get(live::sse::live_sse));
 
     Router::new()
-        .route("/", get(index))
+        .route("/", get(dashboard::index))
+        .route("/dashboard/app.js", get(dashboard::app_js))
+        .route("/dashboard/style.css", get(dashboard::style_css))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .merge(requests)
@@ -221,21 +222,6 @@ fn record_status<B>(response: &Response<B>, latency: Duration, span: &Span) {
     } else {
         tracing::debug!(status = status.as_u16(), latency_ms = latency.as_millis(), "request done");
     }
-}
-
-#[derive(Debug, Serialize)]
-struct Index {
-    service: &'static str,
-    version: &'static str,
-    endpoints: &'static [&'static str],
-}
-
-async fn index() -> Json<Index> {
-    Json(Index {
-        service: "courtside gateway",
-        version: env!("CARGO_PKG_VERSION"),
-        endpoints: &["/healthz", "/readyz", "/v1/bench/slow", "/v1/bench/compute?n=20000000"],
-    })
 }
 
 async fn not_found(uri: Uri) -> ApiError {

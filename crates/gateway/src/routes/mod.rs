@@ -1,4 +1,5 @@
 //! The gateway's handlers, one module per group of routes.
 
 pub mod bench;
+pub mod dashboard;
 pub mod health;
