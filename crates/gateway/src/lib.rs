@@ -16,6 +16,7 @@ pub mod config;
 pub mod error;
 pub mod health;
 pub mod live;
+pub mod openapi;
 pub mod routes;
 pub mod startup;
 pub mod worker;

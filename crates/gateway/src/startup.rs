@@ -12,7 +12,7 @@ use axum::{
     http::{HeaderName, Response, Uri},
     middleware::{self, Next},
     response::IntoResponse,
-    routing::{get, post},
+    routing::get,
     serve::ListenerExt as _,
 };
 use store::{MemoryStore, RedisStore, StateStore};
@@ -24,6 +24,8 @@ use tower_http::{
     trace::TraceLayer,
 };
 use tracing::{Span, field::Empty};
+use utoipa::OpenApi as _;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     config::GatewayConfig,
@@ -143,26 +145,16 @@ impl Application {
 /// get the request timeout; streams (bulk ingest, WebSocket, SSE) do not,
 /// as they are meant to last.
 pub fn router(state: AppState) -> Router {
-    let requests = Router::new()
-        .route("/v1/bench/slow", get(bench::slow))
-        .route("/v1/bench/compute", get(bench::compute))
-        .route("/v1/events", post(live::routes::publish))
-        .route("/v1/matches", get(live::routes::list_matches))
-        .route("/v1/matches/{id}", get(live::routes::get_match))
-        .route_layer(middleware::from_fn_with_state(state.clone(), request_timeout));
-    let streams = Router::new()
-        .route("/v1/events/bulk", post(live::routes::publish_bulk))
-        .route("/v1/live", get(live::ws::live_ws))
-        .route("/v1/matches/{id}/live", get(live::sse::live_sse));
-
-    Router::new()
-        .route("/", get(dashboard::index))
-        .route("/dashboard/app.js", get(dashboard::app_js))
-        .route("/dashboard/style.css", get(dashboard::style_css))
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .merge(requests)
-        .merge(streams)
+    let (routes, openapi) = documented_routes(state.clone()).split_for_parts();
+    // Rendered once: the document never changes while the process runs.
+    let document = bytes::Bytes::from(openapi.to_json().unwrap_or_else(|_| "{}".into()));
+    routes
+        .route(
+            "/openapi.json",
+            get(move || {
+                std::future::ready(([(http::header::CONTENT_TYPE, "application/json")], document.clone()))
+            }),
+        )
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(state.body_limit))
         .layer(
@@ -172,6 +164,30 @@ pub fn router(state: AppState) -> Router {
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID)),
         )
         .with_state(state)
+}
+
+/// Every public route with its OpenAPI description.
+fn documented_routes(state: AppState) -> OpenApiRouter<AppState> {
+    let requests = OpenApiRouter::new()
+        .routes(routes!(bench::slow))
+        .routes(routes!(bench::compute))
+        .routes(routes!(live::routes::publish))
+        .routes(routes!(live::routes::list_matches))
+        .routes(routes!(live::routes::get_match))
+        .route_layer(middleware::from_fn_with_state(state, request_timeout));
+    let streams = OpenApiRouter::new()
+        .routes(routes!(live::routes::publish_bulk))
+        .routes(routes!(live::ws::live_ws))
+        .routes(routes!(live::sse::live_sse));
+
+    OpenApiRouter::with_openapi(crate::openapi::ApiDoc::openapi())
+        .routes(routes!(dashboard::index))
+        .routes(routes!(dashboard::app_js))
+        .routes(routes!(dashboard::style_css))
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .merge(requests)
+        .merge(streams)
 }
 
 /// Answers 504 with a JSON body when a request outlives the timeout.

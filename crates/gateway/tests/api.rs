@@ -194,3 +194,56 @@ async fn shutdown_drains_in_flight_requests() {
     assert_eq!(response.status(), StatusCode::OK);
     app.gateway.wait().await.expect("gateway stops cleanly");
 }
+
+#[tokio::test]
+async fn the_openapi_document_covers_every_public_route() {
+    let app = spawn_app().await;
+    let response = app.get("/openapi.json").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let document: Value = response.json().await.expect("json");
+
+    let mut documented: Vec<String> = document["paths"]
+        .as_object()
+        .expect("paths")
+        .iter()
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .expect("path item")
+                .keys()
+                .map(move |method| format!("{} {path}", method.to_uppercase()))
+        })
+        .collect();
+    documented.sort();
+    let mut expected = vec![
+        "GET /",
+        "GET /dashboard/app.js",
+        "GET /dashboard/style.css",
+        "GET /healthz",
+        "GET /readyz",
+        "GET /v1/bench/compute",
+        "GET /v1/bench/slow",
+        "GET /v1/live",
+        "GET /v1/matches",
+        "GET /v1/matches/{id}",
+        "GET /v1/matches/{id}/live",
+        "POST /v1/events",
+        "POST /v1/events/bulk",
+    ];
+    expected.sort();
+    assert_eq!(documented, expected);
+    assert!(document["components"]["schemas"]["EventBody"].is_object(), "request schemas are included");
+    assert!(
+        document["components"]["securitySchemes"]["bearer"].is_object(),
+        "publishing needs a bearer token"
+    );
+
+    // Every documented route without parameters is served (not the 404
+    // fallback).
+    for route in
+        expected.iter().filter(|r| r.starts_with("GET ") && !r.contains('{') && !r.ends_with("/live"))
+    {
+        let path = &route["GET ".len()..];
+        let status = app.get(path).await.status();
+        assert_ne!(status, StatusCode::NOT_FOUND, "{route} is documented but not served");
+    }
+}

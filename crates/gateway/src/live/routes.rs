@@ -43,7 +43,7 @@ const BULK_CHUNK: usize = 1_000;
 /// Rejected lines listed in a bulk report; the count covers all of them.
 const MAX_REPORTED_REJECTIONS: usize = 1_000;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct EventAck {
     pub status: &'static str,
     #[serde(rename = "match")]
@@ -51,7 +51,7 @@ pub struct EventAck {
     pub seq: u64,
 }
 
-#[derive(Debug, Serialize, Default)]
+#[derive(Debug, Serialize, Default, utoipa::ToSchema)]
 pub struct BatchReport {
     /// Events stored (applied now or earlier).
     pub accepted: u64,
@@ -63,7 +63,7 @@ pub struct BatchReport {
     pub rejected_count: u64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RejectedItem {
     /// Position in the array (from 0), for `POST /v1/events`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -131,7 +131,36 @@ fn ingest_failure(failure: IngestFailure) -> ApiError {
     }
 }
 
-/// `POST /v1/events`: one event, or a JSON array of them.
+/// What `POST /v1/events` takes (documentation only).
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum PublishRequest {
+    One(EventBody),
+    Many(Vec<EventBody>),
+}
+
+/// What `POST /v1/events` answers (documentation only).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum PublishResponse {
+    One(EventAck),
+    Many(BatchReport),
+}
+
+/// Publishes one event, or a JSON array applied in order (see the module
+/// documentation for the batch rules).
+#[utoipa::path(post, path = "/v1/events", tag = "live",
+    request_body(content = PublishRequest, description = "one event, or an array of events"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "stored (or already stored); for an array, a per-event report", body = PublishResponse),
+        (status = 400, description = "malformed event; nothing applied", body = crate::error::ErrorBody),
+        (status = 401, description = "missing or invalid bearer token", body = crate::error::ErrorBody),
+        (status = 409, description = "sequence gap, or the match is not started, already started or finished", body = crate::error::ErrorBody),
+        (status = 413, description = "body too large", body = crate::error::ErrorBody),
+        (status = 422, description = "the team does not play in the match", body = crate::error::ErrorBody),
+        (status = 503, description = "state store unavailable; nothing applied; see Retry-After", body = crate::error::ErrorBody),
+    ))]
 pub async fn publish(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -173,7 +202,16 @@ pub async fn publish(
     Ok(Json(report).into_response())
 }
 
-/// `POST /v1/events/bulk`: NDJSON, streamed.
+/// Publishes NDJSON, one event per line, read as a stream.
+#[utoipa::path(post, path = "/v1/events/bulk", tag = "live",
+    request_body(content = String, content_type = "application/x-ndjson", description = "one event per line"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "per-line report", body = BatchReport),
+        (status = 401, description = "missing or invalid bearer token", body = crate::error::ErrorBody),
+        (status = 415, description = "content type is not application/x-ndjson", body = crate::error::ErrorBody),
+        (status = 503, description = "state store unavailable; retrying the body is safe", body = crate::error::ErrorBody),
+    ))]
 pub async fn publish_bulk(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -330,12 +368,20 @@ impl LineReader {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct MatchList {
+    #[schema(value_type = Vec<super::wire::MatchView>)]
     pub matches: Vec<Box<RawValue>>,
 }
 
-/// `GET /v1/matches`: every match with its current state.
+/// Every match with its current state.
+#[utoipa::path(get, path = "/v1/matches", tag = "live",
+    params(("token" = Option<String>, Query, description = "read token, when reads need one")),
+    responses(
+        (status = 200, description = "all matches", body = MatchList),
+        (status = 401, description = "read tokens are configured and none was given", body = crate::error::ErrorBody),
+        (status = 503, description = "state store unavailable", body = crate::error::ErrorBody),
+    ))]
 pub async fn list_matches(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -359,8 +405,14 @@ pub async fn list_matches(
     Ok(Json(MatchList { matches }))
 }
 
-/// `GET /v1/matches/{id}`: one match, from the in-process cache when the
-/// update stream has it, else from the store.
+/// One match, from the in-process cache when the update stream has it, else
+/// from the store.
+#[utoipa::path(get, path = "/v1/matches/{id}", tag = "live",
+    params(("id" = String, Path, description = "match id"), ("token" = Option<String>, Query, description = "read token, when reads need one")),
+    responses(
+        (status = 200, description = "the match", body = super::wire::MatchView),
+        (status = 404, description = "no such match", body = crate::error::ErrorBody),
+    ))]
 pub async fn get_match(
     State(state): State<AppState>,
     Path(match_id): Path<String>,

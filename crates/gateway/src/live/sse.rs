@@ -38,6 +38,20 @@ pub struct LiveQuery {
     pub token: Option<String>,
 }
 
+/// One match's updates as Server-Sent Events; resumes from `Last-Event-ID`.
+#[utoipa::path(get, path = "/v1/matches/{id}/live", tag = "live",
+    params(
+        ("id" = String, Path, description = "match id"),
+        ("since" = Option<u64>, Query, description = "resume after this sequence number"),
+        ("token" = Option<String>, Query, description = "read token, when reads need one"),
+        ("Last-Event-ID" = Option<u64>, Header, description = "resume after this sequence number (set by EventSource)"),
+    ),
+    responses(
+        (status = 200, description = "`subscribed`, then `event` (or `resync`) messages", content_type = "text/event-stream", body = super::wire::UpdateMessage),
+        (status = 400, description = "`since` beyond the match's head", body = crate::error::ErrorBody),
+        (status = 404, description = "no such match", body = crate::error::ErrorBody),
+        (status = 503, description = "connection limit reached", body = crate::error::ErrorBody),
+    ))]
 pub async fn live_sse(
     State(state): State<AppState>,
     Path(match_id): Path<String>,

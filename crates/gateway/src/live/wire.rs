@@ -2,6 +2,7 @@
 //! subscribers receive. Conversions to and from `domain` types live here, so
 //! handlers never build JSON by hand and the domain never sees serde.
 
+use anyhow::Context as _;
 use domain::live::{
     CardColor, EventDetail, MatchEvent, MatchId, MatchState, MatchStatus, MoveKind, RawEvent, Team,
 };
@@ -9,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 /// An event as a publisher sends it. Unknown fields are rejected, so a typo
 /// (`sucess`) is an error rather than a silently missing value.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EventBody {
     pub match_id: Option<String>,
@@ -32,14 +33,14 @@ pub struct EventBody {
     pub away: Option<TeamBody>,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PointBody {
     pub x: f64,
     pub y: f64,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TeamBody {
     pub id: u32,
@@ -71,7 +72,7 @@ impl From<EventBody> for RawEvent {
 }
 
 /// An accepted event, as subscribers receive it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct EventView {
     pub kind: &'static str,
     pub minute: u16,
@@ -149,30 +150,45 @@ impl From<&MatchEvent> for EventView {
 }
 
 /// A match as readers see it, and as the store keeps it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MatchView {
     pub id: String,
     pub home: TeamView,
     pub away: TeamView,
     pub status: String,
     pub minute: u16,
-    pub score: Pair<u16>,
-    pub red_cards: Pair<u8>,
+    pub score: Score,
+    pub red_cards: Score,
     /// Sequence number of the last event applied.
     pub seq: u64,
     pub updated_ms: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TeamView {
     pub id: u32,
     pub name: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Pair<T> {
-    pub home: T,
-    pub away: T,
+/// A count for each side: goals, or red cards.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Score {
+    pub home: u16,
+    pub away: u16,
+}
+
+/// One update on the live feed, as `/v1/live` and `/v1/matches/{id}/live`
+/// send it (documentation only; [`UpdateFrame`] writes it).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct UpdateMessage {
+    /// Always `"event"`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(rename = "match")]
+    pub match_id: String,
+    pub seq: u64,
+    pub event: EventView,
+    pub state: MatchView,
 }
 
 impl From<&MatchState> for MatchView {
@@ -184,8 +200,8 @@ impl From<&MatchState> for MatchView {
             away: team(&state.away),
             status: state.status.as_str().to_owned(),
             minute: state.minute,
-            score: Pair { home: state.home_goals, away: state.away_goals },
-            red_cards: Pair { home: state.home_red_cards, away: state.away_red_cards },
+            score: Score { home: state.home_goals, away: state.away_goals },
+            red_cards: Score { home: u16::from(state.home_red_cards), away: u16::from(state.away_red_cards) },
             seq: state.seq,
             updated_ms: state.updated_ms,
         }
@@ -211,8 +227,8 @@ impl TryFrom<MatchView> for MatchState {
             minute: view.minute,
             home_goals: view.score.home,
             away_goals: view.score.away,
-            home_red_cards: view.red_cards.home,
-            away_red_cards: view.red_cards.away,
+            home_red_cards: u8::try_from(view.red_cards.home).context("stored red cards out of range")?,
+            away_red_cards: u8::try_from(view.red_cards.away).context("stored red cards out of range")?,
             seq: view.seq,
             updated_ms: view.updated_ms,
         })

@@ -49,6 +49,13 @@ const MAX_CLIENT_MESSAGE: usize = 4 * 1024;
 /// Subscriptions one connection may hold.
 const MAX_SUBSCRIPTIONS: usize = 64;
 
+/// The WebSocket live feed (protocol in the module documentation; each
+/// update is an [`UpdateMessage`](super::wire::UpdateMessage)).
+#[utoipa::path(get, path = "/v1/live", tag = "live",
+    responses(
+        (status = 101, description = "switching to the WebSocket protocol", body = super::wire::UpdateMessage),
+        (status = 503, description = "connection limit reached", body = crate::error::ErrorBody),
+    ))]
 pub async fn live_ws(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
     let live = state.live.clone();
     let Ok(permit) = live.connections.clone().try_acquire_owned() else {

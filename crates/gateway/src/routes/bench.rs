@@ -21,13 +21,16 @@ use crate::{error::ApiError, startup::AppState};
 /// The simulated I/O wait of `/v1/bench/slow`.
 pub const SLOW_IO: Duration = Duration::from_millis(200);
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SlowResponse {
     pub status: &'static str,
     /// Milliseconds since the Unix epoch when the wait ended.
     pub t: u128,
 }
 
+/// The I/O-bound benchmark: waits 200 ms on a timer, then answers.
+#[utoipa::path(get, path = "/v1/bench/slow", tag = "bench",
+    responses((status = 200, description = "the wait is over", body = SlowResponse)))]
 pub async fn slow() -> Json<SlowResponse> {
     tokio::time::sleep(SLOW_IO).await;
     let t = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
@@ -40,7 +43,7 @@ pub struct ComputeQuery {
     pub n: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ComputeResponse {
     pub n: u64,
     /// The sum of sqrt(i) for 0 <= i < n, computed by the worker.
@@ -51,6 +54,15 @@ pub struct ComputeResponse {
     pub run_micros: u128,
 }
 
+/// The CPU-bound benchmark, run on the analytics worker's pool.
+#[utoipa::path(get, path = "/v1/bench/compute", tag = "bench",
+    params(("n" = u64, Query, description = "terms to sum; at most the worker's COURTSIDE_COMPUTE_MAX_N")),
+    responses(
+        (status = 200, description = "the worker's result", body = ComputeResponse),
+        (status = 400, description = "`n` missing, not a non-negative integer, or too large", body = crate::error::ErrorBody),
+        (status = 503, description = "worker unavailable or busy; see Retry-After", body = crate::error::ErrorBody),
+        (status = 504, description = "worker deadline or request timeout exceeded", body = crate::error::ErrorBody),
+    ))]
 pub async fn compute(
     State(state): State<AppState>,
     query: Result<Query<ComputeQuery>, QueryRejection>,

@@ -15,29 +15,32 @@ use crate::startup::AppState;
 /// How long readiness waits for each dependency.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Health {
     pub status: &'static str,
 }
 
+/// Liveness: the process answers. Touches no dependency.
+#[utoipa::path(get, path = "/healthz", tag = "health",
+    responses((status = 200, description = "alive", body = Health)))]
 pub async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Readiness {
     /// `"ready"` or `"not_ready"`.
     pub status: &'static str,
     pub checks: Checks,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Checks {
     pub store: Check,
     pub worker: Check,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Check {
     /// `"ok"` or `"error"`.
     pub status: &'static str,
@@ -60,6 +63,12 @@ impl Check {
     }
 }
 
+/// Readiness: the state store and the analytics worker both answer.
+#[utoipa::path(get, path = "/readyz", tag = "health",
+    responses(
+        (status = 200, description = "ready", body = Readiness),
+        (status = 503, description = "a dependency does not answer; the body says which and why", body = Readiness),
+    ))]
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
     let (store, worker) = tokio::join!(
         tokio::time::timeout(CHECK_TIMEOUT, state.store.ping()),
