@@ -4,9 +4,14 @@
 //!   over several runs.
 //! - `latency`: closed-loop request latency at a fixed concurrency, after a
 //!   warm-up, as an HDR histogram (p50/p90/p99/p99.9/max).
+//! - `fanout`: WebSocket subscribers in child processes, publish-to-receive
+//!   latency, completeness and server memory per connection (see
+//!   [`fanout`]).
 //!
 //! Every loop is bounded in count and time, and targets are meant to be
 //! loopback addresses: this harness measures systems on the same machine.
+
+mod fanout;
 
 use std::{
     process::Stdio,
@@ -41,6 +46,11 @@ enum Cli {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// Many WebSocket subscribers against one or more servers.
+    Fanout(fanout::FanoutArgs),
+    /// One subscriber process of `fanout` (started by it).
+    #[command(name = "fanout-client", hide = true)]
+    FanoutClient(fanout::ClientArgs),
     /// Closed-loop GET requests against a URL.
     Latency {
         #[arg(long)]
@@ -57,9 +67,20 @@ enum Cli {
     },
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    match Cli::parse() {
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // Subscriber processes run single-threaded: one core each is the budget.
+    let runtime = match cli {
+        Cli::FanoutClient(_) => tokio::runtime::Builder::new_current_thread().enable_all().build()?,
+        _ => tokio::runtime::Builder::new_multi_thread().enable_all().build()?,
+    };
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli {
+        Cli::Fanout(args) => fanout::run(args).await,
+        Cli::FanoutClient(args) => fanout::client(args).await,
         Cli::Startup { probe, runs, timeout_ms, command } => {
             startup(&probe, runs, Duration::from_millis(timeout_ms), &command).await
         }

@@ -1,0 +1,439 @@
+//! The fan-out scenario: many WebSocket subscribers, many channels, a steady
+//! publish rate; publish-to-receive latency, delivery completeness, and the
+//! server's memory per connection.
+//!
+//! No standard tool measures publish-to-receive, so this is ours. The
+//! coordinator publishes each event at the start of a millisecond with that
+//! millisecond as its `ts`; subscribers subtract it from their receive time
+//! (microseconds), so latency is measured from the moment of publishing.
+//! Subscribers live in child processes (a process may open at most 20,000
+//! files), each binding its own 127.0.0.x source address so ephemeral ports
+//! never run out. Everything targets loopback and stops by itself.
+
+use std::{
+    io::{BufRead as _, Write as _},
+    net::{IpAddr, SocketAddr},
+    process::Stdio,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Context as _, bail};
+use futures::{SinkExt as _, StreamExt as _};
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
+use tokio_tungstenite::tungstenite::{Message, protocol::WebSocketConfig};
+
+/// Settings of one fan-out run.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct FanoutArgs {
+    /// Name of the system under test, for the report.
+    #[arg(long)]
+    pub(crate) label: String,
+    /// WebSocket URLs of the servers; subscribers are spread over them.
+    #[arg(long = "ws", required = true)]
+    pub(crate) ws: Vec<String>,
+    /// Where events are published (any one server: they share state).
+    #[arg(long)]
+    pub(crate) publish: String,
+    /// Bearer token for publishing, if the server needs one.
+    #[arg(long, default_value = "")]
+    pub(crate) token: String,
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) subscribers: usize,
+    #[arg(long, default_value_t = 100)]
+    pub(crate) channels: usize,
+    /// Seconds of publishing, one event per channel per second.
+    #[arg(long, default_value_t = 30)]
+    pub(crate) duration: u64,
+    /// Subscriber processes.
+    #[arg(long, default_value_t = 2)]
+    pub(crate) processes: usize,
+    /// Connections opened per second while ramping up.
+    #[arg(long, default_value_t = 3000)]
+    pub(crate) ramp_per_second: u64,
+    /// Server process ids whose memory is sampled (RSS per connection).
+    #[arg(long = "server-pid")]
+    pub(crate) server_pids: Vec<u32>,
+}
+
+/// One subscriber process's share.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct ClientArgs {
+    #[arg(long = "ws", required = true)]
+    pub(crate) ws: Vec<String>,
+    /// Global index of this process's first subscriber.
+    #[arg(long)]
+    pub(crate) first: usize,
+    #[arg(long)]
+    pub(crate) count: usize,
+    #[arg(long)]
+    pub(crate) channels: usize,
+    #[arg(long)]
+    pub(crate) run_id: String,
+    #[arg(long)]
+    pub(crate) source_ip: IpAddr,
+    #[arg(long)]
+    pub(crate) ramp_per_second: u64,
+}
+
+/// What a subscriber process reports when told to stop.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct ClientReport {
+    connected: usize,
+    received: u64,
+    gaps: u64,
+    duplicates: u64,
+    disconnects: u64,
+    /// `(latency_us, count)` pairs of the process's histogram.
+    latencies: Vec<(u64, u64)>,
+}
+
+fn channel_id(run_id: &str, index: usize) -> String {
+    format!("fan-{run_id}-{index}")
+}
+
+fn now_micros() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(0))
+}
+
+/// Runs the coordinator: publishes, drives the subscriber processes, and
+/// prints the report.
+pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<()> {
+    let run_id = format!("{}", now_micros() / 1000);
+    let http = reqwest::Client::new();
+    let publish = |body: serde_json::Value| {
+        let mut request = http.post(&args.publish).json(&body);
+        if !args.token.is_empty() {
+            request = request.bearer_auth(&args.token);
+        }
+        request.send()
+    };
+    for channel in 0..args.channels {
+        let kickoff = serde_json::json!({
+            "match_id": channel_id(&run_id, channel), "seq": 1, "kind": "kickoff",
+            "home": {"id": 1, "name": "Fan Out"}, "away": {"id": 2, "name": "Load Test"}
+        });
+        let response = publish(kickoff).await.context("publish kickoff")?;
+        if !response.status().is_success() {
+            bail!("kickoff refused: {} {}", response.status(), response.text().await.unwrap_or_default());
+        }
+    }
+
+    let rss_before = rss_kib(&args.server_pids);
+    let started = Instant::now();
+    let exe = std::env::current_exe().context("own executable")?;
+    let per_process = args.subscribers.div_ceil(args.processes.max(1));
+    let mut children = Vec::new();
+    for process in 0..args.processes.max(1) {
+        let first = process * per_process;
+        let count = per_process.min(args.subscribers.saturating_sub(first));
+        if count == 0 {
+            break;
+        }
+        let mut command = tokio::process::Command::new(&exe);
+        command.arg("fanout-client");
+        for url in &args.ws {
+            command.arg("--ws").arg(url);
+        }
+        command
+            .args(["--first", &first.to_string(), "--count", &count.to_string()])
+            .args(["--channels", &args.channels.to_string(), "--run-id", &run_id])
+            .args(["--source-ip", &format!("127.0.0.{}", 2 + process)])
+            .args(["--ramp-per-second", &(args.ramp_per_second / args.processes.max(1) as u64).max(1).to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true);
+        children.push(command.spawn().context("start a subscriber process")?);
+    }
+    let mut readers = Vec::new();
+    for child in &mut children {
+        let stdout = child.stdout.take().context("child stdout")?;
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let ready = tokio::time::timeout(Duration::from_secs(120), lines.next_line())
+            .await
+            .context("subscribers did not connect within 120 s")??;
+        if ready.as_deref() != Some("ready") {
+            bail!("subscriber process said {ready:?} instead of ready");
+        }
+        readers.push(lines);
+    }
+    let ramp = started.elapsed();
+    // Let the servers settle before sampling memory.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_connected = rss_kib(&args.server_pids);
+
+    // Publish: every second, one event per channel, each at the start of a
+    // millisecond, spread evenly over the second.
+    let spacing = Duration::from_micros(1_000_000 / args.channels.max(1) as u64);
+    let mut published = 0u64;
+    let mut publish_errors = 0u64;
+    for round in 0..args.duration {
+        let round_start = Instant::now();
+        for channel in 0..args.channels {
+            let due = round_start + spacing * channel as u32;
+            tokio::time::sleep_until(due.into()).await;
+            let ts_ms = wait_for_millisecond_boundary();
+            let event = serde_json::json!({
+                "match_id": channel_id(&run_id, channel), "seq": round + 2, "kind": "pass", "minute": 1,
+                "ts": ts_ms, "team": 1, "player": 7,
+                "start": {"x": 50.0, "y": 30.0}, "end": {"x": 60.0, "y": 30.0}, "success": true
+            });
+            match publish(event).await {
+                Ok(response) if response.status().is_success() => published += 1,
+                _ => publish_errors += 1,
+            }
+        }
+        let elapsed = round_start.elapsed();
+        if elapsed < Duration::from_secs(1) {
+            tokio::time::sleep(Duration::from_secs(1) - elapsed).await;
+        }
+    }
+    let rss_end = rss_kib(&args.server_pids);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let mut total = ClientReport::default();
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 120_000_000, 3)?;
+    for (child, mut lines) in children.iter_mut().zip(readers) {
+        if let Some(stdin) = child.stdin.as_mut() {
+            stdin.write_all(b"stop\n").await.ok();
+        }
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .context("subscriber report timed out")??
+            .context("subscriber process ended without a report")?;
+        let report: ClientReport = serde_json::from_str(&line).context("subscriber report")?;
+        total.connected += report.connected;
+        total.received += report.received;
+        total.gaps += report.gaps;
+        total.duplicates += report.duplicates;
+        total.disconnects += report.disconnects;
+        for (value, count) in report.latencies {
+            histogram.record_n(value.max(1), count)?;
+        }
+        child.wait().await.ok();
+    }
+
+    // Each subscriber should receive every event of its channel.
+    let expected = (published / args.channels.max(1) as u64) * args.subscribers as u64;
+    let per_connection = |after: Option<u64>| match (rss_before, after) {
+        (Some(before), Some(after)) if args.subscribers > 0 => {
+            Some((after.saturating_sub(before)) as f64 * 1024.0 / args.subscribers as f64)
+        }
+        _ => None,
+    };
+    let report = serde_json::json!({
+        "label": args.label,
+        "subscribers": args.subscribers,
+        "connected": total.connected,
+        "channels": args.channels,
+        "servers": args.ws.len(),
+        "ramp_secs": ramp.as_secs_f64(),
+        "published": published,
+        "publish_errors": publish_errors,
+        "expected_deliveries": expected,
+        "received": total.received,
+        "gaps": total.gaps,
+        "duplicates": total.duplicates,
+        "disconnects": total.disconnects,
+        "latency_ms": {
+            "p50": histogram.value_at_quantile(0.5) as f64 / 1e3,
+            "p90": histogram.value_at_quantile(0.9) as f64 / 1e3,
+            "p99": histogram.value_at_quantile(0.99) as f64 / 1e3,
+            "p999": histogram.value_at_quantile(0.999) as f64 / 1e3,
+            "max": histogram.max() as f64 / 1e3,
+        },
+        "server_rss_kib": {"before": rss_before, "connected": rss_connected, "end": rss_end},
+        "rss_bytes_per_connection": per_connection(rss_connected),
+        "rss_bytes_per_connection_end": per_connection(rss_end),
+    });
+    println!("{report}");
+    Ok(())
+}
+
+/// Sleeps (spinning for the last stretch) until the wall clock crosses into
+/// a new millisecond, and returns that millisecond.
+fn wait_for_millisecond_boundary() -> u64 {
+    let start_ms = now_micros() / 1000;
+    loop {
+        let now = now_micros();
+        if now / 1000 > start_ms {
+            return now / 1000;
+        }
+        std::hint::spin_loop();
+    }
+}
+
+/// Sum of the resident set sizes of `pids`, in KiB.
+fn rss_kib(pids: &[u32]) -> Option<u64> {
+    if pids.is_empty() {
+        return None;
+    }
+    let mut total = 0;
+    for pid in pids {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        total += line.split_whitespace().nth(1)?.parse::<u64>().ok()?;
+    }
+    Some(total)
+}
+
+#[derive(Debug, Deserialize)]
+struct Incoming {
+    #[serde(rename = "type")]
+    kind: String,
+    seq: Option<u64>,
+    event: Option<IncomingEvent>,
+}
+
+#[derive(Debug, Deserialize)]
+struct IncomingEvent {
+    ts: Option<u64>,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    connected: AtomicU64,
+    received: AtomicU64,
+    gaps: AtomicU64,
+    duplicates: AtomicU64,
+    disconnects: AtomicU64,
+}
+
+/// A subscriber process: opens its connections, says `ready` once all are
+/// subscribed, and reports when told to stop (a line on stdin).
+pub(crate) async fn client(args: ClientArgs) -> anyhow::Result<()> {
+    let counters = Arc::new(Counters::default());
+    let histograms = Arc::new(std::sync::Mutex::new(Histogram::<u64>::new_with_bounds(1, 120_000_000, 3)?));
+    let (subscribed_tx, mut subscribed_rx) = tokio::sync::mpsc::channel::<()>(args.count.max(1));
+    let stop = tokio_util_free_token();
+    let pause = Duration::from_micros(1_000_000 / args.ramp_per_second.max(1));
+
+    let mut tasks = Vec::with_capacity(args.count);
+    for i in 0..args.count {
+        let global = args.first + i;
+        let url = args.ws[global % args.ws.len()].clone();
+        let channel = channel_id(&args.run_id, global % args.channels.max(1));
+        let (counters, histograms, subscribed, stop) =
+            (Arc::clone(&counters), Arc::clone(&histograms), subscribed_tx.clone(), stop.clone());
+        let source = args.source_ip;
+        tasks.push(tokio::spawn(async move {
+            if let Err(err) = subscriber(url, source, channel, counters.clone(), histograms, subscribed, stop).await {
+                counters.disconnects.fetch_add(1, Ordering::Relaxed);
+                eprintln!("subscriber {global}: {err:#}");
+            }
+        }));
+        tokio::time::sleep(pause).await;
+    }
+    drop(subscribed_tx);
+    let mut ready = 0;
+    while ready < args.count {
+        match tokio::time::timeout(Duration::from_secs(60), subscribed_rx.recv()).await {
+            Ok(Some(())) => ready += 1,
+            _ => break,
+        }
+    }
+    println!("ready");
+    std::io::stdout().flush().ok();
+
+    // Wait for "stop" on stdin.
+    let mut line = String::new();
+    tokio::task::spawn_blocking(move || std::io::stdin().lock().read_line(&mut line)).await??;
+    stop.store(true, Ordering::Release);
+    let histogram = histograms.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.clone();
+    let report = ClientReport {
+        connected: counters.connected.load(Ordering::Relaxed) as usize,
+        received: counters.received.load(Ordering::Relaxed),
+        gaps: counters.gaps.load(Ordering::Relaxed),
+        duplicates: counters.duplicates.load(Ordering::Relaxed),
+        disconnects: counters.disconnects.load(Ordering::Relaxed),
+        latencies: histogram.iter_recorded().map(|v| (v.value_iterated_to(), v.count_at_value())).collect(),
+    };
+    println!("{}", serde_json::to_string(&report)?);
+    std::io::stdout().flush().ok();
+    for task in tasks {
+        task.abort();
+    }
+    Ok(())
+}
+
+fn tokio_util_free_token() -> Arc<std::sync::atomic::AtomicBool> {
+    Arc::new(std::sync::atomic::AtomicBool::new(false))
+}
+
+async fn subscriber(
+    url: String,
+    source: IpAddr,
+    channel: String,
+    counters: Arc<Counters>,
+    histograms: Arc<std::sync::Mutex<Histogram<u64>>>,
+    subscribed: tokio::sync::mpsc::Sender<()>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> anyhow::Result<()> {
+    let target: SocketAddr = url
+        .trim_start_matches("ws://")
+        .split('/')
+        .next()
+        .context("url has no host")?
+        .parse()
+        .context("url host must be ip:port")?;
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(source, 0))?;
+    let stream = socket.connect(target).await.context("connect")?;
+    stream.set_nodelay(true).ok();
+    // Small buffers: 8,000 connections in one process at tungstenite's
+    // 128 KiB default would be a gigabyte of client memory.
+    let config = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0);
+    let (mut ws, _) = tokio_tungstenite::client_async_with_config(url.as_str(), stream, Some(config))
+        .await
+        .context("websocket handshake")?;
+    counters.connected.fetch_add(1, Ordering::Relaxed);
+    let subscribe = serde_json::json!({"op": "subscribe", "match": channel});
+    ws.send(Message::text(subscribe.to_string())).await?;
+
+    let mut last_seq: Option<u64> = None;
+    while let Some(message) = ws.next().await {
+        let text = match message? {
+            Message::Text(text) => text,
+            Message::Close(_) => break,
+            _ => continue,
+        };
+        let received_at = now_micros();
+        let Ok(incoming) = serde_json::from_str::<Incoming>(&text) else { continue };
+        match incoming.kind.as_str() {
+            "subscribed" => {
+                last_seq = incoming.seq;
+                subscribed.send(()).await.ok();
+            }
+            "event" => {
+                let seq = incoming.seq.unwrap_or(0);
+                match last_seq {
+                    Some(last) if seq <= last => {
+                        counters.duplicates.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    Some(last) if seq > last + 1 => {
+                        counters.gaps.fetch_add(seq - last - 1, Ordering::Relaxed);
+                    }
+                    _ => {}
+                }
+                last_seq = Some(seq);
+                counters.received.fetch_add(1, Ordering::Relaxed);
+                // The subscriber runtime has one thread: this lock is never
+                // contended.
+                if let (Some(ts), Ok(mut shared)) = (incoming.event.and_then(|e| e.ts), histograms.lock()) {
+                    shared.saturating_record(received_at.saturating_sub(ts * 1000).max(1));
+                }
+            }
+            _ => {}
+        }
+        if stop.load(Ordering::Acquire) {
+            break;
+        }
+    }
+    Ok(())
+}
