@@ -51,6 +51,18 @@ enum Cli {
     /// One subscriber process of `fanout` (started by it).
     #[command(name = "fanout-client", hide = true)]
     FanoutClient(fanout::ClientArgs),
+    /// Writes NDJSON match events to stdout, for the bulk ingest benchmark:
+    /// `matches` matches, round robin, each a kickoff then passes, until
+    /// `bytes` have been written.
+    Ndjson {
+        #[arg(long, default_value_t = 1000)]
+        matches: u64,
+        #[arg(long, default_value_t = 1 << 30)]
+        bytes: u64,
+        /// Prefix of the match ids, so runs do not collide.
+        #[arg(long, default_value = "bulk")]
+        prefix: String,
+    },
     /// Closed-loop GET requests against a URL.
     Latency {
         #[arg(long)]
@@ -84,10 +96,44 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cli::Startup { probe, runs, timeout_ms, command } => {
             startup(&probe, runs, Duration::from_millis(timeout_ms), &command).await
         }
+        Cli::Ndjson { matches, bytes, prefix } => ndjson(matches, bytes, &prefix),
         Cli::Latency { url, concurrency, requests, warmup, max_secs } => {
             latency(&url, concurrency, requests, warmup, Duration::from_secs(max_secs)).await
         }
     }
+}
+
+fn ndjson(matches: u64, bytes: u64, prefix: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+    let mut written = 0u64;
+    let mut seq = 1u64;
+    while written < bytes {
+        for m in 0..matches.max(1) {
+            let line = if seq == 1 {
+                format!(
+                    "{{\"match_id\":\"{prefix}-{m}\",\"seq\":1,\"kind\":\"kickoff\",\"home\":{{\"id\":1,\"name\":\"Bulk Home\"}},\"away\":{{\"id\":2,\"name\":\"Bulk Away\"}}}}\n"
+                )
+            } else {
+                let x = (seq * 7 % 90) as f64 + 5.5;
+                format!(
+                    "{{\"match_id\":\"{prefix}-{m}\",\"seq\":{seq},\"kind\":\"pass\",\"minute\":{},\"team\":{},\"player\":{},\"start\":{{\"x\":{x},\"y\":30.5}},\"end\":{{\"x\":{},\"y\":40.0}},\"success\":true}}\n",
+                    (seq / 40).min(90),
+                    1 + seq % 2,
+                    100 + seq % 11,
+                    x + 8.0
+                )
+            };
+            if out.write_all(line.as_bytes()).is_err() {
+                return Ok(()); // the reader went away
+            }
+            written += line.len() as u64;
+        }
+        seq += 1;
+    }
+    out.flush().ok();
+    Ok(())
 }
 
 async fn startup(probe: &str, runs: usize, timeout: Duration, command: &[String]) -> anyhow::Result<()> {

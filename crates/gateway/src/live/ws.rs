@@ -62,9 +62,10 @@ pub async fn live_ws(State(state): State<AppState>, upgrade: WebSocketUpgrade) -
         return ApiError::TooManyConnections(live.config.max_connections).into_response();
     };
     upgrade
-        // Buffers sized for small JSON messages instead of tungstenite's
-        // 128 KiB defaults, which would dominate memory per connection.
-        .read_buffer_size(4 * 1024)
+        // Buffers sized for the small commands clients send instead of
+        // tungstenite's 128 KiB default, which would dominate memory per
+        // connection; a larger message is simply read in several chunks.
+        .read_buffer_size(512)
         .write_buffer_size(0)
         .max_write_buffer_size(live.config.max_lag_bytes as usize + 64 * 1024)
         .max_message_size(MAX_CLIENT_MESSAGE)
