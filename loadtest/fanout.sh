@@ -3,6 +3,9 @@
 # same subscribers, channels and publish rate, measured in one run.
 #
 #   loadtest/fanout.sh [subscribers] [channels] [seconds]     (default 15000 100 30)
+#   REPLICAS=2 loadtest/fanout.sh 30000                        (two gateways, one Redis;
+#                                                               courtside only: the Node peer
+#                                                               has no cross-process fan-out)
 #
 # The server under test is pinned to core 0; subscribers, the publisher and
 # Redis share core 1 (taskset). Subscribers are spread over processes (a
@@ -27,7 +30,8 @@ pin_clients="taskset -c 1"
 [ "$(nproc)" -ge 2 ] || { pin_server=""; pin_clients=""; }
 
 wait_http() { for _ in $(seq 200); do curl -sf "$1" >/dev/null 2>&1 && return 0; sleep 0.05; done; echo "no answer from $1"; return 1; }
-cleanup() { [ -n "${server_pid:-}" ] && kill "$server_pid" 2>/dev/null || true; }
+replicas=${REPLICAS:-1}
+cleanup() { for pid in ${server_pids:-} ${server_pid:-}; do kill "$pid" 2>/dev/null || true; done; }
 trap cleanup EXIT
 
 echo "machine: $(nproc) cores, $(uname -sr); $subscribers subscribers, $channels channels, 1 event/channel/s, ${seconds}s"
@@ -35,15 +39,28 @@ echo "machine: $(nproc) cores, $(uname -sr); $subscribers subscribers, $channels
 # courtside gateway, Redis backend (the deployed configuration).
 token=fanout-benchmark-token-0123456789
 prefix="fanout-$(date +%s):"
-COURTSIDE_GATEWAY_ADDR=127.0.0.1:18080 COURTSIDE_REDIS_URL=redis://127.0.0.1:6379 COURTSIDE_REDIS_PREFIX="$prefix" \
-COURTSIDE_PUBLISH_TOKENS=$token COURTSIDE_LOG_FORMAT=json RUST_LOG=warn COURTSIDE_MAX_CONNECTIONS=40000 \
-  $pin_server target/release/courtside-gateway & server_pid=$!
-wait_http http://127.0.0.1:18080/healthz
-$pin_clients $lt fanout --label courtside --ws ws://127.0.0.1:18080/v1/live --publish http://127.0.0.1:18080/v1/events \
+server_pids=""
+ws_args=()
+pid_args=()
+for i in $(seq 0 $((replicas - 1))); do
+  port=$((18080 + i))
+  COURTSIDE_GATEWAY_ADDR=127.0.0.1:$port COURTSIDE_REDIS_URL=redis://127.0.0.1:6379 COURTSIDE_REDIS_PREFIX="$prefix" \
+  COURTSIDE_PUBLISH_TOKENS=$token COURTSIDE_LOG_FORMAT=json RUST_LOG=warn COURTSIDE_MAX_CONNECTIONS=40000 \
+    $pin_server target/release/courtside-gateway & pid=$!
+  server_pids="$server_pids $pid"
+  ws_args+=(--ws "ws://127.0.0.1:$port/v1/live")
+  pid_args+=(--server-pid "$pid")
+  wait_http "http://127.0.0.1:$port/healthz"
+done
+label=courtside
+[ "$replicas" -gt 1 ] && label="courtside-${replicas}-replicas"
+$pin_clients $lt fanout --label "$label" "${ws_args[@]}" --publish http://127.0.0.1:18080/v1/events \
   --token $token --subscribers "$subscribers" --channels "$channels" --duration "$seconds" --processes "$processes" \
-  --server-pid "$server_pid" | tee -a "$out/fanout.jsonl"
-kill "$server_pid"; wait "$server_pid" 2>/dev/null || true
+  "${pid_args[@]}" | tee -a "$out/fanout.jsonl"
+for pid in $server_pids; do kill "$pid"; wait "$pid" 2>/dev/null || true; done
+server_pids=""
 redis-cli --scan --pattern "${prefix}*" | xargs -r -n 500 redis-cli del >/dev/null
+[ "$replicas" -gt 1 ] && exit 0
 
 # Node.js ws peer.
 $pin_server node loadtest/baselines/node/fanout.js 13001 >/dev/null & server_pid=$!

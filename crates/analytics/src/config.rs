@@ -39,7 +39,48 @@ pub struct WorkerConfig {
     /// Seconds in-flight calls may take to finish after a shutdown signal.
     #[arg(id = "analytics_shutdown_grace", long = "analytics-shutdown-grace", env = "COURTSIDE_ANALYTICS_SHUTDOWN_GRACE_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=300))]
     pub shutdown_grace_secs: u64,
+
+    /// Consume the event stream into the impact leaderboards.
+    #[arg(long = "analytics-consume", env = "COURTSIDE_ANALYTICS_CONSUME", default_value_t = true, action = clap::ArgAction::Set)]
+    pub consume: bool,
+
+    /// This worker's name in the stream's consumer group; unique among live
+    /// workers. Defaults to `<hostname>-<pid>`.
+    #[arg(id = "analytics_consumer", long = "analytics-consumer", env = "COURTSIDE_ANALYTICS_CONSUMER")]
+    pub consumer_name: Option<String>,
+
+    /// Milliseconds a stream entry may stay unacknowledged before another
+    /// worker presumes its consumer dead and claims it.
+    #[arg(long, env = "COURTSIDE_CLAIM_IDLE_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(10..=86_400_000))]
+    pub claim_idle_ms: u64,
+
+    /// Seconds between batch recomputes (xT refit and leaderboard rebuild);
+    /// 0 runs them only on request.
+    #[arg(long, env = "COURTSIDE_BATCH_INTERVAL_SECS", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(0..=(366 * 86_400)))]
+    pub batch_interval_secs: u64,
+
+    /// Monte Carlo samples of a win probability request that names none.
+    #[arg(long, env = "COURTSIDE_WINPROB_SAMPLES", default_value_t = DEFAULT_WINPROB_SAMPLES, value_parser = clap::value_parser!(u64).range(1..=domain::winprob::MAX_SAMPLES))]
+    pub winprob_samples: u64,
+
+    /// Largest Monte Carlo sample count a request may ask for.
+    #[arg(long, env = "COURTSIDE_WINPROB_MAX_SAMPLES", default_value_t = DEFAULT_WINPROB_MAX_SAMPLES, value_parser = clap::value_parser!(u64).range(1..=domain::winprob::MAX_SAMPLES))]
+    pub winprob_max_samples: u64,
+
+    /// Matches of the synthetic season the start-up xT model is fitted on,
+    /// when no model is stored yet.
+    #[arg(long, env = "COURTSIDE_XT_BOOTSTRAP_MATCHES", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub xt_bootstrap_matches: u32,
+
+    /// Seed of that synthetic season.
+    #[arg(long, env = "COURTSIDE_XT_BOOTSTRAP_SEED", default_value_t = 2024)]
+    pub xt_bootstrap_seed: u64,
 }
+
+/// Default Monte Carlo samples: about 20 ms of one core.
+pub const DEFAULT_WINPROB_SAMPLES: u64 = 1_000_000;
+/// Default cap on requested samples: a few seconds of the whole pool.
+pub const DEFAULT_WINPROB_MAX_SAMPLES: u64 = 100_000_000;
 
 impl WorkerConfig {
     /// Pool size after applying the default.
@@ -51,6 +92,28 @@ impl WorkerConfig {
         Duration::from_secs(self.shutdown_grace_secs)
     }
 
+    pub fn claim_idle(&self) -> Duration {
+        Duration::from_millis(self.claim_idle_ms)
+    }
+
+    /// Zero when scheduled recomputes are off.
+    pub fn batch_interval(&self) -> Duration {
+        Duration::from_secs(self.batch_interval_secs)
+    }
+
+    /// The consumer name after applying the default.
+    pub fn consumer_name(&self) -> String {
+        self.consumer_name.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .or_else(|| std::env::var("HOSTNAME").ok())
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "worker".into());
+            format!("{host}-{}", std::process::id())
+        })
+    }
+
     /// A configuration for tests: any free loopback port, small pool.
     pub fn for_tests() -> Self {
         Self {
@@ -59,7 +122,56 @@ impl WorkerConfig {
             pool_queue: 16,
             compute_max_n: DEFAULT_MAX_COMPUTE_N,
             shutdown_grace_secs: 5,
+            consume: true,
+            consumer_name: None,
+            claim_idle_ms: 30_000,
+            batch_interval_secs: 0,
+            winprob_samples: 100_000,
+            winprob_max_samples: DEFAULT_WINPROB_MAX_SAMPLES,
+            // Small: a test worker starts in milliseconds, even unoptimised.
+            xt_bootstrap_matches: 4,
+            xt_bootstrap_seed: 2024,
         }
+    }
+}
+
+/// Where the standalone worker keeps shared state. The all-in-one binary
+/// does not take these flags: its worker shares the gateway's store.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// Redis holding the event stream and the leaderboards, e.g.
+    /// redis://127.0.0.1:6379. Without it the worker keeps state in process,
+    /// which only makes sense for trying it out. May contain a password: it
+    /// is never logged.
+    #[arg(long, env = "COURTSIDE_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+
+    /// Prefix for every Redis key this deployment uses (the gateway's).
+    #[arg(long, env = "COURTSIDE_REDIS_PREFIX", default_value = "courtside:")]
+    pub redis_prefix: String,
+}
+
+impl StoreArgs {
+    /// The Redis settings, if Redis is configured. The error is one line,
+    /// safe to print: it never echoes the URL.
+    pub fn redis_config(&self) -> Result<Option<store::RedisConfig>, String> {
+        let Some(url) = &self.redis_url else { return Ok(None) };
+        check_redis_url(url)
+            .map_err(|reason| format!("invalid --redis-url / COURTSIDE_REDIS_URL: {reason}"))?;
+        Ok(Some(store::RedisConfig {
+            key_prefix: self.redis_prefix.clone(),
+            ..store::RedisConfig::new(url.clone())
+        }))
+    }
+}
+
+fn check_redis_url(raw: &str) -> Result<(), String> {
+    // The url crate's error never echoes the input, so no password leaks.
+    let url = url::Url::parse(raw).map_err(|e| format!("not a url: {e}"))?;
+    match url.scheme() {
+        "redis" | "rediss" if url.host().is_some() => Ok(()),
+        "redis" | "rediss" => Err("the url has no host".into()),
+        other => Err(format!("scheme must be redis or rediss, got {other:?}")),
     }
 }
 
@@ -73,6 +185,9 @@ impl WorkerConfig {
 pub struct Cli {
     #[command(flatten)]
     pub worker: WorkerConfig,
+
+    #[command(flatten)]
+    pub store: StoreArgs,
 
     /// Log line format: "pretty" or "json".
     #[arg(long, env = "COURTSIDE_LOG_FORMAT", default_value_t = LogFormat::Pretty)]
@@ -121,5 +236,44 @@ mod tests {
         let err = Cli::try_parse_from(["courtside-analytics", "--analytics-shutdown-grace", "9000"])
             .expect_err("grace out of range");
         assert!(err.to_string().contains("--analytics-shutdown-grace"), "{err}");
+
+        let err =
+            Cli::try_parse_from(["courtside-analytics", "--claim-idle-ms", "0"]).expect_err("too short");
+        assert!(err.to_string().contains("--claim-idle-ms"), "{err}");
+    }
+
+    #[test]
+    fn the_flags_do_not_collide() {
+        use clap::CommandFactory as _;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn a_bad_redis_url_is_rejected_without_echoing_its_password() {
+        let cli = Cli::try_parse_from(["courtside-analytics", "--redis-url", "http://u:hunter2@cache:6379"])
+            .expect("clap accepts any text");
+        let err = cli.store.redis_config().expect_err("wrong scheme");
+        assert!(err.contains("--redis-url") && err.contains("scheme must be redis"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+
+        let cli = Cli::try_parse_from([
+            "courtside-analytics",
+            "--redis-url",
+            "redis://cache:6379",
+            "--redis-prefix",
+            "x:",
+        ])
+        .expect("parses");
+        let config = cli.store.redis_config().expect("valid").expect("configured");
+        assert_eq!(config.key_prefix, "x:");
+    }
+
+    #[test]
+    fn stream_and_batch_defaults() {
+        let cli = Cli::try_parse_from(["courtside-analytics"]).expect("defaults parse");
+        assert!(cli.worker.consume);
+        assert_eq!(cli.worker.batch_interval(), Duration::from_secs(86_400));
+        assert_eq!(cli.worker.claim_idle(), Duration::from_secs(30));
+        assert!(cli.worker.consumer_name().ends_with(&format!("-{}", std::process::id())));
     }
 }

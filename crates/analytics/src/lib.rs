@@ -9,10 +9,24 @@
 //!   the only module that sees generated protobuf types: it converts them to
 //!   `domain` types on the way in and back on the way out.
 //! - [`startup`]: [`Application`], which binds, serves health, reflection and
-//!   the service, and drains on shutdown.
+//!   the service, runs the stream consumer and the batch schedule, and
+//!   drains on shutdown.
+//! - [`feed`]: the edge of the event stream: decodes its protobuf entries.
+//! - [`model`]: the xT surface the worker rates with, and exact per-player
+//!   tallies of successful moves.
+//! - [`impact`]: the map-reduce from stream entries to player impact.
+//! - [`consumer`]: the stream consumer that keeps the impact leaderboards
+//!   current, each event counted exactly once.
+//! - [`jobs`]: the batch recompute (xT refit, leaderboards rebuilt and
+//!   swapped atomically) and its progress.
 
 pub mod config;
+pub mod consumer;
+pub mod feed;
 pub mod health;
+pub mod impact;
+pub mod jobs;
+pub mod model;
 pub mod pool;
 pub mod service;
 pub mod startup;

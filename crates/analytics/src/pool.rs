@@ -12,7 +12,10 @@
 
 use std::{
     num::NonZeroUsize,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -26,6 +29,36 @@ pub enum PoolError {
     Saturated { capacity: usize },
     #[error("cpu job panicked")]
     Panicked,
+}
+
+/// Set when nobody waits for a job's result any more (the caller's deadline
+/// passed, its client went away). Long jobs check it between chunks of work
+/// and stop early; what they return then is thrown away.
+#[derive(Debug, Clone, Default)]
+pub struct Cancel(Arc<AtomicBool>);
+
+impl Cancel {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Cancels its job when dropped: when the future awaiting the job is
+/// dropped, so is this guard.
+struct CancelOnDrop(Cancel);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
 }
 
 /// A finished job's result and where its time went.
@@ -63,6 +96,26 @@ impl CpuPool {
         self.pool.current_num_threads()
     }
 
+    /// Jobs that may be admitted right now before the pool is saturated.
+    pub fn available(&self) -> usize {
+        self.admission.available_permits()
+    }
+
+    /// Like [`CpuPool::run`], for long jobs that split their work into
+    /// chunks: the job gets a [`Cancel`] that is set as soon as the caller
+    /// stops waiting, and should check it between chunks.
+    pub async fn run_cancellable<T, F>(&self, name: &'static str, job: F) -> Result<Timed<T>, PoolError>
+    where
+        F: FnOnce(&Cancel) -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let cancel = Cancel::new();
+        let guard = CancelOnDrop(cancel.clone());
+        let result = self.run(name, move || job(&cancel)).await;
+        drop(guard);
+        result
+    }
+
     /// Runs `job` on the pool and waits for it without blocking the async
     /// runtime. The job runs inside a `pool.task` span, a child of the
     /// caller's current span, so traces show queue wait and run time.
@@ -89,7 +142,6 @@ impl CpuPool {
         let admitted = Instant::now();
         let task_span = span.clone();
         self.pool.spawn(move || {
-            let _permit = permit;
             if tx.is_closed() {
                 return;
             }
@@ -100,6 +152,9 @@ impl CpuPool {
             let ran = started.elapsed();
             task_span.record("queue_micros", micros(queued));
             task_span.record("run_micros", micros(ran));
+            // Free the slot before answering, so a caller that submits again
+            // as soon as it has the result is not refused.
+            drop(permit);
             // The receiver may have gone away meanwhile; nobody is left to tell.
             let _ = tx.send(value.map(|value| Timed { value, queued, ran }));
         });
@@ -168,6 +223,68 @@ mod tests {
         }
         // Capacity is back once the jobs are done.
         assert!(pool.run("after", || ()).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_job_whose_caller_gave_up_before_it_started_is_skipped() {
+        let pool = pool(1, 1);
+        let (release, blocked) = mpsc::channel::<()>();
+        let holder = {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                pool.run("hold", move || {
+                    let _ = blocked.recv();
+                })
+                .await
+            })
+        };
+        while pool.admission.available_permits() > 1 {
+            tokio::task::yield_now().await;
+        }
+
+        // Queued behind the holder; its caller stops waiting at once.
+        let ran = Arc::new(AtomicBool::new(false));
+        let queued = {
+            let ran = Arc::clone(&ran);
+            pool.run("queued", move || ran.store(true, Ordering::SeqCst))
+        };
+        let waited = tokio::time::timeout(Duration::from_millis(20), queued).await;
+        assert!(waited.is_err(), "the queued job cannot finish while the pool is held");
+
+        release.send(()).expect("release");
+        holder.await.expect("task").expect("holder completes");
+        // Once the holder is done the queue drains; the abandoned job must
+        // have been skipped, not run.
+        assert!(pool.run("after", || ()).await.is_ok());
+        while pool.admission.available_permits() < 2 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!ran.load(Ordering::SeqCst), "a job nobody waits for ran anyway");
+    }
+
+    #[tokio::test]
+    async fn a_running_job_sees_cancellation_when_its_caller_gives_up() {
+        let pool = pool(1, 0);
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+        let (seen_tx, seen_rx) = mpsc::channel::<bool>();
+        let mut job = Box::pin(pool.run_cancellable("long", move |cancel| {
+            let _ = started_tx.send(());
+            // Chunks of work, checking the flag between them.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !cancel.is_cancelled() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let _ = seen_tx.send(cancel.is_cancelled());
+        }));
+        tokio::select! {
+            _ = &mut job => panic!("the job cannot finish before it is cancelled"),
+            _ = started_rx => {}
+        }
+        drop(job);
+        let seen = tokio::task::spawn_blocking(move || seen_rx.recv_timeout(Duration::from_secs(5)))
+            .await
+            .expect("task");
+        assert_eq!(seen, Ok(true), "the job stopped because it saw the flag");
     }
 
     #[tokio::test]

@@ -1,16 +1,29 @@
 //! Builds and runs the worker: binds the listener, assembles the gRPC server
 //! (health, reflection, the analytics service) and drains it on shutdown.
 
-use std::{future::Future, net::SocketAddr};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use contracts::v1::{FILE_DESCRIPTOR_SET, analytics_service_server::AnalyticsServiceServer};
+use store::{MemoryStore, StateStore};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 
-use crate::{config::WorkerConfig, pool::CpuPool, service::Analytics};
+use crate::{
+    config::WorkerConfig,
+    consumer::{self, Consumer, ConsumerConfig},
+    jobs::Jobs,
+    model::{MODEL_KEY, ModelHandle, RatingModel},
+    pool::CpuPool,
+    service::{Analytics, Limits},
+};
+
+/// Stream entries read per consumer batch.
+const CONSUMER_BATCH: usize = 256;
+/// How long one consumer read waits for new entries.
+const CONSUMER_BLOCK: Duration = Duration::from_secs(2);
 
 /// A worker that has bound its port and is ready to serve.
 #[derive(Debug)]
@@ -19,23 +32,59 @@ pub struct Application {
     local_addr: SocketAddr,
     config: WorkerConfig,
     pool: CpuPool,
+    store: Arc<dyn StateStore>,
 }
 
 impl Application {
     /// Starts the CPU pool and binds the listener. Binding here rather than
     /// in [`Application::run_until_stopped`] lets callers (tests, the
     /// all-in-one binary) learn the real port when they asked for port 0.
+    ///
+    /// State starts in process; [`Application::with_store`] replaces it with
+    /// the store the gateway writes the event stream to.
     pub async fn build(config: WorkerConfig) -> anyhow::Result<Self> {
         let pool = CpuPool::new(config.pool_threads(), config.pool_queue)?;
         let listener = TcpListener::bind(config.listen_addr)
             .await
             .with_context(|| format!("failed to bind the gRPC listener on {}", config.listen_addr))?;
         let local_addr = listener.local_addr().context("listener has no local address")?;
-        Ok(Self { listener, local_addr, config, pool })
+        Ok(Self { listener, local_addr, config, pool, store: Arc::new(MemoryStore::new()) })
+    }
+
+    /// Uses `store` for the event stream, the leaderboards and the model.
+    pub fn with_store(self, store: Arc<dyn StateStore>) -> Self {
+        Self { store, ..self }
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The stored xT model, or one fitted on a synthetic season when none
+    /// is stored (or the store cannot be read: the worker should serve
+    /// anyway, and the next recompute stores a model).
+    async fn load_model(&self) -> anyhow::Result<RatingModel> {
+        match self.store.get(MODEL_KEY).await {
+            Ok(Some(bytes)) => match RatingModel::decode(&bytes) {
+                Ok(model) => {
+                    tracing::info!(
+                        source = model.source().as_str(),
+                        trained_on = model.trained_on(),
+                        "xt model loaded"
+                    );
+                    return Ok(model);
+                }
+                Err(err) => tracing::warn!(error = %err, "ignoring the stored xt model"),
+            },
+            Ok(None) => {}
+            Err(err) => tracing::warn!(error = %err, "cannot read the stored xt model"),
+        }
+        let season =
+            RatingModel::bootstrap_season(self.config.xt_bootstrap_matches, self.config.xt_bootstrap_seed)
+                .context("invalid bootstrap season")?;
+        let fitted = self.pool.run("bootstrap xt", move || RatingModel::bootstrap(season)).await?.value?;
+        tracing::info!(trained_on = fitted.trained_on(), "xt model fitted on a synthetic season");
+        Ok(fitted)
     }
 
     /// Serves until `shutdown` resolves, then lets in-flight calls finish
@@ -48,12 +97,46 @@ impl Application {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()
             .context("failed to build the reflection service")?;
-        let analytics = Analytics::new(self.pool.clone(), self.config.compute_max_n);
+        let model = ModelHandle::new(self.load_model().await?);
+        // Background work (the stream consumer, scheduled and running jobs)
+        // stops with the server.
+        let background = CancellationToken::new();
+        let jobs = Jobs::new(Arc::clone(&self.store), self.pool.clone(), model.clone(), background.clone());
+        let schedule =
+            tokio::spawn(jobs.clone().run_schedule(self.config.batch_interval(), background.clone()));
+        let consumer = self.config.consume.then(|| {
+            let consumer = Consumer::new(
+                Arc::clone(&self.store),
+                self.pool.clone(),
+                model.clone(),
+                ConsumerConfig {
+                    group: consumer::GROUP.into(),
+                    name: self.config.consumer_name(),
+                    batch: CONSUMER_BATCH,
+                    block: CONSUMER_BLOCK,
+                    claim_idle: self.config.claim_idle(),
+                },
+            );
+            tokio::spawn(consumer.run(background.clone()))
+        });
+        let analytics = Analytics::new(
+            self.pool.clone(),
+            Arc::clone(&self.store),
+            model,
+            jobs,
+            Limits {
+                compute_max_n: self.config.compute_max_n,
+                default_samples: self.config.winprob_samples,
+                max_samples: self.config.winprob_max_samples,
+            },
+        );
 
         tracing::info!(
             addr = %self.local_addr,
             pool_threads = self.pool.threads(),
             pool_queue = self.config.pool_queue,
+            store = self.store.backend(),
+            consume = self.config.consume,
             "analytics worker listening"
         );
 
@@ -74,9 +157,13 @@ impl Application {
             health_reporter.set_not_serving::<AnalyticsServiceServer<Analytics>>().await;
             stop.cancel();
         };
-        lifecycle::run_with_grace(server, signal, self.config.shutdown_grace())
-            .await
-            .context("grpc server failed")?;
+        let served = lifecycle::run_with_grace(server, signal, self.config.shutdown_grace()).await;
+        background.cancel();
+        let _ = schedule.await;
+        if let Some(consumer) = consumer {
+            let _ = consumer.await;
+        }
+        served.context("grpc server failed")?;
         tracing::info!("analytics worker stopped");
         Ok(())
     }

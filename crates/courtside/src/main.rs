@@ -138,10 +138,14 @@ fn run(
     let worker_addr = worker.local_addr();
     // The worker stops only once the gateway in front of it has drained.
     let worker_stop = CancellationToken::new();
-    let worker_task = worker_rt.spawn(worker.run_until_stopped(worker_stop.clone().cancelled_owned()));
+    let mut worker_task = None;
 
     let served = gateway_rt.block_on(async {
         let gateway = gateway::Application::build(gateway_config).await?;
+        // The worker consumes the event stream the gateway appends to, so
+        // both must use one store (with the in-process store, one instance).
+        let worker = worker.with_store(std::sync::Arc::clone(&gateway.live().feed.store));
+        worker_task = Some(worker_rt.spawn(worker.run_until_stopped(worker_stop.clone().cancelled_owned())));
         print_banner(gateway.local_addr(), worker_addr);
         if let (Some(args), Some(token)) = (&simulation, sim_token) {
             let config = simulator::SimConfig {
@@ -173,7 +177,10 @@ fn run(
     // The gateway has drained (or failed); now stop the worker behind it.
     stop.cancel();
     worker_stop.cancel();
-    let worker_stopped = worker_rt.block_on(worker_task).context("analytics worker task failed")?;
+    let worker_stopped = match worker_task {
+        Some(task) => worker_rt.block_on(task).context("analytics worker task failed")?,
+        None => Ok(()),
+    };
     telemetry.shutdown();
     served.and(worker_stopped)
 }

@@ -10,6 +10,9 @@
 //!   updates the match state, keeps a bounded history for subscribers that
 //!   resume, feeds the durable event stream and publishes on [`LIVE_CHANNEL`],
 //!   all in one step or not at all.
+//! - [`feed`]: consuming the durable event stream through consumer groups,
+//!   and the leaderboards built from it: increments applied at most once and
+//!   acknowledged in the same step, and rebuilt boards swapped in atomically.
 //!
 //! # Delivery guarantees of publish/subscribe
 //! Both backends deliver a published message to each subscription that
@@ -18,13 +21,15 @@
 //! the memory backend skips ahead); callers that need every message read the
 //! durable history, not the channel.
 
+pub mod feed;
 pub mod log;
 mod memory;
 mod redis_store;
 
-use std::{fmt, pin::Pin};
+use std::{fmt, pin::Pin, time::Duration};
 
 use bytes::Bytes;
+pub use feed::{ApplyOutcome, FeedEntry, LeaderboardReplace, Ranked, ScoreApply, ScoreIncrement};
 use futures::{Stream, StreamExt as _};
 pub use log::{AppendOutcome, HistoryLimits, LIVE_CHANNEL, LogAppend, LogSlice};
 
@@ -100,6 +105,59 @@ pub trait StateStore: Send + Sync + fmt::Debug + 'static {
 
     /// Number of entries in the durable event stream.
     async fn feed_len(&self) -> Result<u64, StoreError>;
+
+    /// Up to `count` entries of the durable event stream after `after`
+    /// (from the start when `None`), oldest first: a page of a full scan.
+    async fn read_feed(&self, after: Option<&str>, count: usize) -> Result<Vec<FeedEntry>, StoreError>;
+
+    /// Creates consumer group `group` on the event stream, reading from its
+    /// first entry. Does nothing if the group exists.
+    async fn feed_group_create(&self, group: &str) -> Result<(), StoreError>;
+
+    /// Up to `count` entries never delivered to `group` before, now pending
+    /// for `consumer`. Waits up to `block` (at most [`feed::MAX_BLOCK`]) for
+    /// one to arrive; empty if none did.
+    async fn feed_read_group(
+        &self,
+        group: &str,
+        consumer: &str,
+        count: usize,
+        block: Duration,
+    ) -> Result<Vec<FeedEntry>, StoreError>;
+
+    /// Acknowledges entries of `group`; returns how many were pending.
+    async fn feed_ack(&self, group: &str, ids: &[String]) -> Result<u64, StoreError>;
+
+    /// Moves up to `count` entries pending in `group` for at least `min_idle`
+    /// (their consumer is presumed dead) to `consumer`, and returns them.
+    /// Entries deleted from the stream meanwhile are dropped from the group.
+    async fn feed_claim(
+        &self,
+        group: &str,
+        consumer: &str,
+        min_idle: Duration,
+        count: usize,
+    ) -> Result<Vec<FeedEntry>, StoreError>;
+
+    /// Entries of `group` delivered and not yet acknowledged.
+    async fn feed_pending(&self, group: &str) -> Result<u64, StoreError>;
+
+    /// For each apply, in order and each atomically: applies its increments
+    /// unless its token was seen before or the last leaderboard rebuild
+    /// covers its entry, and acknowledges its entry in `group`.
+    async fn apply_once(&self, group: &str, applies: &[ScoreApply]) -> Result<Vec<ApplyOutcome>, StoreError>;
+
+    /// The top `limit` members of `board`, highest score first (ties in
+    /// reverse member order, as ZREVRANGE gives them).
+    async fn leaderboard(&self, board: &str, limit: usize) -> Result<Vec<Ranked>, StoreError>;
+
+    /// `member`'s score on `board`, if it has one.
+    async fn leaderboard_score(&self, board: &str, member: &str) -> Result<Option<f64>, StoreError>;
+
+    /// Replaces leaderboards atomically; see [`LeaderboardReplace`] and the
+    /// [`feed`] module for what else happens in the same step. Readers see
+    /// either every old board or every new one.
+    async fn replace_leaderboards(&self, replace: &LeaderboardReplace) -> Result<(), StoreError>;
 }
 
 /// A live subscription to one channel. Dropping it unsubscribes.

@@ -3,18 +3,20 @@
 //! as long as the process.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{BTreeMap, HashMap, HashSet, VecDeque},
     sync::{Arc, Mutex, MutexGuard},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use bytes::Bytes;
 use futures::StreamExt as _;
-use tokio::sync::broadcast;
+use tokio::sync::{Notify, broadcast};
 use tokio_stream::wrappers::{BroadcastStream, errors::BroadcastStreamRecvError};
 
 use crate::{
-    AppendOutcome, HistoryLimits, LIVE_CHANNEL, LogAppend, LogSlice, StateStore, StoreError, Subscription,
+    AppendOutcome, ApplyOutcome, FeedEntry, HistoryLimits, LIVE_CHANNEL, LeaderboardReplace, LogAppend,
+    LogSlice, Ranked, ScoreApply, ScoreIncrement, StateStore, StoreError, Subscription,
+    feed::{JOURNAL_MAX_LEN, MAX_BLOCK},
 };
 
 /// Messages a subscriber may fall behind by before it starts losing them.
@@ -24,6 +26,8 @@ const CHANNEL_CAPACITY: usize = 1024;
 #[derive(Debug, Clone, Default)]
 pub struct MemoryStore {
     inner: Arc<Mutex<Inner>>,
+    /// Woken on every feed append, for blocking group reads.
+    appended: Arc<Notify>,
 }
 
 #[derive(Debug, Default)]
@@ -32,8 +36,37 @@ struct Inner {
     channels: HashMap<String, broadcast::Sender<Bytes>>,
     logs: HashMap<String, Log>,
     /// The durable event stream. In memory it lasts as long as the process,
-    /// like everything else here.
-    feed: Vec<Bytes>,
+    /// like everything else here. An entry's id is `0-<position from 1>`.
+    feed: Vec<FeedRecord>,
+    groups: HashMap<String, Group>,
+    /// Idempotency tokens of applied entries, per scope.
+    applied: HashMap<String, HashSet<String>>,
+    boards: HashMap<String, HashMap<String, f64>>,
+    /// Increments applied since the last rebuild, by feed position.
+    journal: VecDeque<(usize, Vec<ScoreIncrement>)>,
+    /// Feed position the last rebuild covers.
+    rebuilt_through: Option<usize>,
+}
+
+#[derive(Debug)]
+struct FeedRecord {
+    log: String,
+    seq: u64,
+    entry: Bytes,
+}
+
+/// A consumer group: how far it has read, and what is delivered but not
+/// acknowledged (by feed position).
+#[derive(Debug, Default)]
+struct Group {
+    delivered: usize,
+    pending: BTreeMap<usize, Pending>,
+}
+
+#[derive(Debug)]
+struct Pending {
+    consumer: String,
+    since: Instant,
 }
 
 #[derive(Debug, Default)]
@@ -58,6 +91,66 @@ impl Inner {
                 0
             }
         }
+    }
+}
+
+impl Inner {
+    fn feed_entry(&self, position: usize) -> Option<FeedEntry> {
+        let record = self.feed.get(position.checked_sub(1)?)?;
+        Some(FeedEntry {
+            id: feed_id(position),
+            log: record.log.clone(),
+            seq: record.seq,
+            entry: record.entry.clone(),
+        })
+    }
+
+    fn group(&mut self, group: &str) -> Result<&mut Group, StoreError> {
+        self.groups.get_mut(group).ok_or_else(|| no_group(group))
+    }
+
+    fn read_group(
+        &mut self,
+        group: &str,
+        consumer: &str,
+        count: usize,
+    ) -> Result<Vec<FeedEntry>, StoreError> {
+        let feed_len = self.feed.len();
+        let now = Instant::now();
+        let state = self.group(group)?;
+        let first = state.delivered + 1;
+        let last = feed_len.min(state.delivered + count);
+        for position in first..=last {
+            state.pending.insert(position, Pending { consumer: consumer.to_owned(), since: now });
+        }
+        state.delivered = state.delivered.max(last);
+        Ok((first..=last).filter_map(|position| self.feed_entry(position)).collect())
+    }
+
+    fn apply(&mut self, group: &str, apply: &ScoreApply) -> Result<ApplyOutcome, StoreError> {
+        let position = parse_feed_id(&apply.entry_id)?;
+        self.group(group)?.pending.remove(&position);
+        if !self.applied.entry(apply.scope.clone()).or_default().insert(apply.token.clone()) {
+            return Ok(ApplyOutcome::Duplicate);
+        }
+        if self.rebuilt_through.is_some_and(|through| position <= through) {
+            return Ok(ApplyOutcome::Rebuilt);
+        }
+        for increment in &apply.increments {
+            *self
+                .boards
+                .entry(increment.board.clone())
+                .or_default()
+                .entry(increment.member.clone())
+                .or_default() += increment.delta;
+        }
+        if !apply.increments.is_empty() {
+            self.journal.push_back((position, apply.increments.clone()));
+            while self.journal.len() > JOURNAL_MAX_LEN {
+                self.journal.pop_front();
+            }
+        }
+        Ok(ApplyOutcome::Applied)
     }
 }
 
@@ -142,8 +235,14 @@ impl StateStore for MemoryStore {
             log.history.pop_front();
         }
         log.last_append = Some(now);
-        inner.feed.push(append.feed_entry.clone());
+        inner.feed.push(FeedRecord {
+            log: append.log.clone(),
+            seq: append.seq,
+            entry: append.feed_entry.clone(),
+        });
         inner.publish(LIVE_CHANNEL, append.entry.clone());
+        drop(inner);
+        self.appended.notify_waiters();
         Ok(AppendOutcome::Applied)
     }
 
@@ -171,4 +270,143 @@ impl StateStore for MemoryStore {
     async fn feed_len(&self) -> Result<u64, StoreError> {
         Ok(self.lock().feed.len() as u64)
     }
+
+    async fn read_feed(&self, after: Option<&str>, count: usize) -> Result<Vec<FeedEntry>, StoreError> {
+        let after = after.map(parse_feed_id).transpose()?.unwrap_or(0);
+        let inner = self.lock();
+        let last = inner.feed.len().min(after.saturating_add(count));
+        Ok((after + 1..=last).filter_map(|position| inner.feed_entry(position)).collect())
+    }
+
+    async fn feed_group_create(&self, group: &str) -> Result<(), StoreError> {
+        self.lock().groups.entry(group.to_owned()).or_default();
+        Ok(())
+    }
+
+    async fn feed_read_group(
+        &self,
+        group: &str,
+        consumer: &str,
+        count: usize,
+        block: Duration,
+    ) -> Result<Vec<FeedEntry>, StoreError> {
+        let deadline = tokio::time::Instant::now() + block.min(MAX_BLOCK);
+        loop {
+            // Register for the wake-up before looking, so an append between
+            // the look and the wait is not missed.
+            let appended = self.appended.notified();
+            tokio::pin!(appended);
+            appended.as_mut().enable();
+            let entries = self.lock().read_group(group, consumer, count.max(1))?;
+            if !entries.is_empty() || tokio::time::Instant::now() >= deadline {
+                return Ok(entries);
+            }
+            if tokio::time::timeout_at(deadline, appended).await.is_err() {
+                return Ok(Vec::new());
+            }
+        }
+    }
+
+    async fn feed_ack(&self, group: &str, ids: &[String]) -> Result<u64, StoreError> {
+        let positions = ids.iter().map(|id| parse_feed_id(id)).collect::<Result<Vec<_>, _>>()?;
+        let mut inner = self.lock();
+        let state = inner.group(group)?;
+        Ok(positions.iter().filter(|position| state.pending.remove(position).is_some()).count() as u64)
+    }
+
+    async fn feed_claim(
+        &self,
+        group: &str,
+        consumer: &str,
+        min_idle: Duration,
+        count: usize,
+    ) -> Result<Vec<FeedEntry>, StoreError> {
+        let mut inner = self.lock();
+        let now = Instant::now();
+        let state = inner.group(group)?;
+        let mut claimed = Vec::new();
+        for (&position, pending) in state.pending.iter_mut() {
+            if claimed.len() >= count.max(1) {
+                break;
+            }
+            if now.duration_since(pending.since) >= min_idle {
+                pending.consumer = consumer.to_owned();
+                pending.since = now;
+                claimed.push(position);
+            }
+        }
+        Ok(claimed.into_iter().filter_map(|position| inner.feed_entry(position)).collect())
+    }
+
+    async fn feed_pending(&self, group: &str) -> Result<u64, StoreError> {
+        Ok(self.lock().group(group)?.pending.len() as u64)
+    }
+
+    async fn apply_once(&self, group: &str, applies: &[ScoreApply]) -> Result<Vec<ApplyOutcome>, StoreError> {
+        let mut inner = self.lock();
+        applies.iter().map(|apply| inner.apply(group, apply)).collect()
+    }
+
+    async fn leaderboard(&self, board: &str, limit: usize) -> Result<Vec<Ranked>, StoreError> {
+        let inner = self.lock();
+        let Some(scores) = inner.boards.get(board) else { return Ok(Vec::new()) };
+        let mut ranked: Vec<Ranked> =
+            scores.iter().map(|(member, &score)| Ranked { member: member.clone(), score }).collect();
+        // ZREVRANGE's order: score descending, then member descending.
+        ranked.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| b.member.cmp(&a.member)));
+        ranked.truncate(limit);
+        Ok(ranked)
+    }
+
+    async fn leaderboard_score(&self, board: &str, member: &str) -> Result<Option<f64>, StoreError> {
+        Ok(self.lock().boards.get(board).and_then(|scores| scores.get(member)).copied())
+    }
+
+    async fn replace_leaderboards(&self, replace: &LeaderboardReplace) -> Result<(), StoreError> {
+        let through = replace.through.as_deref().map(parse_feed_id).transpose()?;
+        let mut inner = self.lock();
+        for (board, rows) in &replace.boards {
+            if rows.is_empty() {
+                inner.boards.remove(board);
+            } else {
+                inner.boards.insert(board.clone(), rows.iter().cloned().collect());
+            }
+        }
+        if let Some(through) = through {
+            inner.rebuilt_through = Some(through);
+            let replaced: HashSet<&str> = replace.boards.iter().map(|(board, _)| board.as_str()).collect();
+            let journal = std::mem::take(&mut inner.journal);
+            let mut kept = VecDeque::new();
+            for (position, increments) in journal {
+                if position <= through {
+                    continue;
+                }
+                for increment in increments.iter().filter(|i| replaced.contains(i.board.as_str())) {
+                    *inner
+                        .boards
+                        .entry(increment.board.clone())
+                        .or_default()
+                        .entry(increment.member.clone())
+                        .or_default() += increment.delta;
+                }
+                kept.push_back((position, increments));
+            }
+            inner.journal = kept;
+        }
+        Ok(())
+    }
+}
+
+fn feed_id(position: usize) -> String {
+    format!("0-{position}")
+}
+
+fn parse_feed_id(id: &str) -> Result<usize, StoreError> {
+    id.strip_prefix("0-")
+        .and_then(|position| position.parse().ok())
+        .ok_or_else(|| StoreError::Backend(format!("invalid stream id {id:?}")))
+}
+
+fn no_group(group: &str) -> StoreError {
+    StoreError::Backend(format!("no such consumer group {group:?}"))
 }

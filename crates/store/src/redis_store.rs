@@ -2,18 +2,20 @@
 //! reconnects on its own) for commands, and a dedicated connection per
 //! subscription, as Redis requires.
 
-use std::{fmt, time::Duration};
+use std::{collections::HashSet, fmt, time::Duration};
 
 use bytes::Bytes;
 use futures::StreamExt as _;
 use redis::{
     AsyncCommands as _, Client, RedisError,
     aio::{ConnectionManager, ConnectionManagerConfig},
-    streams::StreamRangeReply,
+    streams::{StreamAutoClaimReply, StreamId, StreamRangeReply, StreamReadReply},
 };
 
 use crate::{
-    AppendOutcome, HistoryLimits, LIVE_CHANNEL, LogAppend, LogSlice, StateStore, StoreError, Subscription,
+    AppendOutcome, ApplyOutcome, FeedEntry, HistoryLimits, LIVE_CHANNEL, LeaderboardReplace, LogAppend,
+    LogSlice, Ranked, ScoreApply, StateStore, StoreError, Subscription,
+    feed::{JOURNAL_MAX_LEN, MAX_BLOCK},
 };
 
 /// The atomic append described in `log.rs`. Keys: heads hash, states hash,
@@ -33,6 +35,78 @@ redis.call('XADD', KEYS[4], '*', 'log', ARGV[1], 'seq', ARGV[2], 'e', ARGV[5])
 redis.call('PUBLISH', ARGV[8], ARGV[3])
 return {1, seq}
 "#;
+
+/// Compares two stream ids (`<ms>-<seq>`): whether `a` is at or before
+/// `b`. Shared by the scripts below.
+const ID_AT_OR_BEFORE: &str = r#"
+local function at_or_before(a, b)
+  local ams, aseq = string.match(a, '^(%d+)-(%d+)$')
+  local bms, bseq = string.match(b, '^(%d+)-(%d+)$')
+  ams, aseq, bms, bseq = tonumber(ams), tonumber(aseq), tonumber(bms), tonumber(bseq)
+  if ams ~= bms then return ams < bms end
+  return aseq <= bseq
+end
+"#;
+
+/// Applies one feed entry's leaderboard increments at most once and
+/// acknowledges the entry, atomically (see `feed.rs`). Keys: the feed, the
+/// scope's token set, the rebuilt-through marker, the journal, then one
+/// board per increment. Args: group, entry id, token, journal record, then
+/// member and delta per increment, and the journal's length cap. Returns 1
+/// applied, 0 duplicate, 2 covered by the last rebuild.
+const APPLY_BODY: &str = r#"
+local added = redis.call('SADD', KEYS[2], ARGV[3])
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+if added == 0 then return 0 end
+local through = redis.call('GET', KEYS[3])
+if through and at_or_before(ARGV[2], through) then return 2 end
+for i = 5, #KEYS do
+  redis.call('ZINCRBY', KEYS[i], ARGV[2 * i - 4], ARGV[2 * i - 5])
+end
+if #KEYS >= 5 then
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[#ARGV], '*', 'id', ARGV[2], 'i', ARGV[4])
+end
+return 1
+"#;
+
+/// Swaps rebuilt leaderboards in (see `feed.rs`). Keys: the rebuilt-through
+/// marker, the journal, then (live, temporary) per board. Args: the feed id
+/// the rebuild covers, or '' for none. A journal record is lines of
+/// `board TAB member TAB delta`, boards as full key names.
+const SWAP_BODY: &str = r#"
+local replaced = {}
+for i = 3, #KEYS, 2 do
+  replaced[KEYS[i]] = true
+  if redis.call('EXISTS', KEYS[i + 1]) == 1 then
+    redis.call('RENAME', KEYS[i + 1], KEYS[i])
+  else
+    redis.call('DEL', KEYS[i])
+  end
+end
+if ARGV[1] == '' then return 0 end
+redis.call('SET', KEYS[1], ARGV[1])
+local replayed = 0
+for _, record in ipairs(redis.call('XRANGE', KEYS[2], '-', '+')) do
+  local fields, feed_id, increments = record[2], nil, ''
+  for j = 1, #fields, 2 do
+    if fields[j] == 'id' then feed_id = fields[j + 1] elseif fields[j] == 'i' then increments = fields[j + 1] end
+  end
+  if feed_id == nil or at_or_before(feed_id, ARGV[1]) then
+    redis.call('XDEL', KEYS[2], record[1])
+  else
+    for board, member, delta in string.gmatch(increments, '([^\t\n]*)\t([^\t\n]*)\t([^\t\n]*)\n') do
+      if replaced[board] then
+        redis.call('ZINCRBY', board, delta, member)
+        replayed = replayed + 1
+      end
+    end
+  end
+end
+return replayed
+"#;
+
+/// Rows written per ZADD while filling a temporary board.
+const ZADD_CHUNK: usize = 1_000;
 
 /// How to reach Redis and how long to wait for it.
 #[derive(Clone)]
@@ -74,9 +148,15 @@ impl fmt::Debug for RedisConfig {
 pub struct RedisStore {
     client: Client,
     commands: ConnectionManager,
+    /// A connection of its own for blocking reads: a blocked command holds
+    /// up everything behind it on its connection, and `commands` serves
+    /// requests that must stay fast.
+    blocking: ConnectionManager,
     prefix: String,
     timeout: Duration,
     append_script: redis::Script,
+    apply_script: redis::Script,
+    swap_script: redis::Script,
 }
 
 impl fmt::Debug for RedisStore {
@@ -96,14 +176,21 @@ impl RedisStore {
             .set_connection_timeout(Some(config.timeout))
             .set_response_timeout(Some(config.timeout))
             .set_number_of_retries(1);
-        let commands =
-            ConnectionManager::new_lazy_with_config(client.clone(), manager_config).map_err(map_error)?;
+        let commands = ConnectionManager::new_lazy_with_config(client.clone(), manager_config.clone())
+            .map_err(map_error)?;
+        // A blocking read may take its block time plus the usual answer time.
+        let blocking_config = manager_config.set_response_timeout(Some(config.timeout + MAX_BLOCK));
+        let blocking =
+            ConnectionManager::new_lazy_with_config(client.clone(), blocking_config).map_err(map_error)?;
         Ok(Self {
             client,
             commands,
+            blocking,
             prefix: config.key_prefix.clone(),
             timeout: config.timeout,
             append_script: redis::Script::new(APPEND_SCRIPT),
+            apply_script: redis::Script::new(&format!("{ID_AT_OR_BEFORE}{APPLY_BODY}")),
+            swap_script: redis::Script::new(&format!("{ID_AT_OR_BEFORE}{SWAP_BODY}")),
         })
     }
 
@@ -134,6 +221,32 @@ impl RedisStore {
 
     fn key(&self, key: &str) -> String {
         format!("{}{key}", self.prefix)
+    }
+
+    /// Adds one EVALSHA of the apply script to `pipe`.
+    fn push_apply(&self, pipe: &mut redis::Pipeline, group: &str, apply: &ScoreApply) {
+        let boards: Vec<String> = apply.increments.iter().map(|i| self.key(&i.board)).collect();
+        let mut journal = String::new();
+        for (board, increment) in boards.iter().zip(&apply.increments) {
+            journal.push_str(&format!("{board}\t{}\t{}\n", increment.member, increment.delta));
+        }
+        let cmd = pipe
+            .cmd("EVALSHA")
+            .arg(self.apply_script.get_hash())
+            .arg(4 + boards.len())
+            .arg(self.feed_key())
+            .arg(self.key(&format!("applied:{}", apply.scope)))
+            .arg(self.key("rebuilt-through"))
+            .arg(self.key("journal"))
+            .arg(&boards)
+            .arg(group)
+            .arg(&apply.entry_id)
+            .arg(&apply.token)
+            .arg(journal);
+        for increment in &apply.increments {
+            cmd.arg(&increment.member).arg(increment.delta);
+        }
+        cmd.arg(JOURNAL_MAX_LEN);
     }
 }
 
@@ -263,6 +376,203 @@ impl StateStore for RedisStore {
         let mut conn = self.commands.clone();
         conn.xlen(self.feed_key()).await.map_err(map_error)
     }
+
+    async fn read_feed(&self, after: Option<&str>, count: usize) -> Result<Vec<FeedEntry>, StoreError> {
+        if count == 0 {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.commands.clone();
+        let start = after.map_or_else(|| "-".to_owned(), |id| format!("({id}"));
+        let reply: StreamRangeReply = redis::cmd("XRANGE")
+            .arg(self.feed_key())
+            .arg(start)
+            .arg("+")
+            .arg("COUNT")
+            .arg(count)
+            .query_async(&mut conn)
+            .await
+            .map_err(map_error)?;
+        Ok(reply.ids.iter().filter_map(feed_entry).collect())
+    }
+
+    async fn feed_group_create(&self, group: &str) -> Result<(), StoreError> {
+        let mut conn = self.commands.clone();
+        let created: Result<(), RedisError> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(self.feed_key())
+            .arg(group)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(&mut conn)
+            .await;
+        match created {
+            Err(err) if err.code() == Some("BUSYGROUP") => Ok(()),
+            other => other.map_err(map_error),
+        }
+    }
+
+    async fn feed_read_group(
+        &self,
+        group: &str,
+        consumer: &str,
+        count: usize,
+        block: Duration,
+    ) -> Result<Vec<FeedEntry>, StoreError> {
+        let block_ms = u64::try_from(block.min(MAX_BLOCK).as_millis()).unwrap_or(0);
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP").arg(group).arg(consumer).arg("COUNT").arg(count.max(1));
+        // BLOCK 0 would mean "forever"; no block means "do not wait".
+        if block_ms > 0 {
+            cmd.arg("BLOCK").arg(block_ms);
+        }
+        cmd.arg("STREAMS").arg(self.feed_key()).arg(">");
+        let mut conn = if block_ms > 0 { self.blocking.clone() } else { self.commands.clone() };
+        let reply: Option<StreamReadReply> = cmd.query_async(&mut conn).await.map_err(map_error)?;
+        Ok(reply
+            .map(|reply| reply.keys.iter().flat_map(|key| key.ids.iter().filter_map(feed_entry)).collect())
+            .unwrap_or_default())
+    }
+
+    async fn feed_ack(&self, group: &str, ids: &[String]) -> Result<u64, StoreError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let mut conn = self.commands.clone();
+        conn.xack(self.feed_key(), group, ids).await.map_err(map_error)
+    }
+
+    async fn feed_claim(
+        &self,
+        group: &str,
+        consumer: &str,
+        min_idle: Duration,
+        count: usize,
+    ) -> Result<Vec<FeedEntry>, StoreError> {
+        let count = count.max(1);
+        let min_idle_ms = u64::try_from(min_idle.as_millis()).unwrap_or(u64::MAX);
+        let mut conn = self.commands.clone();
+        let mut claimed = Vec::new();
+        let mut cursor = "0-0".to_owned();
+        // XAUTOCLAIM scans a bounded part of the pending list per call and
+        // returns where to go on; stop at the end of the list or when full.
+        loop {
+            let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+                .arg(self.feed_key())
+                .arg(group)
+                .arg(consumer)
+                .arg(min_idle_ms)
+                .arg(&cursor)
+                .arg("COUNT")
+                .arg(count - claimed.len())
+                .query_async(&mut conn)
+                .await
+                .map_err(map_error)?;
+            claimed.extend(reply.claimed.iter().filter_map(feed_entry));
+            cursor = reply.next_stream_id;
+            if cursor == "0-0" || claimed.len() >= count {
+                return Ok(claimed);
+            }
+        }
+    }
+
+    async fn feed_pending(&self, group: &str) -> Result<u64, StoreError> {
+        let mut conn = self.commands.clone();
+        // The summary form: [count, smallest id, greatest id, consumers].
+        let (count, _, _, _): (u64, Option<String>, Option<String>, redis::Value) = redis::cmd("XPENDING")
+            .arg(self.feed_key())
+            .arg(group)
+            .query_async(&mut conn)
+            .await
+            .map_err(map_error)?;
+        Ok(count)
+    }
+
+    async fn apply_once(&self, group: &str, applies: &[ScoreApply]) -> Result<Vec<ApplyOutcome>, StoreError> {
+        if applies.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        pipe.cmd("SCRIPT").arg("LOAD").arg(format!("{ID_AT_OR_BEFORE}{APPLY_BODY}")).ignore();
+        for apply in applies {
+            self.push_apply(&mut pipe, group, apply);
+        }
+        let mut conn = self.commands.clone();
+        let codes: Vec<i64> = pipe.query_async(&mut conn).await.map_err(map_error)?;
+        Ok(codes
+            .into_iter()
+            .map(|code| match code {
+                1 => ApplyOutcome::Applied,
+                2 => ApplyOutcome::Rebuilt,
+                _ => ApplyOutcome::Duplicate,
+            })
+            .collect())
+    }
+
+    async fn leaderboard(&self, board: &str, limit: usize) -> Result<Vec<Ranked>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.commands.clone();
+        let stop = isize::try_from(limit - 1).unwrap_or(isize::MAX);
+        let rows: Vec<(String, f64)> =
+            conn.zrevrange_withscores(self.key(board), 0, stop).await.map_err(map_error)?;
+        Ok(rows.into_iter().map(|(member, score)| Ranked { member, score }).collect())
+    }
+
+    async fn leaderboard_score(&self, board: &str, member: &str) -> Result<Option<f64>, StoreError> {
+        let mut conn = self.commands.clone();
+        conn.zscore(self.key(board), member).await.map_err(map_error)
+    }
+
+    async fn replace_leaderboards(&self, replace: &LeaderboardReplace) -> Result<(), StoreError> {
+        let mut conn = self.commands.clone();
+        // A name of this swap's own for the temporary boards, so two
+        // rebuilds running at once cannot fill each other's.
+        let nonce: u64 = redis::cmd("INCR")
+            .arg(self.key("rebuild-nonce"))
+            .query_async(&mut conn)
+            .await
+            .map_err(map_error)?;
+        let mut seen = HashSet::new();
+        let mut keys = Vec::new();
+        let mut fill = redis::pipe();
+        for (board, rows) in &replace.boards {
+            if !seen.insert(board.as_str()) {
+                return Err(StoreError::Backend(format!("board {board:?} given twice")));
+            }
+            let live = self.key(board);
+            let temporary = self.key(&format!("rebuild:{nonce}:{board}"));
+            fill.del(&temporary).ignore();
+            for chunk in rows.chunks(ZADD_CHUNK) {
+                let members: Vec<(f64, &str)> = chunk.iter().map(|(m, s)| (*s, m.as_str())).collect();
+                fill.zadd_multiple(&temporary, &members).ignore();
+            }
+            // Left behind only if the swap below never runs.
+            fill.expire(&temporary, 3600).ignore();
+            keys.push(live);
+            keys.push(temporary);
+        }
+        if !keys.is_empty() {
+            fill.query_async::<()>(&mut conn).await.map_err(map_error)?;
+        }
+
+        let mut invocation = self.swap_script.prepare_invoke();
+        invocation.key(self.key("rebuilt-through")).key(self.key("journal"));
+        for key in &keys {
+            invocation.key(key);
+        }
+        invocation.arg(replace.through.as_deref().unwrap_or(""));
+        invocation.invoke_async::<i64>(&mut conn).await.map_err(map_error)?;
+        Ok(())
+    }
+}
+
+/// A feed entry from its stream entry; `None` if a field is missing.
+fn feed_entry(id: &StreamId) -> Option<FeedEntry> {
+    let log: String = id.get("log")?;
+    let seq: u64 = id.get("seq")?;
+    let entry: Vec<u8> = id.get("e")?;
+    Some(FeedEntry { id: id.id.clone(), log, seq, entry: Bytes::from(entry) })
 }
 
 fn outcome((code, head): (i64, u64)) -> AppendOutcome {

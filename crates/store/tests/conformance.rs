@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use store::{
-    AppendOutcome, HistoryLimits, LIVE_CHANNEL, LogAppend, MemoryStore, RedisStore, StateStore, testing,
+    AppendOutcome, ApplyOutcome, FeedEntry, HistoryLimits, LIVE_CHANNEL, LeaderboardReplace, LogAppend,
+    MemoryStore, Ranked, RedisStore, ScoreApply, ScoreIncrement, StateStore, testing,
 };
 
 /// How long a subscriber waits for a message that should arrive.
@@ -201,6 +202,203 @@ async fn batches_report_each_outcome(store: &dyn StateStore) {
     );
 }
 
+const GROUP: &str = "analytics";
+
+/// Appends `count` events of log `log` (from seq 1) and returns nothing; the
+/// feed then holds them in order.
+async fn fill_feed(store: &dyn StateStore, log: &str, count: u64) {
+    for seq in 1..=count {
+        assert_eq!(store.append(&entry(log, seq), LIMITS).await.expect("append"), AppendOutcome::Applied);
+    }
+}
+
+fn seqs(entries: &[FeedEntry]) -> Vec<u64> {
+    entries.iter().map(|e| e.seq).collect()
+}
+
+/// One increment of `delta` for `member` on `board` for a feed entry.
+fn apply(entry: &FeedEntry, increments: &[(&str, &str, f64)]) -> ScoreApply {
+    ScoreApply {
+        entry_id: entry.id.clone(),
+        scope: entry.log.clone(),
+        token: entry.seq.to_string(),
+        increments: increments
+            .iter()
+            .map(|(board, member, delta)| ScoreIncrement {
+                board: (*board).into(),
+                member: (*member).into(),
+                delta: *delta,
+            })
+            .collect(),
+    }
+}
+
+fn ranked(rows: &[(&str, f64)]) -> Vec<Ranked> {
+    rows.iter().map(|(member, score)| Ranked { member: (*member).into(), score: *score }).collect()
+}
+
+async fn the_feed_reads_in_pages(store: &dyn StateStore) {
+    fill_feed(store, "f1", 5).await;
+    let first = store.read_feed(None, 2).await.expect("page");
+    assert_eq!(seqs(&first), vec![1, 2]);
+    assert_eq!(first[0].log, "f1");
+    assert_eq!(first[0].entry, Bytes::from("feed f1 1"));
+    let second = store.read_feed(Some(&first[1].id), 2).await.expect("page");
+    assert_eq!(seqs(&second), vec![3, 4]);
+    let last = store.read_feed(Some(&second[1].id), 10).await.expect("page");
+    assert_eq!(seqs(&last), vec![5]);
+    assert!(store.read_feed(Some(&last[0].id), 10).await.expect("page").is_empty());
+}
+
+async fn a_group_delivers_each_entry_once_until_acknowledged(store: &dyn StateStore) {
+    fill_feed(store, "g1", 3).await;
+    store.feed_group_create(GROUP).await.expect("create");
+    store.feed_group_create(GROUP).await.expect("creating again is a no-op");
+
+    let first = store.feed_read_group(GROUP, "a", 2, Duration::ZERO).await.expect("read");
+    assert_eq!(seqs(&first), vec![1, 2]);
+    let second = store.feed_read_group(GROUP, "b", 10, Duration::ZERO).await.expect("read");
+    assert_eq!(seqs(&second), vec![3], "another consumer gets only what nobody got");
+    let none = store.feed_read_group(GROUP, "a", 10, Duration::from_millis(50)).await.expect("read");
+    assert!(none.is_empty(), "{none:?}");
+    assert_eq!(store.feed_pending(GROUP).await.expect("pending"), 3);
+
+    let ids: Vec<String> = first.iter().chain(&second).map(|e| e.id.clone()).collect();
+    assert_eq!(store.feed_ack(GROUP, &ids).await.expect("ack"), 3);
+    assert_eq!(store.feed_ack(GROUP, &ids).await.expect("ack again"), 0);
+    assert_eq!(store.feed_pending(GROUP).await.expect("pending"), 0);
+}
+
+async fn a_group_created_late_still_reads_from_the_start(store: &dyn StateStore) {
+    fill_feed(store, "g2", 2).await;
+    store.feed_group_create("late").await.expect("create");
+    let entries = store.feed_read_group("late", "a", 10, Duration::ZERO).await.expect("read");
+    assert_eq!(seqs(&entries), vec![1, 2]);
+}
+
+async fn reading_an_unknown_group_fails(store: &dyn StateStore) {
+    fill_feed(store, "g3", 1).await;
+    let err = store.feed_read_group("never-created", "a", 10, Duration::ZERO).await.expect_err("no group");
+    assert!(matches!(err, store::StoreError::Backend(_)), "{err:?}");
+}
+
+async fn a_blocking_read_returns_an_entry_appended_while_it_waits(store: &dyn StateStore) {
+    store.feed_group_create(GROUP).await.expect("create");
+    let read = store.feed_read_group(GROUP, "a", 10, Duration::from_secs(4));
+    let append = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        fill_feed(store, "g4", 1).await;
+    };
+    let (entries, ()) = tokio::join!(read, append);
+    assert_eq!(seqs(&entries.expect("read")), vec![1]);
+}
+
+async fn idle_entries_are_claimed_by_another_consumer(store: &dyn StateStore) {
+    fill_feed(store, "c1", 4).await;
+    store.feed_group_create(GROUP).await.expect("create");
+    let taken = store.feed_read_group(GROUP, "dead", 3, Duration::ZERO).await.expect("read");
+    assert_eq!(seqs(&taken), vec![1, 2, 3]);
+
+    // Not idle long enough yet: nothing moves.
+    let early = store.feed_claim(GROUP, "alive", Duration::from_secs(60), 10).await.expect("claim");
+    assert!(early.is_empty(), "{early:?}");
+
+    // Entries become claimable once idle for 30 ms.
+    let deadline = tokio::time::Instant::now() + DELIVERY_DEADLINE;
+    let claimed = loop {
+        let claimed = store.feed_claim(GROUP, "alive", Duration::from_millis(30), 10).await.expect("claim");
+        if !claimed.is_empty() {
+            break claimed;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never claimable");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(seqs(&claimed), vec![1, 2, 3]);
+    assert_eq!(claimed[0].entry, Bytes::from("feed c1 1"));
+    // Claiming resets their idle time: the same call claims nothing now.
+    let again = store.feed_claim(GROUP, "thief", Duration::from_secs(60), 10).await.expect("claim");
+    assert!(again.is_empty(), "{again:?}");
+    // The unread entry is still delivered normally.
+    let rest = store.feed_read_group(GROUP, "alive", 10, Duration::ZERO).await.expect("read");
+    assert_eq!(seqs(&rest), vec![4]);
+    assert_eq!(store.feed_pending(GROUP).await.expect("pending"), 4);
+}
+
+async fn increments_apply_once_and_acknowledge(store: &dyn StateStore) {
+    fill_feed(store, "a1", 2).await;
+    store.feed_group_create(GROUP).await.expect("create");
+    let entries = store.feed_read_group(GROUP, "a", 10, Duration::ZERO).await.expect("read");
+    let applies = [
+        apply(&entries[0], &[("season", "7", 0.25), ("match:a1", "7", 0.25)]),
+        apply(&entries[1], &[("season", "7", 0.5), ("season", "9", -0.125)]),
+    ];
+    let outcomes = store.apply_once(GROUP, &applies).await.expect("apply");
+    assert_eq!(outcomes, vec![ApplyOutcome::Applied, ApplyOutcome::Applied]);
+    assert_eq!(store.feed_pending(GROUP).await.expect("pending"), 0, "applying acknowledges");
+    assert_eq!(store.leaderboard("season", 10).await.expect("board"), ranked(&[("7", 0.75), ("9", -0.125)]));
+    assert_eq!(store.leaderboard("season", 1).await.expect("board"), ranked(&[("7", 0.75)]));
+    assert_eq!(store.leaderboard_score("match:a1", "7").await.expect("score"), Some(0.25));
+    assert_eq!(store.leaderboard_score("match:a1", "9").await.expect("score"), None);
+    assert!(store.leaderboard("no-such-board", 10).await.expect("board").is_empty());
+
+    // Delivered again (a claim after a crash): counted once only.
+    let outcomes = store.apply_once(GROUP, &applies[..1]).await.expect("apply again");
+    assert_eq!(outcomes, vec![ApplyOutcome::Duplicate]);
+    assert_eq!(store.leaderboard_score("season", "7").await.expect("score"), Some(0.75));
+}
+
+async fn a_rebuild_swaps_boards_and_keeps_later_increments(store: &dyn StateStore) {
+    fill_feed(store, "r1", 4).await;
+    store.feed_group_create(GROUP).await.expect("create");
+    let entries = store.feed_read_group(GROUP, "a", 10, Duration::ZERO).await.expect("read");
+    // The stream consumer has applied entries 1 and 3 (entry 2 lags behind,
+    // entry 4 arrives after the rebuild read the feed).
+    store
+        .apply_once(
+            GROUP,
+            &[apply(&entries[0], &[("season", "1", 1.0)]), apply(&entries[2], &[("season", "1", 1.0)])],
+        )
+        .await
+        .expect("apply");
+    store
+        .apply_once(GROUP, &[apply(&entries[3], &[("season", "2", 4.0), ("match:r1", "2", 4.0)])])
+        .await
+        .expect("apply");
+    store.apply_once(GROUP, &[apply(&entries[3], &[("stale", "x", 1.0)])]).await.expect("duplicate");
+
+    // A rebuild covering entries 1..=3 replaces the boards.
+    let replace = LeaderboardReplace {
+        boards: vec![
+            ("season".into(), vec![("1".into(), 10.0), ("3".into(), 30.0)]),
+            ("match:r1".into(), vec![("1".into(), 10.0)]),
+            ("match:gone".into(), vec![]),
+        ],
+        through: Some(entries[2].id.clone()),
+    };
+    store.apply_once(GROUP, &[apply(&entries[1], &[("other", "9", 9.0)])]).await.expect("before the swap");
+    store.replace_leaderboards(&replace).await.expect("swap");
+
+    // Entry 4's increments, applied after what the rebuild covers, survive.
+    assert_eq!(
+        store.leaderboard("season", 10).await.expect("board"),
+        ranked(&[("3", 30.0), ("1", 10.0), ("2", 4.0)])
+    );
+    assert_eq!(store.leaderboard("match:r1", 10).await.expect("board"), ranked(&[("1", 10.0), ("2", 4.0)]));
+    // A board not rebuilt is left as it was.
+    assert_eq!(store.leaderboard_score("other", "9").await.expect("score"), Some(9.0));
+
+    // An entry the rebuild covers is acknowledged but not counted again.
+    fill_feed(store, "r2", 1).await;
+    let late = LeaderboardReplace { through: Some(entries[2].id.clone()), ..LeaderboardReplace::default() };
+    store.replace_leaderboards(&late).await.expect("no-op swap");
+    let covered = ScoreApply { token: "covered".into(), ..apply(&entries[1], &[("season", "1", 100.0)]) };
+    assert_eq!(store.apply_once(GROUP, &[covered]).await.expect("apply"), vec![ApplyOutcome::Rebuilt]);
+    assert_eq!(store.leaderboard_score("season", "1").await.expect("score"), Some(10.0));
+    // A second swap does not replay entry 4 twice.
+    store.replace_leaderboards(&late).await.expect("swap again");
+    assert_eq!(store.leaderboard_score("season", "2").await.expect("score"), Some(4.0));
+}
+
 macro_rules! conformance {
     ($backend:ident, $make:expr) => {
         mod $backend {
@@ -223,6 +421,14 @@ macro_rules! conformance {
                 history_reads_resume_after_a_sequence_number,
                 history_is_bounded_in_length,
                 batches_report_each_outcome,
+                the_feed_reads_in_pages,
+                a_group_delivers_each_entry_once_until_acknowledged,
+                a_group_created_late_still_reads_from_the_start,
+                reading_an_unknown_group_fails,
+                a_blocking_read_returns_an_entry_appended_while_it_waits,
+                idle_entries_are_claimed_by_another_consumer,
+                increments_apply_once_and_acknowledge,
+                a_rebuild_swaps_boards_and_keeps_later_increments,
             );
         }
     };

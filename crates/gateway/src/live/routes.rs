@@ -135,7 +135,7 @@ fn ingest_failure(failure: IngestFailure) -> ApiError {
 #[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum PublishRequest {
-    One(EventBody),
+    One(Box<EventBody>),
     Many(Vec<EventBody>),
 }
 

@@ -1,0 +1,258 @@
+//! The stream consumer: reads the durable event stream through a consumer
+//! group, rates each successful move with the current xT model, and adds
+//! the ratings to the season and per-match leaderboards.
+//!
+//! Delivery is at least once (an entry stays pending until acknowledged,
+//! and entries of a consumer that died are claimed by another after
+//! `claim_idle`); effects are exactly once, because each entry's increments
+//! are applied together with its acknowledgement, and only if its match id
+//! and sequence number were not applied before (`StateStore::apply_once`).
+//!
+//! Rating one event is a few memory reads, so entries are read in batches
+//! and each batch is rated as one job on the CPU pool.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use store::{ApplyOutcome, FeedEntry, ScoreApply, ScoreIncrement, StateStore, StoreError};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+
+use crate::{
+    feed::{self, FeedDetail},
+    model::{ModelHandle, RatingModel},
+    pool::{CpuPool, PoolError},
+};
+
+/// The season leaderboard: every player's xT over all matches.
+pub const SEASON_BOARD: &str = "impact:season";
+
+/// The consumer group every worker joins.
+pub const GROUP: &str = "analytics";
+
+/// The leaderboard of one match.
+pub fn match_board(match_id: &str) -> String {
+    format!("impact:match:{match_id}")
+}
+
+/// How the consumer reads.
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    /// The consumer group (shared by every worker).
+    pub group: String,
+    /// This consumer's name, unique among live consumers of the group.
+    pub name: String,
+    /// Entries read per batch.
+    pub batch: usize,
+    /// How long one read waits for new entries.
+    pub block: Duration,
+    /// Entries pending this long belong to a consumer presumed dead and are
+    /// claimed.
+    pub claim_idle: Duration,
+}
+
+/// Why one round of consuming failed. The entries involved stay pending and
+/// are retried.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumerError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Pool(#[from] PoolError),
+}
+
+/// What the consumer has done so far.
+#[derive(Debug, Default)]
+pub struct ConsumerStats {
+    /// Entries whose increments were applied.
+    pub applied: AtomicU64,
+    /// Entries delivered again after they were applied (not counted twice).
+    pub duplicates: AtomicU64,
+    /// Entries a leaderboard rebuild had already counted.
+    pub rebuilt: AtomicU64,
+    /// Entries that could not be decoded (acknowledged, not counted).
+    pub undecodable: AtomicU64,
+    /// Entries claimed from dead consumers.
+    pub claimed: AtomicU64,
+}
+
+/// A consumer of the event stream. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Consumer {
+    store: Arc<dyn StateStore>,
+    pool: CpuPool,
+    model: ModelHandle,
+    config: ConsumerConfig,
+    stats: Arc<ConsumerStats>,
+}
+
+impl Consumer {
+    pub fn new(
+        store: Arc<dyn StateStore>,
+        pool: CpuPool,
+        model: ModelHandle,
+        config: ConsumerConfig,
+    ) -> Self {
+        Self { store, pool, model, config, stats: Arc::default() }
+    }
+
+    pub fn stats(&self) -> Arc<ConsumerStats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// Consumes until `stop` fires. Failures are logged and retried with
+    /// backoff; nothing here ends the loop but `stop`.
+    pub async fn run(self, stop: CancellationToken) {
+        tracing::info!(group = %self.config.group, consumer = %self.config.name, "stream consumer started");
+        let mut group_ready = false;
+        let mut backoff = Duration::from_millis(100);
+        let claim_every = (self.config.claim_idle / 2).max(Duration::from_millis(50));
+        let mut next_claim = tokio::time::Instant::now();
+        while !stop.is_cancelled() {
+            let round = async {
+                if !group_ready {
+                    self.store.feed_group_create(&self.config.group).await?;
+                    group_ready = true;
+                }
+                if tokio::time::Instant::now() >= next_claim {
+                    next_claim = tokio::time::Instant::now() + claim_every;
+                    self.claim_stale().await?;
+                }
+                self.read_new(self.config.block.min(claim_every)).await
+            };
+            let outcome = tokio::select! {
+                outcome = round => outcome,
+                () = stop.cancelled() => break,
+            };
+            match outcome {
+                Ok(_) => backoff = Duration::from_millis(100),
+                Err(err) => {
+                    tracing::warn!(error = %err, retry_in_ms = backoff.as_millis() as u64, "stream consumer round failed");
+                    // The group may be gone (a flushed Redis): make sure of it.
+                    group_ready = false;
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = stop.cancelled() => break,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        tracing::info!(consumer = %self.config.name, "stream consumer stopped");
+    }
+
+    /// Reads up to one batch of new entries (waiting up to `block`) and
+    /// applies them; returns how many were read.
+    pub async fn read_new(&self, block: Duration) -> Result<usize, ConsumerError> {
+        let entries = self
+            .store
+            .feed_read_group(&self.config.group, &self.config.name, self.config.batch, block)
+            .await?;
+        let read = entries.len();
+        self.process(entries).await?;
+        Ok(read)
+    }
+
+    /// Claims entries left pending by dead consumers and applies them;
+    /// returns how many were claimed.
+    pub async fn claim_stale(&self) -> Result<usize, ConsumerError> {
+        let mut total = 0;
+        loop {
+            let entries = self
+                .store
+                .feed_claim(&self.config.group, &self.config.name, self.config.claim_idle, self.config.batch)
+                .await?;
+            if entries.is_empty() {
+                return Ok(total);
+            }
+            total += entries.len();
+            self.stats.claimed.fetch_add(entries.len() as u64, Ordering::Relaxed);
+            tracing::info!(claimed = entries.len(), "claimed entries of a dead consumer");
+            self.process(entries).await?;
+        }
+    }
+
+    /// Rates a batch on the pool, then applies and acknowledges it.
+    async fn process(&self, entries: Vec<FeedEntry>) -> Result<(), ConsumerError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let span = tracing::info_span!("stream.batch", entries = entries.len());
+        self.process_batch(entries).instrument(span).await
+    }
+
+    async fn process_batch(&self, entries: Vec<FeedEntry>) -> Result<(), ConsumerError> {
+        let model = self.model.current();
+        let entries = Arc::new(entries);
+        let applies = loop {
+            let job_entries = Arc::clone(&entries);
+            let job_model = Arc::clone(&model);
+            match self.pool.run("rate stream batch", move || rate_batch(&job_entries, &job_model)).await {
+                Ok(timed) => break timed.value,
+                // The pool serves requests first; the stream can wait.
+                Err(PoolError::Saturated { .. }) => tokio::time::sleep(Duration::from_millis(20)).await,
+                Err(err) => return Err(err.into()),
+            }
+        };
+        let (applies, undecodable): (Vec<ScoreApply>, u64) = applies;
+        self.stats.undecodable.fetch_add(undecodable, Ordering::Relaxed);
+        let outcomes = self.store.apply_once(&self.config.group, &applies).await?;
+        for outcome in outcomes {
+            let counter = match outcome {
+                ApplyOutcome::Applied => &self.stats.applied,
+                ApplyOutcome::Duplicate => &self.stats.duplicates,
+                ApplyOutcome::Rebuilt => &self.stats.rebuilt,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+}
+
+/// The leaderboard increments of each entry, and how many entries could not
+/// be decoded (they are acknowledged without increments: retrying cannot
+/// fix them, and they must not block the stream).
+fn rate_batch(entries: &[FeedEntry], model: &RatingModel) -> (Vec<ScoreApply>, u64) {
+    let mut undecodable = 0;
+    let applies = entries
+        .iter()
+        .map(|entry| {
+            let increments = match feed::decode(entry) {
+                Ok(event) => match event.detail {
+                    FeedDetail::Move(action) => model
+                        .rate(&action)
+                        .map(|rating| {
+                            let member = action.player().get().to_string();
+                            vec![
+                                ScoreIncrement {
+                                    board: SEASON_BOARD.into(),
+                                    member: member.clone(),
+                                    delta: rating,
+                                },
+                                ScoreIncrement { board: match_board(&entry.log), member, delta: rating },
+                            ]
+                        })
+                        .unwrap_or_default(),
+                    _ => Vec::new(),
+                },
+                Err(err) => {
+                    tracing::warn!(error = %err, "skipping an undecodable stream entry");
+                    undecodable += 1;
+                    Vec::new()
+                }
+            };
+            ScoreApply {
+                entry_id: entry.id.clone(),
+                scope: entry.log.clone(),
+                token: entry.seq.to_string(),
+                increments,
+            }
+        })
+        .collect();
+    (applies, undecodable)
+}

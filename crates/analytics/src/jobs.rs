@@ -1,0 +1,346 @@
+//! Batch jobs: the recompute that refits xT on the whole event stream and
+//! rebuilds every leaderboard, run on a schedule and on request, with its
+//! progress observable while it runs.
+//!
+//! One recompute runs at a time per worker: asking for another while one
+//! runs joins it. The new leaderboards are built aside and swapped in
+//! atomically (`StateStore::replace_leaderboards`), together with the
+//! bookkeeping that keeps the stream consumers' concurrent increments from
+//! being lost or counted twice.
+
+use std::{
+    collections::VecDeque,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use bytes::Bytes;
+use domain::xt::{FitConfig, FitError, XtModel};
+use store::{LeaderboardReplace, StateStore, StoreError};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    consumer::{SEASON_BOARD, match_board},
+    feed::ActionBuilder,
+    impact::{self, PAGE, StreamTally},
+    model::{ImpactTally, MODEL_KEY, ModelHandle, ModelSource, RatingModel},
+    pool::{Cancel, CpuPool, PoolError},
+};
+
+/// Finished jobs remembered for `GetJob` and `WatchJob`.
+const KEEP_JOBS: usize = 32;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobKind {
+    Recompute,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobState {
+    Running,
+    Succeeded,
+    Failed,
+}
+
+/// A snapshot of one job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobProgress {
+    pub id: String,
+    pub kind: JobKind,
+    pub state: JobState,
+    /// "starting", "reading", "fitting", "rating", "swapping", "done".
+    pub phase: &'static str,
+    pub done: u64,
+    pub total: u64,
+    pub unit: &'static str,
+    pub error: Option<String>,
+    pub started_ms: i64,
+    pub finished_ms: i64,
+}
+
+/// Why a recompute failed.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("reading or writing shared state failed: {0}")]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Pool(#[from] PoolError),
+    #[error("fitting xt failed: {0}")]
+    Fit(#[from] FitError),
+    #[error("the worker is shutting down")]
+    Stopped,
+}
+
+/// The worker's jobs. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Jobs {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Arc<dyn StateStore>,
+    pool: CpuPool,
+    model: ModelHandle,
+    /// Fires on shutdown; a running job stops between pages.
+    stop: CancellationToken,
+    registry: Mutex<Registry>,
+    counter: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Registry {
+    /// Newest last.
+    jobs: VecDeque<(String, watch::Sender<JobProgress>)>,
+    running: Option<watch::Receiver<JobProgress>>,
+}
+
+impl Jobs {
+    pub fn new(
+        store: Arc<dyn StateStore>,
+        pool: CpuPool,
+        model: ModelHandle,
+        stop: CancellationToken,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                pool,
+                model,
+                stop,
+                registry: Mutex::default(),
+                counter: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Starts a job of `kind`, or joins the one already running, and
+    /// returns its progress.
+    pub fn start(&self, kind: JobKind) -> watch::Receiver<JobProgress> {
+        let mut registry = self.registry();
+        if let Some(running) = &registry.running
+            && running.borrow().state == JobState::Running
+        {
+            return running.clone();
+        }
+        let started_ms = now_ms();
+        let id = format!("recompute-{started_ms}-{}", self.inner.counter.fetch_add(1, Ordering::Relaxed));
+        let (progress, watcher) = watch::channel(JobProgress {
+            id: id.clone(),
+            kind,
+            state: JobState::Running,
+            phase: "starting",
+            done: 0,
+            total: 0,
+            unit: "",
+            error: None,
+            started_ms,
+            finished_ms: 0,
+        });
+        registry.jobs.push_back((id, progress.clone()));
+        while registry.jobs.len() > KEEP_JOBS {
+            registry.jobs.pop_front();
+        }
+        registry.running = Some(watcher.clone());
+        drop(registry);
+
+        let inner = Arc::clone(&self.inner);
+        tokio::spawn(async move {
+            let outcome = recompute(&inner, &progress).await;
+            progress.send_modify(|p| {
+                p.finished_ms = now_ms();
+                match outcome {
+                    Ok(()) => {
+                        p.state = JobState::Succeeded;
+                        p.phase = "done";
+                    }
+                    Err(err) => {
+                        tracing::error!(job = %p.id, error = %err, "batch job failed");
+                        p.state = JobState::Failed;
+                        p.error = Some(err.to_string());
+                    }
+                }
+            });
+        });
+        watcher
+    }
+
+    /// The latest progress of a job this worker remembers.
+    pub fn get(&self, id: &str) -> Option<JobProgress> {
+        self.watch(id).map(|w| w.borrow().clone())
+    }
+
+    /// Progress updates of a job this worker remembers.
+    pub fn watch(&self, id: &str) -> Option<watch::Receiver<JobProgress>> {
+        self.registry().jobs.iter().find(|(job, _)| job == id).map(|(_, sender)| sender.subscribe())
+    }
+
+    /// Starts a recompute every `interval` until `stop` fires. The first
+    /// runs one interval after start-up.
+    pub async fn run_schedule(self, interval: Duration, stop: CancellationToken) {
+        if interval.is_zero() {
+            return;
+        }
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(interval) => {}
+                () = stop.cancelled() => return,
+            }
+            let progress = self.start(JobKind::Recompute);
+            tracing::info!(job = %progress.borrow().id, "scheduled recompute started");
+        }
+    }
+
+    fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
+        // Every critical section is a few pushes and pops that cannot leave
+        // the registry inconsistent, so a poisoned lock is still usable.
+        self.inner.registry.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Refits xT on the whole stream and rebuilds every leaderboard.
+async fn recompute(inner: &Inner, progress: &watch::Sender<JobProgress>) -> Result<(), JobError> {
+    let store = inner.store.as_ref();
+    let total = store.feed_len().await?;
+    progress.send_modify(|p| {
+        p.phase = "reading";
+        p.unit = "events";
+        p.total = total;
+    });
+
+    // Map-reduce over the stream, one pool job per page.
+    let mut tally = StreamTally::default();
+    let mut builder = ActionBuilder::default();
+    let mut through: Option<String> = None;
+    let mut done = 0;
+    loop {
+        if inner.stop.is_cancelled() {
+            return Err(JobError::Stopped);
+        }
+        let page = store.read_feed(through.as_deref(), PAGE).await?;
+        let Some(last) = page.last() else { break };
+        through = Some(last.id.clone());
+        let read = page.len();
+        let (returned, page_tally) = run_on_pool(inner, "recompute page", move |cancel| {
+            let tally = impact::tally_page(&page, &mut builder, cancel);
+            (builder, tally)
+        })
+        .await?;
+        builder = returned;
+        tally.absorb(page_tally.ok_or(JobError::Stopped)?);
+        done += read as u64;
+        progress.send_modify(|p| {
+            p.done = done;
+            p.total = p.total.max(done);
+        });
+        if read < PAGE {
+            break;
+        }
+    }
+    tally.absorb(impact::finish(builder));
+    if tally.undecodable > 0 {
+        tracing::warn!(undecodable = tally.undecodable, "recompute skipped undecodable stream entries");
+    }
+
+    progress.send_modify(|p| {
+        p.phase = "fitting";
+        p.unit = "";
+        p.done = 0;
+        p.total = 0;
+    });
+    let StreamTally { counts, matches, .. } = tally;
+    // Without a goal in the stream the surface would be all zeros; keep
+    // rating with the current model until there is something to learn from.
+    let model = if counts.goal_count() == 0 {
+        tracing::info!("no goals in the stream yet: keeping the current xt model");
+        None
+    } else {
+        let trained_on = counts.move_count() + counts.shot_count();
+        let fitted =
+            run_on_pool(inner, "recompute fit", move |_| XtModel::fit(&counts, FitConfig::default()))
+                .await??;
+        Some(RatingModel::from_fit(&fitted, ModelSource::Feed, trained_on))
+    };
+    let rating = model.clone().map_or_else(|| inner.model.current(), Arc::new);
+
+    progress.send_modify(|p| {
+        p.phase = "rating";
+        p.unit = "matches";
+        p.total = matches.len() as u64;
+    });
+    let boards = run_on_pool(inner, "recompute boards", move |_| {
+        let mut season = ImpactTally::default();
+        let mut boards = Vec::with_capacity(matches.len() + 1);
+        let mut matches: Vec<(String, ImpactTally)> = matches.into_iter().collect();
+        matches.sort_by(|a, b| a.0.cmp(&b.0));
+        for (match_id, tally) in matches {
+            boards.push((match_board(&match_id), rows(&tally, &rating)));
+            season.absorb(tally);
+        }
+        boards.push((SEASON_BOARD.to_owned(), rows(&season, &rating)));
+        boards
+    })
+    .await?;
+    progress.send_modify(|p| p.done = p.total);
+
+    progress.send_modify(|p| {
+        p.phase = "swapping";
+        p.unit = "boards";
+        p.done = 0;
+        p.total = boards.len() as u64;
+    });
+    let board_count = boards.len() as u64;
+    store.replace_leaderboards(&LeaderboardReplace { boards, through }).await?;
+    if let Some(model) = model {
+        store.set(MODEL_KEY, Bytes::from(model.encode())).await?;
+        inner.model.replace(model);
+    }
+    progress.send_modify(|p| p.done = board_count);
+    Ok(())
+}
+
+fn rows(tally: &ImpactTally, model: &RatingModel) -> Vec<(String, f64)> {
+    tally.totals(model).into_iter().map(|impact| (impact.player.get().to_string(), impact.xt)).collect()
+}
+
+/// Runs a step of a batch job on the pool. A batch job is background work:
+/// when the pool is saturated it waits for room rather than failing.
+async fn run_on_pool<T, F>(inner: &Inner, name: &'static str, job: F) -> Result<T, JobError>
+where
+    F: FnOnce(&Cancel) -> T + Send + 'static,
+    T: Send + 'static,
+{
+    // The job waits in a slot of its own, so a rejected attempt (which drops
+    // its closure) does not lose the state the job carries.
+    let slot = Arc::new(Mutex::new(Some(job)));
+    loop {
+        let attempt = Arc::clone(&slot);
+        let outcome = inner
+            .pool
+            .run_cancellable(name, move |cancel| {
+                let job = attempt.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+                job.map(|job| job(cancel))
+            })
+            .await;
+        match outcome {
+            Ok(timed) => return timed.value.ok_or(JobError::Stopped),
+            Err(PoolError::Saturated { .. }) => {
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(20)) => {}
+                    () = inner.stop.cancelled() => return Err(JobError::Stopped),
+                }
+            }
+            Err(err) => return Err(err.into()),
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}

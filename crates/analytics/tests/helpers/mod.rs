@@ -1,0 +1,103 @@
+//! Test support: a real worker on a free loopback port, its gRPC clients,
+//! and feed entries written as the gateway writes them.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use analytics::{Application, WorkerConfig, feed, model::RatingModel};
+use bytes::Bytes;
+use contracts::v1::analytics_service_client::AnalyticsServiceClient;
+use store::{AppendOutcome, HistoryLimits, LogAppend, StateStore};
+use tokio::{sync::oneshot, task::JoinHandle};
+use tonic::transport::Channel;
+
+/// A running worker and the means to stop it.
+pub struct Worker {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Worker {
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.await?
+    }
+
+    pub async fn client(&self) -> AnalyticsServiceClient<Channel> {
+        AnalyticsServiceClient::new(self.channel().await)
+    }
+
+    pub async fn channel(&self) -> Channel {
+        tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr))
+            .expect("valid url")
+            .connect()
+            .await
+            .expect("worker accepts connections")
+    }
+}
+
+pub async fn spawn_worker(config: WorkerConfig, store: Arc<dyn StateStore>) -> Worker {
+    let app = Application::build(config).await.expect("worker builds").with_store(store);
+    let addr = app.local_addr();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(app.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    Worker { addr, stop: Some(stop), task }
+}
+
+/// The model a test worker fits at start-up (no model stored).
+pub fn bootstrap_model(config: &WorkerConfig) -> RatingModel {
+    let season = RatingModel::bootstrap_season(config.xt_bootstrap_matches, config.xt_bootstrap_seed)
+        .expect("valid season");
+    RatingModel::bootstrap(season).expect("fits")
+}
+
+/// Appends one protobuf feed entry through the store's atomic append, as
+/// the gateway does on ingest.
+pub async fn append(store: &dyn StateStore, match_id: &str, seq: u64, feed_entry: Vec<u8>) {
+    let outcome = store
+        .append(
+            &LogAppend {
+                log: match_id.into(),
+                seq,
+                entry: Bytes::from(format!("{match_id}#{seq}")),
+                state: Bytes::from_static(b"{}"),
+                feed_entry: Bytes::from(feed_entry),
+            },
+            HistoryLimits::default(),
+        )
+        .await
+        .expect("append");
+    assert_eq!(outcome, AppendOutcome::Applied);
+}
+
+/// One successful pass by `player` of `match_id` at `seq`; positions vary
+/// with `seq` so ratings differ.
+pub fn pass(match_id: &str, seq: u64, player: u32) -> Vec<u8> {
+    let x = 5.0 + (seq % 13) as f64 * 7.0;
+    let y = 4.0 + (seq % 7) as f64 * 9.0;
+    feed::encode_move(match_id, seq, 1, player, (x, y), ((x + 15.0).min(104.0), (y + 3.0).min(67.0)), true)
+}
+
+/// Polls an async check until it holds or `within` runs out.
+pub async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,298 @@
+//! The stream consumer and the batch recompute against a real Redis: events
+//! written to the durable stream as the gateway writes them end up on the
+//! leaderboards exactly once, even when a consumer dies mid-batch, and a
+//! recompute swaps rebuilt boards in while reporting its progress.
+
+mod helpers;
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use analytics::{
+    WorkerConfig,
+    consumer::{GROUP, SEASON_BOARD, match_board},
+    feed,
+    model::{MODEL_KEY, ModelSource, RatingModel},
+};
+use contracts::v1::{ComputeImpactRequest, GetJobRequest, JobKind, JobState, RunJobRequest};
+use domain::xt::{Action, ActionResult, ActionType, FitConfig, PlayerId, Point, XtModel, XtTally};
+use helpers::{append, bootstrap_model, eventually, pass, spawn_worker};
+use store::{RedisStore, ScoreApply, ScoreIncrement, StateStore, testing};
+
+async fn redis() -> Option<Arc<dyn StateStore>> {
+    let config = testing::redis_config().await?;
+    Some(Arc::new(RedisStore::connect_lazy(&config).expect("valid test config")))
+}
+
+/// Each player's expected season total: the sum of their passes' ratings.
+fn expected_totals(model: &RatingModel, passes: &[(&str, u64, u32)]) -> BTreeMap<String, f64> {
+    let mut totals = BTreeMap::new();
+    for &(match_id, seq, player) in passes {
+        let entry = store::FeedEntry {
+            id: "0-0".into(),
+            log: match_id.into(),
+            seq,
+            entry: bytes::Bytes::from(pass(match_id, seq, player)),
+        };
+        let feed::FeedDetail::Move(action) = feed::decode(&entry).expect("decodes").detail else {
+            panic!("a pass is a move")
+        };
+        *totals.entry(player.to_string()).or_insert(0.0) += model.rate(&action).expect("rated");
+    }
+    totals
+}
+
+async fn season_board(store: &dyn StateStore) -> BTreeMap<String, f64> {
+    store
+        .leaderboard(SEASON_BOARD, 1_000)
+        .await
+        .expect("board")
+        .into_iter()
+        .map(|r| (r.member, r.score))
+        .collect()
+}
+
+fn close(a: &BTreeMap<String, f64>, b: &BTreeMap<String, f64>) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|((ka, va), (kb, vb))| ka == kb && (va - vb).abs() < 1e-9)
+}
+
+#[tokio::test]
+async fn the_consumer_puts_each_event_on_the_leaderboards() {
+    let Some(store) = redis().await else { return };
+    let passes = [("m1", 1, 7), ("m1", 2, 8), ("m1", 3, 7), ("m2", 1, 7)];
+    for &(match_id, seq, player) in &passes {
+        append(store.as_ref(), match_id, seq, pass(match_id, seq, player)).await;
+    }
+    // Entries no decoder understands are acknowledged, not retried forever.
+    append(store.as_ref(), "m2", 2, vec![0xff, 0xff, 0xff]).await;
+
+    let config = WorkerConfig::for_tests();
+    let expected = expected_totals(&bootstrap_model(&config), &passes);
+    let worker = spawn_worker(config, Arc::clone(&store)).await;
+
+    let store_ref = store.as_ref();
+    let expected_ref = &expected;
+    let done = eventually(Duration::from_secs(20), || async move {
+        close(&season_board(store_ref).await, expected_ref)
+            && store_ref.feed_pending(GROUP).await.unwrap_or(u64::MAX) == 0
+    })
+    .await;
+    assert!(done, "board {:?}, expected {expected:?}", season_board(store.as_ref()).await);
+
+    let m2 = store.leaderboard(&match_board("m2"), 10).await.expect("board");
+    assert_eq!(m2.len(), 1);
+    assert_eq!(m2[0].member, "7");
+    assert!(
+        (m2[0].score - expected_totals(&bootstrap_model(&WorkerConfig::for_tests()), &[("m2", 1, 7)])["7"])
+            .abs()
+            < 1e-12
+    );
+
+    // New events keep flowing in while the worker runs.
+    append(store.as_ref(), "m2", 3, pass("m2", 3, 9)).await;
+    let more = eventually(Duration::from_secs(20), || async move {
+        store_ref.leaderboard_score(SEASON_BOARD, "9").await.ok().flatten().is_some()
+    })
+    .await;
+    assert!(more, "a later event never reached the board");
+    worker.stop().await.expect("stops");
+}
+
+#[tokio::test]
+async fn entries_of_a_consumer_that_died_mid_batch_are_claimed_and_counted_once() {
+    let Some(store) = redis().await else { return };
+    let passes: Vec<(&str, u64, u32)> = (1..=40).map(|seq| ("dead", seq, 1 + (seq % 5) as u32)).collect();
+    for &(match_id, seq, player) in &passes {
+        append(store.as_ref(), match_id, seq, pass(match_id, seq, player)).await;
+    }
+
+    // A consumer reads a batch and dies before applying or acknowledging it.
+    store.feed_group_create(GROUP).await.expect("group");
+    let taken = store.feed_read_group(GROUP, "died", 25, Duration::ZERO).await.expect("read");
+    assert_eq!(taken.len(), 25);
+    // It had even applied one entry before dying: that one must not count
+    // twice when its batch is claimed.
+    let config = WorkerConfig { claim_idle_ms: 300, ..WorkerConfig::for_tests() };
+    let model = bootstrap_model(&config);
+    let first = &taken[0];
+    let feed::FeedDetail::Move(action) = feed::decode(first).expect("decodes").detail else {
+        panic!("a move")
+    };
+    let rating = model.rate(&action).expect("rated");
+    let member = action.player().get().to_string();
+    store
+        .apply_once(
+            GROUP,
+            &[ScoreApply {
+                entry_id: first.id.clone(),
+                scope: first.log.clone(),
+                token: first.seq.to_string(),
+                increments: vec![
+                    ScoreIncrement { board: SEASON_BOARD.into(), member: member.clone(), delta: rating },
+                    ScoreIncrement { board: match_board("dead"), member, delta: rating },
+                ],
+            }],
+        )
+        .await
+        .expect("apply");
+    assert_eq!(store.feed_pending(GROUP).await.expect("pending"), 24);
+
+    // A live worker takes the 15 unread entries at once and claims the 24
+    // pending ones once they have been idle for the claim timeout.
+    let expected = expected_totals(&model, &passes);
+    let worker = spawn_worker(config, Arc::clone(&store)).await;
+    let store_ref = store.as_ref();
+    let expected_ref = &expected;
+    let done = eventually(Duration::from_secs(20), || async move {
+        store_ref.feed_pending(GROUP).await.unwrap_or(u64::MAX) == 0
+            && close(&season_board(store_ref).await, expected_ref)
+    })
+    .await;
+    assert!(done, "board {:?}, expected {expected:?}", season_board(store.as_ref()).await);
+    worker.stop().await.expect("stops");
+
+    // Delivered once more (a second claim, a replay): still counted once.
+    let outcomes = store
+        .apply_once(
+            GROUP,
+            &[ScoreApply {
+                entry_id: first.id.clone(),
+                scope: first.log.clone(),
+                token: first.seq.to_string(),
+                increments: vec![ScoreIncrement {
+                    board: SEASON_BOARD.into(),
+                    member: "1".into(),
+                    delta: 100.0,
+                }],
+            }],
+        )
+        .await
+        .expect("apply");
+    assert_eq!(outcomes, vec![store::ApplyOutcome::Duplicate]);
+    assert!(close(&season_board(store.as_ref()).await, &expected));
+}
+
+#[tokio::test]
+async fn a_recompute_refits_on_the_stream_and_swaps_the_boards_in() {
+    let Some(store) = redis().await else { return };
+    // Two matches with moves, shots and goals, so there is a model to fit.
+    let mut actions = Vec::new();
+    let point = |x: f64, y: f64| Point::new(x, y).expect("on the pitch");
+    for (match_id, scorer) in [("r1", 10), ("r2", 20)] {
+        let mut seq = 0;
+        for i in 0..30u64 {
+            seq += 1;
+            let player = scorer + (i % 3) as u32;
+            append(store.as_ref(), match_id, seq, pass(match_id, seq, player)).await;
+            let x = 5.0 + (seq % 13) as f64 * 7.0;
+            let y = 4.0 + (seq % 7) as f64 * 9.0;
+            actions.push(Action::new(
+                ActionType::Pass,
+                ActionResult::Success,
+                point(x, y),
+                point((x + 15.0).min(104.0), (y + 3.0).min(67.0)),
+                PlayerId::new(player),
+            ));
+            if i % 5 == 4 {
+                seq += 1;
+                append(
+                    store.as_ref(),
+                    match_id,
+                    seq,
+                    feed::encode_shot(match_id, seq, 1, scorer, (95.0, 30.0)),
+                )
+                .await;
+                let scored = i % 10 == 9;
+                actions.push(Action::new(
+                    ActionType::Shot,
+                    if scored { ActionResult::Success } else { ActionResult::Fail },
+                    point(95.0, 30.0),
+                    point(95.0, 30.0),
+                    PlayerId::new(scorer),
+                ));
+                if scored {
+                    seq += 1;
+                    append(store.as_ref(), match_id, seq, feed::encode_goal(match_id, seq, 1, scorer)).await;
+                }
+            }
+        }
+    }
+    // A stale member from an earlier model, which the rebuild must drop.
+    store.feed_group_create("seed").await.expect("group");
+    let stale = store.feed_read_group("seed", "x", 1, Duration::ZERO).await.expect("read");
+    store
+        .apply_once(
+            "seed",
+            &[ScoreApply {
+                entry_id: stale[0].id.clone(),
+                scope: "seed".into(),
+                token: "1".into(),
+                increments: vec![ScoreIncrement {
+                    board: SEASON_BOARD.into(),
+                    member: "999".into(),
+                    delta: 5.0,
+                }],
+            }],
+        )
+        .await
+        .expect("apply");
+
+    // The reference: xT fitted by the domain crate on the same actions.
+    let tally = XtTally::from_actions(&actions);
+    let (_, impacts) = tally.evaluate(FitConfig::default(), &BTreeMap::new()).expect("fits");
+    let expected: BTreeMap<String, f64> =
+        impacts.iter().map(|i| (i.player().get().to_string(), i.xt())).collect();
+    let reference = XtModel::fit(tally.counts(), FitConfig::default()).expect("fits");
+
+    let config = WorkerConfig { consume: false, ..WorkerConfig::for_tests() };
+    let worker = spawn_worker(config, Arc::clone(&store)).await;
+    let mut client = worker.client().await;
+    let mut stream =
+        client.run_job(RunJobRequest { kind: JobKind::Recompute as i32 }).await.expect("starts").into_inner();
+    let mut updates = Vec::new();
+    while let Some(update) = stream.message().await.expect("progress") {
+        updates.push(update.progress.expect("progress set"));
+    }
+    let last = updates.last().expect("at least one update").clone();
+    assert_eq!(last.state(), JobState::Succeeded, "{last:?}");
+    let phases: Vec<&str> = updates.iter().map(|p| p.phase.as_str()).collect();
+    println!("progress phases: {phases:?}");
+    assert!(phases.contains(&"done"), "{phases:?}");
+    // Updates may be coalesced, but the first shows the job running and the
+    // last the swap complete: three boards (r1, r2, the season).
+    assert_eq!(updates[0].state(), JobState::Running, "{updates:?}");
+    assert_eq!((last.unit.as_str(), last.done, last.total), ("boards", 3, 3), "{last:?}");
+    assert!(last.finished_ms >= last.started_ms && last.started_ms > 0, "{last:?}");
+
+    // The rebuilt season board: exactly the reference totals, the stale
+    // member gone.
+    let board = season_board(store.as_ref()).await;
+    assert!(close(&board, &expected), "board {board:?}, expected {expected:?}");
+    let r1: Vec<String> = store
+        .leaderboard(&match_board("r1"), 10)
+        .await
+        .expect("board")
+        .into_iter()
+        .map(|r| r.member)
+        .collect();
+    assert!(r1.iter().all(|m| ["10", "11", "12"].contains(&m.as_str())), "{r1:?}");
+
+    // The refitted model is stored and used from now on.
+    let stored = store.get(MODEL_KEY).await.expect("get").expect("model stored");
+    let model = RatingModel::decode(&stored).expect("decodes");
+    assert_eq!(model.source(), ModelSource::Feed);
+    assert_eq!(model.rate(&actions[0]), reference.rate(&actions[0]));
+    let impact = client
+        .compute_impact(ComputeImpactRequest { match_id: "r1".into(), ..Default::default() })
+        .await
+        .expect("impact")
+        .into_inner();
+    assert_eq!(impact.model_source, "feed");
+
+    // The job stays visible after it ended.
+    let got =
+        client.get_job(GetJobRequest { job_id: last.job_id.clone() }).await.expect("known").into_inner();
+    assert_eq!(got.progress.expect("set").state(), JobState::Succeeded);
+    let err = client.get_job(GetJobRequest { job_id: "nope".into() }).await.expect_err("unknown");
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    worker.stop().await.expect("stops");
+}

@@ -1,0 +1,96 @@
+//! Consuming the durable event stream, and the leaderboards built from it.
+//!
+//! The stream is read through consumer groups: each entry goes to one
+//! consumer of a group, stays pending until acknowledged, and is claimed by
+//! another consumer when its owner has been silent too long (a crashed
+//! process). That gives at-least-once delivery; exactly-once effects come
+//! from [`ScoreApply`]: the leaderboard increments of one entry, applied only
+//! if the entry's idempotency token is new, and acknowledged in the same
+//! atomic step (a Lua script on Redis, one lock in memory). A crash between
+//! reading and applying leaves the entry pending; a crash after applying
+//! cannot leave it unacknowledged.
+//!
+//! Leaderboards are sorted sets. A batch recompute rebuilds them and swaps
+//! them in with [`LeaderboardReplace`], atomically with two pieces of
+//! bookkeeping that keep the stream consumers' work from being lost or
+//! counted twice:
+//! - the feed id the rebuild covers (`through`): entries at or before it are
+//!   acknowledged without increments from then on, since the rebuild counted
+//!   them;
+//! - the increments applied after `through` while the rebuild ran: every
+//!   apply also writes a journal record, and the swap replays the records
+//!   newer than `through` onto the new boards and drops the older ones.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+/// Journal records kept at most (approximately) when no rebuild trims them:
+/// about a day of a busy deployment. Beyond it the oldest are dropped, so a
+/// rebuild that runs less often than that may miss increments applied while
+/// it ran.
+pub const JOURNAL_MAX_LEN: usize = 1_000_000;
+
+/// Longest a blocking read waits; longer requests are shortened to it.
+pub const MAX_BLOCK: Duration = Duration::from_secs(5);
+
+/// One entry of the durable event stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedEntry {
+    /// The stream id, opaque to callers and increasing along the stream.
+    pub id: String,
+    /// The log (match id) the entry belongs to.
+    pub log: String,
+    /// Its sequence number in that log.
+    pub seq: u64,
+    /// The feed entry as appended ([`crate::LogAppend::feed_entry`]).
+    pub entry: Bytes,
+}
+
+/// Add `delta` to `member`'s score on `board`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoreIncrement {
+    pub board: String,
+    pub member: String,
+    pub delta: f64,
+}
+
+/// The effect of one feed entry, to apply at most once and acknowledge.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoreApply {
+    /// The feed entry to acknowledge.
+    pub entry_id: String,
+    /// The idempotency key is `(scope, token)`: scope names a set of tokens
+    /// (e.g. a match id), token is unique within it (e.g. a sequence number).
+    pub scope: String,
+    pub token: String,
+    /// May be empty: the entry is then only marked and acknowledged.
+    pub increments: Vec<ScoreIncrement>,
+}
+
+/// What [`crate::StateStore::apply_once`] did with one [`ScoreApply`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApplyOutcome {
+    /// Increments applied, entry acknowledged.
+    Applied,
+    /// The token was seen before: entry acknowledged, nothing else changed.
+    Duplicate,
+    /// The entry is covered by the last rebuild: acknowledged, not applied.
+    Rebuilt,
+}
+
+/// New contents for a set of leaderboards, swapped in atomically.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LeaderboardReplace {
+    /// Each board's full new contents; an empty list deletes the board.
+    pub boards: Vec<(String, Vec<(String, f64)>)>,
+    /// The last feed entry the new contents account for, if any.
+    pub through: Option<String>,
+}
+
+/// One leaderboard row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ranked {
+    pub member: String,
+    pub score: f64,
+}
