@@ -144,7 +144,10 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<()> {
             .args(["--first", &first.to_string(), "--count", &count.to_string()])
             .args(["--channels", &args.channels.to_string(), "--run-id", &run_id])
             .args(["--source-ip", &format!("127.0.0.{}", 2 + process)])
-            .args(["--ramp-per-second", &(args.ramp_per_second / args.processes.max(1) as u64).max(1).to_string()])
+            .args([
+                "--ramp-per-second",
+                &(args.ramp_per_second / args.processes.max(1) as u64).max(1).to_string(),
+            ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .kill_on_drop(true);
@@ -322,7 +325,9 @@ pub(crate) async fn client(args: ClientArgs) -> anyhow::Result<()> {
             (Arc::clone(&counters), Arc::clone(&histograms), subscribed_tx.clone(), stop.clone());
         let source = args.source_ip;
         tasks.push(tokio::spawn(async move {
-            if let Err(err) = subscriber(url, source, channel, counters.clone(), histograms, subscribed, stop).await {
+            if let Err(err) =
+                subscriber(url, source, channel, counters.clone(), histograms, subscribed, stop).await
+            {
                 counters.disconnects.fetch_add(1, Ordering::Relaxed);
                 eprintln!("subscriber {global}: {err:#}");
             }

@@ -96,6 +96,16 @@ pub trait StateStore: Send + Sync + fmt::Debug + 'static {
     /// sequence number it is at.
     async fn log_state(&self, log: &str) -> Result<Option<(u64, Bytes)>, StoreError>;
 
+    /// [`StateStore::log_state`] of several logs, in one round trip where
+    /// the backend allows; results in the order of `logs`.
+    async fn log_states_of(&self, logs: &[String]) -> Result<Vec<Option<(u64, Bytes)>>, StoreError> {
+        let mut states = Vec::with_capacity(logs.len());
+        for log in logs {
+            states.push(self.log_state(log).await?);
+        }
+        Ok(states)
+    }
+
     /// The current state of every log, in no particular order.
     async fn log_states(&self) -> Result<Vec<(String, Bytes)>, StoreError>;
 

@@ -324,6 +324,30 @@ impl StateStore for RedisStore {
         Ok(replies.into_iter().map(outcome).collect())
     }
 
+    async fn log_states_of(&self, logs: &[String]) -> Result<Vec<Option<(u64, Bytes)>>, StoreError> {
+        if logs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.commands.clone();
+        // Two HMGETs in one atomic round trip: heads and states agree.
+        let (heads, states): (Vec<Option<u64>>, Vec<Option<Vec<u8>>>) = redis::pipe()
+            .atomic()
+            .cmd("HMGET")
+            .arg(self.key("log-heads"))
+            .arg(logs)
+            .cmd("HMGET")
+            .arg(self.key("log-states"))
+            .arg(logs)
+            .query_async(&mut conn)
+            .await
+            .map_err(map_error)?;
+        Ok(heads
+            .into_iter()
+            .zip(states)
+            .map(|(head, state)| head.zip(state).map(|(h, s)| (h, Bytes::from(s))))
+            .collect())
+    }
+
     async fn log_state(&self, log: &str) -> Result<Option<(u64, Bytes)>, StoreError> {
         let mut conn = self.commands.clone();
         let (head, state): (Option<u64>, Option<Vec<u8>>) = redis::pipe()

@@ -148,6 +148,19 @@ async fn appends_are_published_in_order(store: &dyn StateStore) {
     }
 }
 
+async fn states_of_several_logs_come_back_in_order(store: &dyn StateStore) {
+    store.append(&entry("a", 1), LIMITS).await.expect("append");
+    store.append(&entry("b", 1), LIMITS).await.expect("append");
+    store.append(&entry("b", 2), LIMITS).await.expect("append");
+    let logs = ["b".to_owned(), "nope".to_owned(), "a".to_owned()];
+    let states = store.log_states_of(&logs).await.expect("states");
+    assert_eq!(
+        states,
+        vec![Some((2, Bytes::from("state of b at 2"))), None, Some((1, Bytes::from("state of a at 1")))]
+    );
+    assert_eq!(store.log_states_of(&[]).await.expect("empty"), vec![]);
+}
+
 async fn history_reads_resume_after_a_sequence_number(store: &dyn StateStore) {
     for seq in 1..=10 {
         store.append(&entry("m3", seq), LIMITS).await.expect("append");
@@ -419,6 +432,7 @@ macro_rules! conformance {
                 replays_and_gaps_change_nothing,
                 appends_are_published_in_order,
                 history_reads_resume_after_a_sequence_number,
+                states_of_several_logs_come_back_in_order,
                 history_is_bounded_in_length,
                 batches_report_each_outcome,
                 the_feed_reads_in_pages,

@@ -62,6 +62,12 @@ pub enum IngestFailure {
     Unexpected(#[from] anyhow::Error),
 }
 
+/// What one request has learnt of the matches it publishes to.
+#[derive(Debug, Default)]
+pub struct Session {
+    states: HashMap<MatchId, Option<MatchState>>,
+}
+
 /// Applies events to the shared state. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Ingestor {
@@ -82,21 +88,28 @@ impl Ingestor {
         &self,
         events: &[MatchEvent],
     ) -> Result<Vec<Result<Accepted, Rejected>>, IngestFailure> {
+        self.ingest_in(&mut Session::default(), events).await
+    }
+
+    /// [`Ingestor::ingest`] within a session: a request that ingests in
+    /// chunks (bulk NDJSON) keeps the running state of each match between
+    /// chunks instead of reading it back from the store every time. A
+    /// concurrent publisher of the same match is still caught: the store
+    /// refuses an append whose sequence number is not the head's next, and
+    /// the session forgets that match.
+    pub async fn ingest_in(
+        &self,
+        session: &mut Session,
+        events: &[MatchEvent],
+    ) -> Result<Vec<Result<Accepted, Rejected>>, IngestFailure> {
         let traceparent = telemetry::propagation::traceparent(&tracing::Span::current());
-        let mut states: HashMap<MatchId, Option<MatchState>> = HashMap::new();
+        self.load_missing(session, events).await?;
         let mut results: Vec<Option<Result<Accepted, Rejected>>> = Vec::with_capacity(events.len());
         let mut appends = Vec::new();
         let mut appended_at = Vec::new();
 
         for (index, event) in events.iter().enumerate() {
-            let state = match states.get(event.match_id()) {
-                Some(state) => state.clone(),
-                None => {
-                    let loaded = self.load_state(event.match_id()).await?;
-                    states.insert(event.match_id().clone(), loaded.clone());
-                    loaded
-                }
-            };
+            let state = session.states.get(event.match_id()).cloned().flatten();
             let head = state.as_ref().map_or(0, |s| s.seq);
             let result = match Sequencing::of(event.seq(), head) {
                 Sequencing::Duplicate => Some(Ok(Accepted::Duplicate)),
@@ -115,7 +128,7 @@ impl Ingestor {
                         Ok(next) => {
                             appends.push(self.build_append(event, &next, &traceparent)?);
                             appended_at.push(index);
-                            states.insert(event.match_id().clone(), Some(next));
+                            session.states.insert(event.match_id().clone(), Some(next));
                             None
                         }
                     }
@@ -124,7 +137,15 @@ impl Ingestor {
             results.push(result);
         }
 
-        let outcomes = self.store.append_batch(&appends, self.limits).await?;
+        let outcomes = self.store.append_batch(&appends, self.limits).await;
+        let outcomes = match outcomes {
+            Ok(outcomes) => outcomes,
+            Err(err) => {
+                // Some appends may have landed: start from the store next time.
+                session.states.clear();
+                return Err(err.into());
+            }
+        };
         for ((index, outcome), append) in appended_at.into_iter().zip(outcomes).zip(&appends) {
             results[index] = Some(match outcome {
                 AppendOutcome::Applied => Ok(Accepted::Applied),
@@ -133,15 +154,42 @@ impl Ingestor {
                 AppendOutcome::Duplicate { .. } => Ok(Accepted::Duplicate),
                 AppendOutcome::Gap { .. } => Err(Rejected::Conflict(append.log.clone())),
             });
+            if !matches!(outcome, AppendOutcome::Applied)
+                && let Ok(id) = MatchId::parse(&append.log)
+            {
+                // Our view of this match is stale: read it again next time.
+                session.states.remove(&id);
+            }
         }
         Ok(results.into_iter().map(|r| r.unwrap_or(Err(Rejected::Conflict(String::new())))).collect())
     }
 
-    async fn load_state(&self, id: &MatchId) -> Result<Option<MatchState>, IngestFailure> {
-        let Some((_, bytes)) = self.store.log_state(id.as_str()).await? else { return Ok(None) };
-        let view: MatchView =
-            serde_json::from_slice(&bytes).context("stored match state is not valid json")?;
-        Ok(Some(MatchState::try_from(view).context("stored match state is invalid")?))
+    /// Reads, in one round trip, the state of every match of `events` the
+    /// session does not know yet.
+    async fn load_missing(&self, session: &mut Session, events: &[MatchEvent]) -> Result<(), IngestFailure> {
+        let mut missing: Vec<MatchId> = Vec::new();
+        for event in events {
+            if !session.states.contains_key(event.match_id()) && !missing.contains(event.match_id()) {
+                missing.push(event.match_id().clone());
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<String> = missing.iter().map(ToString::to_string).collect();
+        let loaded = self.store.log_states_of(&names).await?;
+        for (id, stored) in missing.into_iter().zip(loaded) {
+            let state = match stored {
+                None => None,
+                Some((_, bytes)) => {
+                    let view: MatchView =
+                        serde_json::from_slice(&bytes).context("stored match state is not valid json")?;
+                    Some(MatchState::try_from(view).context("stored match state is invalid")?)
+                }
+            };
+            session.states.insert(id, state);
+        }
+        Ok(())
     }
 
     fn build_append(

@@ -32,7 +32,7 @@ use serde_json::value::RawValue;
 
 use super::{
     auth,
-    ingest::{Accepted, IngestFailure, Rejected},
+    ingest::{Accepted, IngestFailure, Rejected, Session},
     sse::LiveQuery,
     wire::EventBody,
 };
@@ -227,6 +227,7 @@ pub async fn publish_bulk(
     let mut report = BatchReport::default();
     let mut lines = LineReader::new(body, live.config.max_line_bytes);
     let mut chunk: Vec<(u64, MatchEvent)> = Vec::with_capacity(BULK_CHUNK);
+    let mut session = Session::default();
     let now = now_ms();
     while let Some(line) =
         lines.next().await.map_err(|err| ApiError::InvalidEvent(format!("cannot read the body: {err}")))?
@@ -255,15 +256,16 @@ pub async fn publish_bulk(
             }
         }
         if chunk.len() >= BULK_CHUNK {
-            apply_chunk(&state, &mut chunk, &mut report).await?;
+            apply_chunk(&state, &mut session, &mut chunk, &mut report).await?;
         }
     }
-    apply_chunk(&state, &mut chunk, &mut report).await?;
+    apply_chunk(&state, &mut session, &mut chunk, &mut report).await?;
     Ok(Json(report))
 }
 
 async fn apply_chunk(
     state: &AppState,
+    session: &mut Session,
     chunk: &mut Vec<(u64, MatchEvent)>,
     report: &mut BatchReport,
 ) -> Result<(), ApiError> {
@@ -271,7 +273,7 @@ async fn apply_chunk(
         return Ok(());
     }
     let (numbers, events): (Vec<u64>, Vec<MatchEvent>) = chunk.drain(..).unzip();
-    let results = state.live.ingestor.ingest(&events).await.map_err(ingest_failure)?;
+    let results = state.live.ingestor.ingest_in(session, &events).await.map_err(ingest_failure)?;
     for (number, result) in numbers.into_iter().zip(results) {
         report.record(Position::Line(number), result.map_err(RejectedReason::from));
     }
