@@ -68,6 +68,37 @@ pub struct Session {
     states: HashMap<MatchId, Option<MatchState>>,
 }
 
+impl Session {
+    /// Forgets what a commit showed to be stale: matches another publisher
+    /// wrote meanwhile, or everything when the store failed (some appends
+    /// may have landed).
+    pub fn settle(&mut self, committed: &Result<Committed, IngestFailure>) {
+        match committed {
+            Ok(committed) => {
+                for id in &committed.stale {
+                    self.states.remove(id);
+                }
+            }
+            Err(_) => self.states.clear(),
+        }
+    }
+}
+
+/// Events checked, folded and encoded, ready for one store round trip.
+#[derive(Debug)]
+pub struct Prepared {
+    results: Vec<Option<Result<Accepted, Rejected>>>,
+    appends: Vec<LogAppend>,
+    appended_at: Vec<usize>,
+}
+
+/// What a commit did to each event of its chunk.
+#[derive(Debug)]
+pub struct Committed {
+    pub results: Vec<Result<Accepted, Rejected>>,
+    stale: Vec<MatchId>,
+}
+
 /// Applies events to the shared state. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Ingestor {
@@ -102,12 +133,28 @@ impl Ingestor {
         session: &mut Session,
         events: &[MatchEvent],
     ) -> Result<Vec<Result<Accepted, Rejected>>, IngestFailure> {
+        let prepared = self.prepare(session, events).await?;
+        let committed = self.commit(prepared).await;
+        session.settle(&committed);
+        committed.map(|c| c.results)
+    }
+
+    /// The CPU half of ingesting: checks sequence numbers, folds each event
+    /// into its match's running state and encodes the appends. The session
+    /// moves ahead as if they will all be stored; [`Session::settle`] puts it
+    /// right when they are not.
+    pub async fn prepare(
+        &self,
+        session: &mut Session,
+        events: &[MatchEvent],
+    ) -> Result<Prepared, IngestFailure> {
         let traceparent = telemetry::propagation::traceparent(&tracing::Span::current());
         self.load_missing(session, events).await?;
-        let mut results: Vec<Option<Result<Accepted, Rejected>>> = Vec::with_capacity(events.len());
-        let mut appends = Vec::new();
-        let mut appended_at = Vec::new();
-
+        let mut prepared = Prepared {
+            results: Vec::with_capacity(events.len()),
+            appends: Vec::new(),
+            appended_at: Vec::new(),
+        };
         for (index, event) in events.iter().enumerate() {
             let state = session.states.get(event.match_id()).cloned().flatten();
             let head = state.as_ref().map_or(0, |s| s.seq);
@@ -126,26 +173,26 @@ impl Ingestor {
                     match next {
                         Err(err) => Some(Err(err.into())),
                         Ok(next) => {
-                            appends.push(self.build_append(event, &next, &traceparent)?);
-                            appended_at.push(index);
+                            prepared.appends.push(self.build_append(event, &next, &traceparent)?);
+                            prepared.appended_at.push(index);
                             session.states.insert(event.match_id().clone(), Some(next));
                             None
                         }
                     }
                 }
             };
-            results.push(result);
+            prepared.results.push(result);
         }
+        Ok(prepared)
+    }
 
-        let outcomes = self.store.append_batch(&appends, self.limits).await;
-        let outcomes = match outcomes {
-            Ok(outcomes) => outcomes,
-            Err(err) => {
-                // Some appends may have landed: start from the store next time.
-                session.states.clear();
-                return Err(err.into());
-            }
-        };
+    /// The I/O half: one pipelined round trip to the store. Owns its input,
+    /// so a caller can prepare the next chunk while this one is in flight;
+    /// commits of one request must still complete in order.
+    pub async fn commit(&self, prepared: Prepared) -> Result<Committed, IngestFailure> {
+        let Prepared { mut results, appends, appended_at } = prepared;
+        let outcomes = self.store.append_batch(&appends, self.limits).await?;
+        let mut stale = Vec::new();
         for ((index, outcome), append) in appended_at.into_iter().zip(outcomes).zip(&appends) {
             results[index] = Some(match outcome {
                 AppendOutcome::Applied => Ok(Accepted::Applied),
@@ -157,11 +204,12 @@ impl Ingestor {
             if !matches!(outcome, AppendOutcome::Applied)
                 && let Ok(id) = MatchId::parse(&append.log)
             {
-                // Our view of this match is stale: read it again next time.
-                session.states.remove(&id);
+                stale.push(id);
             }
         }
-        Ok(results.into_iter().map(|r| r.unwrap_or(Err(Rejected::Conflict(String::new())))).collect())
+        let results =
+            results.into_iter().map(|r| r.unwrap_or(Err(Rejected::Conflict(String::new())))).collect();
+        Ok(Committed { results, stale })
     }
 
     /// Reads, in one round trip, the state of every match of `events` the

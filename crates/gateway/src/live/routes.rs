@@ -228,56 +228,77 @@ pub async fn publish_bulk(
     let mut lines = LineReader::new(body, live.config.max_line_bytes);
     let mut chunk: Vec<(u64, MatchEvent)> = Vec::with_capacity(BULK_CHUNK);
     let mut session = Session::default();
+    // One chunk in flight to the store while the next is parsed and folded:
+    // the gateway's CPU work and the store's overlap. Commits still complete
+    // in order, so each match's events are stored in order.
+    let mut in_flight: Option<InFlight> = None;
     let now = now_ms();
-    while let Some(line) =
-        lines.next().await.map_err(|err| ApiError::InvalidEvent(format!("cannot read the body: {err}")))?
-    {
+    loop {
+        let line = lines
+            .next()
+            .await
+            .map_err(|err| ApiError::InvalidEvent(format!("cannot read the body: {err}")))?;
+        let end_of_body = line.is_none();
         match line {
-            Line::TooLong(number) => report.record(
+            None => {}
+            Some(Line::TooLong(number)) => report.record(
                 Position::Line(number),
                 Err(RejectedReason {
                     code: "line_too_long",
                     message: format!("line exceeds {} bytes", live.config.max_line_bytes),
                 }),
             ),
-            Line::Text(number, text) => {
-                if text.iter().all(u8::is_ascii_whitespace) {
-                    continue;
-                }
-                match parse_event_at(&text, now) {
-                    Ok(event) => chunk.push((number, event)),
-                    Err(message) => {
-                        report.record(
+            Some(Line::Text(number, text)) => {
+                if !text.iter().all(u8::is_ascii_whitespace) {
+                    match parse_event_at(&text, now) {
+                        Ok(event) => chunk.push((number, event)),
+                        Err(message) => report.record(
                             Position::Line(number),
                             Err(RejectedReason { code: "invalid_event", message }),
-                        );
+                        ),
                     }
                 }
             }
         }
-        if chunk.len() >= BULK_CHUNK {
-            apply_chunk(&state, &mut session, &mut chunk, &mut report).await?;
+        if chunk.len() >= BULK_CHUNK || (end_of_body && !chunk.is_empty()) {
+            let (numbers, events): (Vec<u64>, Vec<MatchEvent>) = chunk.drain(..).unzip();
+            let prepared = live.ingestor.prepare(&mut session, &events).await.map_err(ingest_failure)?;
+            if let Some(previous) = in_flight.take() {
+                previous.finish(&mut session, &mut report).await?;
+            }
+            let ingestor = live.ingestor.clone();
+            in_flight = Some(InFlight {
+                numbers,
+                commit: tokio::spawn(async move { ingestor.commit(prepared).await }),
+            });
+        }
+        if end_of_body {
+            break;
         }
     }
-    apply_chunk(&state, &mut session, &mut chunk, &mut report).await?;
+    if let Some(last) = in_flight.take() {
+        last.finish(&mut session, &mut report).await?;
+    }
     Ok(Json(report))
 }
 
-async fn apply_chunk(
-    state: &AppState,
-    session: &mut Session,
-    chunk: &mut Vec<(u64, MatchEvent)>,
-    report: &mut BatchReport,
-) -> Result<(), ApiError> {
-    if chunk.is_empty() {
-        return Ok(());
+/// A chunk whose appends are on their way to the store.
+struct InFlight {
+    numbers: Vec<u64>,
+    commit: tokio::task::JoinHandle<Result<super::ingest::Committed, IngestFailure>>,
+}
+
+impl InFlight {
+    async fn finish(self, session: &mut Session, report: &mut BatchReport) -> Result<(), ApiError> {
+        let committed =
+            self.commit.await.map_err(|err| ApiError::Unexpected(anyhow::anyhow!("commit task: {err}")))?;
+        session.settle(&committed);
+        let committed = committed.map_err(ingest_failure)?;
+        for (number, result) in self.numbers.into_iter().zip(committed.results) {
+            report.record(Position::Line(number), result.map_err(RejectedReason::from));
+        }
+        Ok(())
     }
-    let (numbers, events): (Vec<u64>, Vec<MatchEvent>) = chunk.drain(..).unzip();
-    let results = state.live.ingestor.ingest_in(session, &events).await.map_err(ingest_failure)?;
-    for (number, result) in numbers.into_iter().zip(results) {
-        report.record(Position::Line(number), result.map_err(RejectedReason::from));
-    }
-    Ok(())
 }
 
 fn parse_event(body: &[u8]) -> Result<MatchEvent, String> {
