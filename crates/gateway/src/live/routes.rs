@@ -248,17 +248,16 @@ pub async fn publish_bulk(
                     message: format!("line exceeds {} bytes", live.config.max_line_bytes),
                 }),
             ),
-            Some(Line::Text(number, text)) => {
-                if !text.iter().all(u8::is_ascii_whitespace) {
-                    match parse_event_at(&text, now) {
-                        Ok(event) => chunk.push((number, event)),
-                        Err(message) => report.record(
-                            Position::Line(number),
-                            Err(RejectedReason { code: "invalid_event", message }),
-                        ),
-                    }
+            Some(Line::Text(_, text)) if text.iter().all(u8::is_ascii_whitespace) => {}
+            Some(Line::Text(number, text)) => match parse_event_at(&text, now) {
+                Ok(event) => chunk.push((number, event)),
+                Err(message) => {
+                    report.record(
+                        Position::Line(number),
+                        Err(RejectedReason { code: "invalid_event", message }),
+                    );
                 }
-            }
+            },
         }
         if chunk.len() >= BULK_CHUNK || (end_of_body && !chunk.is_empty()) {
             let (numbers, events): (Vec<u64>, Vec<MatchEvent>) = chunk.drain(..).unzip();
