@@ -38,6 +38,8 @@ pub enum ApiError {
     Rejected(Rejected),
     #[error("match {0} does not exist")]
     UnknownMatch(String),
+    #[error("player {0} has no rated move yet")]
+    NotRated(u32),
     #[error(transparent)]
     Unauthorized(#[from] AuthError),
     #[error("this gateway already holds {0} live connections; try another replica or retry later")]
@@ -92,6 +94,7 @@ impl ApiError {
             }
             Self::Rejected(rejected) => (StatusCode::CONFLICT, rejected.code()),
             Self::UnknownMatch(_) => (StatusCode::NOT_FOUND, "unknown_match"),
+            Self::NotRated(_) => (StatusCode::NOT_FOUND, "not_rated"),
             Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Self::TooManyConnections(_) => (StatusCode::SERVICE_UNAVAILABLE, "too_many_connections"),
             Self::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
@@ -112,6 +115,7 @@ impl ApiError {
             Self::Worker(WorkerError::Busy(_)) => (StatusCode::SERVICE_UNAVAILABLE, "worker_busy"),
             Self::Worker(WorkerError::DeadlineExceeded(_)) => (StatusCode::GATEWAY_TIMEOUT, "worker_timeout"),
             Self::Worker(WorkerError::Failed(_)) => (StatusCode::BAD_GATEWAY, "worker_failed"),
+            Self::Worker(WorkerError::NotFound(_)) => (StatusCode::NOT_FOUND, "not_found"),
             Self::Unexpected(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }

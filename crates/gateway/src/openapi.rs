@@ -20,6 +20,7 @@ use utoipa::{
     modifiers(&BearerAuth),
     tags(
         (name = "live", description = "publishing events, reading matches, live delivery"),
+        (name = "analytics", description = "player impact, win probability, batch jobs"),
         (name = "bench", description = "the I/O- and CPU-bound benchmark endpoints"),
         (name = "health", description = "liveness and readiness"),
         (name = "dashboard", description = "the live dashboard page"),

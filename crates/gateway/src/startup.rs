@@ -31,7 +31,7 @@ use crate::{
     config::GatewayConfig,
     error::ApiError,
     live::{self, LiveState},
-    routes::{bench, dashboard, health},
+    routes::{analytics, bench, dashboard, health},
     worker::WorkerClient,
 };
 
@@ -174,11 +174,17 @@ fn documented_routes(state: AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(live::routes::publish))
         .routes(routes!(live::routes::list_matches))
         .routes(routes!(live::routes::get_match))
+        .routes(routes!(analytics::match_impact))
+        .routes(routes!(analytics::player_impact))
+        .routes(routes!(analytics::win_probability))
+        .routes(routes!(analytics::start_job))
         .route_layer(middleware::from_fn_with_state(state, request_timeout));
     let streams = OpenApiRouter::new()
         .routes(routes!(live::routes::publish_bulk))
         .routes(routes!(live::ws::live_ws))
-        .routes(routes!(live::sse::live_sse));
+        .routes(routes!(live::sse::live_sse))
+        // A job's progress may be streamed for as long as the job runs.
+        .routes(routes!(analytics::job));
 
     OpenApiRouter::with_openapi(crate::openapi::ApiDoc::openapi())
         .routes(routes!(dashboard::index))

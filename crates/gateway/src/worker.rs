@@ -10,8 +10,13 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use contracts::v1::{ComputeRequest, analytics_service_client::AnalyticsServiceClient};
+use contracts::v1::{
+    self as pb, ComputeRequest, GetJobRequest, JobKind, RunJobRequest, WatchJobRequest,
+    WinProbabilityRequest, analytics_service_client::AnalyticsServiceClient,
+};
 use domain::compute::ComputeSize;
+use futures::{Stream, StreamExt as _};
+use serde::Serialize;
 use tonic::{Code, Status, transport::Channel};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
@@ -38,6 +43,9 @@ pub enum WorkerError {
     DeadlineExceeded(u64),
     #[error("analytics worker failed")]
     Failed(String),
+    /// The worker does not know what was asked for (a job id).
+    #[error("{0}")]
+    NotFound(String),
 }
 
 /// What the worker returned for a compute call.
@@ -46,6 +54,79 @@ pub struct ComputeOutcome {
     pub result: f64,
     pub queue: Duration,
     pub run: Duration,
+}
+
+/// The parts of a match state win probability depends on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScoreLine {
+    pub minute: u16,
+    pub home_goals: u16,
+    pub away_goals: u16,
+    pub home_red_cards: u16,
+    pub away_red_cards: u16,
+}
+
+/// Home win / draw / away win, summing to 1.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Outcome {
+    pub home_win: f64,
+    pub draw: f64,
+    pub away_win: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct WinProbabilities {
+    pub closed_form: Outcome,
+    /// Seeded simulation of the rest of the match.
+    pub monte_carlo: Outcome,
+    /// Simulated matches behind `monte_carlo`.
+    pub samples: u64,
+    /// Time the simulation ran on the worker's pool.
+    pub run_micros: u64,
+}
+
+/// A batch job's progress.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct JobStatus {
+    pub id: String,
+    /// `recompute`.
+    pub kind: &'static str,
+    /// `running`, `succeeded` or `failed`.
+    pub state: &'static str,
+    pub phase: String,
+    pub done: u64,
+    pub total: u64,
+    pub unit: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub started_ms: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_ms: Option<i64>,
+}
+
+impl From<pb::JobProgress> for JobStatus {
+    fn from(progress: pb::JobProgress) -> Self {
+        Self {
+            kind: match progress.kind() {
+                JobKind::Recompute => "recompute",
+                JobKind::Unspecified => "unknown",
+            },
+            state: match progress.state() {
+                pb::JobState::Running => "running",
+                pb::JobState::Succeeded => "succeeded",
+                pb::JobState::Failed => "failed",
+                pb::JobState::Unspecified => "unknown",
+            },
+            error: (!progress.error.is_empty()).then_some(progress.error),
+            finished_ms: (progress.finished_ms > 0).then_some(progress.finished_ms),
+            id: progress.job_id,
+            phase: progress.phase,
+            done: progress.done,
+            total: progress.total,
+            unit: progress.unit,
+            started_ms: progress.started_ms,
+        }
+    }
 }
 
 /// A cheap-to-clone handle on the worker. Connects lazily, so the gateway
@@ -85,6 +166,86 @@ impl WorkerClient {
             queue: Duration::from_micros(response.queue_micros),
             run: Duration::from_micros(response.run_micros),
         })
+    }
+
+    /// Win probabilities for a match state, closed form and Monte Carlo;
+    /// `samples` 0 means the worker's default.
+    pub async fn win_probability(
+        &self,
+        state: ScoreLine,
+        samples: u64,
+    ) -> Result<WinProbabilities, WorkerError> {
+        let mut client = self.analytics.clone();
+        let request = tonic::Request::new(WinProbabilityRequest {
+            minute: u32::from(state.minute),
+            home_goals: u32::from(state.home_goals),
+            away_goals: u32::from(state.away_goals),
+            home_red_cards: u32::from(state.home_red_cards),
+            away_red_cards: u32::from(state.away_red_cards),
+            samples,
+            seed: 0,
+        });
+        let response = self
+            .call("courtside.v1.AnalyticsService/WinProbability", request, async move |request| {
+                client.win_probability(request).await
+            })
+            .await?;
+        let outcome = |o: Option<pb::Outcome>| {
+            let o = o.unwrap_or_default();
+            Outcome { home_win: o.home_win, draw: o.draw, away_win: o.away_win }
+        };
+        Ok(WinProbabilities {
+            closed_form: outcome(response.closed_form),
+            monte_carlo: outcome(response.monte_carlo),
+            samples: response.samples,
+            run_micros: response.run_micros,
+        })
+    }
+
+    /// Starts the batch recompute (or joins the one running) and returns its
+    /// first progress report; the job goes on without us.
+    pub async fn start_recompute(&self) -> Result<JobStatus, WorkerError> {
+        let mut client = self.analytics.clone();
+        let request = tonic::Request::new(RunJobRequest { kind: JobKind::Recompute as i32 });
+        let first = self
+            .call("courtside.v1.AnalyticsService/RunJob", request, async move |request| {
+                let mut stream = client.run_job(request).await?.into_inner();
+                match stream.message().await? {
+                    Some(first) => Ok(tonic::Response::new(first)),
+                    None => Err(Status::internal("the job stream ended before its first report")),
+                }
+            })
+            .await?;
+        Ok(JobStatus::from(first.progress.unwrap_or_default()))
+    }
+
+    /// The latest progress of a job.
+    pub async fn job(&self, id: &str) -> Result<JobStatus, WorkerError> {
+        let mut client = self.analytics.clone();
+        let request = tonic::Request::new(GetJobRequest { job_id: id.to_owned() });
+        let response = self
+            .call("courtside.v1.AnalyticsService/GetJob", request, async move |request| {
+                client.get_job(request).await
+            })
+            .await?;
+        Ok(JobStatus::from(response.progress.unwrap_or_default()))
+    }
+
+    /// Progress reports of a job until it ends. Not bounded by the call
+    /// deadline: a recompute may take minutes, and the stream says so as it
+    /// goes.
+    pub async fn watch_job(&self, id: &str) -> Result<impl Stream<Item = JobStatus> + use<>, WorkerError> {
+        let mut client = self.analytics.clone();
+        let mut request = tonic::Request::new(WatchJobRequest { job_id: id.to_owned() });
+        telemetry::propagation::inject_into_metadata(&tracing::Span::current(), request.metadata_mut());
+        let stream = client
+            .watch_job(request)
+            .await
+            .map_err(|status| {
+                map_status(status, u64::try_from(self.deadline.as_millis()).unwrap_or(u64::MAX))
+            })?
+            .into_inner();
+        Ok(stream.filter_map(|item| async move { item.ok().and_then(|r| r.progress).map(JobStatus::from) }))
     }
 
     /// Asks the worker's health service whether it serves.
@@ -153,6 +314,7 @@ fn map_status(status: Status, deadline_ms: u64) -> WorkerError {
         // tonic reports a server-side `grpc-timeout` expiry as Cancelled.
         Code::DeadlineExceeded | Code::Cancelled => WorkerError::DeadlineExceeded(deadline_ms),
         Code::Unavailable => WorkerError::Unavailable(status.message().to_owned()),
+        Code::NotFound => WorkerError::NotFound(status.message().to_owned()),
         _ => WorkerError::Failed(format!("{}: {}", status.code(), status.message())),
     }
 }

@@ -1,0 +1,211 @@
+//! Player impact, win probability and batch jobs: the analytics tier's
+//! results, served at the edge.
+//!
+//! Leaderboards are read straight from the shared store, where the worker's
+//! stream consumer keeps them current: no gRPC hop for a read. Win
+//! probability is computed on demand by the worker (the Monte Carlo part is
+//! deliberately CPU-heavy), and batch jobs run there; the gateway only
+//! forwards, and maps a saturated worker to 503 with `Retry-After` and a
+//! missed deadline to 504.
+
+use std::convert::Infallible;
+
+use axum::{
+    Json,
+    extract::{Path, Query, State},
+    http::{HeaderMap, StatusCode, header},
+    response::{
+        IntoResponse, Response,
+        sse::{Event, KeepAlive, Sse},
+    },
+};
+use domain::live::MatchId;
+use futures::StreamExt as _;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    error::ApiError,
+    live::{auth, wire::MatchView},
+    startup::AppState,
+    worker::{JobStatus, ScoreLine, WinProbabilities},
+};
+
+/// Players listed when the caller does not say.
+const DEFAULT_TOP: usize = 20;
+const MAX_TOP: usize = 1_000;
+
+#[derive(Debug, Deserialize)]
+pub struct TopQuery {
+    /// How many players to list (default 20, at most 1000).
+    pub top: Option<usize>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PlayerXt {
+    pub player: String,
+    /// Sum of the Expected Threat added by the player's successful moves.
+    pub xt: f64,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct MatchImpact {
+    #[serde(rename = "match")]
+    pub match_id: String,
+    /// Best first.
+    pub players: Vec<PlayerXt>,
+}
+
+/// The players of a match ranked by Expected Threat added.
+#[utoipa::path(get, path = "/v1/matches/{id}/impact", tag = "analytics",
+    params(("id" = String, Path, description = "match id"), ("top" = Option<usize>, Query, description = "players to list")),
+    responses(
+        (status = 200, description = "the match leaderboard (empty until the worker has rated moves)", body = MatchImpact),
+        (status = 400, description = "invalid match id or `top`", body = crate::error::ErrorBody),
+        (status = 503, description = "state store unavailable", body = crate::error::ErrorBody),
+    ))]
+pub async fn match_impact(
+    State(state): State<AppState>,
+    Path(match_id): Path<String>,
+    Query(query): Query<TopQuery>,
+) -> Result<Json<MatchImpact>, ApiError> {
+    let id = MatchId::parse(&match_id).map_err(|err| ApiError::InvalidParameter(err.to_string()))?;
+    let top = top(query.top)?;
+    let ranked = state.store.leaderboard(&format!("impact:match:{id}"), top).await?;
+    let players = ranked.into_iter().map(|r| PlayerXt { player: r.member, xt: r.score }).collect();
+    Ok(Json(MatchImpact { match_id: id.to_string(), players }))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PlayerImpact {
+    pub player: u32,
+    /// Expected Threat added over the season (every match in the stream).
+    pub season_xt: f64,
+}
+
+/// One player's season impact.
+#[utoipa::path(get, path = "/v1/players/{id}/impact", tag = "analytics",
+    params(("id" = u32, Path, description = "player id")),
+    responses(
+        (status = 200, description = "the player's season total", body = PlayerImpact),
+        (status = 400, description = "the id is not a player id", body = crate::error::ErrorBody),
+        (status = 404, description = "the player has no rated move yet", body = crate::error::ErrorBody),
+    ))]
+pub async fn player_impact(
+    State(state): State<AppState>,
+    Path(player): Path<String>,
+) -> Result<Json<PlayerImpact>, ApiError> {
+    let player: u32 = player.parse().map_err(|_| {
+        ApiError::InvalidParameter(format!("player id must be a non-negative integer, got {player:?}"))
+    })?;
+    let season_xt = state
+        .store
+        .leaderboard_score("impact:season", &player.to_string())
+        .await?
+        .ok_or_else(|| ApiError::NotRated(player))?;
+    Ok(Json(PlayerImpact { player, season_xt }))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SamplesQuery {
+    /// Monte Carlo samples (the worker's default when absent; it caps them).
+    pub samples: Option<u64>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct MatchWinProbability {
+    #[serde(rename = "match")]
+    pub match_id: String,
+    pub minute: u16,
+    pub score: crate::live::wire::Score,
+    #[serde(flatten)]
+    pub probabilities: WinProbabilities,
+}
+
+/// Win probability for a match's current state, computed by the worker.
+#[utoipa::path(get, path = "/v1/matches/{id}/win-probability", tag = "analytics",
+    params(("id" = String, Path, description = "match id"), ("samples" = Option<u64>, Query, description = "Monte Carlo samples")),
+    responses(
+        (status = 200, description = "closed form and Monte Carlo estimates", body = MatchWinProbability),
+        (status = 404, description = "no such match", body = crate::error::ErrorBody),
+        (status = 503, description = "worker busy or unavailable; see Retry-After", body = crate::error::ErrorBody),
+        (status = 504, description = "the worker did not answer within its deadline", body = crate::error::ErrorBody),
+    ))]
+pub async fn win_probability(
+    State(state): State<AppState>,
+    Path(match_id): Path<String>,
+    Query(query): Query<SamplesQuery>,
+) -> Result<Json<MatchWinProbability>, ApiError> {
+    let id = MatchId::parse(&match_id).map_err(|err| ApiError::InvalidParameter(err.to_string()))?;
+    let (_, stored) =
+        state.store.log_state(id.as_str()).await?.ok_or_else(|| ApiError::UnknownMatch(id.to_string()))?;
+    let view: MatchView = serde_json::from_slice(&stored).map_err(|err| {
+        ApiError::Unexpected(anyhow::anyhow!("stored match state is not valid json: {err}"))
+    })?;
+    let line = ScoreLine {
+        minute: view.minute,
+        home_goals: view.score.home,
+        away_goals: view.score.away,
+        home_red_cards: view.red_cards.home,
+        away_red_cards: view.red_cards.away,
+    };
+    let probabilities = state.worker.win_probability(line, query.samples.unwrap_or(0)).await?;
+    Ok(Json(MatchWinProbability {
+        match_id: id.to_string(),
+        minute: view.minute,
+        score: view.score,
+        probabilities,
+    }))
+}
+
+/// Starts the batch recompute (xT refit on the whole event stream,
+/// leaderboards rebuilt and swapped in atomically), or joins the one
+/// running. Needs a publish token.
+#[utoipa::path(post, path = "/v1/analytics/jobs", tag = "analytics",
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "started (or already running): its first progress report", body = JobStatus),
+        (status = 401, description = "missing or invalid bearer token", body = crate::error::ErrorBody),
+        (status = 503, description = "worker busy or unavailable", body = crate::error::ErrorBody),
+    ))]
+pub async fn start_job(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    auth::authorize_publisher(&state.live.config.publish_tokens, &headers)?;
+    let status = state.worker.start_recompute().await?;
+    let location = format!("/v1/analytics/jobs/{}", status.id);
+    Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(status)).into_response())
+}
+
+/// A job's progress; with `Accept: text/event-stream`, every report until it
+/// ends, as Server-Sent Events.
+#[utoipa::path(get, path = "/v1/analytics/jobs/{id}", tag = "analytics",
+    params(("id" = String, Path, description = "job id")),
+    responses(
+        (status = 200, description = "the latest report (JSON), or reports as they come (SSE)", body = JobStatus),
+        (status = 404, description = "the worker knows no such job", body = crate::error::ErrorBody),
+    ))]
+pub async fn job(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let wants_stream = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/event-stream"));
+    if !wants_stream {
+        return Ok(Json(state.worker.job(&id).await?).into_response());
+    }
+    let reports = state.worker.watch_job(&id).await?;
+    let events = reports.map(|status| {
+        let data = serde_json::to_string(&status).unwrap_or_default();
+        Ok::<_, Infallible>(Event::default().event("progress").data(data))
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response())
+}
+
+fn top(requested: Option<usize>) -> Result<usize, ApiError> {
+    match requested {
+        None => Ok(DEFAULT_TOP),
+        Some(n) if (1..=MAX_TOP).contains(&n) => Ok(n),
+        Some(n) => Err(ApiError::InvalidParameter(format!("`top` must be between 1 and {MAX_TOP}, got {n}"))),
+    }
+}
