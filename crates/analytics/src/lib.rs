@@ -17,6 +17,7 @@
 //! - [`impact`]: the map-reduce from stream entries to player impact.
 //! - [`consumer`]: the stream consumer that keeps the impact leaderboards
 //!   current, each event counted exactly once.
+//! - [`spadl`]: `courtside xt`, Expected Threat on a CSV of SPADL actions.
 //! - [`jobs`]: the batch recompute (xT refit, leaderboards rebuilt and
 //!   swapped atomically) and its progress.
 
@@ -29,6 +30,7 @@ pub mod jobs;
 pub mod model;
 pub mod pool;
 pub mod service;
+pub mod spadl;
 pub mod startup;
 
 pub use config::WorkerConfig;

@@ -67,6 +67,21 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8080")]
         addr: std::net::SocketAddr,
     },
+    /// Fits Expected Threat on a CSV of SPADL actions and writes the grid and
+    /// per-player totals as JSON (compare with socceraction's `xthreat`).
+    Xt {
+        /// CSV with SPADL columns: type_name, result_name, start_x, start_y,
+        /// end_x, end_y, player_id.
+        #[arg(long)]
+        actions: std::path::PathBuf,
+        /// Where to write the JSON report.
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// Threads for counting and rating (the result does not depend on
+        /// it); defaults to the number of cores.
+        #[arg(long)]
+        threads: Option<std::num::NonZeroUsize>,
+    },
     /// Publishes simulated matches to a running gateway's ingest API.
     Simulate {
         /// The gateway's base URL.
@@ -95,6 +110,21 @@ fn main() -> ExitCode {
             runtime("healthcheck", 1).and_then(|rt| rt.block_on(gateway::health::healthcheck(addr)))
         }
         Some(Command::Simulate { url, token }) => simulate_only(url, token, &cli.simulation, cli.log_format),
+        Some(Command::Xt { actions, out, threads }) => {
+            let threads = threads
+                .or_else(|| std::thread::available_parallelism().ok())
+                .unwrap_or(std::num::NonZeroUsize::MIN);
+            analytics::spadl::run(&actions, &out, threads).map(|report| {
+                println!(
+                    "{} actions, {} moves rated, {} iterations; {} players; wrote {}",
+                    report.actions,
+                    report.rated_moves,
+                    report.iterations,
+                    report.players.len(),
+                    out.display()
+                );
+            })
+        }
         None => run(cli.gateway, cli.worker, cli.log_format, cli.simulate.then_some(cli.simulation)),
     };
     match result {

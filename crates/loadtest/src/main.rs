@@ -63,6 +63,18 @@ enum Cli {
         #[arg(long, default_value = "bulk")]
         prefix: String,
     },
+    /// Times xT (count, fit, rate, player totals) on a seeded synthetic
+    /// season on 1 and 2 threads, and writes the actions as SPADL CSV for
+    /// the socceraction peer.
+    Xt {
+        #[arg(long, default_value_t = 10_000_000)]
+        actions: u64,
+        /// Where to write the SPADL CSV (skipped when absent).
+        #[arg(long)]
+        csv: Option<std::path::PathBuf>,
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+    },
     /// Closed-loop GET requests against a URL.
     Latency {
         #[arg(long)]
@@ -97,10 +109,60 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             startup(&probe, runs, Duration::from_millis(timeout_ms), &command).await
         }
         Cli::Ndjson { matches, bytes, prefix } => ndjson(matches, bytes, &prefix),
+        Cli::Xt { actions, csv, repeats } => xt(actions, csv.as_deref(), repeats),
         Cli::Latency { url, concurrency, requests, warmup, max_secs } => {
             latency(&url, concurrency, requests, warmup, Duration::from_secs(max_secs)).await
         }
     }
+}
+
+fn xt(total: u64, csv: Option<&std::path::Path>, repeats: usize) -> anyhow::Result<()> {
+    use std::io::Write as _;
+
+    use domain::season::{Season, SeasonConfig};
+    let started = Instant::now();
+    let record = Season::new(SeasonConfig::with_total_actions(total, 1)?).play_all();
+    eprintln!("generated {} actions in {:.1} s", record.actions.len(), started.elapsed().as_secs_f64());
+    if let Some(path) = csv {
+        let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+        writeln!(out, "game_id,player_id,start_x,start_y,end_x,end_y,type_name,result_name")?;
+        for a in &record.actions {
+            writeln!(
+                out,
+                "{},{},{},{},{},{},{},{}",
+                a.game().map_or(0, |g| g.get()),
+                a.player(),
+                a.start().x(),
+                a.start().y(),
+                a.end().x(),
+                a.end().y(),
+                a.kind().name(),
+                a.result().name()
+            )?;
+        }
+        out.flush()?;
+        eprintln!("wrote {}", path.display());
+    }
+    let mut best = [f64::MAX; 2];
+    let mut players = [0usize; 2];
+    for _ in 0..repeats.max(1) {
+        for (slot, threads) in [1usize, 2].into_iter().enumerate() {
+            let threads = std::num::NonZeroUsize::new(threads).context("threads")?;
+            let t0 = Instant::now();
+            let report = analytics::spadl::fit(&record.actions, threads, domain::xt::FitConfig::default())?;
+            best[slot] = best[slot].min(t0.elapsed().as_secs_f64());
+            players[slot] = report.players.len();
+        }
+    }
+    anyhow::ensure!(players[0] == players[1], "thread counts disagree");
+    println!(
+        "{{\"label\":\"courtside-xt\",\"actions\":{},\"seconds_1_thread\":{:.4},\"seconds_2_threads\":{:.4},\"parallel_efficiency\":{:.3}}}",
+        record.actions.len(),
+        best[0],
+        best[1],
+        best[0] / (2.0 * best[1])
+    );
+    Ok(())
 }
 
 fn ndjson(matches: u64, bytes: u64, prefix: &str) -> anyhow::Result<()> {
