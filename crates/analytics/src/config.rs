@@ -156,22 +156,9 @@ impl StoreArgs {
     /// safe to print: it never echoes the URL.
     pub fn redis_config(&self) -> Result<Option<store::RedisConfig>, String> {
         let Some(url) = &self.redis_url else { return Ok(None) };
-        check_redis_url(url)
-            .map_err(|reason| format!("invalid --redis-url / COURTSIDE_REDIS_URL: {reason}"))?;
-        Ok(Some(store::RedisConfig {
-            key_prefix: self.redis_prefix.clone(),
-            ..store::RedisConfig::new(url.clone())
-        }))
-    }
-}
-
-fn check_redis_url(raw: &str) -> Result<(), String> {
-    // The url crate's error never echoes the input, so no password leaks.
-    let url = url::Url::parse(raw).map_err(|e| format!("not a url: {e}"))?;
-    match url.scheme() {
-        "redis" | "rediss" if url.host().is_some() => Ok(()),
-        "redis" | "rediss" => Err("the url has no host".into()),
-        other => Err(format!("scheme must be redis or rediss, got {other:?}")),
+        store::RedisConfig::from_settings(url, &self.redis_prefix)
+            .map(Some)
+            .map_err(|reason| format!("invalid --redis-url / COURTSIDE_REDIS_URL: {reason}"))
     }
 }
 

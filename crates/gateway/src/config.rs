@@ -135,12 +135,9 @@ impl GatewayConfig {
     /// The Redis settings, if Redis is configured.
     pub fn redis_config(&self) -> Result<Option<store::RedisConfig>, String> {
         let Some(url) = &self.redis_url else { return Ok(None) };
-        check_redis_url(url)
-            .map_err(|reason| format!("invalid --redis-url / COURTSIDE_REDIS_URL: {reason}"))?;
-        Ok(Some(store::RedisConfig {
-            key_prefix: self.redis_prefix.clone(),
-            ..store::RedisConfig::new(url.clone())
-        }))
+        store::RedisConfig::from_settings(url, &self.redis_prefix)
+            .map(Some)
+            .map_err(|reason| format!("invalid --redis-url / COURTSIDE_REDIS_URL: {reason}"))
     }
 
     pub fn request_timeout(&self) -> Duration {
@@ -225,16 +222,6 @@ fn parse_worker_url(raw: &str) -> Result<String, String> {
         "http" | "https" if url.host().is_some() => Ok(raw.to_owned()),
         "http" | "https" => Err("the url has no host".into()),
         other => Err(format!("scheme must be http or https, got {other:?}")),
-    }
-}
-
-fn check_redis_url(raw: &str) -> Result<(), String> {
-    // The url crate's error never echoes the input, so no password leaks.
-    let url = url::Url::parse(raw).map_err(|e| format!("not a url: {e}"))?;
-    match url.scheme() {
-        "redis" | "rediss" if url.host().is_some() => Ok(()),
-        "redis" | "rediss" => Err("the url has no host".into()),
-        other => Err(format!("scheme must be redis or rediss, got {other:?}")),
     }
 }
 

@@ -127,6 +127,20 @@ impl RedisConfig {
         Self { url: url.into(), key_prefix: "courtside:".into(), timeout: Duration::from_secs(1) }
     }
 
+    /// Settings from a configured URL and key prefix. The URL must be
+    /// `redis://` or `rediss://` with a host. The error is one line and never
+    /// echoes the URL, which may carry a password.
+    pub fn from_settings(url: &str, key_prefix: &str) -> Result<Self, String> {
+        // The url crate's errors never quote their input.
+        let parsed = url::Url::parse(url).map_err(|e| format!("not a url: {e}"))?;
+        match parsed.scheme() {
+            "redis" | "rediss" if parsed.host().is_some() => {}
+            "redis" | "rediss" => return Err("the url has no host".into()),
+            other => return Err(format!("scheme must be redis or rediss, got {other:?}")),
+        }
+        Ok(Self { key_prefix: key_prefix.to_owned(), ..Self::new(url) })
+    }
+
     /// The URL with any password replaced by `***`, safe to log.
     pub fn redacted_url(&self) -> String {
         redact_url(&self.url)
@@ -650,6 +664,17 @@ mod tests {
         let printed = format!("{config:?}");
         assert!(!printed.contains("hunter2"), "{printed}");
         assert!(printed.contains("redis://user:***@cache:6379/0"), "{printed}");
+    }
+
+    #[test]
+    fn configured_urls_are_checked_without_echoing_them() {
+        let config = RedisConfig::from_settings("redis://cache:6379/2", "demo:").expect("valid");
+        assert_eq!((config.url.as_str(), config.key_prefix.as_str()), ("redis://cache:6379/2", "demo:"));
+        let err =
+            RedisConfig::from_settings("http://user:hunter2@cache:6379", "x:").expect_err("wrong scheme");
+        assert_eq!(err, "scheme must be redis or rediss, got \"http\"");
+        assert!(RedisConfig::from_settings("redis://", "x:").is_err());
+        assert!(RedisConfig::from_settings("not a url hunter2", "x:").is_err_and(|e| !e.contains("hunter2")));
     }
 
     #[test]
