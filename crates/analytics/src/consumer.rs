@@ -23,14 +23,41 @@ use store::{ApplyOutcome, FeedEntry, ScoreApply, ScoreIncrement, StateStore, Sto
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
+use domain::winprob::{ScoreState, Side, WinProbModel};
+
 use crate::{
-    feed::{self, FeedDetail},
+    feed::{self, FeedDetail, GoalContext},
     model::{ModelHandle, RatingModel},
     pool::{CpuPool, PoolError},
 };
 
 /// The season leaderboard: every player's xT over all matches.
 pub const SEASON_BOARD: &str = "impact:season";
+
+/// The season leaderboard of win probability added by goals.
+pub const SEASON_WPA_BOARD: &str = "wpa:season";
+
+/// The win-probability-added leaderboard of one match.
+pub fn match_wpa_board(match_id: &str) -> String {
+    format!("wpa:match:{match_id}")
+}
+
+/// How much a goal raised its team's chance of winning, from the score line
+/// just before it (closed form: microseconds, so it runs with the rating).
+/// `None` when the entry does not say, or the state is out of the model's
+/// range.
+pub fn win_probability_added(before: &GoalContext) -> Option<f64> {
+    let state = ScoreState::new(
+        before.minute,
+        before.home_goals,
+        before.away_goals,
+        u8::try_from(before.home_red_cards).ok()?,
+        u8::try_from(before.away_red_cards).ok()?,
+    )
+    .ok()?;
+    let side = if before.scored_by_home { Side::Home } else { Side::Away };
+    WinProbModel::default().win_probability_added(&state, side).ok()
+}
 
 /// The consumer group every worker joins.
 pub const GROUP: &str = "analytics";
@@ -238,6 +265,25 @@ fn rate_batch(entries: &[FeedEntry], model: &RatingModel) -> (Vec<ScoreApply>, u
                             ]
                         })
                         .unwrap_or_default(),
+                    FeedDetail::Goal { scorer: Some(scorer), before: Some(before) } => {
+                        win_probability_added(&before)
+                            .map(|added| {
+                                let member = scorer.get().to_string();
+                                vec![
+                                    ScoreIncrement {
+                                        board: SEASON_WPA_BOARD.into(),
+                                        member: member.clone(),
+                                        delta: added,
+                                    },
+                                    ScoreIncrement {
+                                        board: match_wpa_board(&entry.log),
+                                        member,
+                                        delta: added,
+                                    },
+                                ]
+                            })
+                            .unwrap_or_default()
+                    }
                     _ => Vec::new(),
                 },
                 Err(err) => {

@@ -26,10 +26,24 @@ pub enum FeedDetail {
     Move(Action),
     /// A shot from `start`.
     Shot { player: PlayerId, start: Point },
-    /// A goal for `team`; an own goal has no scorer.
-    Goal { scorer: Option<PlayerId> },
+    /// A goal for `team`; an own goal has no scorer. `before` is the score
+    /// line just before it, when the stream entry carries it.
+    Goal { scorer: Option<PlayerId>, before: Option<GoalContext> },
     /// Anything xT does not count.
     Other,
+}
+
+/// The match as it stood when a goal was scored, from the scorer's point of
+/// view: enough to value the goal (win probability added).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GoalContext {
+    pub minute: u16,
+    pub home_goals: u16,
+    pub away_goals: u16,
+    pub home_red_cards: u16,
+    pub away_red_cards: u16,
+    /// Whether the scoring team plays at home.
+    pub scored_by_home: bool,
 }
 
 /// Why a stream entry could not be used.
@@ -74,7 +88,27 @@ pub fn decode(entry: &FeedEntry) -> Result<FeedEvent, FeedError> {
         (pb::EventKind::Shot, None) => {
             FeedDetail::Shot { player: player(event.player_id)?, start: point(event.start, "start")? }
         }
-        (pb::EventKind::Goal, None) => FeedDetail::Goal { scorer: event.player_id.map(PlayerId::new) },
+        (pb::EventKind::Goal, None) => FeedDetail::Goal {
+            scorer: event.player_id.map(PlayerId::new),
+            before: event.before.as_ref().and_then(|b| {
+                let narrow = |v: u32| u16::try_from(v).ok();
+                let scored_by_home = if event.team_id == b.home_team_id {
+                    true
+                } else if event.team_id == b.away_team_id {
+                    false
+                } else {
+                    return None;
+                };
+                Some(GoalContext {
+                    minute: narrow(event.minute)?,
+                    home_goals: narrow(b.home_goals)?,
+                    away_goals: narrow(b.away_goals)?,
+                    home_red_cards: narrow(b.home_red_cards)?,
+                    away_red_cards: narrow(b.away_red_cards)?,
+                    scored_by_home,
+                })
+            }),
+        },
         _ => FeedDetail::Other,
     };
     Ok(FeedEvent { match_id: event.match_id, seq: event.seq, team: event.team_id, detail })
@@ -171,6 +205,35 @@ pub fn encode_goal(match_id: &str, seq: u64, team: u32, player: u32) -> Vec<u8> 
         team_id: team,
         kind: pb::EventKind::Goal as i32,
         player_id: Some(player),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+/// A goal entry with the score line before it, as the gateway writes one;
+/// team 1 plays at home, team 2 away.
+pub fn encode_goal_in_context(
+    match_id: &str,
+    seq: u64,
+    team: u32,
+    player: u32,
+    minute: u32,
+    score_before: (u32, u32),
+) -> Vec<u8> {
+    pb::MatchEvent {
+        match_id: match_id.to_owned(),
+        seq,
+        minute,
+        team_id: team,
+        kind: pb::EventKind::Goal as i32,
+        player_id: Some(player),
+        before: Some(pb::MatchContext {
+            home_team_id: 1,
+            away_team_id: 2,
+            home_goals: score_before.0,
+            away_goals: score_before.1,
+            ..Default::default()
+        }),
         ..Default::default()
     }
     .encode_to_vec()

@@ -215,3 +215,40 @@ pub fn finish(builder: ActionBuilder) -> StreamTally {
     builder.finish(&mut actions);
     StreamTally::of_actions(&actions)
 }
+
+/// Win probability added by goals, credited to their scorers, per match and
+/// over the season. Summed in stream order, page by page.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct WpaTally {
+    pub matches: std::collections::BTreeMap<String, std::collections::BTreeMap<u32, f64>>,
+    pub season: std::collections::BTreeMap<u32, f64>,
+}
+
+impl WpaTally {
+    /// The goals of one page of the stream.
+    pub fn of_page(page: &[FeedEntry]) -> Self {
+        let mut tally = Self::default();
+        for entry in page {
+            let Ok(event) = feed::decode(entry) else { continue };
+            let FeedDetail::Goal { scorer: Some(scorer), before: Some(before) } = event.detail else {
+                continue;
+            };
+            let Some(added) = crate::consumer::win_probability_added(&before) else { continue };
+            *tally.matches.entry(entry.log.clone()).or_default().entry(scorer.get()).or_default() += added;
+            *tally.season.entry(scorer.get()).or_default() += added;
+        }
+        tally
+    }
+
+    pub fn absorb(&mut self, other: Self) {
+        for (match_id, players) in other.matches {
+            let mine = self.matches.entry(match_id).or_default();
+            for (player, added) in players {
+                *mine.entry(player).or_default() += added;
+            }
+        }
+        for (player, added) in other.season {
+            *self.season.entry(player).or_default() += added;
+        }
+    }
+}

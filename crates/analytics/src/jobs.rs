@@ -24,7 +24,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    consumer::{SEASON_BOARD, match_board},
+    consumer::{SEASON_BOARD, SEASON_WPA_BOARD, match_board, match_wpa_board},
     feed::ActionBuilder,
     impact::{self, PAGE, StreamTally},
     model::{ImpactTally, MODEL_KEY, ModelHandle, ModelSource, RatingModel},
@@ -214,6 +214,7 @@ async fn recompute(inner: &Inner, progress: &watch::Sender<JobProgress>) -> Resu
 
     // Map-reduce over the stream, one pool job per page.
     let mut tally = StreamTally::default();
+    let mut wpa = impact::WpaTally::default();
     let mut builder = ActionBuilder::default();
     let mut through: Option<String> = None;
     let mut done = 0;
@@ -225,13 +226,15 @@ async fn recompute(inner: &Inner, progress: &watch::Sender<JobProgress>) -> Resu
         let Some(last) = page.last() else { break };
         through = Some(last.id.clone());
         let read = page.len();
-        let (returned, page_tally) = run_on_pool(inner, "recompute page", move |cancel| {
+        let (returned, page_tally, page_wpa) = run_on_pool(inner, "recompute page", move |cancel| {
             let tally = impact::tally_page(&page, &mut builder, cancel);
-            (builder, tally)
+            let wpa = impact::WpaTally::of_page(&page);
+            (builder, tally, wpa)
         })
         .await?;
         builder = returned;
         tally.absorb(page_tally.ok_or(JobError::Stopped)?);
+        wpa.absorb(page_wpa);
         done += read as u64;
         progress.send_modify(|p| {
             p.done = done;
@@ -282,6 +285,17 @@ async fn recompute(inner: &Inner, progress: &watch::Sender<JobProgress>) -> Resu
             season.absorb(tally);
         }
         boards.push((SEASON_BOARD.to_owned(), rows(&season, &rating)));
+        // Win probability added by goals: rebuilt with the rest, so the
+        // consumer's skip of entries the rebuild covers loses nothing.
+        let members = |players: &std::collections::BTreeMap<u32, f64>| {
+            players.iter().map(|(player, added)| (player.to_string(), *added)).collect::<Vec<_>>()
+        };
+        for (match_id, players) in &wpa.matches {
+            boards.push((match_wpa_board(match_id), members(players)));
+        }
+        if !wpa.season.is_empty() {
+            boards.push((SEASON_WPA_BOARD.to_owned(), members(&wpa.season)));
+        }
         boards
     })
     .await?;

@@ -296,3 +296,55 @@ async fn a_recompute_refits_on_the_stream_and_swaps_the_boards_in() {
     assert_eq!(err.code(), tonic::Code::NotFound);
     worker.stop().await.expect("stops");
 }
+
+#[tokio::test]
+async fn goals_credit_their_scorers_with_the_win_probability_they_added() {
+    let Some(store) = redis().await else { return };
+    // 0-0 at minute 80, then the home side scores: a big swing. Then 1-0 at
+    // minute 85 and the away side equalises.
+    append(store.as_ref(), "wpa", 1, feed::encode_goal_in_context("wpa", 1, 1, 9, 80, (0, 0))).await;
+    append(store.as_ref(), "wpa", 2, feed::encode_goal_in_context("wpa", 2, 2, 21, 85, (1, 0))).await;
+    // Without context (an older entry) a goal credits nothing, and breaks
+    // nothing.
+    append(store.as_ref(), "wpa", 3, feed::encode_goal("wpa", 3, 1, 9)).await;
+
+    let context = |minute, home, away, home_scores| feed::GoalContext {
+        minute,
+        home_goals: home,
+        away_goals: away,
+        home_red_cards: 0,
+        away_red_cards: 0,
+        scored_by_home: home_scores,
+    };
+    let first = analytics::consumer::win_probability_added(&context(80, 0, 0, true)).expect("in range");
+    let second = analytics::consumer::win_probability_added(&context(85, 1, 0, false)).expect("in range");
+    // A late winner swings the win probability far more than a late
+    // equaliser, which mostly turns a defeat into a draw.
+    assert!(first > 0.3 && second > 0.0 && second < first, "{first} {second}");
+
+    let worker = spawn_worker(WorkerConfig::for_tests(), Arc::clone(&store)).await;
+    let store_ref = store.as_ref();
+    let credited = eventually(Duration::from_secs(20), || async move {
+        store_ref.feed_pending(GROUP).await.unwrap_or(u64::MAX) == 0
+            && store_ref.leaderboard("wpa:match:wpa", 10).await.map(|b| b.len()).unwrap_or(0) == 2
+    })
+    .await;
+    assert!(credited, "the goals were not credited");
+    let scorer = store.leaderboard_score("wpa:season", "9").await.expect("score").expect("credited");
+    let equaliser = store.leaderboard_score("wpa:season", "21").await.expect("score").expect("credited");
+    assert!((scorer - first).abs() < 1e-12, "{scorer} vs {first}");
+    assert!((equaliser - second).abs() < 1e-12, "{equaliser} vs {second}");
+
+    // A recompute rebuilds the same boards from the stream.
+    let mut client = worker.client().await;
+    let mut progress =
+        client.run_job(RunJobRequest { kind: JobKind::Recompute as i32 }).await.expect("job").into_inner();
+    while let Some(update) = progress.message().await.expect("progress") {
+        if update.progress.as_ref().is_some_and(|p| p.state() != JobState::Running) {
+            assert_eq!(update.progress.map(|p| p.state()), Some(JobState::Succeeded));
+            break;
+        }
+    }
+    let rebuilt = store.leaderboard_score("wpa:season", "9").await.expect("score").expect("rebuilt");
+    assert!((rebuilt - first).abs() < 1e-12, "{rebuilt} vs {first}");
+}

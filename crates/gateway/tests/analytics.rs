@@ -99,6 +99,8 @@ async fn leaderboards_fill_from_the_event_stream() {
     for seq in 2..=30 {
         publish_ok(&client, gateway.addr, &pass("rated", seq)).await;
     }
+    // Player 9 scores at minute 12 from 0-0 (see `goal`).
+    publish_ok(&client, gateway.addr, &goal("rated", 31, 1)).await;
     let base = format!("http://{}", gateway.addr);
     let rated = eventually_async(Duration::from_secs(20), || {
         let (client, base) = (&client, &base);
@@ -108,6 +110,7 @@ async fn leaderboards_fill_from_the_event_stream() {
             };
             let board: Value = response.json().await.unwrap_or_default();
             board["players"].as_array().is_some_and(|players| !players.is_empty())
+                && board["goals"].as_array().is_some_and(|goals| goals.len() == 1)
         }
     })
     .await;
@@ -124,6 +127,16 @@ async fn leaderboards_fill_from_the_event_stream() {
         .expect("json");
     assert_eq!(player["player"], 7);
     assert!(player["season_xt"].is_number(), "{player}");
+
+    let scorer: Value = client
+        .get(format!("{base}/v1/players/9/impact"))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert!(scorer["season_wpa"].as_f64().is_some_and(|wpa| wpa > 0.0), "{scorer}");
 
     let nobody = client.get(format!("{base}/v1/players/424242/impact")).send().await.expect("get");
     assert_eq!(nobody.status(), StatusCode::NOT_FOUND);

@@ -173,7 +173,12 @@ impl Ingestor {
                     match next {
                         Err(err) => Some(Err(err.into())),
                         Ok(next) => {
-                            prepared.appends.push(self.build_append(event, &next, &traceparent)?);
+                            prepared.appends.push(self.build_append(
+                                event,
+                                state.as_ref(),
+                                &next,
+                                &traceparent,
+                            )?);
                             prepared.appended_at.push(index);
                             session.states.insert(event.match_id().clone(), Some(next));
                             None
@@ -243,6 +248,7 @@ impl Ingestor {
     fn build_append(
         &self,
         event: &MatchEvent,
+        before: Option<&MatchState>,
         next: &MatchState,
         traceparent: &str,
     ) -> anyhow::Result<LogAppend> {
@@ -259,7 +265,7 @@ impl Ingestor {
             seq: event.seq(),
             entry: Bytes::from(serde_json::to_vec(&frame).context("cannot encode the update")?),
             state: Bytes::from(serde_json::to_vec(&view).context("cannot encode the match state")?),
-            feed_entry: Bytes::from(feed_entry(event, traceparent.to_owned()).encode_to_vec()),
+            feed_entry: Bytes::from(feed_entry(event, before, traceparent.to_owned()).encode_to_vec()),
         })
     }
 }

@@ -258,8 +258,13 @@ pub struct FrameHeader {
     pub state: Box<serde_json::value::RawValue>,
 }
 
-/// The protobuf entry of the durable event stream.
-pub fn feed_entry(event: &MatchEvent, traceparent: String) -> contracts::v1::MatchEvent {
+/// The protobuf entry of the durable event stream. `before` is the match's
+/// state before the event (none for a kickoff).
+pub fn feed_entry(
+    event: &MatchEvent,
+    before: Option<&MatchState>,
+    traceparent: String,
+) -> contracts::v1::MatchEvent {
     use contracts::v1 as pb;
     let point = |p: domain::live::Point| pb::Point { x: p.x(), y: p.y() };
     let team = |t: &Team| pb::Team { id: t.id, name: t.name.clone() };
@@ -270,6 +275,14 @@ pub fn feed_entry(event: &MatchEvent, traceparent: String) -> contracts::v1::Mat
         timestamp_ms: event.timestamp_ms(),
         team_id: event.detail().team().unwrap_or(0),
         traceparent,
+        before: before.map(|state| pb::MatchContext {
+            home_team_id: state.home.id,
+            away_team_id: state.away.id,
+            home_goals: u32::from(state.home_goals),
+            away_goals: u32::from(state.away_goals),
+            home_red_cards: u32::from(state.home_red_cards),
+            away_red_cards: u32::from(state.away_red_cards),
+        }),
         ..Default::default()
     };
     let kind = match event.detail() {

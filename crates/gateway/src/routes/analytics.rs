@@ -51,8 +51,18 @@ pub struct PlayerXt {
 pub struct MatchImpact {
     #[serde(rename = "match")]
     pub match_id: String,
-    /// Best first.
+    /// By Expected Threat added, best first.
     pub players: Vec<PlayerXt>,
+    /// Scorers by the win probability their goals added, best first.
+    pub goals: Vec<PlayerWpa>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PlayerWpa {
+    pub player: String,
+    /// Sum, over the player's goals, of the rise in the team's win
+    /// probability the goal caused.
+    pub wpa: f64,
 }
 
 /// The players of a match ranked by Expected Threat added.
@@ -72,7 +82,9 @@ pub async fn match_impact(
     let top = top(query.top)?;
     let ranked = state.store.leaderboard(&format!("impact:match:{id}"), top).await?;
     let players = ranked.into_iter().map(|r| PlayerXt { player: r.member, xt: r.score }).collect();
-    Ok(Json(MatchImpact { match_id: id.to_string(), players }))
+    let scorers = state.store.leaderboard(&format!("wpa:match:{id}"), top).await?;
+    let goals = scorers.into_iter().map(|r| PlayerWpa { player: r.member, wpa: r.score }).collect();
+    Ok(Json(MatchImpact { match_id: id.to_string(), players, goals }))
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -80,6 +92,8 @@ pub struct PlayerImpact {
     pub player: u32,
     /// Expected Threat added over the season (every match in the stream).
     pub season_xt: f64,
+    /// Win probability added by the player's goals over the season.
+    pub season_wpa: f64,
 }
 
 /// One player's season impact.
@@ -97,12 +111,17 @@ pub async fn player_impact(
     let player: u32 = player.parse().map_err(|_| {
         ApiError::InvalidParameter(format!("player id must be a non-negative integer, got {player:?}"))
     })?;
-    let season_xt = state
-        .store
-        .leaderboard_score("impact:season", &player.to_string())
-        .await?
-        .ok_or_else(|| ApiError::NotRated(player))?;
-    Ok(Json(PlayerImpact { player, season_xt }))
+    let member = player.to_string();
+    let season_xt = state.store.leaderboard_score("impact:season", &member).await?;
+    let season_wpa = state.store.leaderboard_score("wpa:season", &member).await?;
+    if season_xt.is_none() && season_wpa.is_none() {
+        return Err(ApiError::NotRated(player));
+    }
+    Ok(Json(PlayerImpact {
+        player,
+        season_xt: season_xt.unwrap_or(0.0),
+        season_wpa: season_wpa.unwrap_or(0.0),
+    }))
 }
 
 #[derive(Debug, Deserialize)]
