@@ -75,6 +75,12 @@ enum Cli {
         #[arg(long, default_value_t = 3)]
         repeats: usize,
     },
+    /// The ceiling reference: a bare axum server with the same `/slow`
+    /// handler as the gateway and no middleware at all.
+    BareAxum {
+        #[arg(long, default_value = "127.0.0.1:18400")]
+        addr: std::net::SocketAddr,
+    },
     /// Closed-loop GET requests against a URL.
     Latency {
         #[arg(long)]
@@ -110,10 +116,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Cli::Ndjson { matches, bytes, prefix } => ndjson(matches, bytes, &prefix),
         Cli::Xt { actions, csv, repeats } => xt(actions, csv.as_deref(), repeats),
+        Cli::BareAxum { addr } => bare_axum(addr).await,
         Cli::Latency { url, concurrency, requests, warmup, max_secs } => {
             latency(&url, concurrency, requests, warmup, Duration::from_secs(max_secs)).await
         }
     }
+}
+
+async fn bare_axum(addr: std::net::SocketAddr) -> anyhow::Result<()> {
+    use axum::{Json, Router, routing::get};
+    async fn slow() -> Json<serde_json::Value> {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+        Json(serde_json::json!({"status": "ok", "t": t}))
+    }
+    let app = Router::new().route("/slow", get(slow)).route("/healthz", get(|| async { "ok" }));
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("bind {addr}"))?;
+    axum::serve(listener, app).await.context("serve")
 }
 
 fn xt(total: u64, csv: Option<&std::path::Path>, repeats: usize) -> anyhow::Result<()> {
