@@ -4,6 +4,7 @@
 # uvicorn, and a bare axum server as the ceiling for `slow`.
 #
 #   loadtest/http.sh [seconds-per-point]          (default 10)
+#   SYSTEMS="node fastapi" loadtest/http.sh       (a subset)
 #
 # slow: the server pinned to core 0, wrk to core 1; connections 100, 1000,
 #       5000. compute (n = 20,000,000): both cores for the server, 1, 2 and 8
@@ -24,7 +25,13 @@ venv=loadtest/baselines/python/.server-venv
 [ -x $venv/bin/python ] || { python3 -m venv $venv; $venv/bin/pip install -q -r loadtest/baselines/python/server-requirements.txt; }
 
 pid=""
-stop() { [ -n "$pid" ] && { kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; }; [ -n "${worker:-}" ] && { kill "$worker" 2>/dev/null || true; }; pid=""; worker=""; }
+# Children first: a process pool's workers inherit the listening socket.
+stop() {
+  for p in $pid ${worker:-}; do pkill -P "$p" 2>/dev/null || true; kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+  pid=""; worker=""
+}
+systems=${SYSTEMS:-"courtside bare-axum node fastapi"}
+want() { [[ " $systems " == *" $1 "* ]]; }
 trap stop EXIT
 wait_http() { for _ in $(seq 300); do curl -sf "$1" >/dev/null 2>&1 && return 0; sleep 0.05; done; echo "no answer from $1"; return 1; }
 
@@ -34,7 +41,7 @@ run_wrk() { # system scenario connections url [pin]
   local threads=1; [ "$conns" -ge 1000 ] && threads=1
   local report
   report=$($pin wrk -t$threads -c"$conns" -d"${secs}s" --timeout 10s --latency "$url" 2>&1 || true)
-  echo "$report" | awk -v system="$system" -v scenario="$scenario" -v conns="$conns" -v rss="$(awk '/VmRSS/ {print $2}' /proc/$pid/status 2>/dev/null || echo 0)" '
+  echo "$report" | awk -v sys="$system" -v scenario="$scenario" -v conns="$conns" -v rss="$(awk '/VmRSS/ {print $2}' /proc/$pid/status 2>/dev/null || echo 0)" '
     function ms(v) { if (v ~ /us$/) return v/1000; if (v ~ /ms$/) return v+0; if (v ~ /m$/) return v*60000; if (v ~ /s$/) return v*1000; return v }
     /Requests\/sec/ { rps = $2 }
     /^ +50%/ { p50 = ms($2) } /^ +90%/ { p90 = ms($2) } /^ +99%/ { p99 = ms($2) }
@@ -42,7 +49,7 @@ run_wrk() { # system scenario connections url [pin]
     /Socket errors/ { errors = $4 + $6 + $8 + $10; gsub(",", "", errors) }
     /Non-2xx/ { non2xx = $5 }
     /requests in/ { requests = $1 }
-    END { printf "{\"system\":\"%s\",\"scenario\":\"%s\",\"connections\":%d,\"requests\":%d,\"rps\":%.0f,\"p50_ms\":%.2f,\"p90_ms\":%.2f,\"p99_ms\":%.2f,\"max_ms\":%.2f,\"socket_errors\":%d,\"non_2xx\":%d,\"server_rss_kib\":%d}\n", system, scenario, conns, requests, rps, p50, p90, p99, max, errors+0, non2xx+0, rss }'
+    END { printf "{\"system\":\"%s\",\"scenario\":\"%s\",\"connections\":%d,\"requests\":%d,\"rps\":%.0f,\"p50_ms\":%.2f,\"p90_ms\":%.2f,\"p99_ms\":%.2f,\"max_ms\":%.2f,\"socket_errors\":%d,\"non_2xx\":%d,\"server_rss_kib\":%d}\n", sys, scenario, conns, requests, rps, p50, p90, p99, max, errors+0, non2xx+0, rss }'
 }
 
 slow_series() { # system base path
@@ -67,19 +74,27 @@ start_courtside() { # pin
     COURTSIDE_MAX_CONNECTIONS=40000 $1 target/release/courtside-gateway & pid=$!
   wait_http http://127.0.0.1:18100/healthz
 }
+if want courtside; then
 start_courtside "taskset -c 0"; slow_series courtside http://127.0.0.1:18100 /v1/bench/slow; stop
 start_courtside ""; compute_series courtside http://127.0.0.1:18100 "/v1/bench/compute?n=20000000"; stop
+fi
 
+if want bare-axum; then
 taskset -c 0 target/release/courtside-loadtest bare-axum --addr 127.0.0.1:18400 & pid=$!
 wait_http http://127.0.0.1:18400/healthz
 slow_series bare-axum http://127.0.0.1:18400 /slow; stop
+fi
 
+if want node; then
 taskset -c 0 node loadtest/baselines/node/server.js 18300 >/dev/null & pid=$!
 wait_http http://127.0.0.1:18300/healthz; slow_series node http://127.0.0.1:18300 /slow; stop
 node loadtest/baselines/node/server.js 18300 >/dev/null & pid=$!
 wait_http http://127.0.0.1:18300/healthz; compute_series node http://127.0.0.1:18300 "/compute?n=20000000"; stop
+fi
 
+if want fastapi; then
 taskset -c 0 $venv/bin/python loadtest/baselines/python/server.py 18200 & pid=$!
 wait_http http://127.0.0.1:18200/healthz; slow_series fastapi http://127.0.0.1:18200 /slow; stop
 $venv/bin/python loadtest/baselines/python/server.py 18200 & pid=$!
 wait_http http://127.0.0.1:18200/healthz; compute_series fastapi http://127.0.0.1:18200 "/compute?n=20000000"; stop
+fi
