@@ -83,8 +83,7 @@ impl Application {
             body_limit: config.body_limit(),
         };
 
-        let listener = TcpListener::bind(config.listen_addr)
-            .await
+        let listener = bind(config.listen_addr)
             .with_context(|| format!("failed to bind the http listener on {}", config.listen_addr))?;
         let local_addr = listener.local_addr().context("listener has no local address")?;
         Ok(Self { listener, local_addr, state, config })
@@ -135,6 +134,20 @@ impl Application {
         tracing::info!("gateway stopped");
         Ok(())
     }
+}
+
+/// Pending connections the kernel queues for us. tokio's default (1024)
+/// overflows when thousands of clients connect at once (a stadium's worth of
+/// phones when a match starts), and an overflowing queue drops SYNs that
+/// clients only retry after a second.
+const ACCEPT_BACKLOG: u32 = 4096;
+
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket =
+        if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(ACCEPT_BACKLOG)
 }
 
 /// The whole HTTP surface. Public so tests can drive it without a socket.
