@@ -127,7 +127,8 @@ async fn bare_axum(addr: std::net::SocketAddr) -> anyhow::Result<()> {
     use axum::{Json, Router, routing::get};
     async fn slow() -> Json<serde_json::Value> {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+        let t =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
         Json(serde_json::json!({"status": "ok", "t": t}))
     }
     let app = Router::new().route("/slow", get(slow)).route("/healthz", get(|| async { "ok" }));
