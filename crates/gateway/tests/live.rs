@@ -382,3 +382,35 @@ async fn two_gateways_sharing_redis_deliver_to_subscribers_on_both_in_order() {
         .expect("json");
     assert_eq!(state["seq"], 20);
 }
+
+#[tokio::test]
+async fn with_read_tokens_every_read_needs_one() {
+    const READER: &str = "reader-token-0123456789";
+    let app = helpers::spawn_app_with(|_| {}, |gateway| gateway.read_tokens = READER.into()).await;
+    start_match(&app.client, app.gateway.addr, "private", 1).await;
+
+    for path in [
+        "/v1/matches",
+        "/v1/matches/private",
+        "/v1/matches/private/live",
+        "/v1/matches/private/impact",
+        "/v1/matches/private/win-probability",
+        "/v1/players/7/impact",
+        "/v1/live",
+    ] {
+        let refused = app.get(path).await;
+        assert_eq!(refused.status(), StatusCode::UNAUTHORIZED, "{path} without a token");
+        assert_eq!(error_of(refused).await.0, "unauthorized");
+    }
+    let allowed = app.get(&format!("/v1/matches/private?token={READER}")).await;
+    assert_eq!(allowed.status(), StatusCode::OK);
+    let with_header =
+        app.client.get(app.url("/v1/matches")).bearer_auth(READER).send().await.expect("answer");
+    assert_eq!(with_header.status(), StatusCode::OK);
+    // Browsers pass the token in the query string of the WebSocket URL.
+    let (socket, _) =
+        tokio_tungstenite::connect_async(format!("ws://{}/v1/live?token={READER}", app.gateway.addr))
+            .await
+            .expect("websocket with a read token");
+    drop(socket);
+}

@@ -106,6 +106,17 @@ impl LiveState {
         }
     }
 
+    /// Checks a reader against the configured read tokens (reads are public
+    /// when there are none). `query_token` is the `?token=` parameter, for
+    /// browsers, which cannot set headers on WebSocket or EventSource.
+    pub fn authorize_read(
+        &self,
+        headers: &axum::http::HeaderMap,
+        query_token: Option<&str>,
+    ) -> Result<(), auth::AuthError> {
+        auth::authorize_reader(&self.config.read_tokens, &self.config.publish_tokens, headers, query_token)
+    }
+
     fn metrics_connections(&self, delta: i64) {
         self.open_connections.fetch_add(delta, Ordering::Relaxed);
     }

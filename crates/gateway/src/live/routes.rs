@@ -410,12 +410,7 @@ pub async fn list_matches(
     Query(query): Query<LiveQuery>,
 ) -> Result<Json<MatchList>, ApiError> {
     let live = &state.live;
-    auth::authorize_reader(
-        &live.config.read_tokens,
-        &live.config.publish_tokens,
-        &headers,
-        query.token.as_deref(),
-    )?;
+    live.authorize_read(&headers, query.token.as_deref())?;
     let mut states = live.feed.store.log_states().await?;
     states.sort_by(|a, b| a.0.cmp(&b.0));
     let matches = states
@@ -442,12 +437,7 @@ pub async fn get_match(
     Query(query): Query<LiveQuery>,
 ) -> Result<Response, ApiError> {
     let live: &Arc<super::LiveState> = &state.live;
-    auth::authorize_reader(
-        &live.config.read_tokens,
-        &live.config.publish_tokens,
-        &headers,
-        query.token.as_deref(),
-    )?;
+    live.authorize_read(&headers, query.token.as_deref())?;
     let id = MatchId::parse(&match_id).map_err(|err| ApiError::InvalidParameter(err.to_string()))?;
     let hub = &live.feed.hub;
     let state_json = match hub.cached_state(id.as_str()) {

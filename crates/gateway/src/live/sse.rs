@@ -24,7 +24,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_stream::wrappers::{BroadcastStream, errors::BroadcastStreamRecvError};
 
 use super::{
-    LiveState, auth,
+    LiveState,
     feed::{Cursor, Disconnect, Outgoing},
     hub::Frame,
 };
@@ -60,12 +60,7 @@ pub async fn live_sse(
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|rejection| ApiError::InvalidParameter(rejection.body_text()))?;
     let live = state.live.clone();
-    auth::authorize_reader(
-        &live.config.read_tokens,
-        &live.config.publish_tokens,
-        &headers,
-        query.token.as_deref(),
-    )?;
+    live.authorize_read(&headers, query.token.as_deref())?;
     let id = MatchId::parse(&match_id).map_err(|err| ApiError::InvalidParameter(err.to_string()))?;
     let since = match headers.get("last-event-id") {
         Some(value) => {

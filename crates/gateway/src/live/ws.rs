@@ -19,8 +19,10 @@ use std::{collections::HashMap, sync::Arc};
 
 use axum::{
     extract::{
-        State,
-        ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade},
+        Query, State,
+        ws::{
+            CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection,
+        },
     },
     response::{IntoResponse, Response},
 };
@@ -52,12 +54,27 @@ const MAX_SUBSCRIPTIONS: usize = 64;
 /// The WebSocket live feed (protocol in the module documentation; each
 /// update is an [`UpdateMessage`](super::wire::UpdateMessage)).
 #[utoipa::path(get, path = "/v1/live", tag = "live",
+    params(("token" = Option<String>, Query, description = "read token, when reads need one")),
     responses(
+        (status = 401, description = "read tokens are configured and none (or a wrong one) was given", body = crate::error::ErrorBody),
         (status = 101, description = "switching to the WebSocket protocol", body = super::wire::UpdateMessage),
         (status = 503, description = "connection limit reached", body = crate::error::ErrorBody),
     ))]
-pub async fn live_ws(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
+pub async fn live_ws(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    Query(query): Query<TokenQuery>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
     let live = state.live.clone();
+    // Authorisation first, so a refused client learns why whatever it sent.
+    if let Err(err) = live.authorize_read(&headers, query.token.as_deref()) {
+        return ApiError::from(err).into_response();
+    }
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => return ApiError::InvalidParameter(rejection.body_text()).into_response(),
+    };
     let Ok(permit) = live.connections.clone().try_acquire_owned() else {
         return ApiError::TooManyConnections(live.config.max_connections).into_response();
     };
@@ -71,6 +88,12 @@ pub async fn live_ws(State(state): State<AppState>, upgrade: WebSocketUpgrade) -
         .max_message_size(MAX_CLIENT_MESSAGE)
         .max_frame_size(MAX_CLIENT_MESSAGE)
         .on_upgrade(move |socket| connection(socket, live, permit))
+}
+
+/// The read token, for browsers (they cannot set headers on a WebSocket).
+#[derive(Debug, Deserialize)]
+pub struct TokenQuery {
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -38,6 +38,8 @@ const MAX_TOP: usize = 1_000;
 pub struct TopQuery {
     /// How many players to list (default 20, at most 1000).
     pub top: Option<usize>,
+    /// Read token, when reads need one.
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -76,8 +78,10 @@ pub struct PlayerWpa {
 pub async fn match_impact(
     State(state): State<AppState>,
     Path(match_id): Path<String>,
+    headers: HeaderMap,
     Query(query): Query<TopQuery>,
 ) -> Result<Json<MatchImpact>, ApiError> {
+    state.live.authorize_read(&headers, query.token.as_deref())?;
     let id = MatchId::parse(&match_id).map_err(|err| ApiError::InvalidParameter(err.to_string()))?;
     let top = top(query.top)?;
     let ranked = state.store.leaderboard(&format!("impact:match:{id}"), top).await?;
@@ -107,7 +111,10 @@ pub struct PlayerImpact {
 pub async fn player_impact(
     State(state): State<AppState>,
     Path(player): Path<String>,
+    headers: HeaderMap,
+    Query(query): Query<TokenOnly>,
 ) -> Result<Json<PlayerImpact>, ApiError> {
+    state.live.authorize_read(&headers, query.token.as_deref())?;
     let player: u32 = player.parse().map_err(|_| {
         ApiError::InvalidParameter(format!("player id must be a non-negative integer, got {player:?}"))
     })?;
@@ -128,6 +135,14 @@ pub async fn player_impact(
 pub struct SamplesQuery {
     /// Monte Carlo samples (the worker's default when absent; it caps them).
     pub samples: Option<u64>,
+    /// Read token, when reads need one.
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TokenOnly {
+    /// Read token, when reads need one.
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -152,8 +167,10 @@ pub struct MatchWinProbability {
 pub async fn win_probability(
     State(state): State<AppState>,
     Path(match_id): Path<String>,
+    headers: HeaderMap,
     Query(query): Query<SamplesQuery>,
 ) -> Result<Json<MatchWinProbability>, ApiError> {
+    state.live.authorize_read(&headers, query.token.as_deref())?;
     let id = MatchId::parse(&match_id).map_err(|err| ApiError::InvalidParameter(err.to_string()))?;
     let (_, stored) =
         state.store.log_state(id.as_str()).await?.ok_or_else(|| ApiError::UnknownMatch(id.to_string()))?;
@@ -205,7 +222,9 @@ pub async fn job(
     State(state): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
+    Query(query): Query<TokenOnly>,
 ) -> Result<Response, ApiError> {
+    state.live.authorize_read(&headers, query.token.as_deref())?;
     let wants_stream = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
