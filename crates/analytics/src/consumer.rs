@@ -209,7 +209,21 @@ impl Consumer {
         if entries.is_empty() {
             return Ok(());
         }
-        let span = tracing::info_span!("stream.batch", entries = entries.len());
+        let span = tracing::info_span!(
+            "stream.batch",
+            otel.name = "consume events",
+            otel.kind = "consumer",
+            messaging.system = "redis",
+            messaging.batch.message_count = entries.len(),
+        );
+        // Each event was ingested by some request's trace: link to them all,
+        // so a trace shows an event from `POST /v1/events` to its leaderboard
+        // update.
+        for entry in &entries {
+            if let Some(traceparent) = feed::traceparent(entry) {
+                telemetry::propagation::link_to_traceparent(&span, &traceparent);
+            }
+        }
         self.process_batch(entries).instrument(span).await
     }
 

@@ -57,6 +57,12 @@ pub enum FeedError {
     Invalid { id: String, source: ActionError },
 }
 
+/// The W3C trace context the gateway stored with an entry, if any.
+pub fn traceparent(entry: &FeedEntry) -> Option<String> {
+    let event = pb::MatchEvent::decode(entry.entry.as_ref()).ok()?;
+    (!event.traceparent.is_empty()).then_some(event.traceparent)
+}
+
 /// Decodes one stream entry.
 pub fn decode(entry: &FeedEntry) -> Result<FeedEvent, FeedError> {
     let id = || entry.id.clone();

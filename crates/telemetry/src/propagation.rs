@@ -31,6 +31,23 @@ pub fn traceparent(span: &tracing::Span) -> String {
     carrier.remove("traceparent").unwrap_or_default()
 }
 
+/// Links `span` to the span a stored W3C `traceparent` names: for work that
+/// happens later than, and outside of, the request that caused it (a stream
+/// consumer), where a parent would be wrong but the trail must stay
+/// followable. Empty or malformed values are ignored.
+pub fn link_to_traceparent(span: &tracing::Span, traceparent: &str) {
+    use opentelemetry::trace::TraceContextExt as _;
+    if traceparent.is_empty() {
+        return;
+    }
+    let carrier = std::collections::HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
+    let cx = opentelemetry::global::get_text_map_propagator(|propagator| propagator.extract(&carrier));
+    let linked = cx.span().span_context().clone();
+    if linked.is_valid() {
+        span.add_link(linked);
+    }
+}
+
 /// Reads a remote parent context from incoming HTTP or gRPC headers.
 pub fn extract_from_headers(headers: &http::HeaderMap) -> Context {
     opentelemetry::global::get_text_map_propagator(|propagator| propagator.extract(&HeaderExtractor(headers)))

@@ -1,0 +1,66 @@
+//! One ingested event, followed across the event stream: the worker's
+//! consumer span links to the trace of the `POST /v1/events` request that
+//! stored the event, through the `traceparent` kept in the stream entry.
+//!
+//! Alone in its binary because it installs the process-wide subscriber.
+
+mod helpers;
+
+use std::{sync::Arc, time::Duration};
+
+use helpers::live::{kickoff, pass, publish_ok};
+use opentelemetry::trace::SpanKind;
+use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
+use tracing_subscriber::layer::SubscriberExt as _;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_consumer_span_links_to_the_ingest_request() {
+    let exporter = InMemorySpanExporter::default();
+    let provider = SdkTracerProvider::builder().with_simple_exporter(exporter.clone()).build();
+    telemetry::install_propagator();
+    let subscriber = tracing_subscriber::registry().with(telemetry::otel_layer(&provider, "courtside-test"));
+    tracing::subscriber::set_global_default(subscriber).expect("first subscriber in this process");
+
+    // Gateway and worker share the in-process store, as in the all-in-one
+    // binary, so the worker consumes what the gateway ingests.
+    let worker = analytics::Application::build(analytics::WorkerConfig::for_tests()).await.expect("worker");
+    let gateway_config = gateway::GatewayConfig::for_tests(format!("http://{}", worker.local_addr()));
+    let gateway = gateway::Application::build(gateway_config).await.expect("gateway");
+    let worker = worker.with_store(Arc::clone(&gateway.live().feed.store));
+    let addr = gateway.local_addr();
+    tokio::spawn(worker.run_until_stopped(std::future::pending()));
+    tokio::spawn(gateway.run_until_stopped(std::future::pending()));
+
+    let client = reqwest::Client::new();
+    publish_ok(&client, addr, &kickoff("traced")).await;
+    publish_ok(&client, addr, &pass("traced", 2)).await;
+
+    // The two events may be consumed in one batch or in two: gather the
+    // links of every consumer span until both ingest traces are covered.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        provider.force_flush().expect("flush");
+        let spans = exporter.get_finished_spans().expect("spans");
+        let ingests: Vec<&SpanData> =
+            spans.iter().filter(|s| s.name == "POST /v1/events" && s.span_kind == SpanKind::Server).collect();
+        let consumers: Vec<&SpanData> = spans.iter().filter(|s| s.name == "consume events").collect();
+        let linked: Vec<_> =
+            consumers.iter().flat_map(|s| s.links.iter().map(|link| link.span_context.trace_id())).collect();
+        let covered =
+            ingests.len() == 2 && ingests.iter().all(|i| linked.contains(&i.span_context.trace_id()));
+        if covered {
+            assert!(consumers.iter().all(|s| s.span_kind == SpanKind::Consumer), "{:?}", names(&spans));
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "ingest traces not linked; spans: {:?}",
+            names(&spans)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn names(spans: &[SpanData]) -> Vec<String> {
+    spans.iter().map(|s| format!("{:?} {}", s.span_kind, s.name)).collect()
+}
