@@ -174,7 +174,8 @@ pub fn router(state: AppState) -> Router {
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
                 .layer(TraceLayer::new_for_http().make_span_with(http_span).on_response(record_status))
-                .layer(PropagateRequestIdLayer::new(REQUEST_ID)),
+                .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+                .layer(middleware::map_response(trace_id_header)),
         )
         .with_state(state)
 }
@@ -207,6 +208,20 @@ fn documented_routes(state: AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(health::readyz))
         .merge(requests)
         .merge(streams)
+}
+
+const TRACE_ID: HeaderName = HeaderName::from_static("x-trace-id");
+
+/// Tells the client which trace its request is in, so a bug report can
+/// point straight at it. Runs inside the request span; absent when the
+/// request is not traced.
+async fn trace_id_header(mut response: Response<Body>) -> Response<Body> {
+    if let Some(id) = telemetry::propagation::trace_id(&Span::current())
+        && let Ok(value) = http::HeaderValue::from_str(&id)
+    {
+        response.headers_mut().insert(TRACE_ID, value);
+    }
+    response
 }
 
 /// Answers 504 with a JSON body when a request outlives the timeout.

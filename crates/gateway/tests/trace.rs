@@ -26,6 +26,7 @@ async fn one_compute_request_is_one_trace_from_http_to_the_pool() {
     let app = helpers::spawn_app().await;
     let response = app.get("/v1/bench/compute?n=1000").await;
     assert_eq!(response.status(), StatusCode::OK);
+    let trace_header = response.headers().get("x-trace-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
 
     // Server spans end when their response body is done, which can be a
     // moment after the client has read it: poll until all four are in.
@@ -52,6 +53,7 @@ async fn one_compute_request_is_one_trace_from_http_to_the_pool() {
     let pool = find(&spans, "pool compute", SpanKind::Internal);
 
     let trace_id = http.span_context.trace_id();
+    assert_eq!(trace_header, Some(trace_id.to_string()), "the response names the request's trace");
     for span in [client, server, pool] {
         assert_eq!(span.span_context.trace_id(), trace_id, "{} is in another trace", span.name);
     }

@@ -48,6 +48,15 @@ pub fn link_to_traceparent(span: &tracing::Span, traceparent: &str) {
     }
 }
 
+/// The trace id of `span` as 32 hex digits, or `None` when it is not being
+/// traced (no exporter, or not sampled).
+pub fn trace_id(span: &tracing::Span) -> Option<String> {
+    use opentelemetry::trace::TraceContextExt as _;
+    let cx = span.context();
+    let span_context = cx.span().span_context().clone();
+    span_context.is_valid().then(|| span_context.trace_id().to_string())
+}
+
 /// Reads a remote parent context from incoming HTTP or gRPC headers.
 pub fn extract_from_headers(headers: &http::HeaderMap) -> Context {
     opentelemetry::global::get_text_map_propagator(|propagator| propagator.extract(&HeaderExtractor(headers)))
