@@ -51,3 +51,23 @@ pub fn unique_prefix() -> String {
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
     format!("courtside-test:{}:{nanos}:{}:", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
 }
+
+/// Polls an async `check` until it holds or `within` runs out; for tests
+/// that wait on something happening elsewhere (a consumer, a subscriber)
+/// without sleeping a fixed time.
+pub async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -3,7 +3,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc};
 
 use analytics::{Application, WorkerConfig, feed, model::RatingModel};
 use bytes::Bytes;
@@ -84,20 +84,5 @@ pub fn pass(match_id: &str, seq: u64, player: u32) -> Vec<u8> {
     feed::encode_move(match_id, seq, 1, player, (x, y), ((x + 15.0).min(104.0), (y + 3.0).min(67.0)), true)
 }
 
-/// Polls an async check until it holds or `within` runs out.
-pub async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        if check().await {
-            return true;
-        }
-        if tokio::time::Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+#[allow(unused_imports)]
+pub use store::testing::eventually;

@@ -125,20 +125,5 @@ pub async fn eventually(within: std::time::Duration, mut check: impl FnMut() -> 
     }
 }
 
-/// Polls an async `check` until it holds or `within` runs out.
-pub async fn eventually_async<F, Fut>(within: std::time::Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        if check().await {
-            return true;
-        }
-        if tokio::time::Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-}
+#[allow(unused_imports)]
+pub use store::testing::eventually as eventually_async;
