@@ -23,6 +23,11 @@ pub struct WorkerConfig {
     )]
     pub listen_addr: SocketAddr,
 
+    /// Address of the plain-HTTP listener serving Prometheus metrics at
+    /// `/metrics`, or `off`. gRPC clients never see it.
+    #[arg(long, env = "COURTSIDE_ANALYTICS_METRICS_ADDR", default_value = "127.0.0.1:9464")]
+    pub metrics_addr: MetricsAddr,
+
     /// Threads in the CPU pool; defaults to the number of cores.
     #[arg(long, env = "COURTSIDE_POOL_THREADS")]
     pub pool_threads: Option<NonZeroUsize>,
@@ -77,6 +82,33 @@ pub struct WorkerConfig {
     pub xt_bootstrap_seed: u64,
 }
 
+/// Where the metrics listener binds, if anywhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricsAddr(pub Option<SocketAddr>);
+
+impl std::str::FromStr for MetricsAddr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "off" | "" => Ok(Self(None)),
+            addr => addr
+                .parse()
+                .map(|addr| Self(Some(addr)))
+                .map_err(|err| format!("{err}: expected host:port or \"off\"")),
+        }
+    }
+}
+
+impl std::fmt::Display for MetricsAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(addr) => write!(f, "{addr}"),
+            None => f.write_str("off"),
+        }
+    }
+}
+
 /// Default Monte Carlo samples: about 20 ms of one core.
 pub const DEFAULT_WINPROB_SAMPLES: u64 = 1_000_000;
 /// Default cap on requested samples: a few seconds of the whole pool.
@@ -118,6 +150,7 @@ impl WorkerConfig {
     pub fn for_tests() -> Self {
         Self {
             listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            metrics_addr: MetricsAddr(Some(SocketAddr::from(([127, 0, 0, 1], 0)))),
             pool_threads: NonZeroUsize::new(2),
             pool_queue: 16,
             compute_max_n: DEFAULT_MAX_COMPUTE_N,

@@ -27,6 +27,7 @@ use domain::winprob::{ScoreState, Side, WinProbModel};
 
 use crate::{
     feed::{self, FeedDetail, GoalContext},
+    metrics::{CONSUMER_APPLIED, CONSUMER_LAG, CONSUMER_PENDING},
     model::{ModelHandle, RatingModel},
     pool::{CpuPool, PoolError},
 };
@@ -93,6 +94,9 @@ pub enum ConsumerError {
     Pool(#[from] PoolError),
 }
 
+/// How often the backlog gauges are refreshed.
+const GAUGE_EVERY: Duration = Duration::from_secs(1);
+
 /// What the consumer has done so far.
 #[derive(Debug, Default)]
 pub struct ConsumerStats {
@@ -140,6 +144,7 @@ impl Consumer {
         let mut backoff = Duration::from_millis(100);
         let claim_every = (self.config.claim_idle / 2).max(Duration::from_millis(50));
         let mut next_claim = tokio::time::Instant::now();
+        let mut next_gauge = tokio::time::Instant::now();
         while !stop.is_cancelled() {
             let round = async {
                 if !group_ready {
@@ -157,7 +162,13 @@ impl Consumer {
                 () = stop.cancelled() => break,
             };
             match outcome {
-                Ok(_) => backoff = Duration::from_millis(100),
+                Ok(_) => {
+                    backoff = Duration::from_millis(100);
+                    if tokio::time::Instant::now() >= next_gauge {
+                        next_gauge = tokio::time::Instant::now() + GAUGE_EVERY;
+                        self.export_backlog().await;
+                    }
+                }
                 Err(err) => {
                     tracing::warn!(error = %err, retry_in_ms = backoff.as_millis() as u64, "stream consumer round failed");
                     // The group may be gone (a flushed Redis): make sure of it.
@@ -171,6 +182,17 @@ impl Consumer {
             }
         }
         tracing::info!(consumer = %self.config.name, "stream consumer stopped");
+    }
+
+    /// Publishes how far the group is behind the stream and how much it
+    /// holds unacknowledged. Best effort: a failed read skips one sample.
+    async fn export_backlog(&self) {
+        if let Ok(lag) = self.store.feed_lag(&self.config.group).await {
+            metrics::gauge!(CONSUMER_LAG).set(lag as f64);
+        }
+        if let Ok(pending) = self.store.feed_pending(&self.config.group).await {
+            metrics::gauge!(CONSUMER_PENDING).set(pending as f64);
+        }
     }
 
     /// Reads up to one batch of new entries (waiting up to `block`) and
@@ -242,14 +264,16 @@ impl Consumer {
         };
         let (applies, undecodable): (Vec<ScoreApply>, u64) = applies;
         self.stats.undecodable.fetch_add(undecodable, Ordering::Relaxed);
+        metrics::counter!(CONSUMER_APPLIED, "outcome" => "undecodable").increment(undecodable);
         let outcomes = self.store.apply_once(&self.config.group, &applies).await?;
         for outcome in outcomes {
-            let counter = match outcome {
-                ApplyOutcome::Applied => &self.stats.applied,
-                ApplyOutcome::Duplicate => &self.stats.duplicates,
-                ApplyOutcome::Rebuilt => &self.stats.rebuilt,
+            let (counter, label) = match outcome {
+                ApplyOutcome::Applied => (&self.stats.applied, "applied"),
+                ApplyOutcome::Duplicate => (&self.stats.duplicates, "duplicate"),
+                ApplyOutcome::Rebuilt => (&self.stats.rebuilt, "rebuilt"),
             };
             counter.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!(CONSUMER_APPLIED, "outcome" => label).increment(1);
         }
         Ok(())
     }

@@ -150,7 +150,14 @@ impl Jobs {
 
         let inner = Arc::clone(&self.inner);
         tokio::spawn(async move {
+            let started = std::time::Instant::now();
             let outcome = recompute(&inner, &progress).await;
+            metrics::histogram!(
+                crate::metrics::JOB_DURATION,
+                "kind" => "recompute",
+                "outcome" => if outcome.is_ok() { "succeeded" } else { "failed" },
+            )
+            .record(started.elapsed().as_secs_f64());
             progress.send_modify(|p| {
                 p.finished_ms = now_ms();
                 match outcome {

@@ -20,6 +20,8 @@
 //! - [`spadl`]: `courtside xt`, Expected Threat on a CSV of SPADL actions.
 //! - [`jobs`]: the batch recompute (xT refit, leaderboards rebuilt and
 //!   swapped atomically) and its progress.
+//! - [`metrics`]: the worker's Prometheus series, the gRPC layer recording
+//!   call durations, and the `/metrics` listener.
 
 pub mod config;
 pub mod consumer;
@@ -27,6 +29,7 @@ pub mod feed;
 pub mod health;
 pub mod impact;
 pub mod jobs;
+pub mod metrics;
 pub mod model;
 pub mod pool;
 pub mod service;

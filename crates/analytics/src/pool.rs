@@ -19,8 +19,14 @@ use std::{
     time::{Duration, Instant},
 };
 
+use metrics::{counter, gauge, histogram};
 use tokio::sync::{Semaphore, oneshot};
 use tracing::Instrument as _;
+
+use crate::metrics::{
+    POOL_BUSY, POOL_DEADLINE_DROPS, POOL_QUEUE_DEPTH, POOL_QUEUE_WAIT, POOL_REJECTIONS, POOL_RUN,
+    POOL_THREADS,
+};
 
 /// Why a job did not produce a result.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -89,6 +95,7 @@ impl CpuPool {
             .build()
             .context("failed to start the cpu pool")?;
         let capacity = threads.get() + queue;
+        gauge!(POOL_THREADS).set(threads.get() as f64);
         Ok(Self { pool: Arc::new(pool), admission: Arc::new(Semaphore::new(capacity)), capacity })
     }
 
@@ -127,9 +134,12 @@ impl CpuPool {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        let permit = Arc::clone(&self.admission)
-            .try_acquire_owned()
-            .map_err(|_| PoolError::Saturated { capacity: self.capacity })?;
+        let permit = Arc::clone(&self.admission).try_acquire_owned().map_err(|_| {
+            counter!(POOL_REJECTIONS).increment(1);
+            PoolError::Saturated { capacity: self.capacity }
+        })?;
+        let depth = gauge!(POOL_QUEUE_DEPTH);
+        depth.increment(1.0);
 
         let span = tracing::info_span!(
             "pool.task",
@@ -142,7 +152,9 @@ impl CpuPool {
         let admitted = Instant::now();
         let task_span = span.clone();
         self.pool.spawn(move || {
+            depth.decrement(1.0);
             if tx.is_closed() {
+                counter!(POOL_DEADLINE_DROPS).increment(1);
                 return;
             }
             let _entered = task_span.enter();
@@ -152,6 +164,9 @@ impl CpuPool {
             let ran = started.elapsed();
             task_span.record("queue_micros", micros(queued));
             task_span.record("run_micros", micros(ran));
+            histogram!(POOL_QUEUE_WAIT, "task" => name).record(queued.as_secs_f64());
+            histogram!(POOL_RUN, "task" => name).record(ran.as_secs_f64());
+            gauge!(POOL_BUSY).increment(ran.as_secs_f64());
             // Free the slot before answering, so a caller that submits again
             // as soon as it has the result is not refused.
             drop(permit);

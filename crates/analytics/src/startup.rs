@@ -30,6 +30,7 @@ const CONSUMER_BLOCK: Duration = Duration::from_secs(2);
 pub struct Application {
     listener: TcpListener,
     local_addr: SocketAddr,
+    metrics_listener: Option<TcpListener>,
     config: WorkerConfig,
     pool: CpuPool,
     store: Arc<dyn StateStore>,
@@ -43,12 +44,28 @@ impl Application {
     /// State starts in process; [`Application::with_store`] replaces it with
     /// the store the gateway writes the event stream to.
     pub async fn build(config: WorkerConfig) -> anyhow::Result<Self> {
+        // Before any metric handle is taken: handles taken earlier go nowhere.
+        telemetry::metrics::install();
+        crate::metrics::describe();
         let pool = CpuPool::new(config.pool_threads(), config.pool_queue)?;
         let listener = TcpListener::bind(config.listen_addr)
             .await
             .with_context(|| format!("failed to bind the gRPC listener on {}", config.listen_addr))?;
         let local_addr = listener.local_addr().context("listener has no local address")?;
-        Ok(Self { listener, local_addr, config, pool, store: Arc::new(MemoryStore::new()) })
+        let metrics_listener = match config.metrics_addr.0 {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("failed to bind the metrics listener on {addr}"))?,
+            ),
+            None => None,
+        };
+        Ok(Self { listener, local_addr, metrics_listener, config, pool, store: Arc::new(MemoryStore::new()) })
+    }
+
+    /// Where `/metrics` is served, if anywhere.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref().and_then(|listener| listener.local_addr().ok())
     }
 
     /// Uses `store` for the event stream, the leaderboards and the model.
@@ -141,8 +158,14 @@ impl Application {
         );
 
         let stop = CancellationToken::new();
+        let probe = telemetry::metrics::spawn_runtime_probe("worker");
+        let metrics = self.metrics_listener.map(|listener| {
+            tracing::info!(addr = ?listener.local_addr().ok(), "metrics at /metrics");
+            tokio::spawn(crate::metrics::serve(listener, background.clone().cancelled_owned()))
+        });
         let server = Server::builder()
             .trace_fn(server_span)
+            .layer(crate::metrics::GrpcMetricsLayer)
             .add_service(health_service)
             .add_service(reflection)
             .add_service(AnalyticsServiceServer::new(analytics))
@@ -159,6 +182,12 @@ impl Application {
         };
         let served = lifecycle::run_with_grace(server, signal, self.config.shutdown_grace()).await;
         background.cancel();
+        probe.abort();
+        if let Some(metrics) = metrics
+            && let Ok(Err(err)) = metrics.await
+        {
+            tracing::warn!(error = %err, "metrics listener failed");
+        }
         let _ = schedule.await;
         if let Some(consumer) = consumer {
             let _ = consumer.await;

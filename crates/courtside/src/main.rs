@@ -138,7 +138,7 @@ fn main() -> ExitCode {
 
 fn run(
     mut gateway_config: gateway::GatewayConfig,
-    worker_config: analytics::WorkerConfig,
+    mut worker_config: analytics::WorkerConfig,
     log_format: telemetry::LogFormat,
     simulation: Option<SimulationArgs>,
 ) -> anyhow::Result<()> {
@@ -163,6 +163,9 @@ fn run(
     let telemetry = gateway_rt.block_on(async { telemetry::init("courtside", log_format) })?;
 
     let stop = CancellationToken::new();
+    // Both tiers record into one registry here, which the gateway's
+    // /metrics serves whole: no second listener.
+    worker_config.metrics_addr = analytics::config::MetricsAddr(None);
     let worker = worker_rt.block_on(analytics::Application::build(worker_config))?;
     gateway_config.worker_url = format!("http://{}", worker.local_addr());
     let worker_addr = worker.local_addr();

@@ -94,6 +94,12 @@ pub struct GatewayConfig {
     #[arg(long, env = "COURTSIDE_MAX_LINE_BYTES", default_value_t = 64 * 1024, value_parser = clap::value_parser!(u64).range(64..=(16 << 20)))]
     pub max_line_bytes: u64,
 
+    /// Milliseconds one poll of a request's future may take on the event
+    /// loop before the runtime-fit report says the route belongs on the
+    /// worker (`GET /v1/debug/runtime-fit`).
+    #[arg(long, env = "COURTSIDE_SLOW_POLL_MS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub slow_poll_ms: u64,
+
     /// Seconds in-flight requests may take to finish after a shutdown signal.
     #[arg(id = "gateway_shutdown_grace", long = "gateway-shutdown-grace", env = "COURTSIDE_GATEWAY_SHUTDOWN_GRACE_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=300))]
     pub shutdown_grace_secs: u64,
@@ -148,6 +154,10 @@ impl GatewayConfig {
         Duration::from_millis(self.worker_deadline_ms)
     }
 
+    pub fn slow_poll_threshold(&self) -> Duration {
+        Duration::from_millis(self.slow_poll_ms)
+    }
+
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs)
     }
@@ -178,6 +188,7 @@ impl GatewayConfig {
             write_timeout_ms: 10_000,
             socket_send_buffer_bytes: 128 * 1024,
             max_line_bytes: 64 * 1024,
+            slow_poll_ms: 10,
             shutdown_grace_secs: 5,
         }
     }

@@ -11,11 +11,15 @@
 //! - [`error`]: [`error::ApiError`], the one mapping from failures to HTTP
 //!   responses with a JSON body.
 //! - [`health`]: the `healthcheck` subcommand used by container healthchecks.
+//! - [`metrics`]: the Prometheus series and the middleware that records them;
+//!   [`fit`]: the per-route runtime-fit report it feeds.
 
 pub mod config;
 pub mod error;
+pub mod fit;
 pub mod health;
 pub mod live;
+pub mod metrics;
 pub mod openapi;
 pub mod routes;
 pub mod startup;

@@ -23,6 +23,7 @@ use utoipa::{
         (name = "analytics", description = "player impact, win probability, batch jobs"),
         (name = "bench", description = "the I/O- and CPU-bound benchmark endpoints"),
         (name = "health", description = "liveness and readiness"),
+        (name = "ops", description = "metrics and the runtime-fit report, for operators"),
         (name = "dashboard", description = "the live dashboard page"),
     )
 )]

@@ -30,8 +30,9 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::{
     config::GatewayConfig,
     error::ApiError,
+    fit::RuntimeFit,
     live::{self, LiveState},
-    routes::{analytics, bench, dashboard, health},
+    routes::{analytics, bench, dashboard, health, ops},
     worker::WorkerClient,
 };
 
@@ -43,6 +44,7 @@ pub struct AppState {
     pub store: Arc<dyn StateStore>,
     pub worker: WorkerClient,
     pub live: Arc<LiveState>,
+    pub fit: Arc<RuntimeFit>,
     pub request_timeout: Duration,
     pub body_limit: usize,
 }
@@ -54,11 +56,15 @@ pub struct Application {
     local_addr: SocketAddr,
     state: AppState,
     config: GatewayConfig,
+    extra_routes: Router<AppState>,
 }
 
 impl Application {
     /// Connects (lazily) to the store and the worker and binds the listener.
     pub async fn build(config: GatewayConfig) -> anyhow::Result<Self> {
+        // Before any metric handle is taken: handles taken earlier go nowhere.
+        telemetry::metrics::install();
+        crate::metrics::describe();
         let store: Arc<dyn StateStore> = match config.redis_config().map_err(anyhow::Error::msg)? {
             Some(redis) => {
                 tracing::info!(url = %redis.redacted_url(), prefix = %redis.key_prefix, "state store: redis");
@@ -79,6 +85,7 @@ impl Application {
             store,
             worker,
             live,
+            fit: Arc::new(RuntimeFit::new(config.slow_poll_threshold())),
             request_timeout: config.request_timeout(),
             body_limit: config.body_limit(),
         };
@@ -86,7 +93,14 @@ impl Application {
         let listener = bind(config.listen_addr)
             .with_context(|| format!("failed to bind the http listener on {}", config.listen_addr))?;
         let local_addr = listener.local_addr().context("listener has no local address")?;
-        Ok(Self { listener, local_addr, state, config })
+        Ok(Self { listener, local_addr, state, config, extra_routes: Router::new() })
+    }
+
+    /// Adds routes of your own, served behind the same middleware (request
+    /// ids, traces, metrics, runtime fit) as the built-in ones.
+    pub fn with_routes(mut self, routes: Router<AppState>) -> Self {
+        self.extra_routes = self.extra_routes.merge(routes);
+        self
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -107,7 +121,8 @@ impl Application {
             Arc::clone(&self.state.store),
             live.stop.clone(),
         ));
-        let app = router(self.state);
+        let probe = telemetry::metrics::spawn_runtime_probe("gateway");
+        let app = router_with(self.state, self.extra_routes);
         tracing::info!(addr = %self.local_addr, worker = %self.config.worker_url, "gateway listening");
 
         let stop = CancellationToken::new();
@@ -130,6 +145,7 @@ impl Application {
         let served = lifecycle::run_with_grace(server, signal, self.config.shutdown_grace()).await;
         live.stop.cancel();
         let _ = bridge.await;
+        probe.abort();
         served.context("http server failed")?;
         tracing::info!("gateway stopped");
         Ok(())
@@ -151,13 +167,18 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 /// The whole HTTP surface. Public so tests can drive it without a socket.
+pub fn router(state: AppState) -> Router {
+    router_with(state, Router::new())
+}
+
+/// The HTTP surface plus `extra` routes, all behind the same middleware.
 ///
 /// Middleware, outermost first: a request id is set (or kept, if the client
 /// sent one), the request span opens with it, the id is copied onto the
-/// response, and request bodies read whole are capped. Ordinary requests
-/// get the request timeout; streams (bulk ingest, WebSocket, SSE) do not,
-/// as they are meant to last.
-pub fn router(state: AppState) -> Router {
+/// response, the request is measured (metrics, runtime fit), and request
+/// bodies read whole are capped. Ordinary requests get the request timeout;
+/// streams (bulk ingest, WebSocket, SSE) do not, as they are meant to last.
+pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
     let (routes, openapi) = documented_routes(state.clone()).split_for_parts();
     // Rendered once: the document never changes while the process runs.
     let document = bytes::Bytes::from(openapi.to_json().unwrap_or_else(|_| "{}".into()));
@@ -168,8 +189,10 @@ pub fn router(state: AppState) -> Router {
                 std::future::ready(([(http::header::CONTENT_TYPE, "application/json")], document.clone()))
             }),
         )
+        .merge(extra)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(state.body_limit))
+        .layer(middleware::from_fn_with_state(state.clone(), crate::metrics::track))
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
@@ -206,6 +229,8 @@ fn documented_routes(state: AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(dashboard::style_css))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
+        .routes(routes!(ops::metrics))
+        .routes(routes!(ops::runtime_fit))
         .merge(requests)
         .merge(streams)
 }

@@ -285,7 +285,19 @@ impl WorkerClient {
         telemetry::propagation::inject_into_metadata(&span, request.metadata_mut());
 
         async move {
+            let started = std::time::Instant::now();
             let outcome = tokio::time::timeout(deadline, send(request)).await;
+            let code = match &outcome {
+                Err(_elapsed) => tonic::Code::DeadlineExceeded,
+                Ok(Ok(_)) => tonic::Code::Ok,
+                Ok(Err(status)) => status.code(),
+            };
+            metrics::histogram!(
+                crate::metrics::RPC_CLIENT_DURATION,
+                "rpc_method" => path,
+                "rpc_grpc_status_code" => (code as i32).to_string(),
+            )
+            .record(started.elapsed().as_secs_f64());
             let result = match outcome {
                 Err(_elapsed) => Err(WorkerError::DeadlineExceeded(deadline_ms)),
                 Ok(Ok(response)) => {

@@ -1,6 +1,8 @@
 //! One ingested event, followed across the event stream: the worker's
 //! consumer span links to the trace of the `POST /v1/events` request that
 //! stored the event, through the `traceparent` kept in the stream entry.
+//! The ingest trace shows its Redis round trips as client spans, and each
+//! update fanned out to subscribers gets one span with the fan-out count.
 //!
 //! Alone in its binary because it installs the process-wide subscriber.
 
@@ -8,7 +10,7 @@ mod helpers;
 
 use std::{sync::Arc, time::Duration};
 
-use helpers::live::{kickoff, pass, publish_ok};
+use helpers::live::{WsClient, kickoff, pass, publish_ok};
 use opentelemetry::trace::SpanKind;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
 use tracing_subscriber::layer::SubscriberExt as _;
@@ -21,10 +23,13 @@ async fn the_consumer_span_links_to_the_ingest_request() {
     let subscriber = tracing_subscriber::registry().with(telemetry::otel_layer(&provider, "courtside-test"));
     tracing::subscriber::set_global_default(subscriber).expect("first subscriber in this process");
 
-    // Gateway and worker share the in-process store, as in the all-in-one
-    // binary, so the worker consumes what the gateway ingests.
+    let Some(redis) = store::testing::redis_config().await else { return };
+    // Gateway and worker share one Redis store, so the worker consumes what
+    // the gateway ingests.
     let worker = analytics::Application::build(analytics::WorkerConfig::for_tests()).await.expect("worker");
-    let gateway_config = gateway::GatewayConfig::for_tests(format!("http://{}", worker.local_addr()));
+    let mut gateway_config = gateway::GatewayConfig::for_tests(format!("http://{}", worker.local_addr()));
+    gateway_config.redis_url = Some(redis.url.clone());
+    gateway_config.redis_prefix = redis.key_prefix.clone();
     let gateway = gateway::Application::build(gateway_config).await.expect("gateway");
     let worker = worker.with_store(Arc::clone(&gateway.live().feed.store));
     let addr = gateway.local_addr();
@@ -33,7 +38,10 @@ async fn the_consumer_span_links_to_the_ingest_request() {
 
     let client = reqwest::Client::new();
     publish_ok(&client, addr, &kickoff("traced")).await;
+    let mut subscriber = WsClient::connect(addr).await;
+    assert_eq!(subscriber.subscribe("traced", None).await["type"], "subscribed");
     publish_ok(&client, addr, &pass("traced", 2)).await;
+    assert_eq!(subscriber.recv().await["seq"], 2);
 
     // The two events may be consumed in one batch or in two: gather the
     // links of every consumer span until both ingest traces are covered.
@@ -48,8 +56,26 @@ async fn the_consumer_span_links_to_the_ingest_request() {
             consumers.iter().flat_map(|s| s.links.iter().map(|link| link.span_context.trace_id())).collect();
         let covered =
             ingests.len() == 2 && ingests.iter().all(|i| linked.contains(&i.span_context.trace_id()));
-        if covered {
+        let fanout = spans.iter().find(|s| s.name == "live fanout");
+        if covered && let Some(fanout) = fanout {
             assert!(consumers.iter().all(|s| s.span_kind == SpanKind::Consumer), "{:?}", names(&spans));
+            // The pass's ingest: its append went to Redis as a child span.
+            let ingest = ingests[1];
+            let redis: Vec<&SpanData> = spans
+                .iter()
+                .filter(|s| {
+                    s.span_kind == SpanKind::Client
+                        && s.span_context.trace_id() == ingest.span_context.trace_id()
+                        && attribute(s, "db.system.name").as_deref() == Some("redis")
+                })
+                .collect();
+            assert!(
+                redis.iter().any(|s| s.name == "EVALSHA"),
+                "no redis append span in the ingest trace: {:?}",
+                names(&spans)
+            );
+            assert_eq!(attribute(fanout, "fan_out").as_deref(), Some("1"), "one local subscriber");
+            assert_eq!(attribute(fanout, "seq").as_deref(), Some("2"));
             break;
         }
         assert!(
@@ -59,6 +85,10 @@ async fn the_consumer_span_links_to_the_ingest_request() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+fn attribute(span: &SpanData, key: &str) -> Option<String> {
+    span.attributes.iter().find(|kv| kv.key.as_str() == key).map(|kv| kv.value.to_string())
 }
 
 fn names(spans: &[SpanData]) -> Vec<String> {

@@ -24,6 +24,7 @@
 pub mod feed;
 pub mod log;
 mod memory;
+mod observed;
 mod redis_store;
 
 use std::{fmt, pin::Pin, time::Duration};
@@ -34,6 +35,7 @@ use futures::{Stream, StreamExt as _};
 pub use log::{AppendOutcome, HistoryLimits, LIVE_CHANNEL, LogAppend, LogSlice};
 
 pub use memory::MemoryStore;
+pub use observed::DB_DURATION;
 pub use redis_store::{RedisConfig, RedisStore};
 
 /// What went wrong talking to the store.
@@ -151,6 +153,10 @@ pub trait StateStore: Send + Sync + fmt::Debug + 'static {
 
     /// Entries of `group` delivered and not yet acknowledged.
     async fn feed_pending(&self, group: &str) -> Result<u64, StoreError>;
+
+    /// Entries of the stream not yet delivered to `group`: how far its
+    /// consumers are behind the ingest.
+    async fn feed_lag(&self, group: &str) -> Result<u64, StoreError>;
 
     /// For each apply, in order and each atomically: applies its increments
     /// unless its token was seen before or the last leaderboard rebuild

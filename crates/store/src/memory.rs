@@ -342,6 +342,12 @@ impl StateStore for MemoryStore {
         Ok(self.lock().group(group)?.pending.len() as u64)
     }
 
+    async fn feed_lag(&self, group: &str) -> Result<u64, StoreError> {
+        let mut inner = self.lock();
+        let len = inner.feed.len();
+        Ok(len.saturating_sub(inner.group(group)?.delivered) as u64)
+    }
+
     async fn apply_once(&self, group: &str, applies: &[ScoreApply]) -> Result<Vec<ApplyOutcome>, StoreError> {
         let mut inner = self.lock();
         applies.iter().map(|apply| inner.apply(group, apply)).collect()

@@ -2,7 +2,11 @@
 //! reconnects on its own) for commands, and a dedicated connection per
 //! subscription, as Redis requires.
 
-use std::{collections::HashSet, fmt, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    fmt,
+    time::Duration,
+};
 
 use bytes::Bytes;
 use futures::StreamExt as _;
@@ -16,6 +20,7 @@ use crate::{
     AppendOutcome, ApplyOutcome, FeedEntry, HistoryLimits, LIVE_CHANNEL, LeaderboardReplace, LogAppend,
     LogSlice, Ranked, ScoreApply, StateStore, StoreError, Subscription,
     feed::{JOURNAL_MAX_LEN, MAX_BLOCK},
+    observed::Observed,
 };
 
 /// The atomic append described in `log.rs`. Keys: heads hash, states hash,
@@ -161,11 +166,11 @@ impl fmt::Debug for RedisConfig {
 #[derive(Clone)]
 pub struct RedisStore {
     client: Client,
-    commands: ConnectionManager,
+    commands: Observed,
     /// A connection of its own for blocking reads: a blocked command holds
     /// up everything behind it on its connection, and `commands` serves
     /// requests that must stay fast.
-    blocking: ConnectionManager,
+    blocking: Observed,
     prefix: String,
     timeout: Duration,
     append_script: redis::Script,
@@ -198,8 +203,8 @@ impl RedisStore {
             ConnectionManager::new_lazy_with_config(client.clone(), blocking_config).map_err(map_error)?;
         Ok(Self {
             client,
-            commands,
-            blocking,
+            commands: Observed(commands),
+            blocking: Observed(blocking),
             prefix: config.key_prefix.clone(),
             timeout: config.timeout,
             append_script: redis::Script::new(APPEND_SCRIPT),
@@ -525,6 +530,29 @@ impl StateStore for RedisStore {
         Ok(count)
     }
 
+    async fn feed_lag(&self, group: &str) -> Result<u64, StoreError> {
+        let mut conn = self.commands.clone();
+        let groups: Vec<HashMap<String, redis::Value>> = redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg(self.feed_key())
+            .query_async(&mut conn)
+            .await
+            .map_err(map_error)?;
+        let info = groups
+            .iter()
+            .find(|info| matches!(info.get("name"), Some(name) if value_text(name).as_deref() == Some(group)))
+            .ok_or_else(|| StoreError::Backend(format!("no consumer group {group}")))?;
+        match info.get("lag").and_then(value_int) {
+            Some(lag) => Ok(lag),
+            // Redis cannot tell after some deletions; the stream's length
+            // less what the group has read is the same figure.
+            None => {
+                let read = info.get("entries-read").and_then(value_int).unwrap_or(0);
+                Ok(self.feed_len().await?.saturating_sub(read))
+            }
+        }
+    }
+
     async fn apply_once(&self, group: &str, applies: &[ScoreApply]) -> Result<Vec<ApplyOutcome>, StoreError> {
         if applies.is_empty() {
             return Ok(Vec::new());
@@ -611,6 +639,14 @@ fn feed_entry(id: &StreamId) -> Option<FeedEntry> {
     let seq: u64 = id.get("seq")?;
     let entry: Vec<u8> = id.get("e")?;
     Some(FeedEntry { id: id.id.clone(), log, seq, entry: Bytes::from(entry) })
+}
+
+fn value_text(value: &redis::Value) -> Option<String> {
+    redis::from_redis_value_ref::<String>(value).ok()
+}
+
+fn value_int(value: &redis::Value) -> Option<u64> {
+    redis::from_redis_value_ref::<u64>(value).ok()
 }
 
 fn outcome((code, head): (i64, u64)) -> AppendOutcome {

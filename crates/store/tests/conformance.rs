@@ -267,14 +267,17 @@ async fn a_group_delivers_each_entry_once_until_acknowledged(store: &dyn StateSt
     fill_feed(store, "g1", 3).await;
     store.feed_group_create(GROUP).await.expect("create");
     store.feed_group_create(GROUP).await.expect("creating again is a no-op");
+    assert_eq!(store.feed_lag(GROUP).await.expect("lag"), 3, "nothing delivered yet");
 
     let first = store.feed_read_group(GROUP, "a", 2, Duration::ZERO).await.expect("read");
     assert_eq!(seqs(&first), vec![1, 2]);
+    assert_eq!(store.feed_lag(GROUP).await.expect("lag"), 1, "delivered entries leave the lag");
     let second = store.feed_read_group(GROUP, "b", 10, Duration::ZERO).await.expect("read");
     assert_eq!(seqs(&second), vec![3], "another consumer gets only what nobody got");
     let none = store.feed_read_group(GROUP, "a", 10, Duration::from_millis(50)).await.expect("read");
     assert!(none.is_empty(), "{none:?}");
     assert_eq!(store.feed_pending(GROUP).await.expect("pending"), 3);
+    assert_eq!(store.feed_lag(GROUP).await.expect("lag"), 0);
 
     let ids: Vec<String> = first.iter().chain(&second).map(|e| e.id.clone()).collect();
     assert_eq!(store.feed_ack(GROUP, &ids).await.expect("ack"), 3);

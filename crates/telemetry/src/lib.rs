@@ -7,11 +7,14 @@
 //! - [`propagation`] carries W3C trace context across the gRPC hop, so a
 //!   request to the gateway and the work it causes in the analytics worker
 //!   share one trace.
+//! - [`metrics`] installs the Prometheus recorder both tiers' `/metrics`
+//!   render, and the event-loop lag probe.
 //!
 //! The standard OpenTelemetry variables apply as the SDK reads them:
 //! `OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_TRACES_SAMPLER`,
 //! `OTEL_TRACES_SAMPLER_ARG`, `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`.
 
+pub mod metrics;
 pub mod propagation;
 
 use std::{fmt, str::FromStr, time::Duration};
@@ -26,7 +29,11 @@ use opentelemetry_sdk::{
 use tracing::Subscriber;
 use tracing_opentelemetry::OpenTelemetryLayer;
 use tracing_subscriber::{
-    EnvFilter, Layer as _, layer::SubscriberExt as _, registry::LookupSpan, util::SubscriberInitExt as _,
+    EnvFilter, Layer as _,
+    fmt::{FmtContext, FormatEvent, FormatFields, format::Writer},
+    layer::SubscriberExt as _,
+    registry::LookupSpan,
+    util::SubscriberInitExt as _,
 };
 
 /// The environment variable that switches OTLP export on.
@@ -100,19 +107,15 @@ impl Drop for TelemetryGuard {
 pub fn init(service_name: &'static str, format: LogFormat) -> anyhow::Result<TelemetryGuard> {
     install_propagator();
 
-    let provider =
-        if std::env::var_os(ENV_OTLP_ENDPOINT).is_some() { Some(otlp_provider(service_name)?) } else { None };
+    // Compose files pass the variable through as empty when export is off.
+    let export = std::env::var_os(ENV_OTLP_ENDPOINT).is_some_and(|endpoint| !endpoint.is_empty());
+    let provider = if export { Some(otlp_provider(service_name)?) } else { None };
     let otel = provider.as_ref().map(|p| otel_layer(p, service_name));
 
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let fmt = match format {
         LogFormat::Pretty => tracing_subscriber::fmt::layer().with_target(false).boxed(),
-        LogFormat::Json => tracing_subscriber::fmt::layer()
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .boxed(),
+        LogFormat::Json => json_layer(std::io::stderr).boxed(),
     };
 
     tracing_subscriber::registry()
@@ -122,6 +125,90 @@ pub fn init(service_name: &'static str, format: LogFormat) -> anyhow::Result<Tel
         .try_init()
         .context("failed to install the tracing subscriber")?;
     Ok(TelemetryGuard { provider })
+}
+
+/// One JSON object per log line, with the event's fields flattened in, the
+/// current span's fields, and the trace id.
+fn json_layer<S, W>(writer: W) -> impl tracing_subscriber::Layer<S>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    let lines = tracing_subscriber::fmt::layer()
+        .json()
+        .flatten_event(true)
+        .with_current_span(true)
+        .with_span_list(false)
+        .map_event_format(WithTraceId)
+        .with_writer(writer);
+    TraceIds::default().and_then(lines)
+}
+
+/// Remembers, on the current span, the trace id of each event logged in it,
+/// for [`WithTraceId`] to print. Needs the dispatcher to ask the
+/// OpenTelemetry layer, which a formatter has no handle on; it sits inside
+/// the fmt layer so it sees each event first.
+#[derive(Default)]
+struct TraceIds {
+    dispatch: std::sync::OnceLock<tracing::dispatcher::WeakDispatch>,
+}
+
+/// The trace id of a span, as [`TraceIds`] last saw it.
+struct SpanTraceId(String);
+
+impl<S> tracing_subscriber::Layer<S> for TraceIds
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_register_dispatch(&self, subscriber: &tracing::Dispatch) {
+        let _ = self.dispatch.set(subscriber.downgrade());
+    }
+
+    fn on_event(&self, event: &tracing::Event<'_>, ctx: tracing_subscriber::layer::Context<'_, S>) {
+        use opentelemetry::trace::TraceContextExt as _;
+        let Some(span) = ctx.event_span(event) else { return };
+        let Some(dispatch) = self.dispatch.get().and_then(tracing::dispatcher::WeakDispatch::upgrade) else {
+            return;
+        };
+        // Asked on every event, not cached at span creation: a span's parent
+        // (and so its trace) may be set after it is created.
+        let Some(cx) = tracing_opentelemetry::get_otel_context(&span.id(), &dispatch) else { return };
+        let span_context = cx.span().span_context().clone();
+        if span_context.is_valid() {
+            span.extensions_mut().replace(SpanTraceId(span_context.trace_id().to_string()));
+        }
+    }
+}
+
+/// Puts the trace id of the current span first in each JSON log line, so
+/// a log search finds every line of a request, across both tiers, from the
+/// id a client got in `x-trace-id` (or a trace viewer shows).
+struct WithTraceId<F>(F);
+
+impl<S, N, F> FormatEvent<S, N> for WithTraceId<F>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> fmt::Result {
+        let trace_id = ctx
+            .event_scope()
+            .and_then(|scope| scope.from_root().last())
+            .and_then(|span| span.extensions().get::<SpanTraceId>().map(|id| id.0.clone()));
+        let Some(trace_id) = trace_id else { return self.0.format_event(ctx, writer, event) };
+        let mut line = String::new();
+        self.0.format_event(ctx, Writer::new(&mut line), event)?;
+        match line.strip_prefix('{') {
+            Some(rest) => write!(writer, "{{\"trace_id\":\"{trace_id}\",{rest}"),
+            None => writer.write_str(&line),
+        }
+    }
 }
 
 /// Sets the W3C `traceparent`/`tracestate` propagator for this process.
@@ -165,5 +252,47 @@ mod tests {
         assert_eq!("pretty".parse::<LogFormat>(), Ok(LogFormat::Pretty));
         let err = "xml".parse::<LogFormat>().expect_err("unknown format");
         assert!(err.contains("\"xml\""), "{err}");
+    }
+
+    #[test]
+    fn json_lines_inside_a_traced_span_carry_its_trace_id() {
+        use std::sync::{Arc, Mutex};
+
+        #[derive(Clone, Default)]
+        struct Buffer(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buffer {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().expect("buffer lock").extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let provider = SdkTracerProvider::builder().build();
+        let subscriber = tracing_subscriber::registry()
+            .with(json_layer(move || writer.clone()))
+            .with(otel_layer(&provider, "log-test"));
+
+        let expected = tracing::subscriber::with_default(subscriber, || {
+            tracing::info!("outside any span");
+            let span = tracing::info_span!("request", request_id = "r-1");
+            let _entered = span.enter();
+            tracing::info!(answer = 42, "inside the span");
+            propagation::trace_id(&span).expect("a traced span has a trace id")
+        });
+
+        let text = String::from_utf8(buffer.0.lock().expect("buffer lock").clone()).expect("utf-8 logs");
+        let lines: Vec<serde_json::Value> =
+            text.lines().map(|line| serde_json::from_str(line).expect("each line is json")).collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert_eq!(lines[0]["message"], "outside any span");
+        assert!(lines[0].get("trace_id").is_none(), "{text}");
+        assert_eq!(lines[1]["trace_id"], expected.as_str());
+        assert_eq!(lines[1]["answer"], 42);
+        assert_eq!(lines[1]["span"]["request_id"], "r-1");
     }
 }

@@ -9,7 +9,7 @@
 //! frame is sent. So a client sees each event once, in order, or is told
 //! with a `resync` that it must start again from a fresh state.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Instant};
 
 use axum::extract::ws::Utf8Bytes;
 use serde::Serialize;
@@ -64,6 +64,9 @@ pub struct Outgoing {
     pub kind: &'static str,
     /// The JSON text, shared with every other subscriber of the update.
     pub text: Utf8Bytes,
+    /// For a live update: when this gateway received it from pub/sub, to
+    /// measure delivery lag. Replays and replies have none.
+    pub received: Option<Instant>,
 }
 
 /// A freshly opened subscription.
@@ -143,6 +146,7 @@ impl LiveFeed {
                 if complete {
                     replay = slice.entries;
                 }
+                recovery(if complete { "recovered" } else { "reset" });
                 Some(complete)
             }
         };
@@ -151,12 +155,12 @@ impl LiveFeed {
         let replayed = replay.len();
         let subscribed =
             Subscribed { kind: "subscribed", match_id, seq: head, since, recovered, replayed, state: &state };
-        first.push(Outgoing { seq: head, kind: "subscribed", text: to_text(&subscribed)? });
+        first.push(Outgoing { seq: head, kind: "subscribed", text: to_text(&subscribed)?, received: None });
         let mut next_seq = head + 1;
         for (seq, entry) in replay {
             next_seq = seq + 1;
             let text = Utf8Bytes::try_from(entry).map_err(|_| SubscribeError::CorruptState)?;
-            first.push(Outgoing { seq, kind: "event", text });
+            first.push(Outgoing { seq, kind: "event", text, received: None });
         }
         let cursor = Cursor { match_id: match_id.to_owned(), channel, next_seq };
         Ok(Opened { first, cursor, receiver })
@@ -173,7 +177,12 @@ impl LiveFeed {
         }
         if frame.seq == cursor.next_seq {
             cursor.next_seq += 1;
-            return Ok(vec![Outgoing { seq: frame.seq, kind: "event", text: frame.text.clone() }]);
+            return Ok(vec![Outgoing {
+                seq: frame.seq,
+                kind: "event",
+                text: frame.text.clone(),
+                received: Some(frame.received),
+            }]);
         }
         self.fill_gap(cursor, frame).await
     }
@@ -191,11 +200,13 @@ impl LiveFeed {
             let mut out = Vec::new();
             for (seq, entry) in slice.entries {
                 if let Ok(text) = Utf8Bytes::try_from(entry) {
-                    out.push(Outgoing { seq, kind: "event", text });
+                    let received = (seq == frame.seq).then_some(frame.received);
+                    out.push(Outgoing { seq, kind: "event", text, received });
                     cursor.next_seq = seq + 1;
                 }
             }
             tracing::debug!(match_id = %cursor.match_id, filled = out.len(), "filled a gap from history");
+            recovery("gap_filled");
             return Ok(out);
         }
         // History no longer covers the gap: start the client over.
@@ -217,8 +228,15 @@ impl LiveFeed {
             state: &state,
         };
         let text = to_text(&resync).map_err(|_| Disconnect::StoreUnavailable)?;
-        Ok(vec![Outgoing { seq: head, kind: "resync", text }])
+        recovery("resync");
+        Ok(vec![Outgoing { seq: head, kind: "resync", text, received: None }])
     }
+}
+
+/// Counts a resume (`recovered`, or `reset` when history no longer covers
+/// it) or a gap met live (`gap_filled`, or `resync`).
+fn recovery(outcome: &'static str) {
+    metrics::counter!(crate::metrics::LIVE_RECOVERIES, "outcome" => outcome).increment(1);
 }
 
 fn parse_raw(state: &[u8]) -> Result<Box<RawValue>, SubscribeError> {

@@ -19,7 +19,7 @@ use std::{
         Arc, Mutex, MutexGuard,
         atomic::{AtomicU64, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use axum::extract::ws::Utf8Bytes;
@@ -39,6 +39,8 @@ pub struct Frame {
     /// Bytes published on this match's channel up to and including this
     /// frame.
     pub end_offset: u64,
+    /// When the update arrived from pub/sub.
+    pub received: Instant,
 }
 
 /// The local fan-out point of one match.
@@ -62,6 +64,7 @@ pub struct Hub {
     channels: Mutex<HashMap<String, Arc<Channel>>>,
     ring_capacity: usize,
     states: moka::sync::Cache<String, Bytes>,
+    updates: metrics::Counter,
 }
 
 impl Hub {
@@ -76,6 +79,7 @@ impl Hub {
                 // A backstop only: updates refresh entries long before.
                 .time_to_live(Duration::from_secs(300))
                 .build(),
+            updates: metrics::counter!(crate::metrics::LIVE_UPDATES),
         }
     }
 
@@ -133,6 +137,8 @@ impl Hub {
 
     /// Routes one published update to the local subscribers of its match.
     pub fn dispatch(&self, payload: Bytes) {
+        let received = Instant::now();
+        self.updates.increment(1);
         let header: FrameHeader = match serde_json::from_slice(&payload) {
             Ok(header) => header,
             Err(err) => {
@@ -146,8 +152,18 @@ impl Hub {
         let Ok(text) = Utf8Bytes::try_from(payload) else { return };
         let len = text.as_str().len() as u64;
         let end_offset = channel.head_offset.fetch_add(len, Ordering::AcqRel) + len;
-        let fan_out = channel.sender.send(Arc::new(Frame { seq: header.seq, text, end_offset })).unwrap_or(0);
-        tracing::trace!(match_id = %header.match_id, seq = header.seq, fan_out, "update dispatched");
+        let frame = Frame { seq: header.seq, text, end_offset, received };
+        // One span per update, not per recipient: at 15,000 subscribers a
+        // span each would cost more than the delivery.
+        let span = tracing::info_span!(
+            "live.fanout",
+            otel.name = "live fanout",
+            match_id = %header.match_id,
+            seq = header.seq,
+            fan_out = tracing::field::Empty,
+        );
+        let fan_out = span.in_scope(|| channel.sender.send(Arc::new(frame)).unwrap_or(0));
+        span.record("fan_out", fan_out);
     }
 }
 

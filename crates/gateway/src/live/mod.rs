@@ -27,6 +27,7 @@ use std::{
     time::Duration,
 };
 
+use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 use store::{HistoryLimits, StateStore};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -85,6 +86,46 @@ pub struct LiveState {
     pub stop: CancellationToken,
     open_connections: AtomicI64,
     delivered: AtomicU64,
+    websocket: TransportMetrics,
+    sse: TransportMetrics,
+}
+
+/// The two ways subscribers are served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    WebSocket,
+    Sse,
+}
+
+impl Transport {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::WebSocket => "websocket",
+            Self::Sse => "sse",
+        }
+    }
+}
+
+/// One transport's metric handles, looked up once.
+#[derive(Debug)]
+struct TransportMetrics {
+    connections: Gauge,
+    delivered: Counter,
+    slow_disconnects: Counter,
+    lag: Histogram,
+}
+
+impl TransportMetrics {
+    fn new(transport: Transport) -> Self {
+        use crate::metrics::{LIVE_CONNECTIONS, LIVE_DELIVERED, LIVE_DELIVERY_LAG, LIVE_SLOW_DISCONNECTS};
+        let label = transport.label();
+        Self {
+            connections: gauge!(LIVE_CONNECTIONS, "transport" => label),
+            delivered: counter!(LIVE_DELIVERED, "transport" => label),
+            slow_disconnects: counter!(LIVE_SLOW_DISCONNECTS, "transport" => label),
+            lag: histogram!(LIVE_DELIVERY_LAG, "transport" => label),
+        }
+    }
 }
 
 impl LiveState {
@@ -103,6 +144,8 @@ impl LiveState {
             stop,
             open_connections: AtomicI64::new(0),
             delivered: AtomicU64::new(0),
+            websocket: TransportMetrics::new(Transport::WebSocket),
+            sse: TransportMetrics::new(Transport::Sse),
         }
     }
 
@@ -117,12 +160,31 @@ impl LiveState {
         auth::authorize_reader(&self.config.read_tokens, &self.config.publish_tokens, headers, query_token)
     }
 
-    fn metrics_connections(&self, delta: i64) {
-        self.open_connections.fetch_add(delta, Ordering::Relaxed);
+    fn metrics_of(&self, transport: Transport) -> &TransportMetrics {
+        match transport {
+            Transport::WebSocket => &self.websocket,
+            Transport::Sse => &self.sse,
+        }
     }
 
-    fn metrics_delivered(&self, count: u64) {
-        self.delivered.fetch_add(count, Ordering::Relaxed);
+    fn metrics_connections(&self, transport: Transport, delta: i64) {
+        self.open_connections.fetch_add(delta, Ordering::Relaxed);
+        self.metrics_of(transport).connections.increment(delta as f64);
+    }
+
+    /// Counts one message written to a subscriber and, for a live update,
+    /// how long it took from this gateway's pub/sub subscription to here.
+    fn metrics_delivered(&self, transport: Transport, message: &feed::Outgoing) {
+        self.delivered.fetch_add(1, Ordering::Relaxed);
+        let metrics = self.metrics_of(transport);
+        metrics.delivered.increment(1);
+        if let Some(received) = message.received {
+            metrics.lag.record(received.elapsed().as_secs_f64());
+        }
+    }
+
+    fn metrics_slow_disconnect(&self, transport: Transport) {
+        self.metrics_of(transport).slow_disconnects.increment(1);
     }
 
     /// Open WebSocket and SSE connections.

@@ -77,6 +77,7 @@ pub struct RejectedItem {
 
 impl BatchReport {
     fn record(&mut self, position: Position, result: Result<Accepted, RejectedReason>) {
+        count_outcome(result.as_ref().map(|accepted| *accepted).map_err(|reason| reason.code));
         match result {
             Ok(Accepted::Applied) => self.accepted += 1,
             Ok(Accepted::Duplicate) => {
@@ -117,6 +118,23 @@ impl From<Rejected> for RejectedReason {
     fn from(rejected: Rejected) -> Self {
         Self { code: rejected.code(), message: rejected.to_string() }
     }
+}
+
+/// Counts one event's outcome: `applied`, `duplicate`, or `rejected` with
+/// the rejection's code as the reason.
+fn count_outcome(outcome: Result<Accepted, &'static str>) {
+    let (outcome, reason) = match outcome {
+        Ok(Accepted::Applied) => ("applied", ""),
+        Ok(Accepted::Duplicate) => ("duplicate", ""),
+        Err(code) => ("rejected", code),
+    };
+    metrics::counter!(crate::metrics::INGEST_EVENTS, "outcome" => outcome, "reason" => reason).increment(1);
+}
+
+/// A request refused whole for a body that is not valid events.
+fn invalid(message: String) -> ApiError {
+    count_outcome(Err("invalid_event"));
+    ApiError::InvalidEvent(message)
 }
 
 fn now_ms() -> i64 {
@@ -172,10 +190,11 @@ pub async fn publish(
 
     let is_array = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
     if !is_array {
-        let event = parse_event(&body).map_err(ApiError::InvalidEvent)?;
+        let event = parse_event(&body).map_err(invalid)?;
         let mut results = live.ingestor.ingest(std::slice::from_ref(&event)).await.map_err(ingest_failure)?;
         let result =
             results.pop().ok_or_else(|| ApiError::Unexpected(anyhow::anyhow!("no ingest result")))?;
+        count_outcome(result.as_ref().map(|accepted| *accepted).map_err(Rejected::code));
         let status = match result.map_err(ApiError::Rejected)? {
             Accepted::Applied => "applied",
             Accepted::Duplicate => "duplicate",
@@ -184,7 +203,7 @@ pub async fn publish(
         return Ok((StatusCode::OK, Json(ack)).into_response());
     }
 
-    let bodies: Vec<EventBody> = deserialize(&body).map_err(ApiError::InvalidEvent)?;
+    let bodies: Vec<EventBody> = deserialize(&body).map_err(invalid)?;
     let now = now_ms();
     let events = bodies
         .into_iter()
@@ -193,7 +212,7 @@ pub async fn publish(
             MatchEvent::parse(body.into(), now).map_err(|err| format!("event [{index}]: {err}"))
         })
         .collect::<Result<Vec<_>, _>>()
-        .map_err(ApiError::InvalidEvent)?;
+        .map_err(invalid)?;
     let results = live.ingestor.ingest(&events).await.map_err(ingest_failure)?;
     let mut report = BatchReport::default();
     for (index, result) in results.into_iter().enumerate() {

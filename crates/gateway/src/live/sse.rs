@@ -24,7 +24,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_stream::wrappers::{BroadcastStream, errors::BroadcastStreamRecvError};
 
 use super::{
-    LiveState,
+    LiveState, Transport,
     feed::{Cursor, Disconnect, Outgoing},
     hub::Frame,
 };
@@ -77,7 +77,7 @@ pub async fn live_sse(
         .try_acquire_owned()
         .map_err(|_| ApiError::TooManyConnections(live.config.max_connections))?;
     let opened = live.feed.open(id.as_str(), since).await?;
-    live.metrics_connections(1);
+    live.metrics_connections(Transport::Sse, 1);
     let stream = events(SseState {
         live: Arc::clone(&live),
         cursor: opened.cursor,
@@ -106,7 +106,7 @@ struct Connection {
 
 impl Drop for Connection {
     fn drop(&mut self) {
-        self.live.metrics_connections(-1);
+        self.live.metrics_connections(Transport::Sse, -1);
         self.live.feed.hub.prune();
     }
 }
@@ -115,7 +115,7 @@ fn events(state: SseState) -> impl Stream<Item = Result<Event, Infallible>> {
     futures::stream::unfold(state, |mut state| async move {
         loop {
             if let Some(message) = state.pending.pop_front() {
-                state.live.metrics_delivered(1);
+                state.live.metrics_delivered(Transport::Sse, &message);
                 let event = Event::default()
                     .event(message.kind)
                     .id(message.seq.to_string())
@@ -138,6 +138,9 @@ fn events(state: SseState) -> impl Stream<Item = Result<Event, Infallible>> {
                             // Say why, then end the stream; the client's
                             // EventSource reconnects and resumes.
                             tracing::info!(match_id = state.cursor.match_id(), %reason, "closing an SSE subscriber");
+                            if !matches!(reason, Disconnect::StoreUnavailable) {
+                                state.live.metrics_slow_disconnect(Transport::Sse);
+                            }
                             state.done = true;
                             let event = Event::default().event("error").data(format!("{{\"type\":\"error\",\"code\":\"slow_consumer\",\"message\":\"{reason}\"}}"));
                             return Some((Ok(event), state));

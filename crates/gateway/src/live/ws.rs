@@ -36,7 +36,7 @@ use tokio_stream::{
 };
 
 use super::{
-    LiveState,
+    LiveState, Transport,
     feed::{Cursor, Disconnect, Outgoing},
 };
 use crate::{error::ApiError, startup::AppState};
@@ -142,7 +142,7 @@ async fn connection(socket: WebSocket, live: Arc<LiveState>, _permit: OwnedSemap
     let mut cursors: HashMap<String, Cursor> = HashMap::new();
     let mut ping = tokio::time::interval(live.config.ping_interval);
     let mut last_heard = Instant::now();
-    live.metrics_connections(1);
+    live.metrics_connections(Transport::WebSocket, 1);
 
     let ending = loop {
         tokio::select! {
@@ -181,6 +181,7 @@ async fn connection(socket: WebSocket, live: Arc<LiveState>, _permit: OwnedSemap
                     Err(Disconnect::StoreUnavailable) => break Ending::Close(1011, Disconnect::StoreUnavailable.to_string()),
                     Err(slow) => {
                         tracing::info!(match_id, reason = %slow, "disconnecting a slow consumer");
+                        live.metrics_slow_disconnect(Transport::WebSocket);
                         break Ending::Close(CLOSE_SLOW_CONSUMER, slow.to_string());
                     }
                 }
@@ -201,7 +202,7 @@ async fn connection(socket: WebSocket, live: Arc<LiveState>, _permit: OwnedSemap
     }
     drop(streams);
     live.feed.hub.prune();
-    live.metrics_connections(-1);
+    live.metrics_connections(Transport::WebSocket, -1);
 }
 
 async fn handle_command(
@@ -259,15 +260,15 @@ async fn handle_command(
             streams.remove(&match_id);
             let reply = Reply { kind: "unsubscribed", match_id: Some(&match_id), code: None, message: None };
             let text = serde_json::to_string(&reply).unwrap_or_default();
-            Ok(vec![Outgoing { seq: 0, kind: "unsubscribed", text: Utf8Bytes::from(text) }])
+            Ok(vec![Outgoing { seq: 0, kind: "unsubscribed", text: Utf8Bytes::from(text), received: None }])
         }
     }
 }
 
 async fn send_all(sink: &mut Sink, outgoing: Vec<Outgoing>, live: &LiveState) -> Result<(), ()> {
     for message in outgoing {
-        send(sink, Message::Text(message.text), live).await?;
-        live.metrics_delivered(1);
+        send(sink, Message::Text(message.text.clone()), live).await?;
+        live.metrics_delivered(Transport::WebSocket, &message);
     }
     Ok(())
 }

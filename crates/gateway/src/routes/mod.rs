@@ -4,3 +4,4 @@ pub mod analytics;
 pub mod bench;
 pub mod dashboard;
 pub mod health;
+pub mod ops;

@@ -1,0 +1,268 @@
+//! The runtime-fit report: for each route, how much of a request's wall
+//! time its future spends being polled on the event loop.
+//!
+//! The seed's rule of thumb, measured instead of guessed: "if CPU is under
+//! 10–20% the event loop shines". A route that waits (on a timer, Redis, the
+//! worker) is polled for microseconds of a request lasting milliseconds; a
+//! route that computes is polled for most of it, and while it is, every
+//! other connection on that thread waits. Each route's future runs inside a
+//! `tokio-metrics` task monitor, which adds up poll time and counts polls
+//! over the slow-poll threshold.
+//!
+//! Verdicts: "edge" under 10% CPU share, "review" from 10% to 20%, "move to
+//! worker" over 20% or as soon as any single poll exceeds the threshold (a
+//! 50 ms poll stalls a thread's other connections for 50 ms however rare it
+//! is). A route's first crossing into "move to worker" is logged once.
+//!
+//! Poll time counts while the handler and the middleware inside this layer
+//! run; a streamed response body (SSE, bulk ingest's reply, a WebSocket
+//! after the upgrade) is polled by the connection task, outside it.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex, OnceLock, PoisonError, RwLock,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use tokio_metrics::TaskMonitor;
+
+/// CPU share below which a route belongs on the event loop.
+pub const REVIEW_SHARE: f64 = 0.10;
+/// CPU share above which a route belongs on the worker.
+pub const MOVE_SHARE: f64 = 0.20;
+
+/// Where a route belongs, judged by its CPU share and slowest polls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub enum Verdict {
+    #[serde(rename = "edge")]
+    Edge,
+    #[serde(rename = "review")]
+    Review,
+    #[serde(rename = "move to worker")]
+    MoveToWorker,
+}
+
+/// Measurements of every route served so far.
+#[derive(Debug)]
+pub struct RuntimeFit {
+    slow_poll: Duration,
+    routes: RwLock<HashMap<String, Arc<RouteFit>>>,
+}
+
+/// One route's monitor and running totals.
+pub struct RouteFit {
+    route: String,
+    method: String,
+    path: String,
+    monitor: TaskMonitor,
+    /// The route's HTTP metric handles, looked up once.
+    pub(crate) series: OnceLock<Arc<crate::metrics::RouteSeries>>,
+    /// Wall time per request, in microseconds.
+    wall: Mutex<Histogram<u64>>,
+    wall_total_us: AtomicU64,
+    warned: AtomicBool,
+}
+
+impl std::fmt::Debug for RouteFit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouteFit").field("route", &self.route).finish_non_exhaustive()
+    }
+}
+
+/// One route's line of the report.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct RouteReport {
+    /// Method and route template, e.g. `GET /v1/bench/slow`.
+    pub route: String,
+    pub method: String,
+    pub path: String,
+    pub requests: u64,
+    pub wall_p50_ms: f64,
+    pub wall_p99_ms: f64,
+    /// Mean time of one poll of the route's future.
+    pub mean_poll_us: f64,
+    /// Poll time over wall time, summed over every request (0..1).
+    pub cpu_share: f64,
+    /// Polls longer than the slow-poll threshold.
+    pub slow_polls: u64,
+    pub verdict: Verdict,
+}
+
+/// The whole report.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Report {
+    pub slow_poll_threshold_ms: f64,
+    /// CPU share from which a route is reviewed, and from which it should move.
+    pub review_share: f64,
+    pub move_share: f64,
+    pub routes: Vec<RouteReport>,
+}
+
+impl RuntimeFit {
+    pub fn new(slow_poll: Duration) -> Self {
+        Self { slow_poll, routes: RwLock::new(HashMap::new()) }
+    }
+
+    /// The monitor of a route template, created on first use. Routes come
+    /// from the router's templates, so the map stays small.
+    pub fn route(&self, method: &str, path: &str) -> Arc<RouteFit> {
+        let route = format!("{method} {path}");
+        if let Some(fit) = self.routes.read().unwrap_or_else(PoisonError::into_inner).get(&route) {
+            return Arc::clone(fit);
+        }
+        let mut routes = self.routes.write().unwrap_or_else(PoisonError::into_inner);
+        let fit = routes.entry(route.clone()).or_insert_with(|| {
+            Arc::new(RouteFit {
+                route,
+                method: method.to_owned(),
+                path: path.to_owned(),
+                series: OnceLock::new(),
+                monitor: {
+                    let mut builder = TaskMonitor::builder();
+                    builder.with_slow_poll_threshold(self.slow_poll);
+                    builder.build()
+                },
+                // 1 µs to 1 hour at 3 significant digits: a few KB per route.
+                wall: Mutex::new(Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds")),
+                wall_total_us: AtomicU64::new(0),
+                warned: AtomicBool::new(false),
+            })
+        });
+        Arc::clone(fit)
+    }
+
+    /// Records one finished request and logs, once per route, its crossing
+    /// into "move to worker".
+    pub fn finished(&self, fit: &RouteFit, wall: Duration) {
+        let micros = u64::try_from(wall.as_micros()).unwrap_or(u64::MAX).max(1);
+        fit.wall_total_us.fetch_add(micros, Ordering::Relaxed);
+        fit.wall.lock().unwrap_or_else(PoisonError::into_inner).saturating_record(micros);
+        let report = self.report_of(fit);
+        if report.verdict == Verdict::MoveToWorker && !fit.warned.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                route = %fit.route,
+                cpu_share = report.cpu_share,
+                slow_polls = report.slow_polls,
+                slow_poll_ms = self.slow_poll.as_millis(),
+                "route does cpu work on the event loop: move it to the worker"
+            );
+        }
+    }
+
+    /// Every route seen so far, busiest event-loop user first.
+    pub fn report(&self) -> Report {
+        let routes: Vec<Arc<RouteFit>> =
+            self.routes.read().unwrap_or_else(PoisonError::into_inner).values().cloned().collect();
+        let mut lines: Vec<RouteReport> = routes.iter().map(|fit| self.report_of(fit)).collect();
+        lines.sort_by(|a, b| b.cpu_share.total_cmp(&a.cpu_share).then_with(|| a.route.cmp(&b.route)));
+        Report {
+            slow_poll_threshold_ms: self.slow_poll.as_secs_f64() * 1e3,
+            review_share: REVIEW_SHARE,
+            move_share: MOVE_SHARE,
+            routes: lines,
+        }
+    }
+
+    fn report_of(&self, fit: &RouteFit) -> RouteReport {
+        let polled = fit.monitor.cumulative();
+        let (requests, p50, p99) = {
+            let wall = fit.wall.lock().unwrap_or_else(PoisonError::into_inner);
+            (wall.len(), wall.value_at_quantile(0.5), wall.value_at_quantile(0.99))
+        };
+        let wall_total = fit.wall_total_us.load(Ordering::Relaxed) as f64 / 1e6;
+        let busy = polled.total_poll_duration.as_secs_f64();
+        let cpu_share = if wall_total > 0.0 { (busy / wall_total).min(1.0) } else { 0.0 };
+        let mean_poll_us =
+            if polled.total_poll_count > 0 { busy * 1e6 / polled.total_poll_count as f64 } else { 0.0 };
+        RouteReport {
+            route: fit.route.clone(),
+            method: fit.method.clone(),
+            path: fit.path.clone(),
+            requests,
+            wall_p50_ms: p50 as f64 / 1e3,
+            wall_p99_ms: p99 as f64 / 1e3,
+            mean_poll_us,
+            cpu_share,
+            slow_polls: polled.total_slow_poll_count,
+            verdict: verdict(cpu_share, polled.total_slow_poll_count),
+        }
+    }
+
+    pub fn monitor(fit: &RouteFit) -> &TaskMonitor {
+        &fit.monitor
+    }
+}
+
+/// Where a route with this CPU share and this many slow polls belongs.
+pub fn verdict(cpu_share: f64, slow_polls: u64) -> Verdict {
+    if slow_polls > 0 || cpu_share > MOVE_SHARE {
+        Verdict::MoveToWorker
+    } else if cpu_share >= REVIEW_SHARE {
+        Verdict::Review
+    } else {
+        Verdict::Edge
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verdict_follows_the_cpu_share_bands_and_any_slow_poll() {
+        assert_eq!(verdict(0.0, 0), Verdict::Edge);
+        assert_eq!(verdict(0.099, 0), Verdict::Edge);
+        assert_eq!(verdict(0.10, 0), Verdict::Review);
+        assert_eq!(verdict(0.20, 0), Verdict::Review);
+        assert_eq!(verdict(0.21, 0), Verdict::MoveToWorker);
+        assert_eq!(verdict(0.01, 1), Verdict::MoveToWorker);
+    }
+
+    /// Counts warnings, to check the crossing is logged once.
+    #[derive(Clone, Default)]
+    struct Warnings(Arc<AtomicU64>);
+
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Warnings {
+        fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+            if *event.metadata().level() == tracing::Level::WARN {
+                self.0.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn waiting_is_edge_and_computing_is_move_to_worker_logged_once() {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        let warnings = Warnings::default();
+        // A current-thread test runtime: the scoped subscriber sees everything.
+        let _logs = tracing::subscriber::set_default(tracing_subscriber::registry().with(warnings.clone()));
+        let fit = RuntimeFit::new(Duration::from_millis(10));
+        let waits = fit.route("GET", "/waits");
+        let started = std::time::Instant::now();
+        RuntimeFit::monitor(&waits).instrument(tokio::time::sleep(Duration::from_millis(30))).await;
+        fit.finished(&waits, started.elapsed());
+
+        let computes = fit.route("GET", "/computes");
+        for _ in 0..2 {
+            let started = std::time::Instant::now();
+            RuntimeFit::monitor(&computes)
+                .instrument(async { std::thread::sleep(Duration::from_millis(30)) })
+                .await;
+            fit.finished(&computes, started.elapsed());
+        }
+        assert_eq!(warnings.0.load(Ordering::Relaxed), 1, "the crossing is logged once");
+
+        let report = fit.report();
+        let line = |route: &str| report.routes.iter().find(|r| r.route == route).expect("route reported");
+        assert_eq!(line("GET /waits").verdict, Verdict::Edge, "{report:?}");
+        assert_eq!(line("GET /computes").verdict, Verdict::MoveToWorker, "{report:?}");
+        assert_eq!(line("GET /computes").slow_polls, 2);
+        assert!(line("GET /computes").cpu_share > 0.9, "{report:?}");
+        assert_eq!(report.routes[0].route, "GET /computes", "busiest first");
+    }
+}

@@ -1,0 +1,130 @@
+//! The gateway's Prometheus series and the middleware that feeds the HTTP
+//! ones and the runtime-fit report.
+//!
+//! Names follow the OpenTelemetry semantic conventions where they exist
+//! (`http.server.request.duration`, `http.server.active_requests`), as
+//! Prometheus spells them; the rest are `courtside_*`. Every name is a
+//! constant here, so a dashboard query can be checked against the list.
+
+use std::{
+    sync::{Arc, Mutex, PoisonError},
+    time::Instant,
+};
+
+use axum::{
+    body::Body,
+    extract::{MatchedPath, Request, State},
+    http::Response,
+    middleware::Next,
+};
+use metrics::{
+    Gauge, Histogram, Unit, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+};
+
+use crate::startup::AppState;
+
+pub const HTTP_DURATION: &str = "http_server_request_duration_seconds";
+pub const HTTP_ACTIVE: &str = "http_server_active_requests";
+pub const RPC_CLIENT_DURATION: &str = "rpc_client_call_duration_seconds";
+pub const LIVE_CONNECTIONS: &str = "courtside_live_connections";
+pub const LIVE_DELIVERED: &str = "courtside_live_messages_delivered_total";
+pub const LIVE_SLOW_DISCONNECTS: &str = "courtside_live_slow_consumer_disconnects_total";
+pub const LIVE_DELIVERY_LAG: &str = "courtside_live_delivery_lag_seconds";
+pub const LIVE_UPDATES: &str = "courtside_live_updates_received_total";
+pub const LIVE_RECOVERIES: &str = "courtside_live_recoveries_total";
+pub const INGEST_EVENTS: &str = "courtside_ingest_events_total";
+pub const ROUTE_CPU_SHARE: &str = "courtside_route_cpu_share";
+pub const ROUTE_SLOW_POLLS: &str = "courtside_route_slow_polls";
+
+/// Adds help text and units to the gateway's series. Idempotent.
+pub fn describe() {
+    describe_histogram!(HTTP_DURATION, Unit::Seconds, "duration of HTTP requests until the response head");
+    describe_gauge!(HTTP_ACTIVE, "HTTP requests being handled");
+    describe_histogram!(RPC_CLIENT_DURATION, Unit::Seconds, "duration of gRPC calls to the analytics worker");
+    describe_gauge!(LIVE_CONNECTIONS, "open WebSocket and SSE connections");
+    describe_counter!(LIVE_DELIVERED, "messages written to live subscribers");
+    describe_counter!(LIVE_SLOW_DISCONNECTS, "live subscribers disconnected for falling behind");
+    describe_histogram!(
+        LIVE_DELIVERY_LAG,
+        Unit::Seconds,
+        "from an update's arrival on this gateway's pub/sub subscription to its write to one subscriber"
+    );
+    describe_counter!(LIVE_UPDATES, "updates received from the store's live channel");
+    describe_counter!(
+        LIVE_RECOVERIES,
+        "resumes and gap fills by outcome: recovered, reset (history too short), gap_filled, resync"
+    );
+    describe_counter!(INGEST_EVENTS, "events published, by outcome and rejection reason");
+    describe_gauge!(ROUTE_CPU_SHARE, "share of a route's wall time spent polled on the event loop (0..1)");
+    describe_gauge!(ROUTE_SLOW_POLLS, "polls of a route's futures longer than the slow-poll threshold");
+    describe_histogram!(store::DB_DURATION, Unit::Seconds, "duration of Redis commands");
+}
+
+/// Per-route handles, so a request costs no metric lookup by name.
+#[derive(Debug)]
+pub(crate) struct RouteSeries {
+    active: Gauge,
+    /// One histogram per status code seen, few per route.
+    durations: Mutex<Vec<(u16, Histogram)>>,
+}
+
+/// Measures every routed request: in-flight gauge, duration histogram by
+/// route and status, and the route's runtime-fit monitor around the
+/// handler's future.
+pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response<Body> {
+    let Some(path) = request.extensions().get::<MatchedPath>().cloned() else {
+        return next.run(request).await;
+    };
+    let method = request.method().clone();
+    let fit = state.fit.route(method.as_str(), path.as_str());
+    let series = Arc::clone(fit.series.get_or_init(|| {
+        Arc::new(RouteSeries {
+            active: gauge!(HTTP_ACTIVE, "http_request_method" => method.to_string(), "http_route" => path.as_str().to_owned()),
+            durations: Mutex::new(Vec::new()),
+        })
+    }));
+
+    series.active.increment(1.0);
+    // Decrements even when the client goes away and the future is dropped.
+    let _active = ActiveGuard(series.active.clone());
+    let started = Instant::now();
+    let response = crate::fit::RuntimeFit::monitor(&fit).instrument(next.run(request)).await;
+    let wall = started.elapsed();
+    state.fit.finished(&fit, wall);
+    duration_for(&series, method.as_str(), path.as_str(), response.status().as_u16())
+        .record(wall.as_secs_f64());
+    response
+}
+
+fn duration_for(series: &RouteSeries, method: &str, path: &str, status: u16) -> Histogram {
+    let mut durations = series.durations.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some((_, histogram)) = durations.iter().find(|(code, _)| *code == status) {
+        return histogram.clone();
+    }
+    let histogram = histogram!(
+        HTTP_DURATION,
+        "http_request_method" => method.to_owned(),
+        "http_route" => path.to_owned(),
+        "http_response_status_code" => status.to_string(),
+    );
+    durations.push((status, histogram.clone()));
+    histogram
+}
+
+struct ActiveGuard(Gauge);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
+/// Copies the runtime-fit figures into gauges, so dashboards can chart what
+/// `/v1/debug/runtime-fit` reports. Called on each scrape.
+pub fn export_fit(report: &crate::fit::Report) {
+    for line in &report.routes {
+        let labels = [("http_request_method", line.method.clone()), ("http_route", line.path.clone())];
+        gauge!(ROUTE_CPU_SHARE, &labels).set(line.cpu_share);
+        gauge!(ROUTE_SLOW_POLLS, &labels).set(line.slow_polls as f64);
+    }
+}

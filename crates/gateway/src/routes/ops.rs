@@ -1,0 +1,24 @@
+//! What operators read: Prometheus metrics and the runtime-fit report.
+//!
+//! Like `/healthz`, these need no token: they name routes and counts, never
+//! match data. Expose them to your monitoring network, not the internet.
+
+use axum::{Json, extract::State, http::header, response::IntoResponse};
+
+use crate::{fit::Report, startup::AppState};
+
+/// Prometheus text exposition of the process's metrics.
+#[utoipa::path(get, path = "/metrics", tag = "ops",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    crate::metrics::export_fit(&state.fit.report());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], telemetry::metrics::render())
+}
+
+/// Per route: requests, wall time, time polled on the event loop, and
+/// whether the route belongs on the edge or on the worker.
+#[utoipa::path(get, path = "/v1/debug/runtime-fit", tag = "ops",
+    responses((status = 200, description = "the runtime-fit report, busiest route first", body = Report)))]
+pub async fn runtime_fit(State(state): State<AppState>) -> Json<Report> {
+    Json(state.fit.report())
+}
