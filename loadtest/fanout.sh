@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# The fan-out benchmark: courtside's gateway against the Node.js `ws` peer,
-# same subscribers, channels and publish rate, measured in one run.
+# The fan-out benchmark: courtside's gateway against the Node.js `ws` peer and
+# the FastAPI peer on uvicorn, same subscribers, channels and publish rate,
+# measured in one run.
 #
 #   loadtest/fanout.sh [subscribers] [channels] [seconds]     (default 15000 100 30)
 #   REPLICAS=2 loadtest/fanout.sh 30000                        (two gateways, one Redis;
-#                                                               courtside only: the Node peer
-#                                                               has no cross-process fan-out)
+#                                                               courtside only: the peers
+#                                                               have no cross-process fan-out)
 #
 # The server under test is pinned to core 0; subscribers, the publisher and
 # Redis share core 1 (taskset). Subscribers are spread over processes (a
@@ -24,6 +25,10 @@ ulimit -n 20000
 
 cargo build --release --locked -p gateway -p loadtest 2>&1 | tail -1
 (cd loadtest/baselines/node && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+# The venv http.sh makes, brought up to date: one made before the fan-out peer lacks `websockets`.
+venv=loadtest/baselines/python/.server-venv
+[ -x $venv/bin/python ] || python3 -m venv $venv
+$venv/bin/pip install -q -r loadtest/baselines/python/server-requirements.txt
 lt=target/release/courtside-loadtest
 pin_server="taskset -c 0"
 pin_clients="taskset -c 1"
@@ -66,5 +71,14 @@ redis-cli --scan --pattern "${prefix}*" | xargs -r -n 500 redis-cli del >/dev/nu
 $pin_server node loadtest/baselines/node/fanout.js 13001 >/dev/null & server_pid=$!
 wait_http http://127.0.0.1:13001/healthz
 $pin_clients $lt fanout --label node-ws --ws ws://127.0.0.1:13001/v1/live --publish http://127.0.0.1:13001/v1/events \
+  --subscribers "$subscribers" --channels "$channels" --duration "$seconds" --processes "$processes" \
+  --server-pid "$server_pid" | tee -a "$out/fanout.jsonl"
+kill "$server_pid"; wait "$server_pid" 2>/dev/null || true
+server_pid=""
+
+# FastAPI peer on uvicorn.
+$pin_server $venv/bin/python loadtest/baselines/python/fanout.py 13002 & server_pid=$!
+wait_http http://127.0.0.1:13002/healthz
+$pin_clients $lt fanout --label fastapi-ws --ws ws://127.0.0.1:13002/v1/live --publish http://127.0.0.1:13002/v1/events \
   --subscribers "$subscribers" --channels "$channels" --duration "$seconds" --processes "$processes" \
   --server-pid "$server_pid" | tee -a "$out/fanout.jsonl"
