@@ -10,9 +10,18 @@
 //! over the slow-poll threshold.
 //!
 //! Verdicts: "edge" under 10% CPU share, "review" from 10% to 20%, "move to
-//! worker" over 20% or as soon as any single poll exceeds the threshold (a
-//! 50 ms poll stalls a thread's other connections for 50 ms however rare it
-//! is). A route's first crossing into "move to worker" is logged once.
+//! worker" over 20% or when polls exceed the slow-poll threshold (a 50 ms
+//! poll stalls a thread's other connections for 50 ms). A route's first
+//! crossing into "move to worker" is logged once. Two refinements keep the
+//! verdict about blocking rather than about arithmetic:
+//! - a route that never waits (`/healthz`, a cached read) is all CPU share
+//!   but blocks nobody: under [`CHEAP_REQUEST`] of poll time per request it
+//!   stays "edge";
+//! - poll times are wall-clock times, so on an oversubscribed machine a
+//!   thread preempted mid-poll turns a 50 µs poll into a 15 ms one. Slow
+//!   polls count once they are at least 1% of the route's requests (so a
+//!   route that blocks on every request flips at its first), not at one
+//!   preemption in a hundred thousand requests.
 //!
 //! Poll time counts while the handler and the middleware inside this layer
 //! run; a streamed response body (SSE, bulk ingest's reply, a WebSocket
@@ -35,6 +44,11 @@ use tokio_metrics::TaskMonitor;
 pub const REVIEW_SHARE: f64 = 0.10;
 /// CPU share above which a route belongs on the worker.
 pub const MOVE_SHARE: f64 = 0.20;
+/// Poll time per request below which a route blocks nobody, whatever its
+/// share.
+pub const CHEAP_REQUEST: Duration = Duration::from_millis(1);
+/// Share of requests with a slow poll from which slow polls decide.
+pub const SLOW_POLL_SHARE: f64 = 0.01;
 
 /// Where a route belongs, judged by its CPU share and slowest polls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -86,6 +100,8 @@ pub struct RouteReport {
     pub wall_p99_ms: f64,
     /// Mean time of one poll of the route's future.
     pub mean_poll_us: f64,
+    /// Mean poll time of one request, all its polls together.
+    pub busy_per_request_us: f64,
     /// Poll time over wall time, summed over every request (0..1).
     pub cpu_share: f64,
     /// Polls longer than the slow-poll threshold.
@@ -179,6 +195,7 @@ impl RuntimeFit {
         let cpu_share = if wall_total > 0.0 { (busy / wall_total).min(1.0) } else { 0.0 };
         let mean_poll_us =
             if polled.total_poll_count > 0 { busy * 1e6 / polled.total_poll_count as f64 } else { 0.0 };
+        let busy_per_request = if requests > 0 { busy / requests as f64 } else { 0.0 };
         RouteReport {
             route: fit.route.clone(),
             method: fit.method.clone(),
@@ -187,9 +204,15 @@ impl RuntimeFit {
             wall_p50_ms: p50 as f64 / 1e3,
             wall_p99_ms: p99 as f64 / 1e3,
             mean_poll_us,
+            busy_per_request_us: busy_per_request * 1e6,
             cpu_share,
             slow_polls: polled.total_slow_poll_count,
-            verdict: verdict(cpu_share, polled.total_slow_poll_count),
+            verdict: verdict(Fit {
+                cpu_share,
+                busy_per_request: Duration::from_secs_f64(busy_per_request),
+                slow_polls: polled.total_slow_poll_count,
+                requests,
+            }),
         }
     }
 
@@ -198,14 +221,26 @@ impl RuntimeFit {
     }
 }
 
-/// Where a route with this CPU share and this many slow polls belongs.
-pub fn verdict(cpu_share: f64, slow_polls: u64) -> Verdict {
-    if slow_polls > 0 || cpu_share > MOVE_SHARE {
+/// What a verdict is judged on.
+#[derive(Debug, Clone, Copy)]
+pub struct Fit {
+    pub cpu_share: f64,
+    pub busy_per_request: Duration,
+    pub slow_polls: u64,
+    pub requests: u64,
+}
+
+/// Where a route measured so belongs.
+pub fn verdict(fit: Fit) -> Verdict {
+    let blocking = fit.slow_polls > 0 && fit.slow_polls as f64 >= SLOW_POLL_SHARE * fit.requests as f64;
+    if blocking {
         Verdict::MoveToWorker
-    } else if cpu_share >= REVIEW_SHARE {
+    } else if fit.busy_per_request < CHEAP_REQUEST || fit.cpu_share < REVIEW_SHARE {
+        Verdict::Edge
+    } else if fit.cpu_share <= MOVE_SHARE {
         Verdict::Review
     } else {
-        Verdict::Edge
+        Verdict::MoveToWorker
     }
 }
 
@@ -213,14 +248,25 @@ pub fn verdict(cpu_share: f64, slow_polls: u64) -> Verdict {
 mod tests {
     use super::*;
 
+    fn judged(cpu_share: f64, busy_ms: u64, slow_polls: u64, requests: u64) -> Verdict {
+        verdict(Fit { cpu_share, busy_per_request: Duration::from_millis(busy_ms), slow_polls, requests })
+    }
+
     #[test]
-    fn verdict_follows_the_cpu_share_bands_and_any_slow_poll() {
-        assert_eq!(verdict(0.0, 0), Verdict::Edge);
-        assert_eq!(verdict(0.099, 0), Verdict::Edge);
-        assert_eq!(verdict(0.10, 0), Verdict::Review);
-        assert_eq!(verdict(0.20, 0), Verdict::Review);
-        assert_eq!(verdict(0.21, 0), Verdict::MoveToWorker);
-        assert_eq!(verdict(0.01, 1), Verdict::MoveToWorker);
+    fn verdict_follows_the_cpu_share_bands_and_slow_polls() {
+        assert_eq!(judged(0.0, 5, 0, 10), Verdict::Edge);
+        assert_eq!(judged(0.099, 5, 0, 10), Verdict::Edge);
+        assert_eq!(judged(0.10, 5, 0, 10), Verdict::Review);
+        assert_eq!(judged(0.20, 5, 0, 10), Verdict::Review);
+        assert_eq!(judged(0.21, 5, 0, 10), Verdict::MoveToWorker);
+        assert_eq!(judged(0.01, 0, 1, 10), Verdict::MoveToWorker, "a slow poll in 10 requests");
+    }
+
+    #[test]
+    fn cheap_routes_and_rare_preemptions_stay_edge() {
+        assert_eq!(judged(0.97, 0, 0, 1_000), Verdict::Edge, "never waits, but costs microseconds");
+        assert_eq!(judged(0.01, 0, 1, 100_000), Verdict::Edge, "one slow poll in 100,000 requests");
+        assert_eq!(judged(0.01, 0, 1_000, 100_000), Verdict::MoveToWorker, "1% of requests");
     }
 
     /// Counts warnings, to check the crossing is logged once.

@@ -12,6 +12,8 @@
 //! loopback addresses: this harness measures systems on the same machine.
 
 mod fanout;
+mod otlp_sink;
+mod report;
 
 use std::{
     process::Stdio,
@@ -81,6 +83,20 @@ enum Cli {
         #[arg(long, default_value = "127.0.0.1:18400")]
         addr: std::net::SocketAddr,
     },
+    /// Writes report.md and SVG plots from a results folder's JSON lines,
+    /// each figure the median of its runs.
+    Report {
+        #[arg(long)]
+        results: std::path::PathBuf,
+        /// Fail when any result line reports errors or gaps.
+        #[arg(long)]
+        check: bool,
+    },
+    /// A stand-in OTLP collector that counts and drops spans.
+    OtlpSink {
+        #[arg(long, default_value = "127.0.0.1:14317")]
+        addr: std::net::SocketAddr,
+    },
     /// Closed-loop GET requests against a URL.
     Latency {
         #[arg(long)]
@@ -117,6 +133,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cli::Ndjson { matches, bytes, prefix } => ndjson(matches, bytes, &prefix),
         Cli::Xt { actions, csv, repeats } => xt(actions, csv.as_deref(), repeats),
         Cli::BareAxum { addr } => bare_axum(addr).await,
+        Cli::OtlpSink { addr } => otlp_sink::run(addr).await,
+        Cli::Report { results, check } => report::run(&results, check),
         Cli::Latency { url, concurrency, requests, warmup, max_secs } => {
             latency(&url, concurrency, requests, warmup, Duration::from_secs(max_secs)).await
         }

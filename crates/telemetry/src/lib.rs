@@ -30,6 +30,7 @@ use tracing::Subscriber;
 use tracing_opentelemetry::OpenTelemetryLayer;
 use tracing_subscriber::{
     EnvFilter, Layer as _,
+    filter::LevelFilter,
     fmt::{FmtContext, FormatEvent, FormatFields, format::Writer},
     layer::SubscriberExt as _,
     registry::LookupSpan,
@@ -110,21 +111,28 @@ pub fn init(service_name: &'static str, format: LogFormat) -> anyhow::Result<Tel
     // Compose files pass the variable through as empty when export is off.
     let export = std::env::var_os(ENV_OTLP_ENDPOINT).is_some_and(|endpoint| !endpoint.is_empty());
     let provider = if export { Some(otlp_provider(service_name)?) } else { None };
-    let otel = provider.as_ref().map(|p| otel_layer(p, service_name));
-
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let fmt = match format {
         LogFormat::Pretty => tracing_subscriber::fmt::layer().with_target(false).boxed(),
         LogFormat::Json => json_layer(std::io::stderr).boxed(),
     };
-
-    tracing_subscriber::registry()
-        .with(filter)
-        .with(fmt)
-        .with(otel)
+    subscriber(fmt, filter, provider.as_ref(), service_name)
         .try_init()
         .context("failed to install the tracing subscriber")?;
     Ok(TelemetryGuard { provider })
+}
+
+/// Log lines filtered by `filter` (`RUST_LOG`), and spans for the exporter.
+/// Traces keep every INFO span whatever the log level: `RUST_LOG=warn`
+/// quiets the logs, it must not empty the traces.
+fn subscriber(
+    logs: Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync>,
+    filter: EnvFilter,
+    provider: Option<&SdkTracerProvider>,
+    service_name: &'static str,
+) -> Box<dyn Subscriber + Send + Sync> {
+    let otel = provider.map(|p| otel_layer(p, service_name).with_filter(LevelFilter::INFO));
+    Box::new(tracing_subscriber::registry().with(logs.with_filter(filter)).with(otel))
 }
 
 /// One JSON object per log line, with the event's fields flattened in, the
@@ -252,6 +260,20 @@ mod tests {
         assert_eq!("pretty".parse::<LogFormat>(), Ok(LogFormat::Pretty));
         let err = "xml".parse::<LogFormat>().expect_err("unknown format");
         assert!(err.contains("\"xml\""), "{err}");
+    }
+
+    #[test]
+    fn a_quiet_log_level_keeps_info_spans_in_the_traces() {
+        let exporter = opentelemetry_sdk::trace::InMemorySpanExporter::default();
+        let provider = SdkTracerProvider::builder().with_simple_exporter(exporter.clone()).build();
+        let logs = tracing_subscriber::fmt::layer().with_writer(std::io::sink).boxed();
+        let quiet = subscriber(logs, EnvFilter::new("warn"), Some(&provider), "filter-test");
+        tracing::subscriber::with_default(quiet, || {
+            tracing::info_span!("request").in_scope(|| tracing::debug_span!("detail").in_scope(|| {}));
+        });
+        let names: Vec<String> =
+            exporter.get_finished_spans().expect("spans").into_iter().map(|s| s.name.into_owned()).collect();
+        assert_eq!(names, vec!["request".to_owned()], "info spans exported, debug ones not");
     }
 
     #[test]

@@ -1,0 +1,521 @@
+//! `courtside-loadtest report`: turns a results folder's JSON lines into
+//! `report.md` and SVG plots.
+//!
+//! Each scenario script appends one line per measured point and run. Here
+//! the runs of a point are folded into their median, figure by figure, so
+//! one noisy run on a shared machine moves nothing; the report says how
+//! many runs each point had. Courtside's targets are checked against the
+//! peers measured in the same folder, and every ratio is printed, met or
+//! not.
+
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    path::{Path, PathBuf},
+};
+
+use anyhow::Context as _;
+use plotters::prelude::*;
+use serde_json::Value;
+
+/// One measured point: its runs' figures folded into medians.
+#[derive(Debug, Clone)]
+struct Point {
+    scenario: String,
+    system: String,
+    x: Option<f64>,
+    runs: usize,
+    figures: BTreeMap<String, f64>,
+}
+
+impl Point {
+    fn get(&self, figure: &str) -> Option<f64> {
+        self.figures.get(figure).copied()
+    }
+}
+
+/// Reads `results`, writes `report.md` and the plots there, and with
+/// `check` fails when any line reports errors.
+pub(crate) fn run(results: &Path, check: bool) -> anyhow::Result<()> {
+    let (lines, skipped) = read_lines(results)?;
+    anyhow::ensure!(!lines.is_empty(), "no result lines with a \"scenario\" in {}", results.display());
+    let points = fold(&lines);
+    let plots = plot_all(results, &points)?;
+    let markdown = render(results, &points, &plots, skipped);
+    let path = results.join("report.md");
+    std::fs::write(&path, markdown).with_context(|| format!("cannot write {}", path.display()))?;
+    eprintln!(
+        "wrote {} ({} points from {} lines, {} plots)",
+        path.display(),
+        points.len(),
+        lines.len(),
+        plots.len()
+    );
+
+    if check {
+        let failed: Vec<String> = lines
+            .iter()
+            .filter(|line| {
+                number(line, "errors").unwrap_or(0.0) > 0.0 || number(line, "gaps").unwrap_or(0.0) > 0.0
+            })
+            .map(Value::to_string)
+            .collect();
+        anyhow::ensure!(
+            failed.is_empty(),
+            "{} result lines report errors:\n{}",
+            failed.len(),
+            failed.join("\n")
+        );
+        eprintln!("check: no errors in {} lines", lines.len());
+    }
+    Ok(())
+}
+
+fn read_lines(results: &Path) -> anyhow::Result<(Vec<Value>, usize)> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(results)
+        .with_context(|| format!("cannot read {}", results.display()))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext == "jsonl"))
+        .collect();
+    files.sort();
+    let mut lines = Vec::new();
+    let mut skipped = 0;
+    for file in files {
+        let text =
+            std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+        for (number, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            let value: Value = serde_json::from_str(line)
+                .with_context(|| format!("{}:{}: not json", file.display(), number + 1))?;
+            // Lines from before the common schema carry no scenario.
+            if value.get("scenario").and_then(Value::as_str).is_some() {
+                lines.push(value);
+            } else {
+                skipped += 1;
+            }
+        }
+    }
+    Ok((lines, skipped))
+}
+
+fn number(line: &Value, key: &str) -> Option<f64> {
+    line.get(key).and_then(Value::as_f64)
+}
+
+/// Groups lines by scenario, system and x, and takes each figure's median.
+fn fold(lines: &[Value]) -> Vec<Point> {
+    type Key = (String, String, Option<u64>);
+    let mut groups: BTreeMap<Key, Vec<&Value>> = BTreeMap::new();
+    for line in lines {
+        let text = |key: &str| line.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
+        let x = number(line, "x").map(f64::to_bits);
+        groups.entry((text("scenario"), text("system"), x)).or_default().push(line);
+    }
+    groups
+        .into_iter()
+        .map(|((scenario, system, x), runs)| {
+            let mut samples: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+            for run in &runs {
+                if let Some(object) = run.as_object() {
+                    for (key, value) in object {
+                        if let Some(v) = value.as_f64()
+                            && key != "x"
+                            && key != "run"
+                        {
+                            samples.entry(key.clone()).or_default().push(v);
+                        }
+                    }
+                }
+            }
+            let figures = samples.into_iter().map(|(key, values)| (key, median(values))).collect();
+            Point { scenario, system, x: x.map(f64::from_bits), runs: runs.len(), figures }
+        })
+        .collect()
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    if values.len().is_multiple_of(2) { (values[mid - 1] + values[mid]) / 2.0 } else { values[mid] }
+}
+
+/// Which figures each scenario's table shows: (header, figure, scale).
+fn columns(scenario: &str) -> &'static [(&'static str, &'static str, f64)] {
+    match scenario {
+        "slow" | "compute" | "compute-small" => &[
+            ("req/s", "rps", 1.0),
+            ("p50 ms", "p50_ms", 1.0),
+            ("p99 ms", "p99_ms", 1.0),
+            ("p99.9 ms", "p999_ms", 1.0),
+            ("max ms", "max_ms", 1.0),
+            ("errors", "errors", 1.0),
+            ("RSS MiB", "rss_kib", 1.0 / 1024.0),
+            ("RSS/conn KB", "rss_per_conn_bytes", 1.0 / 1000.0),
+        ],
+        "mixed" => &[
+            ("unloaded p99 ms", "unloaded_p99_ms", 1.0),
+            ("loaded p99 ms", "loaded_p99_ms", 1.0),
+            ("loaded/unloaded", "ratio", 1.0),
+            ("errors", "errors", 1.0),
+        ],
+        "fanout" => &[
+            ("p50 ms", "p50_ms", 1.0),
+            ("p99 ms", "p99_ms", 1.0),
+            ("p99.9 ms", "p999_ms", 1.0),
+            ("max ms", "max_ms", 1.0),
+            ("gaps", "gaps", 1.0),
+            ("errors", "errors", 1.0),
+            ("RSS/conn KB", "rss_per_conn_bytes", 1.0 / 1000.0),
+        ],
+        "ingest" => &[
+            ("events/s", "events_per_second", 1.0),
+            ("peak RSS MiB", "rss_peak_kib", 1.0 / 1024.0),
+            ("errors", "errors", 1.0),
+        ],
+        "startup" => &[("p50 ms", "p50_ms", 1.0), ("max ms", "max_ms", 1.0), ("errors", "errors", 1.0)],
+        "overhead" => &[
+            ("req/s", "rps", 1.0),
+            ("p50 ms", "p50_ms", 1.0),
+            ("p99 ms", "p99_ms", 1.0),
+            ("CPU µs/request", "cpu_us_per_request", 1.0),
+            ("errors", "errors", 1.0),
+        ],
+        _ => &[],
+    }
+}
+
+const ORDER: &[&str] =
+    &["startup", "slow", "compute", "compute-small", "mixed", "fanout", "ingest", "overhead"];
+
+fn x_label(scenario: &str) -> &'static str {
+    match scenario {
+        "fanout" => "subscribers",
+        "compute" | "compute-small" => "concurrency",
+        _ => "connections",
+    }
+}
+
+fn render(results: &Path, points: &[Point], plots: &[(String, String)], skipped: usize) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "# Load-test report\n");
+    let _ = writeln!(out, "Results folder: `{}`. Each figure is the median of its runs.", results.display());
+    if skipped > 0 {
+        let _ = writeln!(out, "{skipped} lines in an older format were left out.");
+    }
+    if let Ok(machine) = std::fs::read_to_string(results.join("machine.json"))
+        && let Ok(machine) = serde_json::from_str::<Value>(&machine)
+        && let Some(object) = machine.as_object()
+    {
+        let _ = writeln!(out, "\n## Machine\n");
+        for (key, value) in object {
+            let value = value.as_str().map_or_else(|| value.to_string(), str::to_owned);
+            let _ = writeln!(out, "- {key}: {value}");
+        }
+    }
+
+    let _ = writeln!(out, "\n## Targets\n");
+    let _ = writeln!(out, "courtside against peers measured in this folder.\n");
+    let _ = writeln!(out, "| target | measured | verdict |\n|---|---|---|");
+    for line in targets(points) {
+        let _ = writeln!(out, "| {} | {} | {} |", line.0, line.1, line.2);
+    }
+
+    let mut scenarios: Vec<&str> = points.iter().map(|p| p.scenario.as_str()).collect();
+    scenarios.sort_by_key(|s| ORDER.iter().position(|o| o == s).unwrap_or(ORDER.len()));
+    scenarios.dedup();
+    for scenario in scenarios {
+        let mut rows: Vec<&Point> = points.iter().filter(|p| p.scenario == scenario).collect();
+        rows.sort_by(|a, b| a.system.cmp(&b.system).then(a.x.unwrap_or(0.0).total_cmp(&b.x.unwrap_or(0.0))));
+        let cols = columns(scenario);
+        let _ = writeln!(out, "\n## {scenario}\n");
+        let has_x = rows.iter().any(|p| p.x.is_some());
+        let mut header = String::from("| system |");
+        let mut rule = String::from("|---|");
+        if has_x {
+            let _ = write!(header, " {} |", x_label(scenario));
+            rule.push_str("---:|");
+        }
+        for (title, _, _) in cols {
+            let _ = write!(header, " {title} |");
+            rule.push_str("---:|");
+        }
+        header.push_str(" runs |");
+        rule.push_str("---:|");
+        let _ = writeln!(out, "{header}\n{rule}");
+        for point in rows {
+            let mut row = format!("| {} |", point.system);
+            if has_x {
+                let _ = write!(row, " {} |", point.x.map_or("".into(), |x| format!("{x}")));
+            }
+            for (_, figure, scale) in cols {
+                let _ =
+                    write!(row, " {} |", point.get(figure).map_or("–".into(), |v| format_figure(v * scale)));
+            }
+            let _ = write!(row, " {} |", point.runs);
+            let _ = writeln!(out, "{row}");
+        }
+        for (plot_scenario, file) in plots {
+            if plot_scenario == scenario {
+                let _ = writeln!(out, "\n![{file}]({file})");
+            }
+        }
+    }
+    out
+}
+
+fn format_figure(v: f64) -> String {
+    if v.fract() == 0.0 || v.abs() >= 100.0 {
+        format!("{v:.0}")
+    } else if v.abs() >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+fn find<'a>(points: &'a [Point], scenario: &str, system: &str, x: Option<f64>) -> Option<&'a Point> {
+    points.iter().find(|p| p.scenario == scenario && p.system == system && (x.is_none() || p.x == x))
+}
+
+type Verdict = (String, String, String);
+
+/// `ours / theirs` against `bound` (a floor or a ceiling), when both exist.
+fn ratio(
+    out: &mut Vec<Verdict>,
+    what: String,
+    ours: Option<f64>,
+    theirs: Option<f64>,
+    bound: f64,
+    at_least: bool,
+) {
+    let (Some(ours), Some(theirs)) = (ours, theirs) else { return };
+    if theirs == 0.0 {
+        return;
+    }
+    let r = ours / theirs;
+    let met = if at_least { r >= bound } else { r <= bound };
+    let sign = if at_least { "≥" } else { "≤" };
+    out.push((
+        format!("{what} {sign} {bound}×"),
+        format!("{r:.2}× ({} vs {})", format_figure(ours), format_figure(theirs)),
+        if met { "met".into() } else { format!("missed by {:.0}%", ((r / bound) - 1.0).abs() * 100.0) },
+    ));
+}
+
+/// Every target of the load-test issue, as (target, measured, verdict).
+fn targets(points: &[Point]) -> Vec<Verdict> {
+    let mut out = Vec::new();
+    for conns in [5000.0, 10000.0] {
+        let ours = find(points, "slow", "courtside", Some(conns));
+        let figure =
+            |system: &str, key: &str| find(points, "slow", system, Some(conns)).and_then(|p| p.get(key));
+        let get = |p: Option<&Point>, key: &str| p.and_then(|p| p.get(key));
+        ratio(
+            &mut out,
+            format!("slow@{conns} req/s vs node"),
+            get(ours, "rps"),
+            figure("node", "rps"),
+            2.0,
+            true,
+        );
+        ratio(
+            &mut out,
+            format!("slow@{conns} req/s vs fastapi"),
+            get(ours, "rps"),
+            figure("fastapi", "rps"),
+            10.0,
+            true,
+        );
+        ratio(
+            &mut out,
+            format!("slow@{conns} req/s vs bare axum"),
+            get(ours, "rps"),
+            figure("bare-axum", "rps"),
+            0.9,
+            true,
+        );
+        ratio(
+            &mut out,
+            format!("slow@{conns} p99 vs node"),
+            get(ours, "p99_ms"),
+            figure("node", "p99_ms"),
+            0.6,
+            false,
+        );
+        ratio(
+            &mut out,
+            format!("slow@{conns} RSS/conn vs node"),
+            get(ours, "rss_per_conn_bytes"),
+            figure("node", "rss_per_conn_bytes"),
+            1.0,
+            false,
+        );
+    }
+    let compute = |system: &str| find(points, "compute", system, Some(2.0)).and_then(|p| p.get("rps"));
+    ratio(&mut out, "compute@2 req/s vs node".into(), compute("courtside"), compute("node"), 3.0, true);
+    if let Some(mixed) = find(points, "mixed", "courtside", None).and_then(|p| p.get("ratio")) {
+        out.push((
+            "mixed: slow p99 loaded/unloaded ≤ 1.1×".into(),
+            format!("{mixed:.2}×"),
+            if mixed <= 1.1 {
+                "met".into()
+            } else {
+                format!("missed by {:.0}%", (mixed / 1.1 - 1.0) * 100.0)
+            },
+        ));
+    }
+    let fanout =
+        |system: &str, key: &str| find(points, "fanout", system, Some(15000.0)).and_then(|p| p.get(key));
+    ratio(
+        &mut out,
+        "fanout@15000 p99 vs node ws".into(),
+        fanout("courtside", "p99_ms"),
+        fanout("node-ws", "p99_ms"),
+        1.0,
+        false,
+    );
+    ratio(
+        &mut out,
+        "fanout@15000 RSS/conn vs node ws".into(),
+        fanout("courtside", "rss_per_conn_bytes"),
+        fanout("node-ws", "rss_per_conn_bytes"),
+        1.0,
+        false,
+    );
+    for conns in [1000.0, 5000.0] {
+        let overhead = |config: &str, key: &str| {
+            find(points, "overhead", &format!("courtside-trace-{config}"), Some(conns))
+                .and_then(|p| p.get(key))
+        };
+        ratio(
+            &mut out,
+            format!("slow@{conns} req/s, traces at 10% vs off"),
+            overhead("sampled-10", "rps"),
+            overhead("off", "rps"),
+            0.95,
+            true,
+        );
+        ratio(
+            &mut out,
+            format!("slow@{conns} CPU per request, traces at 10% vs off"),
+            overhead("sampled-10", "cpu_us_per_request"),
+            overhead("off", "cpu_us_per_request"),
+            1.05,
+            false,
+        );
+    }
+    for system in ["courtside-gateway", "courtside-all-in-one", "courtside"] {
+        if let Some(p50) = find(points, "startup", system, None).and_then(|p| p.get("p50_ms")) {
+            out.push((
+                format!("startup {system} < 100 ms"),
+                format!("{p50:.1} ms"),
+                if p50 < 100.0 { "met".into() } else { "missed".into() },
+            ));
+        }
+    }
+    out
+}
+
+/// The plots: per scenario with an x axis, p99 (and req/s, RSS per
+/// connection where measured) against x, one line per system.
+fn plot_all(results: &Path, points: &[Point]) -> anyhow::Result<Vec<(String, String)>> {
+    let mut plots = Vec::new();
+    let charts: &[(&str, &str, &str, f64)] = &[
+        ("slow", "p99_ms", "p99 latency (ms)", 1.0),
+        ("slow", "rps", "requests per second", 1.0),
+        ("slow", "rss_per_conn_bytes", "server RSS per open connection (KB)", 1.0 / 1000.0),
+        ("compute", "rps", "requests per second", 1.0),
+        ("compute", "p99_ms", "p99 latency (ms)", 1.0),
+        ("fanout", "p99_ms", "publish-to-receive p99 (ms)", 1.0),
+        ("fanout", "rss_per_conn_bytes", "server RSS per connection (KB)", 1.0 / 1000.0),
+    ];
+    for (scenario, figure, title, scale) in charts {
+        let mut series: BTreeMap<&str, Vec<(f64, f64)>> = BTreeMap::new();
+        for point in points.iter().filter(|p| p.scenario == *scenario) {
+            if let (Some(x), Some(y)) = (point.x, point.get(figure)) {
+                series.entry(point.system.as_str()).or_default().push((x, y * scale));
+            }
+        }
+        if series.values().all(|s| s.len() < 2) {
+            continue;
+        }
+        for line in series.values_mut() {
+            line.sort_by(|a, b| a.0.total_cmp(&b.0));
+        }
+        let file = format!("{scenario}-{}.svg", figure.trim_end_matches("_ms").replace('_', "-"));
+        plot(&results.join(&file), scenario, title, &series)?;
+        plots.push(((*scenario).to_owned(), file));
+    }
+    Ok(plots)
+}
+
+fn plot(
+    path: &Path,
+    scenario: &str,
+    title: &str,
+    series: &BTreeMap<&str, Vec<(f64, f64)>>,
+) -> anyhow::Result<()> {
+    let xs = series.values().flatten().map(|p| p.0);
+    let ys = series.values().flatten().map(|p| p.1);
+    let (x_min, x_max) = xs.fold((f64::MAX, f64::MIN), |(lo, hi), x| (lo.min(x), hi.max(x)));
+    let y_max = ys.fold(0.0_f64, f64::max) * 1.1;
+    let root = SVGBackend::new(path, (720, 420)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // Connections ramp by factors of ten: a log axis spaces them evenly.
+    let mut chart = ChartBuilder::on(&root)
+        .caption(format!("{scenario}: {title}"), ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(60)
+        .build_cartesian_2d((x_min.max(1.0)..x_max.max(2.0)).log_scale(), 0.0..y_max.max(1e-9))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    chart
+        .configure_mesh()
+        .x_desc(x_label(scenario))
+        .y_desc(title)
+        .draw()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    for (index, (system, line)) in series.iter().enumerate() {
+        let color = Palette99::pick(index).to_rgba();
+        chart
+            .draw_series(LineSeries::new(line.iter().copied(), color.stroke_width(2)))
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .label(*system)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
+        chart
+            .draw_series(line.iter().map(|&(x, y)| Circle::new((x, y), 3, color.filled())))
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperLeft)
+        .draw()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    root.present().map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_fold_into_medians_and_targets_compare_peers() {
+        let line = |system: &str, x: f64, run: u64, rps: f64, p99: f64| serde_json::json!({"scenario": "slow", "system": system, "x": x, "run": run, "rps": rps, "p99_ms": p99, "errors": 0});
+        let lines = vec![
+            line("courtside", 5000.0, 1, 20_000.0, 300.0),
+            line("courtside", 5000.0, 2, 22_000.0, 250.0),
+            line("courtside", 5000.0, 3, 90_000.0, 240.0),
+            line("node", 5000.0, 1, 10_000.0, 350.0),
+        ];
+        let points = fold(&lines);
+        let ours = find(&points, "slow", "courtside", Some(5000.0)).expect("folded");
+        assert_eq!((ours.runs, ours.get("rps"), ours.get("p99_ms")), (3, Some(22_000.0), Some(250.0)));
+        let verdicts = targets(&points);
+        let rps = verdicts.iter().find(|t| t.0.starts_with("slow@5000 req/s vs node")).expect("rps target");
+        assert_eq!((rps.1.as_str(), rps.2.as_str()), ("2.20× (22000 vs 10000)", "met"));
+        let p99 = verdicts.iter().find(|t| t.0.starts_with("slow@5000 p99 vs node")).expect("p99 target");
+        assert_eq!(p99.2, "missed by 19%", "0.71× against a bound of 0.6×");
+    }
+}
