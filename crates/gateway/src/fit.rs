@@ -157,16 +157,41 @@ impl RuntimeFit {
     pub fn finished(&self, fit: &RouteFit, wall: Duration) {
         let micros = u64::try_from(wall.as_micros()).unwrap_or(u64::MAX).max(1);
         fit.wall_total_us.fetch_add(micros, Ordering::Relaxed);
-        fit.wall.lock().unwrap_or_else(PoisonError::into_inner).saturating_record(micros);
-        let report = self.report_of(fit);
-        if report.verdict == Verdict::MoveToWorker && !fit.warned.swap(true, Ordering::Relaxed) {
+        let requests = {
+            let mut histogram = fit.wall.lock().unwrap_or_else(PoisonError::into_inner);
+            histogram.saturating_record(micros);
+            histogram.len()
+        };
+        if fit.warned.load(Ordering::Relaxed) {
+            return;
+        }
+        // Judged on every request until the warning is out: a handful of
+        // atomic loads, no percentiles.
+        let judged = self.fit_of(fit, requests);
+        if verdict(judged) == Verdict::MoveToWorker && !fit.warned.swap(true, Ordering::Relaxed) {
             tracing::warn!(
                 route = %fit.route,
-                cpu_share = report.cpu_share,
-                slow_polls = report.slow_polls,
+                cpu_share = judged.cpu_share,
+                slow_polls = judged.slow_polls,
                 slow_poll_ms = self.slow_poll.as_millis(),
                 "route does cpu work on the event loop: move it to the worker"
             );
+        }
+    }
+
+    fn fit_of(&self, fit: &RouteFit, requests: u64) -> Fit {
+        let polled = fit.monitor.cumulative();
+        let wall_total = fit.wall_total_us.load(Ordering::Relaxed) as f64 / 1e6;
+        let busy = polled.total_poll_duration.as_secs_f64();
+        Fit {
+            cpu_share: if wall_total > 0.0 { (busy / wall_total).min(1.0) } else { 0.0 },
+            busy_per_request: Duration::from_secs_f64(if requests > 0 {
+                busy / requests as f64
+            } else {
+                0.0
+            }),
+            slow_polls: polled.total_slow_poll_count,
+            requests,
         }
     }
 
@@ -185,17 +210,15 @@ impl RuntimeFit {
     }
 
     fn report_of(&self, fit: &RouteFit) -> RouteReport {
-        let polled = fit.monitor.cumulative();
         let (requests, p50, p99) = {
             let wall = fit.wall.lock().unwrap_or_else(PoisonError::into_inner);
             (wall.len(), wall.value_at_quantile(0.5), wall.value_at_quantile(0.99))
         };
-        let wall_total = fit.wall_total_us.load(Ordering::Relaxed) as f64 / 1e6;
+        let judged = self.fit_of(fit, requests);
+        let polled = fit.monitor.cumulative();
         let busy = polled.total_poll_duration.as_secs_f64();
-        let cpu_share = if wall_total > 0.0 { (busy / wall_total).min(1.0) } else { 0.0 };
         let mean_poll_us =
             if polled.total_poll_count > 0 { busy * 1e6 / polled.total_poll_count as f64 } else { 0.0 };
-        let busy_per_request = if requests > 0 { busy / requests as f64 } else { 0.0 };
         RouteReport {
             route: fit.route.clone(),
             method: fit.method.clone(),
@@ -204,15 +227,10 @@ impl RuntimeFit {
             wall_p50_ms: p50 as f64 / 1e3,
             wall_p99_ms: p99 as f64 / 1e3,
             mean_poll_us,
-            busy_per_request_us: busy_per_request * 1e6,
-            cpu_share,
-            slow_polls: polled.total_slow_poll_count,
-            verdict: verdict(Fit {
-                cpu_share,
-                busy_per_request: Duration::from_secs_f64(busy_per_request),
-                slow_polls: polled.total_slow_poll_count,
-                requests,
-            }),
+            busy_per_request_us: judged.busy_per_request.as_secs_f64() * 1e6,
+            cpu_share: judged.cpu_share,
+            slow_polls: judged.slow_polls,
+            verdict: verdict(judged),
         }
     }
 
