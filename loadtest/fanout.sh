@@ -3,82 +3,166 @@
 # the FastAPI peer on uvicorn, same subscribers, channels and publish rate,
 # measured in one run.
 #
-#   loadtest/fanout.sh [subscribers] [channels] [seconds]     (default 15000 100 30)
-#   REPLICAS=2 loadtest/fanout.sh 30000                        (two gateways, one Redis;
-#                                                               courtside only: the peers
-#                                                               have no cross-process fan-out)
+#   loadtest/fanout.sh [subscribers] [channels] [seconds]
+#       subscribers may be a list ("1000 5000"); default 1000, 5000 and
+#       15,000 per system, then 30,000 over two courtside replicas;
+#       100 channels, 30 s of publishing (QUICK=1: 500, 10, 5 s, courtside)
+#   REPLICAS=2 loadtest/fanout.sh 30000      only courtside over two gateways
+#                                            sharing one Redis (the peers have
+#                                            no cross-process fan-out)
+#   SYSTEMS="courtside node-ws" ...          a subset (courtside, node-ws,
+#                                            fastapi-ws, courtside-2-replicas)
 #
-# The server under test is pinned to core 0; subscribers, the publisher and
-# Redis share core 1 (taskset). Subscribers are spread over processes (a
-# process may open at most 20,000 files) and 127.0.0.x source addresses.
-# Loopback only; every loop is bounded. Writes JSON lines to
-# loadtest/results/<date>/fanout.jsonl and prints them.
+# The server under test is pinned to core 0, subscribers and the publisher to
+# core 1 (taskset); Redis, a service already running, stays unpinned.
+# Subscribers are spread over processes (a process may open at most 20,000
+# files) and 127.0.0.x source addresses.
+# RUN, RESULTS, PROFILE, QUICK, BUILD: see lib.sh. Loopback only; every loop
+# is bounded. One JSON line per point goes to $RESULTS/fanout.jsonl: the
+# common fields (x = subscribers, errors = gaps + duplicates + disconnects +
+# publish errors + deliveries lost after a subscriber's last event) and,
+# after them, every field `courtside-loadtest fanout` reports.
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
-subscribers=${1:-15000}
-channels=${2:-100}
-seconds=${3:-30}
-processes=$(( (subscribers + 7999) / 8000 ))
-out=loadtest/results/$(date -u +%Y-%m-%d)
-mkdir -p "$out"
-ulimit -n 20000
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-cargo build --release --locked -p gateway -p loadtest 2>&1 | tail -1
-(cd loadtest/baselines/node && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
-# The venv http.sh makes, brought up to date: one made before the fan-out peer lacks `websockets`.
-venv=loadtest/baselines/python/.server-venv
-[ -x $venv/bin/python ] || python3 -m venv $venv
-$venv/bin/pip install -q -r loadtest/baselines/python/server-requirements.txt
-lt=target/release/courtside-loadtest
-pin_server="taskset -c 0"
-pin_clients="taskset -c 1"
-[ "$(nproc)" -ge 2 ] || { pin_server=""; pin_clients=""; }
-
-wait_http() { for _ in $(seq 200); do curl -sf "$1" >/dev/null 2>&1 && return 0; sleep 0.05; done; echo "no answer from $1"; return 1; }
 replicas=${REPLICAS:-1}
-cleanup() { for pid in ${server_pids:-} ${server_pid:-}; do kill "$pid" 2>/dev/null || true; done; }
+if [ "$QUICK" = 1 ]; then
+  subscriber_counts=${1:-500}; channels=${2:-10}; seconds=${3:-5}
+  default_systems="courtside"
+  replica_point=""
+else
+  subscriber_counts=${1:-"1000 5000 15000"}; channels=${2:-100}; seconds=${3:-30}
+  default_systems="courtside node-ws fastapi-ws courtside-2-replicas"
+  # The two-replica point belongs to the default ramp only: an explicit
+  # subscriber count asks for that count alone.
+  replica_point=$([ -z "${1:-}" ] && echo 30000 || true)
+fi
+if [ "$replicas" -gt 1 ]; then
+  default_systems="courtside-${replicas}-replicas"
+  [ -z "${1:-}" ] && subscriber_counts=$((15000 * replicas))
+  replica_point=""
+fi
+out=fanout.jsonl
+
+raise_fd_limit
+build gateway loadtest
+if want node-ws "$default_systems"; then node_peers; fi
+if want fastapi-ws "$default_systems"; then python_peers; fi
+
+server_pids=""
+cleanup() {
+  [ -n "$server_pids" ] && stop_tree $server_pids
+  for p in $(jobs -p); do kill "$p" 2>/dev/null || true; done
+}
 trap cleanup EXIT
+failures=0
 
-echo "machine: $(nproc) cores, $(uname -sr); $subscribers subscribers, $channels channels, 1 event/channel/s, ${seconds}s"
+failed_line() { # system subscribers message
+  failures=$((failures + 1))
+  echo "$1: $3 (servers' output: $LOGS/fanout-servers.log)" >&2
+  emit $out "{$(common_fields fanout "$1"),\"x\":$2,\"errors\":1,\"failed\":true,\"error\":$(json_str "$3")}"
+}
 
-# courtside gateway, Redis backend (the deployed configuration).
-token=fanout-benchmark-token-0123456789
-prefix="fanout-$(date +%s):"
-server_pids=""
-ws_args=()
-pid_args=()
-for i in $(seq 0 $((replicas - 1))); do
-  port=$((18080 + i))
-  COURTSIDE_GATEWAY_ADDR=127.0.0.1:$port COURTSIDE_REDIS_URL=redis://127.0.0.1:6379 COURTSIDE_REDIS_PREFIX="$prefix" \
-  COURTSIDE_PUBLISH_TOKENS=$token COURTSIDE_LOG_FORMAT=json RUST_LOG=warn COURTSIDE_MAX_CONNECTIONS=40000 \
-    $pin_server target/release/courtside-gateway & pid=$!
-  server_pids="$server_pids $pid"
-  ws_args+=(--ws "ws://127.0.0.1:$port/v1/live")
-  pid_args+=(--server-pid "$pid")
-  wait_http "http://127.0.0.1:$port/healthz"
+# The tool's nested report, flattened onto the common fields; its own fields
+# follow unchanged so nothing it measured is lost.
+normalize() { # report common-fields
+  python3 - "$1" "{$2}" <<'PY'
+import json, sys
+report = json.loads(sys.argv[1])
+line = json.loads(sys.argv[2])
+latency = report.get("latency_ms") or {}
+rss = report.get("server_rss_kib") or {}
+gaps = report.get("gaps", 0)
+missing = max(0, report.get("expected_deliveries", 0) - report.get("received", 0))
+line["x"] = report["subscribers"]
+for ours, theirs in (("p50_ms", "p50"), ("p90_ms", "p90"), ("p99_ms", "p99"), ("p999_ms", "p999"), ("max_ms", "max")):
+    if theirs in latency:
+        line[ours] = latency[theirs]
+# A gap is a missing event seen from the next one; losses after a
+# subscriber's last received event show only as deliveries short of expected.
+line["errors"] = (gaps + report.get("duplicates", 0) + report.get("disconnects", 0)
+                  + report.get("publish_errors", 0) + max(0, missing - gaps))
+line["missing_deliveries"] = missing
+# Memory under load: sampled at the end of publishing, against the idle
+# server before the first subscriber connected.
+if rss.get("end") is not None:
+    line["rss_kib"] = rss["end"]
+if report.get("rss_bytes_per_connection_end") is not None:
+    line["rss_per_conn_bytes"] = round(report["rss_bytes_per_connection_end"])
+for key, value in report.items():
+    line.setdefault(key, value)
+print(json.dumps(line, separators=(",", ":")))
+PY
+}
+
+measure() { # system subscribers ws-args... -- publish-url token server-pid...
+  local system=$1 subs=$2; shift 2
+  local ws=() pids=() publish token report
+  while [ "$1" != -- ]; do ws+=(--ws "$1"); shift; done
+  shift; publish=$1; token=$2; shift 2
+  for p in "$@"; do pids+=(--server-pid "$p"); done
+  local processes=$(((subs + 7999) / 8000))
+  # shellcheck disable=SC2086
+  if report=$(timeout $((seconds + 300)) $PIN_CLIENT "$LT" fanout --label "$system" "${ws[@]}" --publish "$publish" \
+    ${token:+--token "$token"} --subscribers "$subs" --channels "$channels" --duration "$seconds" \
+    --processes "$processes" "${pids[@]}") && [ -n "$report" ] &&
+    line=$(normalize "$report" "$(common_fields fanout "$system"),\"secs\":$seconds"); then
+    emit $out "$line"
+  else
+    failed_line "$system" "$subs" "the fan-out client failed"
+  fi
+}
+
+redis_up() { [ "$(redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null)" = PONG ]; }
+
+courtside() { # replicas subscribers
+  local n=$1 subs=$2 system=courtside i port ws=() token=fanout-benchmark-token-0123456789
+  [ "$n" -gt 1 ] && system="courtside-${n}-replicas"
+  want "$system" "$default_systems" || return 0
+  if ! redis_up; then failed_line "$system" "$subs" "no Redis at 127.0.0.1:6379"; return; fi
+  local prefix
+  prefix="fanout-$(date +%s%N):"
+  server_pids=""
+  for ((i = 0; i < n; i++)); do
+    port=$((18080 + i))
+    if ! port_free $port; then stop_system; failed_line "$system" "$subs" "port $port in use"; return; fi
+    COURTSIDE_GATEWAY_ADDR=127.0.0.1:$port COURTSIDE_REDIS_URL=redis://127.0.0.1:6379 COURTSIDE_REDIS_PREFIX="$prefix" \
+      COURTSIDE_PUBLISH_TOKENS=$token COURTSIDE_LOG_FORMAT=json RUST_LOG=warn COURTSIDE_MAX_CONNECTIONS=40000 \
+      $PIN_SERVER "$BIN/courtside-gateway" >>"$LOGS/fanout-servers.log" 2>&1 &
+    server_pids="$server_pids $!"
+    ws+=("ws://127.0.0.1:$port/v1/live")
+  done
+  for ((i = 0; i < n; i++)); do
+    wait_http "http://127.0.0.1:$((18080 + i))/healthz" || { stop_system; failed_line "$system" "$subs" "did not start"; return; }
+  done
+  # shellcheck disable=SC2086
+  measure "$system" "$subs" "${ws[@]}" -- http://127.0.0.1:18080/v1/events "$token" $server_pids
+  stop_system
+  redis-cli --scan --pattern "${prefix}*" | xargs -r -n 500 redis-cli del >/dev/null
+}
+
+peer() { # system port command...
+  local system=$1 port=$2 subs=$3; shift 3
+  want "$system" "$default_systems" || return 0
+  if ! port_free "$port"; then failed_line "$system" "$subs" "port $port in use"; return; fi
+  $PIN_SERVER "$@" "$port" >>"$LOGS/fanout-servers.log" 2>&1 &
+  server_pids=$!
+  if ! wait_http "http://127.0.0.1:$port/healthz"; then stop_system; failed_line "$system" "$subs" "did not start"; return; fi
+  measure "$system" "$subs" "ws://127.0.0.1:$port/v1/live" -- "http://127.0.0.1:$port/v1/events" "" $server_pids
+  stop_system
+}
+
+stop_system() {
+  [ -n "$server_pids" ] && stop_tree $server_pids
+  server_pids=""
+}
+
+echo "fanout: $(nproc) cores, $(uname -sr); subscribers $subscriber_counts, $channels channels, 1 event/channel/s, ${seconds}s; run $RUN; $PROFILE build; results in $RESULTS"
+for subs in $subscriber_counts; do
+  courtside "$replicas" "$subs"
+  [ "$replicas" -gt 1 ] && continue
+  peer node-ws 13001 "$subs" node loadtest/baselines/node/fanout.js
+  peer fastapi-ws 13002 "$subs" "$VENV/bin/python" loadtest/baselines/python/fanout.py
 done
-label=courtside
-[ "$replicas" -gt 1 ] && label="courtside-${replicas}-replicas"
-$pin_clients $lt fanout --label "$label" "${ws_args[@]}" --publish http://127.0.0.1:18080/v1/events \
-  --token $token --subscribers "$subscribers" --channels "$channels" --duration "$seconds" --processes "$processes" \
-  "${pid_args[@]}" | tee -a "$out/fanout.jsonl"
-for pid in $server_pids; do kill "$pid"; wait "$pid" 2>/dev/null || true; done
-server_pids=""
-redis-cli --scan --pattern "${prefix}*" | xargs -r -n 500 redis-cli del >/dev/null
-[ "$replicas" -gt 1 ] && exit 0
-
-# Node.js ws peer.
-$pin_server node loadtest/baselines/node/fanout.js 13001 >/dev/null & server_pid=$!
-wait_http http://127.0.0.1:13001/healthz
-$pin_clients $lt fanout --label node-ws --ws ws://127.0.0.1:13001/v1/live --publish http://127.0.0.1:13001/v1/events \
-  --subscribers "$subscribers" --channels "$channels" --duration "$seconds" --processes "$processes" \
-  --server-pid "$server_pid" | tee -a "$out/fanout.jsonl"
-kill "$server_pid"; wait "$server_pid" 2>/dev/null || true
-server_pid=""
-
-# FastAPI peer on uvicorn.
-$pin_server $venv/bin/python loadtest/baselines/python/fanout.py 13002 & server_pid=$!
-wait_http http://127.0.0.1:13002/healthz
-$pin_clients $lt fanout --label fastapi-ws --ws ws://127.0.0.1:13002/v1/live --publish http://127.0.0.1:13002/v1/events \
-  --subscribers "$subscribers" --channels "$channels" --duration "$seconds" --processes "$processes" \
-  --server-pid "$server_pid" | tee -a "$out/fanout.jsonl"
+if [ -n "$replica_point" ]; then courtside 2 "$replica_point"; fi
+[ "$failures" = 0 ] || { echo "fanout: $failures points failed" >&2; exit 1; }

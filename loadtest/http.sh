@@ -1,100 +1,286 @@
 #!/usr/bin/env bash
-# The HTTP comparison from the argument, side by side in one run:
-# courtside (gateway + worker, release), the Node.js peer, the FastAPI peer on
-# uvicorn, and a bare axum server as the ceiling for `slow`.
+# The HTTP comparison from the argument, side by side in one run: courtside
+# (gateway + analytics worker), the Node.js peer, the FastAPI peer on uvicorn,
+# each blocking variant, and a bare axum server as the ceiling for `slow`.
 #
-#   loadtest/http.sh [seconds-per-point]          (default 10)
-#   SYSTEMS="node fastapi" loadtest/http.sh       (a subset)
+#   loadtest/http.sh [seconds-per-point]
+#   SCENARIOS="slow mixed" SYSTEMS="courtside node" loadtest/http.sh
 #
-# slow: the server pinned to core 0, wrk to core 1; connections 100, 1000,
-#       5000. compute (n = 20,000,000): both cores for the server, 1, 2 and 8
-#       connections. Warm-up before each series. wrk is closed-loop: latency
-#       percentiles under a saturating load, which is what the argument's
-#       comparison reports. Loopback only; every run is bounded in time.
-# Writes JSON lines to loadtest/results/<date>/http.jsonl.
+# Scenarios (SCENARIOS, default all four):
+#   slow           /slow at 100, 1,000, 5,000, 10,000 connections: throughput,
+#                  latency, errors, server RSS per open connection.
+#                  Server on core 0, wrk on core 1; a fresh server per point.
+#   compute        the seed's CPU loop at n = 20,000,000, 1, 2, 8, 32 requests
+#                  in flight; the server may use both cores.
+#   compute-small  the same at n = 1,000: per-request overhead, not CPU.
+#   mixed          /slow at 1,000 connections alone, then again while a second
+#                  wrk keeps 4 compute requests (n = 20,000,000) in flight:
+#                  loaded p99 against unloaded p99. Server on core 0, both wrk
+#                  on core 1.
+# Systems (SYSTEMS): courtside, bare-axum (slow only), node and fastapi
+# (/compute off the event loop: worker_threads, process pool), node-blocking
+# and fastapi-blocking (/compute-blocking, the loop in the handler; compute
+# and mixed only, their /slow is node's and fastapi's).
+#
+# SECS (seconds per point, default 10), RUN, RESULTS, PROFILE, QUICK, BUILD:
+# see lib.sh. QUICK=1: 50 and 200 connections, concurrency 1 and 2,
+# n = 2,000,000, 2 s per point. One JSON line per point goes to
+# $RESULTS/http.jsonl; wrk's own figures come from wrk-report.lua.
+# Loopback only; every wrk run stops after its duration (and a hard timeout).
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
-secs=${1:-10}
-out=loadtest/results/$(date -u +%Y-%m-%d)
-mkdir -p "$out"
-ulimit -n 20000
-command -v wrk >/dev/null || { echo "wrk is required (Debian package wrk)"; exit 1; }
-cargo build --release --locked -p gateway -p analytics -p loadtest 2>&1 | tail -1
-(cd loadtest/baselines/node && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
-venv=loadtest/baselines/python/.server-venv
-[ -x $venv/bin/python ] || { python3 -m venv $venv; $venv/bin/pip install -q -r loadtest/baselines/python/server-requirements.txt; }
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-pid=""
-# Children first: a process pool's workers inherit the listening socket.
-stop() {
-  for p in $pid ${worker:-}; do pkill -P "$p" 2>/dev/null || true; kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
-  pid=""; worker=""
-}
-systems=${SYSTEMS:-"courtside bare-axum node fastapi"}
-want() { [[ " $systems " == *" $1 "* ]]; }
-trap stop EXIT
-wait_http() { for _ in $(seq 300); do curl -sf "$1" >/dev/null 2>&1 && return 0; sleep 0.05; done; echo "no answer from $1"; return 1; }
-
-# wrk's report → one JSON line.
-run_wrk() { # system scenario connections url [pin]
-  local system=$1 scenario=$2 conns=$3 url=$4 pin=${5:-}
-  local threads=1; [ "$conns" -ge 1000 ] && threads=1
-  local report
-  report=$($pin wrk -t$threads -c"$conns" -d"${secs}s" --timeout 10s --latency "$url" 2>&1 || true)
-  echo "$report" | awk -v sys="$system" -v scenario="$scenario" -v conns="$conns" -v rss="$(awk '/VmRSS/ {print $2}' /proc/$pid/status 2>/dev/null || echo 0)" '
-    function ms(v) { if (v ~ /us$/) return v/1000; if (v ~ /ms$/) return v+0; if (v ~ /m$/) return v*60000; if (v ~ /s$/) return v*1000; return v }
-    /Requests\/sec/ { rps = $2 }
-    /^ +50%/ { p50 = ms($2) } /^ +90%/ { p90 = ms($2) } /^ +99%/ { p99 = ms($2) }
-    /Latency/ && !lat { max = ms($4); lat = 1 }
-    /Socket errors/ { errors = $4 + $6 + $8 + $10; gsub(",", "", errors) }
-    /Non-2xx/ { non2xx = $5 }
-    /requests in/ { requests = $1 }
-    END { printf "{\"system\":\"%s\",\"scenario\":\"%s\",\"connections\":%d,\"requests\":%d,\"rps\":%.0f,\"p50_ms\":%.2f,\"p90_ms\":%.2f,\"p99_ms\":%.2f,\"max_ms\":%.2f,\"socket_errors\":%d,\"non_2xx\":%d,\"server_rss_kib\":%d}\n", sys, scenario, conns, requests, rps, p50, p90, p99, max, errors+0, non2xx+0, rss }'
-}
-
-slow_series() { # system base path
-  local system=$1 base=$2 path=$3
-  wrk -t1 -c100 -d2s "$base$path" >/dev/null 2>&1 || true   # warm-up
-  for c in 100 1000 5000; do run_wrk "$system" slow "$c" "$base$path" "taskset -c 1" | tee -a "$out/http.jsonl"; done
-}
-
-compute_series() { # system base path
-  local system=$1 base=$2 path=$3
-  wrk -t1 -c2 -d2s "$base$path" >/dev/null 2>&1 || true
-  for c in 1 2 8; do run_wrk "$system" compute "$c" "$base$path" | tee -a "$out/http.jsonl"; done
-}
-
-echo "machine: $(nproc) cores, $(uname -sr); ${secs}s per point"
-
-# Each system twice: pinned to core 0 for slow (wrk on core 1), then on both
-# cores for compute, so every system has the same core budget per scenario.
-start_courtside() { # pin
-  COURTSIDE_ANALYTICS_ADDR=127.0.0.1:15100 RUST_LOG=warn COURTSIDE_LOG_FORMAT=json $1 target/release/courtside-analytics & worker=$!
-  COURTSIDE_GATEWAY_ADDR=127.0.0.1:18100 COURTSIDE_WORKER_URL=http://127.0.0.1:15100 RUST_LOG=warn COURTSIDE_LOG_FORMAT=json \
-    COURTSIDE_MAX_CONNECTIONS=40000 $1 target/release/courtside-gateway & pid=$!
-  wait_http http://127.0.0.1:18100/healthz
-}
-if want courtside; then
-start_courtside "taskset -c 0"; slow_series courtside http://127.0.0.1:18100 /v1/bench/slow; stop
-start_courtside ""; compute_series courtside http://127.0.0.1:18100 "/v1/bench/compute?n=20000000"; stop
+all_scenarios="slow compute compute-small mixed"
+scenarios=${SCENARIOS:-$all_scenarios}
+for s in $scenarios; do
+  [[ " $all_scenarios " == *" $s "* ]] || { echo "unknown scenario '$s' (known: $all_scenarios)" >&2; exit 2; }
+done
+if [ "$QUICK" = 1 ]; then
+  secs=${1:-${SECS:-2}}; warm=1; slow_conns="50 200"; mixed_conns="50 200"; concurrency="1 2"; big_n=2000000
+else
+  secs=${1:-${SECS:-10}}; warm=2; slow_conns="100 1000 5000 10000"; mixed_conns="1000"; concurrency="1 2 8 32"; big_n=20000000
 fi
+[[ "$secs" =~ ^[1-9][0-9]*$ ]] || { echo "seconds per point must be a whole number, not '$secs'" >&2; exit 2; }
+small_n=1000
+default_systems="courtside bare-axum node node-blocking fastapi fastapi-blocking"
+out=http.jsonl
 
-if want bare-axum; then
-taskset -c 0 target/release/courtside-loadtest bare-axum --addr 127.0.0.1:18400 & pid=$!
-wait_http http://127.0.0.1:18400/healthz
-slow_series bare-axum http://127.0.0.1:18400 /slow; stop
-fi
+command -v wrk >/dev/null || { echo "wrk is required (Debian package wrk)" >&2; exit 1; }
+raise_fd_limit
+build gateway analytics loadtest
+if want node "$default_systems" || want node-blocking "$default_systems"; then node_peers; fi
+if want fastapi "$default_systems" || want fastapi-blocking "$default_systems"; then python_peers; fi
 
-if want node; then
-taskset -c 0 node loadtest/baselines/node/server.js 18300 >/dev/null & pid=$!
-wait_http http://127.0.0.1:18300/healthz; slow_series node http://127.0.0.1:18300 /slow; stop
-node loadtest/baselines/node/server.js 18300 >/dev/null & pid=$!
-wait_http http://127.0.0.1:18300/healthz; compute_series node http://127.0.0.1:18300 "/compute?n=20000000"; stop
-fi
+server_pids=""
+# Only this shell's own live jobs (wrk under timeout, servers) are stopped:
+# a pid remembered from earlier may belong to someone else by now.
+cleanup() {
+  [ -n "$server_pids" ] && stop_tree $server_pids
+  for p in $(jobs -p); do kill "$p" 2>/dev/null || true; done
+  rm -rf "${tmp:-}"
+}
+trap cleanup EXIT
+tmp=$(mktemp -d)
+failures=0
 
-if want fastapi; then
-taskset -c 0 $venv/bin/python loadtest/baselines/python/server.py 18200 & pid=$!
-wait_http http://127.0.0.1:18200/healthz; slow_series fastapi http://127.0.0.1:18200 /slow; stop
-$venv/bin/python loadtest/baselines/python/server.py 18200 & pid=$!
-wait_http http://127.0.0.1:18200/healthz; compute_series fastapi http://127.0.0.1:18200 "/compute?n=20000000"; stop
-fi
+# Starts one system with the given pinning; sets server_pids and port.
+start_system() { # system pin
+  local system=$1 pin=$2
+  server_pids=""
+  case $system in
+    courtside)
+      port=18100
+      port_free 18100 && port_free 15100 && port_free 19100 || return 1
+      COURTSIDE_ANALYTICS_ADDR=127.0.0.1:15100 COURTSIDE_ANALYTICS_METRICS_ADDR=127.0.0.1:19100 \
+        RUST_LOG=warn COURTSIDE_LOG_FORMAT=json $pin "$BIN/courtside-analytics" >>"$LOGS/http-servers.log" 2>&1 &
+      server_pids=$!
+      COURTSIDE_GATEWAY_ADDR=127.0.0.1:18100 COURTSIDE_WORKER_URL=http://127.0.0.1:15100 RUST_LOG=warn \
+        COURTSIDE_LOG_FORMAT=json COURTSIDE_MAX_CONNECTIONS=40000 $pin "$BIN/courtside-gateway" >>"$LOGS/http-servers.log" 2>&1 &
+      server_pids="$server_pids $!"
+      ;;
+    bare-axum)
+      port=18400; port_free $port || return 1
+      $pin "$LT" bare-axum --addr 127.0.0.1:$port >>"$LOGS/http-servers.log" 2>&1 &
+      server_pids=$!
+      ;;
+    node | node-blocking)
+      port=18300; port_free $port || return 1
+      $pin node loadtest/baselines/node/server.js $port >>"$LOGS/http-servers.log" 2>&1 &
+      server_pids=$!
+      ;;
+    fastapi | fastapi-blocking)
+      port=18200; port_free $port || return 1
+      $pin "$VENV/bin/python" loadtest/baselines/python/server.py $port >>"$LOGS/http-servers.log" 2>&1 &
+      server_pids=$!
+      ;;
+  esac
+  wait_http "http://127.0.0.1:$port/healthz"
+}
+
+stop_system() {
+  [ -n "$server_pids" ] && stop_tree $server_pids
+  server_pids=""
+}
+
+slow_path() { case $1 in courtside) echo /v1/bench/slow ;; *) echo /slow ;; esac; }
+compute_path() { # system n
+  case $1 in
+    courtside) echo "/v1/bench/compute?n=$2" ;;
+    node-blocking | fastapi-blocking) echo "/compute-blocking?n=$2" ;;
+    *) echo "/compute?n=$2" ;;
+  esac
+}
+
+# wrk in the background, its report to a file; the caller waits.
+wrk_start() { # report-file connections seconds url pin
+  # shellcheck disable=SC2086
+  timeout $(($3 + 30)) $5 wrk -t1 -c"$2" -d"$3"s --timeout 10s -s loadtest/wrk-report.lua "$4" >"$1" 2>&1 &
+  wrk_pid=$!
+}
+
+# The fields of wrk-report.lua's line, braces and marker stripped, or nothing.
+# wrk times only requests that complete: when none did, every connection's
+# request outlived the run, and that is counted as an error per connection
+# rather than left to read as a clean run without latency figures.
+wrk_fields() { # report-file connections
+  local line requests errors
+  line=$(grep '^{"wrk":1,' "$1" | tail -1 || true)
+  [ -n "$line" ] || { echo "wrk said:" >&2; tail -5 "$1" >&2; return 0; }
+  line=${line#\{\"wrk\":1,}
+  line=${line%\}}
+  requests=$(field "$line" requests)
+  if [ "$requests" = 0 ]; then
+    errors=$(field "$line" errors)
+    line=$(sed -E "s/\"errors\":[0-9]+/\"errors\":$((errors + $2))/" <<<"$line")",\"unanswered\":$2"
+  fi
+  echo "$line"
+}
+
+field() { # fields key
+  sed -nE "s/.*\"$2\":(-?[0-9.]+).*/\1/p" <<<"$1"
+}
+
+prefixed() { # fields prefix
+  sed -E "s/\"([a-z0-9_]+)\":/\"$2\1\":/g" <<<"$1"
+}
+
+warm_up() { # connections url pin
+  # shellcheck disable=SC2086
+  timeout $((warm + 30)) $3 wrk -t1 -c"$1" -d"$warm"s --timeout 10s "$2" >/dev/null 2>&1 || true
+}
+
+half() { awk -v s="$1" 'BEGIN { print s / 2 }'; }
+
+# One point measured while sampling the server mid-run; sets point_fields,
+# rss_load, open_conns. Empty point_fields when wrk gave no report.
+measure() { # connections url pin
+  wrk_start "$tmp/wrk" "$1" "$secs" "$2" "$3"
+  local w=$wrk_pid
+  # Half-way, every connection is open and the server has had time to settle
+  # under the load: memory read then is the memory the load costs.
+  sleep "$(half "$secs")"
+  rss_load=$(rss_kib $server_pids)
+  open_conns=$(open_connections "$port")
+  wait "$w" || true
+  point_fields=$(wrk_fields "$tmp/wrk" "$1")
+}
+
+failed_line() { # scenario system x message
+  failures=$((failures + 1))
+  echo "$2: $4 (servers' output: $LOGS/http-servers.log)" >&2
+  emit $out "{$(common_fields "$1" "$2"),\"x\":$3,\"errors\":1,\"failed\":true,\"error\":$(json_str "$4")}"
+}
+
+# slow: a fresh server for every point, so the idle RSS before the point is
+# a server that has never held more connections than the warm-up's (an
+# allocator keeps freed memory, which would hide the next point's cost).
+slow_point() { # system connections
+  local system=$1 c=$2 url idle
+  if ! start_system "$system" "$PIN_SERVER"; then
+    stop_system; failed_line slow "$system" "$c" "did not start"; return
+  fi
+  url="http://127.0.0.1:$port$(slow_path "$system")"
+  warm_up "$([ "$QUICK" = 1 ] && echo 50 || echo 100)" "$url" "$PIN_CLIENT"
+  sleep 0.5
+  idle=$(rss_kib $server_pids)
+  measure "$c" "$url" "$PIN_CLIENT"
+  stop_system
+  if [ -z "$point_fields" ]; then failed_line slow "$system" "$c" "wrk gave no report"; return; fi
+  local per_conn=""
+  if [ "$open_conns" -gt 0 ]; then
+    per_conn=$(awk -v l="$rss_load" -v i="$idle" -v n="$open_conns" 'BEGIN { printf ",\"rss_per_conn_bytes\":%.0f", (l - i) * 1024 / n }')
+  fi
+  emit $out "{$(common_fields slow "$system"),\"x\":$c,\"connections\":$c,\"secs\":$secs,\"server_cpus\":\"0\",$point_fields,\"rss_idle_kib\":$idle,\"rss_kib\":$rss_load,\"open_connections\":$open_conns$per_conn}"
+}
+
+# compute and compute-small: one server per series, both cores for it.
+compute_series() { # scenario system n
+  local scenario=$1 system=$2 n=$3 url c idle
+  if ! start_system "$system" ""; then
+    stop_system
+    for c in $concurrency; do failed_line "$scenario" "$system" "$c" "did not start"; done
+    return
+  fi
+  url="http://127.0.0.1:$port$(compute_path "$system" "$n")"
+  warm_up 2 "$url" ""
+  for c in $concurrency; do
+    wait_idle $server_pids
+    idle=$(rss_kib $server_pids)
+    measure "$c" "$url" ""
+    if [ -z "$point_fields" ]; then failed_line "$scenario" "$system" "$c" "wrk gave no report"; continue; fi
+    emit $out "{$(common_fields "$scenario" "$system"),\"x\":$c,\"concurrency\":$c,\"n\":$n,\"secs\":$secs,\"server_cpus\":\"all\",$point_fields,\"rss_idle_kib\":$idle,\"rss_kib\":$rss_load}"
+  done
+  stop_system
+}
+
+# mixed: the same server (core 0) measured twice at the same load on /slow,
+# the second time with the CPU side saturated, so the ratio isolates what
+# CPU work does to I/O latency on that runtime.
+mixed_point() { # system connections
+  local system=$1 c=$2 slow_url compute_url unloaded loaded saturating
+  if ! start_system "$system" "$PIN_SERVER"; then
+    stop_system; failed_line mixed "$system" "$c" "did not start"; return
+  fi
+  slow_url="http://127.0.0.1:$port$(slow_path "$system")"
+  compute_url="http://127.0.0.1:$port$(compute_path "$system" "$big_n")"
+  warm_up "$([ "$QUICK" = 1 ] && echo 50 || echo 100)" "$slow_url" "$PIN_CLIENT"
+  # Starts a process pool's workers and a worker thread's code before
+  # anything is timed.
+  warm_up 4 "http://127.0.0.1:$port$(compute_path "$system" "$small_n")" "$PIN_CLIENT"
+  wait_idle $server_pids
+
+  measure "$c" "$slow_url" "$PIN_CLIENT"
+  unloaded=$point_fields
+
+  # The compute side runs 1 s before and 1 s after the measured window so
+  # the whole window is saturated.
+  wrk_start "$tmp/saturate" 4 $((secs + 2)) "$compute_url" "$PIN_CLIENT"
+  local saturator=$wrk_pid
+  sleep 1
+  measure "$c" "$slow_url" "$PIN_CLIENT"
+  loaded=$point_fields
+  wait "$saturator" || true
+  saturating=$(wrk_fields "$tmp/saturate" 4)
+  stop_system
+
+  if [ -z "$unloaded" ] || [ -z "$loaded" ] || [ -z "$saturating" ]; then
+    failed_line mixed "$system" "$c" "wrk gave no report"; return
+  fi
+  local u99 l99 errors ratio="" main
+  u99=$(field "$unloaded" p99_ms); l99=$(field "$loaded" p99_ms)
+  errors=$(($(field "$unloaded" errors) + $(field "$loaded" errors) + $(field "$saturating" errors)))
+  if [ -n "$u99" ] && [ -n "$l99" ]; then
+    ratio=$(awk -v l="$l99" -v u="$u99" 'BEGIN { if (u > 0) printf ",\"ratio\":%.3f", l / u }')
+  fi
+  # Unprefixed: the loaded run, the one the scenario is about. The unloaded
+  # run and the saturating compute run follow under their prefixes; errors
+  # counts all three.
+  main=$(sed -E 's/"errors":([0-9]+),/"loaded_errors":\1,/' <<<"$loaded")
+  emit $out "{$(common_fields mixed "$system"),\"x\":$c,\"connections\":$c,\"n\":$big_n,\"secs\":$secs,\"server_cpus\":\"0\",\"errors\":$errors$ratio${l99:+,\"loaded_p99_ms\":$l99},$main,$(prefixed "$unloaded" unloaded_),$(prefixed "$saturating" compute_),\"rss_kib\":$rss_load}"
+}
+
+echo "http: $(nproc) cores, $(uname -sr); scenarios: $scenarios; ${secs}s per point; run $RUN; $PROFILE build; results in $RESULTS"
+for scenario in $scenarios; do
+  case $scenario in
+    slow)
+      for system in courtside bare-axum node fastapi; do
+        want "$system" "$default_systems" || continue
+        for c in $slow_conns; do slow_point "$system" "$c"; done
+      done
+      ;;
+    compute | compute-small)
+      n=$big_n; [ "$scenario" = compute-small ] && n=$small_n
+      for system in courtside node node-blocking fastapi fastapi-blocking; do
+        want "$system" "$default_systems" || continue
+        compute_series "$scenario" "$system" "$n"
+      done
+      ;;
+    mixed)
+      for system in courtside node node-blocking fastapi fastapi-blocking; do
+        want "$system" "$default_systems" || continue
+        for c in $mixed_conns; do mixed_point "$system" "$c"; done
+      done
+      ;;
+  esac
+done
+[ "$failures" = 0 ] || { echo "http: $failures points failed" >&2; exit 1; }

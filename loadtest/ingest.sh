@@ -1,39 +1,57 @@
 #!/usr/bin/env bash
-# The bulk ingest benchmark: one NDJSON body of a given size (default 1 GiB)
-# streamed into `POST /v1/events/bulk` of a release gateway backed by Redis;
-# reports events per second and the gateway's peak RSS (VmHWM).
+# The bulk ingest benchmark: one NDJSON body of a given size (default 1 GiB,
+# QUICK=1 about 20 MB) streamed into `POST /v1/events/bulk` of a gateway
+# backed by Redis; reports events per second and the gateway's peak RSS
+# (VmHWM).
 #
 #   loadtest/ingest.sh [bytes] [matches]
 #
 # The body is generated on the fly and streamed with chunked encoding, so
-# neither the generator nor curl holds it. Loopback only.
+# neither the generator nor curl holds it. Courtside only (SYSTEMS without a
+# courtside entry skips it): the peers have no bulk endpoint. RUN, RESULTS,
+# PROFILE, QUICK, BUILD: see lib.sh. Loopback only. One JSON line per run
+# goes to $RESULTS/ingest.jsonl; errors counts rejected events, plus one if
+# the request itself failed.
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
-bytes=${1:-1073741824}
-matches=${2:-1000}
-out=loadtest/results/$(date -u +%Y-%m-%d)
-mkdir -p "$out"
-cargo build --release --locked -p gateway -p loadtest 2>&1 | tail -1
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
+if [ "$QUICK" = 1 ]; then bytes=${1:-20000000}; else bytes=${1:-1073741824}; fi
+matches=${2:-1000}
+out=ingest.jsonl
+want courtside courtside || { echo "ingest: courtside not in SYSTEMS, nothing to do"; exit 0; }
+build gateway loadtest
+
+failed_line() { # message
+  echo "ingest: $1 (server's output: $LOGS/ingest-server.log)" >&2
+  emit $out "{$(common_fields ingest courtside),\"errors\":1,\"failed\":true,\"error\":$(json_str "$1")}"
+  exit 1
+}
+
+[ "$(redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null)" = PONG ] || failed_line "no Redis at 127.0.0.1:6379"
+port_free 18081 || failed_line "port 18081 in use"
 token=ingest-benchmark-token-0123456789
-prefix="ingest-$(date +%s):"
+prefix="ingest-$(date +%s%N):"
 COURTSIDE_GATEWAY_ADDR=127.0.0.1:18081 COURTSIDE_REDIS_URL=redis://127.0.0.1:6379 COURTSIDE_REDIS_PREFIX="$prefix" \
 COURTSIDE_PUBLISH_TOKENS=$token COURTSIDE_LOG_FORMAT=json RUST_LOG=warn \
-  target/release/courtside-gateway & server_pid=$!
-trap 'kill $server_pid 2>/dev/null || true; redis-cli --scan --pattern "${prefix}*" | xargs -r -n 500 redis-cli del >/dev/null' EXIT
-for _ in $(seq 200); do curl -sf http://127.0.0.1:18081/healthz >/dev/null && break; sleep 0.05; done
-rss_start=$(awk '/VmRSS/ {print $2}' /proc/$server_pid/status)
+  "$BIN/courtside-gateway" >>"$LOGS/ingest-server.log" 2>&1 & server_pid=$!
+cleanup() {
+  stop_tree "$server_pid"
+  redis-cli --scan --pattern "${prefix}*" | xargs -r -n 500 redis-cli del >/dev/null
+}
+trap cleanup EXIT
+wait_http http://127.0.0.1:18081/healthz 200 || failed_line "did not start"
+rss_start=$(rss_kib "$server_pid")
 
+echo "ingest: $bytes bytes over $matches matches; run $RUN; $PROFILE build; results in $RESULTS"
 start=$(date +%s.%N)
-report=$(target/release/courtside-loadtest ndjson --bytes "$bytes" --matches "$matches" --prefix "b$(date +%s)" |
-  curl -sS -X POST -T - -H "Authorization: Bearer $token" -H 'content-type: application/x-ndjson' \
-    -H 'Transfer-Encoding: chunked' http://127.0.0.1:18081/v1/events/bulk)
+# Bounded: an hour is some 30 times what a gibibyte takes here.
+report=$("$LT" ndjson --bytes "$bytes" --matches "$matches" --prefix "b$(date +%s%N)" |
+  curl -sS --max-time 3600 -X POST -T - -H "Authorization: Bearer $token" -H 'content-type: application/x-ndjson' \
+    -H 'Transfer-Encoding: chunked' http://127.0.0.1:18081/v1/events/bulk) || failed_line "the bulk request failed"
 end=$(date +%s.%N)
-peak=$(awk '/VmHWM/ {print $2}' /proc/$server_pid/status)
-accepted=$(echo "$report" | sed -E 's/.*"accepted":([0-9]+).*/\1/')
-rejected=$(echo "$report" | sed -E 's/.*"rejected_count":([0-9]+).*/\1/')
-secs=$(echo "$end - $start" | bc -l)
-rate=$(echo "$accepted / $secs" | bc -l)
-line=$(printf '{"label":"courtside-bulk-ingest","bytes":%s,"matches":%s,"accepted":%s,"rejected":%s,"seconds":%.2f,"events_per_second":%.0f,"rss_start_kib":%s,"rss_peak_kib":%s}' \
-  "$bytes" "$matches" "$accepted" "$rejected" "$secs" "$rate" "$rss_start" "$peak")
-echo "$line" | tee -a "$out/ingest.jsonl"
+peak=$(hwm_kib "$server_pid")
+accepted=$(sed -nE 's/.*"accepted":([0-9]+).*/\1/p' <<<"$report")
+rejected=$(sed -nE 's/.*"rejected_count":([0-9]+).*/\1/p' <<<"$report")
+[ -n "$accepted" ] && [ -n "$rejected" ] || failed_line "unexpected answer: ${report:0:300}"
+line=$(awk -v s="$start" -v e="$end" -v a="$accepted" 'BEGIN { printf "\"seconds\":%.3f,\"events_per_second\":%.0f", e - s, a / (e - s) }')
+emit $out "{$(common_fields ingest courtside),$line,\"rss_peak_kib\":$peak,\"errors\":$rejected,\"label\":\"courtside-bulk-ingest\",\"bytes\":$bytes,\"matches\":$matches,\"accepted\":$accepted,\"rejected\":$rejected,\"rss_start_kib\":$rss_start}"
