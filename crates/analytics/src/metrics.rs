@@ -79,7 +79,10 @@ pub async fn serve(
             )
         }),
     );
-    axum::serve(listener, app).with_graceful_shutdown(stop).await.context("metrics listener failed")
+    axum::serve(listener, app.into_make_service())
+        .with_graceful_shutdown(stop)
+        .await
+        .context("metrics listener failed")
 }
 
 /// Records every gRPC call: in-flight gauge and a duration histogram by

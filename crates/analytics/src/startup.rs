@@ -169,10 +169,7 @@ impl Application {
             .add_service(health_service)
             .add_service(reflection)
             .add_service(AnalyticsServiceServer::new(analytics))
-            .serve_with_incoming_shutdown(
-                TcpListenerStream::new(self.listener),
-                stop.clone().cancelled_owned(),
-            );
+            .serve_with_incoming_shutdown(incoming(self.listener), stop.clone().cancelled_owned());
 
         let signal = async {
             shutdown.await;
@@ -196,6 +193,23 @@ impl Application {
         tracing::info!("analytics worker stopped");
         Ok(())
     }
+}
+
+/// Accepted connections, with Nagle's algorithm off. tonic sets
+/// `TCP_NODELAY` only on sockets it binds itself; on ours, a small reply
+/// written in two segments waited out the client's delayed ACK, 40 ms,
+/// which turned a 0.2 ms `Compute` into a 40 ms one at the tail.
+fn incoming(
+    listener: TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt as _;
+    TcpListenerStream::new(listener).map(|accepted| {
+        accepted.inspect(|stream| {
+            if let Err(err) = stream.set_nodelay(true) {
+                tracing::debug!(%err, "cannot set TCP_NODELAY");
+            }
+        })
+    })
 }
 
 /// The server span of one gRPC call, named and attributed as the

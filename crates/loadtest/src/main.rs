@@ -151,7 +151,8 @@ async fn bare_axum(addr: std::net::SocketAddr) -> anyhow::Result<()> {
     }
     let app = Router::new().route("/slow", get(slow)).route("/healthz", get(|| async { "ok" }));
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("bind {addr}"))?;
-    axum::serve(listener, app).await.context("serve")
+    // As the gateway serves: one clone of the router per connection.
+    axum::serve(listener, app.into_make_service()).await.context("serve")
 }
 
 fn xt(total: u64, csv: Option<&std::path::Path>, repeats: usize) -> anyhow::Result<()> {
