@@ -38,9 +38,23 @@ use crate::{
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// What every handler can reach. Cheap to clone: everything is shared.
+/// What every handler can reach. One `Arc`: the middleware and the
+/// extractors clone it a few times per request, so a clone must be a single
+/// reference count, not one per field.
 #[derive(Debug, Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The contents of [`AppState`].
+#[derive(Debug)]
+pub struct Shared {
     pub store: Arc<dyn StateStore>,
     pub worker: WorkerClient,
     pub live: Arc<LiveState>,
@@ -81,14 +95,14 @@ impl Application {
             tracing::warn!("no publish tokens configured (COURTSIDE_PUBLISH_TOKENS): publishing is disabled");
         }
         let live = Arc::new(LiveState::new(Arc::clone(&store), live_config, CancellationToken::new()));
-        let state = AppState {
+        let state = AppState(Arc::new(Shared {
             store,
             worker,
             live,
             fit: Arc::new(RuntimeFit::new(config.slow_poll_threshold())),
             request_timeout: config.request_timeout(),
             body_limit: config.body_limit(),
-        };
+        }));
 
         let listener = bind(config.listen_addr)
             .with_context(|| format!("failed to bind the http listener on {}", config.listen_addr))?;

@@ -7,7 +7,7 @@
 //! hold a request forever. gRPC statuses become [`WorkerError`]s; generated
 //! types go no further than this module.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use contracts::v1::{
@@ -131,10 +131,15 @@ impl From<pb::JobProgress> for JobStatus {
 
 /// A cheap-to-clone handle on the worker. Connects lazily, so the gateway
 /// starts (and serves everything else) while the worker is down.
+///
+/// The tonic clients sit behind an `Arc` and are cloned only to make a
+/// call: a `Channel` clone is a queue sender and a semaphore, and every
+/// request clones the gateway's state (which holds this) a few times on its
+/// way through the middleware, whether it calls the worker or not.
 #[derive(Debug, Clone)]
 pub struct WorkerClient {
-    analytics: AnalyticsServiceClient<Channel>,
-    health: HealthClient<Channel>,
+    analytics: Arc<AnalyticsServiceClient<Channel>>,
+    health: Arc<HealthClient<Channel>>,
     deadline: Duration,
 }
 
@@ -146,15 +151,15 @@ impl WorkerClient {
             .tcp_nodelay(true)
             .connect_lazy();
         Ok(Self {
-            analytics: AnalyticsServiceClient::new(channel.clone()),
-            health: HealthClient::new(channel),
+            analytics: Arc::new(AnalyticsServiceClient::new(channel.clone())),
+            health: Arc::new(HealthClient::new(channel)),
             deadline,
         })
     }
 
     /// Runs the compute benchmark on the worker.
     pub async fn compute(&self, n: ComputeSize) -> Result<ComputeOutcome, WorkerError> {
-        let mut client = self.analytics.clone();
+        let mut client = (*self.analytics).clone();
         let request = tonic::Request::new(ComputeRequest { n: n.get() });
         let response = self
             .call("courtside.v1.AnalyticsService/Compute", request, async move |request| {
@@ -175,7 +180,7 @@ impl WorkerClient {
         state: ScoreLine,
         samples: u64,
     ) -> Result<WinProbabilities, WorkerError> {
-        let mut client = self.analytics.clone();
+        let mut client = (*self.analytics).clone();
         let request = tonic::Request::new(WinProbabilityRequest {
             minute: u32::from(state.minute),
             home_goals: u32::from(state.home_goals),
@@ -205,7 +210,7 @@ impl WorkerClient {
     /// Starts the batch recompute (or joins the one running) and returns its
     /// first progress report; the job goes on without us.
     pub async fn start_recompute(&self) -> Result<JobStatus, WorkerError> {
-        let mut client = self.analytics.clone();
+        let mut client = (*self.analytics).clone();
         let request = tonic::Request::new(RunJobRequest { kind: JobKind::Recompute as i32 });
         let first = self
             .call("courtside.v1.AnalyticsService/RunJob", request, async move |request| {
@@ -221,7 +226,7 @@ impl WorkerClient {
 
     /// The latest progress of a job.
     pub async fn job(&self, id: &str) -> Result<JobStatus, WorkerError> {
-        let mut client = self.analytics.clone();
+        let mut client = (*self.analytics).clone();
         let request = tonic::Request::new(GetJobRequest { job_id: id.to_owned() });
         let response = self
             .call("courtside.v1.AnalyticsService/GetJob", request, async move |request| {
@@ -235,7 +240,7 @@ impl WorkerClient {
     /// deadline: a recompute may take minutes, and the stream says so as it
     /// goes.
     pub async fn watch_job(&self, id: &str) -> Result<impl Stream<Item = JobStatus> + use<>, WorkerError> {
-        let mut client = self.analytics.clone();
+        let mut client = (*self.analytics).clone();
         let mut request = tonic::Request::new(WatchJobRequest { job_id: id.to_owned() });
         telemetry::propagation::inject_into_metadata(&tracing::Span::current(), request.metadata_mut());
         let stream = client
@@ -250,7 +255,7 @@ impl WorkerClient {
 
     /// Asks the worker's health service whether it serves.
     pub async fn check_health(&self) -> Result<(), WorkerError> {
-        let mut client = self.health.clone();
+        let mut client = (*self.health).clone();
         let request = tonic::Request::new(HealthCheckRequest { service: String::new() });
         let response = self
             .call("grpc.health.v1.Health/Check", request, async move |request| client.check(request).await)
