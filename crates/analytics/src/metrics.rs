@@ -37,7 +37,7 @@ pub fn describe() {
         Unit::Seconds,
         "duration of gRPC calls until the response head (for streams: until the stream opens)"
     );
-    describe_gauge!(RPC_ACTIVE, "gRPC calls being handled");
+    describe_gauge!(RPC_ACTIVE, "gRPC calls being handled, all methods together");
     describe_gauge!(POOL_THREADS, "threads of the CPU pool");
     describe_gauge!(POOL_QUEUE_DEPTH, "CPU jobs admitted and waiting for a pool thread");
     describe_histogram!(POOL_QUEUE_WAIT, Unit::Seconds, "time a CPU job waited for a pool thread");
@@ -121,12 +121,14 @@ where
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let method = request.uri().path().trim_start_matches('/').to_owned();
         let started = Instant::now();
-        let active = gauge!(RPC_ACTIVE, "rpc_method" => method.clone());
-        active.increment(1.0);
+        // No method label: the path is the client's to choose, and a label
+        // taken before the call is known to exist would let any client add
+        // series at will.
+        let active = telemetry::metrics::InFlight::start(gauge!(RPC_ACTIVE));
         let call = self.inner.call(request);
         Box::pin(async move {
             let result = call.await;
-            active.decrement(1.0);
+            drop(active);
             // Errors travel in the response head ("trailers-only"); a
             // success's status comes in trailers, after the head.
             let code = match &result {

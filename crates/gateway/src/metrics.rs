@@ -84,9 +84,7 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
         })
     }));
 
-    series.active.increment(1.0);
-    // Decrements even when the client goes away and the future is dropped.
-    let _active = ActiveGuard(series.active.clone());
+    let _active = telemetry::metrics::InFlight::start(series.active.clone());
     let started = Instant::now();
     let response = crate::fit::RuntimeFit::monitor(&fit).instrument(next.run(request)).await;
     let wall = started.elapsed();
@@ -109,14 +107,6 @@ fn duration_for(series: &RouteSeries, method: &str, path: &str, status: u16) -> 
     );
     durations.push((status, histogram.clone()));
     histogram
-}
-
-struct ActiveGuard(Gauge);
-
-impl Drop for ActiveGuard {
-    fn drop(&mut self) {
-        self.0.decrement(1.0);
-    }
 }
 
 /// Copies the runtime-fit figures into gauges, so dashboards can chart what

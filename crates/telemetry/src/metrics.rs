@@ -72,6 +72,25 @@ pub fn install() -> PrometheusHandle {
         .clone()
 }
 
+/// Counts one unit of work in flight on `gauge` for as long as it lives:
+/// decremented on drop, so a request whose client went away (its future
+/// dropped mid-way) does not stay counted.
+#[derive(Debug)]
+pub struct InFlight(metrics::Gauge);
+
+impl InFlight {
+    pub fn start(gauge: metrics::Gauge) -> Self {
+        gauge.increment(1.0);
+        Self(gauge)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
 /// The current metrics as Prometheus text.
 pub fn render() -> String {
     install().render()
