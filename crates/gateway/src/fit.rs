@@ -65,7 +65,9 @@ pub enum Verdict {
 #[derive(Debug)]
 pub struct RuntimeFit {
     slow_poll: Duration,
-    routes: RwLock<HashMap<String, Arc<RouteFit>>>,
+    /// By route template, then method: looked up on every request, by
+    /// borrowed `&str`, so the hot path allocates nothing.
+    routes: RwLock<HashMap<String, Vec<Arc<RouteFit>>>>,
 }
 
 /// One route's monitor and running totals.
@@ -127,29 +129,34 @@ impl RuntimeFit {
     /// The monitor of a route template, created on first use. Routes come
     /// from the router's templates, so the map stays small.
     pub fn route(&self, method: &str, path: &str) -> Arc<RouteFit> {
-        let route = format!("{method} {path}");
-        if let Some(fit) = self.routes.read().unwrap_or_else(PoisonError::into_inner).get(&route) {
-            return Arc::clone(fit);
+        let of_method = |fits: &Vec<Arc<RouteFit>>| fits.iter().find(|fit| fit.method == method).cloned();
+        if let Some(fit) =
+            self.routes.read().unwrap_or_else(PoisonError::into_inner).get(path).and_then(of_method)
+        {
+            return fit;
         }
         let mut routes = self.routes.write().unwrap_or_else(PoisonError::into_inner);
-        let fit = routes.entry(route.clone()).or_insert_with(|| {
-            Arc::new(RouteFit {
-                route,
-                method: method.to_owned(),
-                path: path.to_owned(),
-                series: OnceLock::new(),
-                monitor: {
-                    let mut builder = TaskMonitor::builder();
-                    builder.with_slow_poll_threshold(self.slow_poll);
-                    builder.build()
-                },
-                // 1 µs to 1 hour at 3 significant digits: a few KB per route.
-                wall: Mutex::new(Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds")),
-                wall_total_us: AtomicU64::new(0),
-                warned: AtomicBool::new(false),
-            })
+        let fits = routes.entry(path.to_owned()).or_default();
+        if let Some(fit) = of_method(fits) {
+            return fit;
+        }
+        let fit = Arc::new(RouteFit {
+            route: format!("{method} {path}"),
+            method: method.to_owned(),
+            path: path.to_owned(),
+            series: OnceLock::new(),
+            monitor: {
+                let mut builder = TaskMonitor::builder();
+                builder.with_slow_poll_threshold(self.slow_poll);
+                builder.build()
+            },
+            // 1 µs to 1 hour at 3 significant digits: a few KB per route.
+            wall: Mutex::new(Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds")),
+            wall_total_us: AtomicU64::new(0),
+            warned: AtomicBool::new(false),
         });
-        Arc::clone(fit)
+        fits.push(Arc::clone(&fit));
+        fit
     }
 
     /// Records one finished request and logs, once per route, its crossing
@@ -198,7 +205,7 @@ impl RuntimeFit {
     /// Every route seen so far, busiest event-loop user first.
     pub fn report(&self) -> Report {
         let routes: Vec<Arc<RouteFit>> =
-            self.routes.read().unwrap_or_else(PoisonError::into_inner).values().cloned().collect();
+            self.routes.read().unwrap_or_else(PoisonError::into_inner).values().flatten().cloned().collect();
         let mut lines: Vec<RouteReport> = routes.iter().map(|fit| self.report_of(fit)).collect();
         lines.sort_by(|a, b| b.cpu_share.total_cmp(&a.cpu_share).then_with(|| a.route.cmp(&b.route)));
         Report {

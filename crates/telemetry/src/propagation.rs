@@ -52,6 +52,9 @@ pub fn link_to_traceparent(span: &tracing::Span, traceparent: &str) {
 /// traced (no exporter, or not sampled).
 pub fn trace_id(span: &tracing::Span) -> Option<String> {
     use opentelemetry::trace::TraceContextExt as _;
+    if span.is_disabled() {
+        return None;
+    }
     let cx = span.context();
     let span_context = cx.span().span_context().clone();
     span_context.is_valid().then(|| span_context.trace_id().to_string())
@@ -65,6 +68,11 @@ pub fn extract_from_headers(headers: &http::HeaderMap) -> Context {
 /// Makes the caller's context, if the headers carry one, the parent of
 /// `span`. Headers without trace context leave `span` a root span.
 pub fn set_remote_parent(span: &tracing::Span, headers: &http::HeaderMap) {
+    // A span nobody records (export off, logs above INFO) has no parent to
+    // take: skip parsing the headers on every request.
+    if span.is_disabled() {
+        return;
+    }
     let parent = extract_from_headers(headers);
     // Fails only when the span is disabled by the filter; nothing to link then.
     let _ = span.set_parent(parent);
