@@ -6,39 +6,49 @@
 #   loadtest/http.sh [seconds-per-point]
 #   SCENARIOS="slow mixed" SYSTEMS="courtside node" loadtest/http.sh
 #
-# Scenarios (SCENARIOS, default all four):
+# Scenarios (SCENARIOS, default all five):
 #   slow           /slow at 100, 1,000, 5,000, 10,000 connections: throughput,
 #                  latency, errors, server RSS per open connection.
 #                  Server on core 0, wrk on core 1; a fresh server per point.
+#   latency        /slow at a fixed rate, open loop: 1,000, 5,000, 10,000 and
+#                  20,000 requests/s offered by oha with latency correction
+#                  (each request timed from when it fell due), over rate / 2
+#                  connections. Latency as users at that rate would see it.
+#                  Server on core 0, oha on core 1; a fresh server per point.
 #   compute        the seed's CPU loop at n = 20,000,000, 1, 2, 8, 32 requests
 #                  in flight; the server may use both cores.
 #   compute-small  the same at n = 1,000: per-request overhead, not CPU.
-#   mixed          /slow at 1,000 connections alone, then again while a second
-#                  wrk keeps 4 compute requests (n = 20,000,000) in flight:
-#                  loaded p99 against unloaded p99. Server on core 0, both wrk
-#                  on core 1.
+#   mixed          /slow at 2,500 requests/s, open loop (oha, 1,000
+#                  connections) alone, then again while wrk keeps 4 compute
+#                  requests (n = 20,000,000) in flight: loaded p99 against
+#                  unloaded p99. Server on core 0, oha and wrk on core 1.
 # Systems (SYSTEMS): courtside, bare-axum (slow only), node and fastapi
 # (/compute off the event loop: worker_threads, process pool), node-blocking
 # and fastapi-blocking (/compute-blocking, the loop in the handler; compute
 # and mixed only, their /slow is node's and fastapi's).
 #
 # SECS (seconds per point, default 10), RUN, RESULTS, PROFILE, QUICK, BUILD:
-# see lib.sh. QUICK=1: 50 and 200 connections, concurrency 1 and 2,
-# n = 2,000,000, 2 s per point. One JSON line per point goes to
-# $RESULTS/http.jsonl; wrk's own figures come from wrk-report.lua.
-# Loopback only; every wrk run stops after its duration (and a hard timeout).
+# see lib.sh. QUICK=1: 50 and 200 connections, 100 and 400 requests/s,
+# concurrency 1 and 2, n = 2,000,000, 2 s per point. One JSON line per point
+# goes to $RESULTS/http.jsonl; wrk's own figures come from wrk-report.lua,
+# oha's from `courtside-loadtest oha-fields`. Loopback only; every wrk and
+# oha run stops after its duration (and a hard timeout).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-all_scenarios="slow compute compute-small mixed"
+all_scenarios="slow latency compute compute-small mixed"
 scenarios=${SCENARIOS:-$all_scenarios}
 for s in $scenarios; do
   [[ " $all_scenarios " == *" $s "* ]] || { echo "unknown scenario '$s' (known: $all_scenarios)" >&2; exit 2; }
 done
 if [ "$QUICK" = 1 ]; then
-  secs=${1:-${SECS:-2}}; warm=1; slow_conns="50 200"; mixed_conns="50 200"; concurrency="1 2"; big_n=2000000
+  secs=${1:-${SECS:-2}}; warm=1; slow_conns="50 200"; rates="100 400"; concurrency="1 2"; big_n=2000000
+  mixed_rate=100; mixed_conns=50
 else
-  secs=${1:-${SECS:-10}}; warm=2; slow_conns="100 1000 5000 10000"; mixed_conns="1000"; concurrency="1 2 8 32"; big_n=20000000
+  secs=${1:-${SECS:-10}}; warm=2; slow_conns="100 1000 5000 10000"; rates="1000 5000 10000 20000"; concurrency="1 2 8 32"; big_n=20000000
+  # Half of what 1,000 connections carry closed-loop at 200 ms a request:
+  # every system here keeps up with it unloaded.
+  mixed_rate=2500; mixed_conns=1000
 fi
 [[ "$secs" =~ ^[1-9][0-9]*$ ]] || { echo "seconds per point must be a whole number, not '$secs'" >&2; exit 2; }
 small_n=1000
@@ -46,6 +56,7 @@ default_systems="courtside bare-axum node node-blocking fastapi fastapi-blocking
 out=http.jsonl
 
 command -v wrk >/dev/null || { echo "wrk is required (Debian package wrk)" >&2; exit 1; }
+if [[ " $scenarios " == *" latency "* ]] || [[ " $scenarios " == *" mixed "* ]]; then ensure_oha; fi
 raise_fd_limit
 build gateway analytics loadtest
 if want node "$default_systems" || want node-blocking "$default_systems"; then node_peers; fi
@@ -144,6 +155,46 @@ prefixed() { # fields prefix
   sed -E "s/\"([a-z0-9_]+)\":/\"$2\1\":/g" <<<"$1"
 }
 
+# oha at a fixed rate in the background, its JSON report to a file; the
+# caller waits. One runtime thread: oha gets one core, as wrk does. -w lets
+# requests in flight at the end finish (and count) instead of being aborted.
+oha_start() { # report-file rate connections seconds url pin
+  # shellcheck disable=SC2086
+  timeout $(($4 + 40)) $6 "$OHA" --no-tui --output-format json --worker-threads 1 -z "$4"s -w -t 10s \
+    -c "$3" -q "$2" --latency-correction "$5" >"$1" 2>"$1.err" &
+  oha_pid=$!
+}
+
+# oha's report as fields, or nothing when there is none.
+oha_fields() { # report-file rate
+  "$LT" oha-fields --file "$1" --offered-rps "$2" --secs "$secs" 2>/dev/null || {
+    echo "oha said:" >&2; tail -5 "$1.err" "$1" >&2; return 0
+  }
+}
+
+# One open-loop point measured while sampling the server mid-run, and what
+# share of its core oha itself used (near 1, the figures are oha's limit,
+# not the server's); sets point_fields, rss_load, open_conns.
+measure_rate() { # rate connections url pin
+  local ticks0 ticks1 o step
+  oha_start "$tmp/oha" "$1" "$2" "$secs" "$3" "$4"
+  o=$oha_pid
+  # oha's CPU is read from 0.2 s in to 0.2 s before the end, while it runs.
+  step=$(awk -v s="$secs" 'BEGIN { print s / 2 - 0.2 }')
+  sleep 0.2
+  ticks0=$(cpu_ticks "$o")
+  sleep "$step"
+  rss_load=$(rss_kib $server_pids)
+  open_conns=$(open_connections "$port")
+  sleep "$step"
+  ticks1=$(cpu_ticks "$o")
+  wait "$o" || true
+  point_fields=$(oha_fields "$tmp/oha" "$1")
+  [ -n "$point_fields" ] || return 0
+  point_fields="$point_fields,$(awk -v t="$((ticks1 - ticks0))" -v hz="$(getconf CLK_TCK)" -v s="$step" \
+    'BEGIN { printf "\"client_cpu\":%.2f", (t > 0 ? t : 0) / hz / (2 * s) }')"
+}
+
 warm_up() { # connections url pin
   # shellcheck disable=SC2086
   timeout $((warm + 30)) $3 wrk -t1 -c"$1" -d"$warm"s --timeout 10s "$2" >/dev/null 2>&1 || true
@@ -193,6 +244,24 @@ slow_point() { # system connections
   emit $out "{$(common_fields slow "$system"),\"x\":$c,\"connections\":$c,\"secs\":$secs,\"server_cpus\":\"0\",$point_fields,\"rss_idle_kib\":$idle,\"rss_kib\":$rss_load,\"open_connections\":$open_conns$per_conn}"
 }
 
+# latency: as slow (a fresh, warmed-up server per point), at a fixed rate.
+# Connections: half the rate, 2.5 times what a server that keeps up holds
+# in flight at 200 ms a request; one that falls behind queues the rest.
+latency_point() { # system rate
+  local system=$1 rate=$2 url conns
+  conns=$((rate / 2)); [ "$conns" -ge 50 ] || conns=50
+  if ! start_system "$system" "$PIN_SERVER"; then
+    stop_system; failed_line latency "$system" "$rate" "did not start"; return
+  fi
+  url="http://127.0.0.1:$port$(slow_path "$system")"
+  warm_up "$([ "$QUICK" = 1 ] && echo 50 || echo 100)" "$url" "$PIN_CLIENT"
+  sleep 0.5
+  measure_rate "$rate" "$conns" "$url" "$PIN_CLIENT"
+  stop_system
+  if [ -z "$point_fields" ]; then failed_line latency "$system" "$rate" "oha gave no report"; return; fi
+  emit $out "{$(common_fields latency "$system"),\"x\":$rate,\"connections\":$conns,\"secs\":$secs,\"server_cpus\":\"0\",\"generator\":\"oha\",$point_fields,\"rss_kib\":$rss_load,\"open_connections\":$open_conns}"
+}
+
 # compute and compute-small: one server per series, both cores for it.
 compute_series() { # scenario system n
   local scenario=$1 system=$2 n=$3 url c idle
@@ -213,13 +282,14 @@ compute_series() { # scenario system n
   stop_system
 }
 
-# mixed: the same server (core 0) measured twice at the same load on /slow,
+# mixed: the same server (core 0) measured twice at the same rate on /slow,
 # the second time with the CPU side saturated, so the ratio isolates what
-# CPU work does to I/O latency on that runtime.
-mixed_point() { # system connections
-  local system=$1 c=$2 slow_url compute_url unloaded loaded saturating
+# CPU work does to I/O latency on that runtime. Open loop: a stalled event
+# loop is charged for every request that fell due during the stall.
+mixed_point() { # system rate connections
+  local system=$1 rate=$2 c=$3 slow_url compute_url unloaded loaded saturating
   if ! start_system "$system" "$PIN_SERVER"; then
-    stop_system; failed_line mixed "$system" "$c" "did not start"; return
+    stop_system; failed_line mixed "$system" "$rate" "did not start"; return
   fi
   slow_url="http://127.0.0.1:$port$(slow_path "$system")"
   compute_url="http://127.0.0.1:$port$(compute_path "$system" "$big_n")"
@@ -229,7 +299,7 @@ mixed_point() { # system connections
   warm_up 4 "http://127.0.0.1:$port$(compute_path "$system" "$small_n")" "$PIN_CLIENT"
   wait_idle $server_pids
 
-  measure "$c" "$slow_url" "$PIN_CLIENT"
+  measure_rate "$rate" "$c" "$slow_url" "$PIN_CLIENT"
   unloaded=$point_fields
 
   # The compute side runs 1 s before and 1 s after the measured window so
@@ -237,14 +307,14 @@ mixed_point() { # system connections
   wrk_start "$tmp/saturate" 4 $((secs + 2)) "$compute_url" "$PIN_CLIENT"
   local saturator=$wrk_pid
   sleep 1
-  measure "$c" "$slow_url" "$PIN_CLIENT"
+  measure_rate "$rate" "$c" "$slow_url" "$PIN_CLIENT"
   loaded=$point_fields
   wait "$saturator" || true
   saturating=$(wrk_fields "$tmp/saturate" 4)
   stop_system
 
   if [ -z "$unloaded" ] || [ -z "$loaded" ] || [ -z "$saturating" ]; then
-    failed_line mixed "$system" "$c" "wrk gave no report"; return
+    failed_line mixed "$system" "$rate" "oha or wrk gave no report"; return
   fi
   local u99 l99 errors ratio="" main
   u99=$(field "$unloaded" p99_ms); l99=$(field "$loaded" p99_ms)
@@ -255,8 +325,8 @@ mixed_point() { # system connections
   # Unprefixed: the loaded run, the one the scenario is about. The unloaded
   # run and the saturating compute run follow under their prefixes; errors
   # counts all three.
-  main=$(sed -E 's/"errors":([0-9]+),/"loaded_errors":\1,/' <<<"$loaded")
-  emit $out "{$(common_fields mixed "$system"),\"x\":$c,\"connections\":$c,\"n\":$big_n,\"secs\":$secs,\"server_cpus\":\"0\",\"errors\":$errors$ratio${l99:+,\"loaded_p99_ms\":$l99},$main,$(prefixed "$unloaded" unloaded_),$(prefixed "$saturating" compute_),\"rss_kib\":$rss_load}"
+  main=$(sed -E -e 's/"errors":([0-9]+),/"loaded_errors":\1,/' -e 's/,"offered_rps":[0-9.]+//' <<<"$loaded")
+  emit $out "{$(common_fields mixed "$system"),\"x\":$rate,\"offered_rps\":$rate,\"connections\":$c,\"generator\":\"oha\",\"n\":$big_n,\"secs\":$secs,\"server_cpus\":\"0\",\"errors\":$errors$ratio${l99:+,\"loaded_p99_ms\":$l99},$main,$(prefixed "$unloaded" unloaded_),$(prefixed "$saturating" compute_),\"rss_kib\":$rss_load}"
 }
 
 echo "http: $(nproc) cores, $(uname -sr); scenarios: $scenarios; ${secs}s per point; run $RUN; $PROFILE build; results in $RESULTS"
@@ -266,6 +336,12 @@ for scenario in $scenarios; do
       for system in courtside bare-axum node fastapi; do
         want "$system" "$default_systems" || continue
         for c in $slow_conns; do slow_point "$system" "$c"; done
+      done
+      ;;
+    latency)
+      for system in courtside bare-axum node fastapi; do
+        want "$system" "$default_systems" || continue
+        for r in $rates; do latency_point "$system" "$r"; done
       done
       ;;
     compute | compute-small)
@@ -278,7 +354,7 @@ for scenario in $scenarios; do
     mixed)
       for system in courtside node node-blocking fastapi fastapi-blocking; do
         want "$system" "$default_systems" || continue
-        for c in $mixed_conns; do mixed_point "$system" "$c"; done
+        mixed_point "$system" "$mixed_rate" "$mixed_conns"
       done
       ;;
   esac

@@ -87,6 +87,9 @@ python_peers() {
   fi
 }
 
+# oha, the open-loop load generator: ensure_oha sets OHA.
+source loadtest/oha.sh
+
 # The hard limit may be lower than the 20,000 the big scenarios need (CI
 # containers); take what is allowed and let the scenario fail loudly if short.
 raise_fd_limit() {

@@ -5,7 +5,7 @@
 #
 #   loadtest/run.sh [--quick] [--runs N] [scenario ...]
 #
-# Scenarios: startup slow compute compute-small mixed fanout ingest (default
+# Scenarios: startup slow latency compute compute-small mixed fanout ingest (default
 # all). Runs: default 3; each run goes through every chosen scenario before
 # the next begins, so slow drift on the machine spreads over all of them.
 #
@@ -28,7 +28,7 @@ command_line=${command_line# }
 quick=0
 runs=""
 chosen=()
-all="startup slow compute compute-small mixed fanout ingest"
+all="startup slow latency compute compute-small mixed fanout ingest"
 usage() { echo "usage: loadtest/run.sh [--quick] [--runs N] [scenario ...]   (scenarios: $all)"; }
 while [ $# -gt 0 ]; do
   case $1 in
@@ -75,6 +75,8 @@ echo "run.sh: ${chosen[*]}; $runs run(s); $PROFILE build; systems: ${SYSTEMS:-al
 BUILD=${BUILD:-1}
 build gateway analytics loadtest courtside
 export BUILD=0
+# oha, for the open-loop scenarios, is built once here too, not mid-run.
+if has latency || has mixed; then ensure_oha; export OHA; fi
 
 # --- machine description -----------------------------------------------------
 version() { "$@" 2>&1 | head -1 || true; }
@@ -99,6 +101,7 @@ commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
   printf '  "node": %s,\n' "$(json_str "$(version node --version)")"
   printf '  "python": %s,\n' "$(json_str "$(version "$python_bin" --version)")"
   printf '  "wrk": %s,\n' "$(json_str "$(version wrk -v | awk '{print $2}')")"
+  printf '  "oha": %s,\n' "$(json_str "$([ -n "${OHA:-}" ] && version "$OHA" --version | awk '{print $2}')")"
   printf '  "fd_limit": %s\n' "$(json_str "$(ulimit -Hn)")"
   printf '}\n'
 } >"$RESULTS/machine.json"
@@ -117,7 +120,7 @@ supersede() { # file scenario...
   echo "moved earlier $* lines of $(basename "$file") to $RESULTS/raw/"
 }
 http_scenarios=()
-for s in slow compute compute-small mixed; do has $s && http_scenarios+=("$s"); done
+for s in slow latency compute compute-small mixed; do has $s && http_scenarios+=("$s"); done
 has startup && supersede startup.jsonl startup
 [ ${#http_scenarios[@]} -gt 0 ] && supersede http.jsonl "${http_scenarios[@]}"
 has fanout && supersede fanout.jsonl fanout

@@ -4,6 +4,8 @@
 //!   over several runs.
 //! - `latency`: closed-loop request latency at a fixed concurrency, after a
 //!   warm-up, as an HDR histogram (p50/p90/p99/p99.9/max).
+//! - `oha-fields`: an `oha` JSON report as the harness's fields (see
+//!   [`oha`]).
 //! - `fanout`: WebSocket subscribers in child processes, publish-to-receive
 //!   latency, completeness and server memory per connection (see
 //!   [`fanout`]).
@@ -12,6 +14,7 @@
 //! loopback addresses: this harness measures systems on the same machine.
 
 mod fanout;
+mod oha;
 mod otlp_sink;
 mod report;
 
@@ -97,6 +100,20 @@ enum Cli {
         #[arg(long, default_value = "127.0.0.1:14317")]
         addr: std::net::SocketAddr,
     },
+    /// Prints an `oha --output-format json` report as the `"key":value`
+    /// fields the scripts write into their JSON lines.
+    OhaFields {
+        /// The report oha wrote.
+        #[arg(long)]
+        file: std::path::PathBuf,
+        /// The rate oha was asked for (`-q`), for the count of requests
+        /// that fell due but were never sent.
+        #[arg(long)]
+        offered_rps: Option<f64>,
+        /// The run's length (`-z`), in seconds.
+        #[arg(long)]
+        secs: f64,
+    },
     /// Closed-loop GET requests against a URL.
     Latency {
         #[arg(long)]
@@ -135,6 +152,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cli::BareAxum { addr } => bare_axum(addr).await,
         Cli::OtlpSink { addr } => otlp_sink::run(addr).await,
         Cli::Report { results, check } => report::run(&results, check),
+        Cli::OhaFields { file, offered_rps, secs } => {
+            let json = std::fs::read_to_string(&file).with_context(|| format!("read {}", file.display()))?;
+            println!("{}", oha::fields(&json, offered_rps, secs)?);
+            Ok(())
+        }
         Cli::Latency { url, concurrency, requests, warmup, max_secs } => {
             latency(&url, concurrency, requests, warmup, Duration::from_secs(max_secs)).await
         }

@@ -15,7 +15,10 @@ use std::{
 };
 
 use anyhow::Context as _;
-use plotters::prelude::*;
+use plotters::{
+    coord::ranged1d::{AsRangedCoord, ValueFormatter},
+    prelude::*,
+};
 use serde_json::Value;
 
 /// One measured point: its runs' figures folded into medians.
@@ -151,6 +154,17 @@ fn columns(scenario: &str) -> &'static [(&'static str, &'static str, f64)] {
             ("RSS MiB", "rss_kib", 1.0 / 1024.0),
             ("RSS/conn KB", "rss_per_conn_bytes", 1.0 / 1000.0),
         ],
+        "latency" => &[
+            ("achieved req/s", "rps", 1.0),
+            ("p50 ms", "p50_ms", 1.0),
+            ("p99 ms", "p99_ms", 1.0),
+            ("p99.9 ms", "p999_ms", 1.0),
+            ("max ms", "max_ms", 1.0),
+            ("unsent", "unsent", 1.0),
+            ("errors", "errors", 1.0),
+            ("oha CPU", "client_cpu", 1.0),
+            ("RSS MiB", "rss_kib", 1.0 / 1024.0),
+        ],
         "mixed" => &[
             ("unloaded p99 ms", "unloaded_p99_ms", 1.0),
             ("loaded p99 ms", "loaded_p99_ms", 1.0),
@@ -184,12 +198,13 @@ fn columns(scenario: &str) -> &'static [(&'static str, &'static str, f64)] {
 }
 
 const ORDER: &[&str] =
-    &["startup", "slow", "compute", "compute-small", "mixed", "fanout", "ingest", "overhead"];
+    &["startup", "slow", "latency", "compute", "compute-small", "mixed", "fanout", "ingest", "overhead"];
 
 fn x_label(scenario: &str) -> &'static str {
     match scenario {
         "fanout" => "subscribers",
         "compute" | "compute-small" => "concurrency",
+        "latency" | "mixed" => "offered req/s",
         _ => "connections",
     }
 }
@@ -419,16 +434,19 @@ fn targets(points: &[Point]) -> Vec<Verdict> {
 /// connection where measured) against x, one line per system.
 fn plot_all(results: &Path, points: &[Point]) -> anyhow::Result<Vec<(String, String)>> {
     let mut plots = Vec::new();
-    let charts: &[(&str, &str, &str, f64)] = &[
-        ("slow", "p99_ms", "p99 latency (ms)", 1.0),
-        ("slow", "rps", "requests per second", 1.0),
-        ("slow", "rss_per_conn_bytes", "server RSS per open connection (KB)", 1.0 / 1000.0),
-        ("compute", "rps", "requests per second", 1.0),
-        ("compute", "p99_ms", "p99 latency (ms)", 1.0),
-        ("fanout", "p99_ms", "publish-to-receive p99 (ms)", 1.0),
-        ("fanout", "rss_per_conn_bytes", "server RSS per connection (KB)", 1.0 / 1000.0),
+    // (scenario, figure, title, scale, log y): open-loop latency spans
+    // 200 ms to timeouts, which only a log axis shows side by side.
+    let charts: &[(&str, &str, &str, f64, bool)] = &[
+        ("slow", "p99_ms", "p99 latency (ms)", 1.0, false),
+        ("slow", "rps", "requests per second", 1.0, false),
+        ("slow", "rss_per_conn_bytes", "server RSS per open connection (KB)", 1.0 / 1000.0, false),
+        ("latency", "p99_ms", "p99 latency at a fixed rate (ms, log)", 1.0, true),
+        ("compute", "rps", "requests per second", 1.0, false),
+        ("compute", "p99_ms", "p99 latency (ms)", 1.0, false),
+        ("fanout", "p99_ms", "publish-to-receive p99 (ms)", 1.0, false),
+        ("fanout", "rss_per_conn_bytes", "server RSS per connection (KB)", 1.0 / 1000.0, false),
     ];
-    for (scenario, figure, title, scale) in charts {
+    for (scenario, figure, title, scale, log_y) in charts {
         let mut series: BTreeMap<&str, Vec<(f64, f64)>> = BTreeMap::new();
         for point in points.iter().filter(|p| p.scenario == *scenario) {
             if let (Some(x), Some(y)) = (point.x, point.get(figure)) {
@@ -442,7 +460,7 @@ fn plot_all(results: &Path, points: &[Point]) -> anyhow::Result<Vec<(String, Str
             line.sort_by(|a, b| a.0.total_cmp(&b.0));
         }
         let file = format!("{scenario}-{}.svg", figure.trim_end_matches("_ms").replace('_', "-"));
-        plot(&results.join(&file), scenario, title, &series)?;
+        plot(&results.join(&file), scenario, title, &series, *log_y)?;
         plots.push(((*scenario).to_owned(), file));
     }
     Ok(plots)
@@ -453,20 +471,40 @@ fn plot(
     scenario: &str,
     title: &str,
     series: &BTreeMap<&str, Vec<(f64, f64)>>,
+    log_y: bool,
 ) -> anyhow::Result<()> {
-    let xs = series.values().flatten().map(|p| p.0);
     let ys = series.values().flatten().map(|p| p.1);
+    let (y_min, y_max) = ys.fold((f64::MAX, 0.0_f64), |(lo, hi), y| (lo.min(y), hi.max(y)));
+    if log_y {
+        let low = (y_min * 0.8).max(1e-3);
+        plot_on(path, scenario, title, series, (low..(y_max * 1.25).max(low * 2.0)).log_scale())
+    } else {
+        plot_on(path, scenario, title, series, 0.0..(y_max * 1.1).max(1e-9))
+    }
+}
+
+fn plot_on<Y>(
+    path: &Path,
+    scenario: &str,
+    title: &str,
+    series: &BTreeMap<&str, Vec<(f64, f64)>>,
+    y_range: Y,
+) -> anyhow::Result<()>
+where
+    Y: AsRangedCoord<Value = f64>,
+    Y::CoordDescType: ValueFormatter<f64>,
+{
+    let xs = series.values().flatten().map(|p| p.0);
     let (x_min, x_max) = xs.fold((f64::MAX, f64::MIN), |(lo, hi), x| (lo.min(x), hi.max(x)));
-    let y_max = ys.fold(0.0_f64, f64::max) * 1.1;
     let root = SVGBackend::new(path, (720, 420)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e}"))?;
-    // Connections ramp by factors of ten: a log axis spaces them evenly.
+    // Connections and rates ramp by large factors: a log axis spaces them evenly.
     let mut chart = ChartBuilder::on(&root)
         .caption(format!("{scenario}: {title}"), ("sans-serif", 18))
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(60)
-        .build_cartesian_2d((x_min.max(1.0)..x_max.max(2.0)).log_scale(), 0.0..y_max.max(1e-9))
+        .build_cartesian_2d((x_min.max(1.0)..x_max.max(2.0)).log_scale(), y_range)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     chart
         .configure_mesh()
@@ -517,5 +555,27 @@ mod tests {
         assert_eq!((rps.1.as_str(), rps.2.as_str()), ("2.20× (22000 vs 10000)", "met"));
         let p99 = verdicts.iter().find(|t| t.0.starts_with("slow@5000 p99 vs node")).expect("p99 target");
         assert_eq!(p99.2, "missed by 19%", "0.71× against a bound of 0.6×");
+    }
+
+    #[test]
+    fn open_loop_latency_is_tabled_and_plotted_on_a_log_axis() {
+        let line = |system: &str, rate: f64, p99: f64| serde_json::json!({"scenario": "latency", "system": system, "x": rate, "run": 1, "p99_ms": p99, "unsent": 0, "errors": 0});
+        let lines = vec![
+            line("courtside", 1000.0, 203.0),
+            line("courtside", 10000.0, 260.0),
+            line("fastapi", 1000.0, 240.0),
+            line("fastapi", 10000.0, 19_000.0),
+        ];
+        let points = fold(&lines);
+        let dir = std::env::temp_dir().join(format!("courtside-report-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let plots = plot_all(&dir, &points).expect("plotted");
+        let file = plots.iter().find(|(scenario, _)| scenario == "latency").map(|(_, f)| f.clone());
+        let svg = std::fs::read_to_string(dir.join(file.expect("a latency plot"))).expect("svg written");
+        let markdown = render(&dir, &points, &plots, 0);
+        std::fs::remove_dir_all(&dir).ok();
+        assert!(svg.contains("log"), "the title names the log axis");
+        assert!(markdown.contains("| system | offered req/s | achieved req/s |"), "{markdown}");
+        assert!(markdown.contains("| fastapi | 10000 |"), "{markdown}");
     }
 }
