@@ -14,7 +14,7 @@
 //! the run ended. oha leaves those out of its percentiles; a point with many
 //! of them could not keep up with the rate, whatever its latency says.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, fmt::Write as _};
 
 use anyhow::Context as _;
 use serde::Deserialize;
@@ -70,20 +70,20 @@ pub(crate) fn fields(json: &str, offered_rps: Option<f64>, secs: f64) -> anyhow:
     let ms = |key: &str| report.percentiles.get(key).copied().flatten().map(|s| s * 1000.0);
     for (key, name) in [("p50", "p50_ms"), ("p90", "p90_ms"), ("p99", "p99_ms"), ("p99.9", "p999_ms")] {
         if let Some(v) = ms(key) {
-            out.push_str(&format!(",\"{name}\":{v:.3}"));
+            let _ = write!(out, ",\"{name}\":{v:.3}");
         }
     }
     if let Some(max) = report.summary.slowest {
-        out.push_str(&format!(",\"max_ms\":{:.3}", max * 1000.0));
+        let _ = write!(out, ",\"max_ms\":{:.3}", max * 1000.0);
     }
     if let Some(offered) = offered_rps {
         let due = (offered * secs).round();
         let unsent = (due - (answered + failed) as f64).max(0.0);
-        out.push_str(&format!(",\"offered_rps\":{offered},\"unsent\":{unsent:.0}"));
+        let _ = write!(out, ",\"offered_rps\":{offered},\"unsent\":{unsent:.0}");
     }
     if !report.errors.is_empty() {
         let kinds: Vec<String> = report.errors.iter().map(|(kind, n)| format!("{kind}: {n}")).collect();
-        out.push_str(&format!(",\"error_kinds\":{}", serde_json::Value::from(kinds.join("; "))));
+        let _ = write!(out, ",\"error_kinds\":{}", serde_json::Value::from(kinds.join("; ")));
     }
     Ok(out)
 }
