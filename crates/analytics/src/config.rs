@@ -168,33 +168,6 @@ impl WorkerConfig {
     }
 }
 
-/// Where the standalone worker keeps shared state. The all-in-one binary
-/// does not take these flags: its worker shares the gateway's store.
-#[derive(Debug, Clone, Args)]
-pub struct StoreArgs {
-    /// Redis holding the event stream and the leaderboards, e.g.
-    /// redis://127.0.0.1:6379. Without it the worker keeps state in process,
-    /// which only makes sense for trying it out. May contain a password: it
-    /// is never logged.
-    #[arg(long, env = "COURTSIDE_REDIS_URL", hide_env_values = true)]
-    pub redis_url: Option<String>,
-
-    /// Prefix for every Redis key this deployment uses (the gateway's).
-    #[arg(long, env = "COURTSIDE_REDIS_PREFIX", default_value = "courtside:")]
-    pub redis_prefix: String,
-}
-
-impl StoreArgs {
-    /// The Redis settings, if Redis is configured. The error is one line,
-    /// safe to print: it never echoes the URL.
-    pub fn redis_config(&self) -> Result<Option<store::RedisConfig>, String> {
-        let Some(url) = &self.redis_url else { return Ok(None) };
-        store::RedisConfig::from_settings(url, &self.redis_prefix)
-            .map(Some)
-            .map_err(|reason| format!("invalid --redis-url / COURTSIDE_REDIS_URL: {reason}"))
-    }
-}
-
 /// Options for the standalone worker binary.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
@@ -207,7 +180,7 @@ pub struct Cli {
     pub worker: WorkerConfig,
 
     #[command(flatten)]
-    pub store: StoreArgs,
+    pub store: store::StoreArgs,
 
     /// Log line format: "pretty" or "json".
     #[arg(long, env = "COURTSIDE_LOG_FORMAT", default_value_t = LogFormat::Pretty)]
@@ -266,26 +239,6 @@ mod tests {
     fn the_flags_do_not_collide() {
         use clap::CommandFactory as _;
         Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn a_bad_redis_url_is_rejected_without_echoing_its_password() {
-        let cli = Cli::try_parse_from(["courtside-analytics", "--redis-url", "http://u:hunter2@cache:6379"])
-            .expect("clap accepts any text");
-        let err = cli.store.redis_config().expect_err("wrong scheme");
-        assert!(err.contains("--redis-url") && err.contains("scheme must be redis"), "{err}");
-        assert!(!err.contains("hunter2"), "{err}");
-
-        let cli = Cli::try_parse_from([
-            "courtside-analytics",
-            "--redis-url",
-            "redis://cache:6379",
-            "--redis-prefix",
-            "x:",
-        ])
-        .expect("parses");
-        let config = cli.store.redis_config().expect("valid").expect("configured");
-        assert_eq!(config.key_prefix, "x:");
     }
 
     #[test]

@@ -1,26 +1,21 @@
 //! `courtside-analytics`: the analytics worker on its own, for deployments
 //! that run each tier separately.
 
-use std::{process::ExitCode, sync::Arc};
+use std::process::ExitCode;
 
 use analytics::{
     Application,
     config::{Cli, Command},
 };
-use anyhow::Context as _;
 use clap::Parser as _;
-use store::{MemoryStore, RedisStore, StateStore};
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let redis = match cli.store.redis_config() {
-        Ok(redis) => redis,
-        Err(err) => {
-            eprintln!("error: {err}");
-            return ExitCode::from(2);
-        }
-    };
+    if let Err(err) = cli.store.validate() {
+        eprintln!("error: {err}");
+        return ExitCode::from(2);
+    }
     if let Some(Command::Healthcheck { url }) = &cli.command {
         return match analytics::health::healthcheck(url).await {
             Ok(()) => ExitCode::SUCCESS,
@@ -38,7 +33,7 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let outcome = run(cli, redis).await;
+    let outcome = run(cli).await;
     telemetry.shutdown();
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -49,19 +44,8 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli, redis: Option<store::RedisConfig>) -> anyhow::Result<()> {
-    let store: Arc<dyn StateStore> = match redis {
-        Some(redis) => {
-            tracing::info!(url = %redis.redacted_url(), prefix = %redis.key_prefix, "state store: redis");
-            Arc::new(RedisStore::connect_lazy(&redis).context("failed to set up the redis store")?)
-        }
-        None => {
-            tracing::warn!(
-                "state store: in process (set COURTSIDE_REDIS_URL to read the gateway's event stream)"
-            );
-            Arc::new(MemoryStore::new())
-        }
-    };
-    let app = Application::build(cli.worker).await?.with_store(store);
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let store = store::open(&cli.store)?;
+    let app = Application::build(cli.worker, store).await?;
     app.run_until_stopped(lifecycle::shutdown_signal()).await
 }

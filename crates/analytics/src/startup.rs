@@ -5,7 +5,7 @@ use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use contracts::v1::{FILE_DESCRIPTOR_SET, analytics_service_server::AnalyticsServiceServer};
-use store::{MemoryStore, StateStore};
+use store::StateStore;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
@@ -41,9 +41,10 @@ impl Application {
     /// in [`Application::run_until_stopped`] lets callers (tests, the
     /// all-in-one binary) learn the real port when they asked for port 0.
     ///
-    /// State starts in process; [`Application::with_store`] replaces it with
-    /// the store the gateway writes the event stream to.
-    pub async fn build(config: WorkerConfig) -> anyhow::Result<Self> {
+    /// `store` holds the event stream the gateway appends to, the
+    /// leaderboards and the model ([`store::open`] picks it from the
+    /// settings; the all-in-one passes the gateway's).
+    pub async fn build(config: WorkerConfig, store: Arc<dyn StateStore>) -> anyhow::Result<Self> {
         // Before any metric handle is taken: handles taken earlier go nowhere.
         telemetry::metrics::install();
         crate::metrics::describe();
@@ -60,17 +61,12 @@ impl Application {
             ),
             None => None,
         };
-        Ok(Self { listener, local_addr, metrics_listener, config, pool, store: Arc::new(MemoryStore::new()) })
+        Ok(Self { listener, local_addr, metrics_listener, config, pool, store })
     }
 
     /// Where `/metrics` is served, if anywhere.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_listener.as_ref().and_then(|listener| listener.local_addr().ok())
-    }
-
-    /// Uses `store` for the event stream, the leaderboards and the model.
-    pub fn with_store(self, store: Arc<dyn StateStore>) -> Self {
-        Self { store, ..self }
     }
 
     pub fn local_addr(&self) -> SocketAddr {

@@ -5,7 +5,7 @@
 //! as they do when deployed apart. Only the packaging differs: nothing here
 //! takes a shortcut the separate binaries would not.
 
-use std::process::ExitCode;
+use std::{process::ExitCode, sync::Arc};
 
 use anyhow::Context as _;
 use clap::Parser as _;
@@ -27,6 +27,9 @@ struct Cli {
 
     #[command(flatten)]
     worker: analytics::WorkerConfig,
+
+    #[command(flatten)]
+    store: store::StoreArgs,
 
     /// Log line format: "pretty" or "json".
     #[arg(long, env = "COURTSIDE_LOG_FORMAT", default_value_t = telemetry::LogFormat::Pretty)]
@@ -95,7 +98,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(err) = cli.gateway.validate() {
+    if let Err(err) = cli.gateway.validate().and_then(|()| cli.store.validate()) {
         eprintln!("error: {err}");
         return ExitCode::from(2);
     }
@@ -125,7 +128,9 @@ fn main() -> ExitCode {
                 );
             })
         }
-        None => run(cli.gateway, cli.worker, cli.log_format, cli.simulate.then_some(cli.simulation)),
+        None => {
+            run(cli.gateway, cli.worker, &cli.store, cli.log_format, cli.simulate.then_some(cli.simulation))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -139,6 +144,7 @@ fn main() -> ExitCode {
 fn run(
     mut gateway_config: gateway::GatewayConfig,
     mut worker_config: analytics::WorkerConfig,
+    store_args: &store::StoreArgs,
     log_format: telemetry::LogFormat,
     simulation: Option<SimulationArgs>,
 ) -> anyhow::Result<()> {
@@ -163,10 +169,13 @@ fn run(
     let telemetry = gateway_rt.block_on(async { telemetry::init("courtside", log_format) })?;
 
     let stop = CancellationToken::new();
+    // The worker consumes the event stream the gateway appends to, so both
+    // use one store (with the in-process store, one instance).
+    let store = gateway_rt.block_on(async { store::open(store_args) })?;
     // Both tiers record into one registry here, which the gateway's
     // /metrics serves whole: no second listener.
     worker_config.metrics_addr = analytics::config::MetricsAddr(None);
-    let worker = worker_rt.block_on(analytics::Application::build(worker_config))?;
+    let worker = worker_rt.block_on(analytics::Application::build(worker_config, Arc::clone(&store)))?;
     gateway_config.worker_url = format!("http://{}", worker.local_addr());
     let worker_addr = worker.local_addr();
     // The worker stops only once the gateway in front of it has drained.
@@ -174,10 +183,7 @@ fn run(
     let mut worker_task = None;
 
     let served = gateway_rt.block_on(async {
-        let gateway = gateway::Application::build(gateway_config).await?;
-        // The worker consumes the event stream the gateway appends to, so
-        // both must use one store (with the in-process store, one instance).
-        let worker = worker.with_store(std::sync::Arc::clone(&gateway.live().feed.store));
+        let gateway = gateway::Application::build(gateway_config, store).await?;
         worker_task = Some(worker_rt.spawn(worker.run_until_stopped(worker_stop.clone().cancelled_owned())));
         print_banner(gateway.local_addr(), worker_addr);
         if let (Some(args), Some(token)) = (&simulation, sim_token) {

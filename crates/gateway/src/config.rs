@@ -7,6 +7,8 @@ use std::{net::SocketAddr, time::Duration};
 use clap::Args;
 use telemetry::LogFormat;
 
+use crate::auth::{Auth, Tokens};
+
 #[derive(Debug, Clone, Args)]
 pub struct GatewayConfig {
     /// Address the HTTP server listens on.
@@ -21,19 +23,6 @@ pub struct GatewayConfig {
     /// gRPC address of the analytics worker.
     #[arg(long, env = "COURTSIDE_WORKER_URL", default_value = "http://127.0.0.1:50051", value_parser = parse_worker_url)]
     pub worker_url: String,
-
-    /// Redis for shared state, e.g. redis://127.0.0.1:6379. Without it the
-    /// gateway keeps state in process (fine for one replica, lost on exit).
-    /// May contain a password: it is never logged.
-    ///
-    /// Checked by [`GatewayConfig::validate`] rather than by clap, whose
-    /// error message would echo the value, password included.
-    #[arg(long, env = "COURTSIDE_REDIS_URL", hide_env_values = true)]
-    pub redis_url: Option<String>,
-
-    /// Prefix for every Redis key and channel this deployment uses.
-    #[arg(long, env = "COURTSIDE_REDIS_PREFIX", default_value = "courtside:")]
-    pub redis_prefix: String,
 
     /// Milliseconds a request may take before the gateway answers 504.
     #[arg(long, env = "COURTSIDE_REQUEST_TIMEOUT_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
@@ -109,41 +98,16 @@ impl GatewayConfig {
     /// Checks what clap cannot check without printing secrets. Call it
     /// before starting anything; the error is one line, safe to print.
     pub fn validate(&self) -> Result<(), String> {
-        self.redis_config()?;
-        self.live_config()?;
-        Ok(())
+        self.auth().map(|_| ())
     }
 
-    /// The live feed's settings.
-    pub fn live_config(&self) -> Result<crate::live::LiveConfig, String> {
-        use crate::live::auth::Tokens;
-        let publish_tokens = Tokens::parse(&self.publish_tokens)
+    /// Who may publish and who may read.
+    pub fn auth(&self) -> Result<Auth, String> {
+        let publish = Tokens::parse(&self.publish_tokens)
             .map_err(|reason| format!("invalid --publish-tokens / COURTSIDE_PUBLISH_TOKENS: {reason}"))?;
-        let read_tokens = Tokens::parse(&self.read_tokens)
+        let read = Tokens::parse(&self.read_tokens)
             .map_err(|reason| format!("invalid --read-tokens / COURTSIDE_READ_TOKENS: {reason}"))?;
-        let defaults = crate::live::LiveConfig::default();
-        Ok(crate::live::LiveConfig {
-            max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
-            max_lag_bytes: self.subscriber_max_lag_bytes,
-            ping_interval: Duration::from_secs(self.ping_interval_secs),
-            write_timeout: Duration::from_millis(self.write_timeout_ms),
-            history: store::HistoryLimits {
-                max_entries: usize::try_from(self.history_events).unwrap_or(usize::MAX),
-                max_idle: Duration::from_secs(self.history_idle_secs),
-            },
-            max_line_bytes: usize::try_from(self.max_line_bytes).unwrap_or(usize::MAX),
-            publish_tokens,
-            read_tokens,
-            ..defaults
-        })
-    }
-
-    /// The Redis settings, if Redis is configured.
-    pub fn redis_config(&self) -> Result<Option<store::RedisConfig>, String> {
-        let Some(url) = &self.redis_url else { return Ok(None) };
-        store::RedisConfig::from_settings(url, &self.redis_prefix)
-            .map(Some)
-            .map_err(|reason| format!("invalid --redis-url / COURTSIDE_REDIS_URL: {reason}"))
+        Ok(Auth { publish, read })
     }
 
     pub fn request_timeout(&self) -> Duration {
@@ -167,14 +131,12 @@ impl GatewayConfig {
         usize::try_from(self.body_limit_bytes).unwrap_or(usize::MAX)
     }
 
-    /// A configuration for tests: any free loopback port, in-process state,
-    /// and a worker at `worker_url`.
+    /// A configuration for tests: any free loopback port and a worker at
+    /// `worker_url`.
     pub fn for_tests(worker_url: impl Into<String>) -> Self {
         Self {
             listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             worker_url: worker_url.into(),
-            redis_url: None,
-            redis_prefix: "courtside:".into(),
             request_timeout_ms: 30_000,
             worker_deadline_ms: 10_000,
             body_limit_bytes: 1024 * 1024,
@@ -207,6 +169,9 @@ pub const TEST_PUBLISH_TOKEN: &str = "test-publisher-token-0123456789";
 pub struct Cli {
     #[command(flatten)]
     pub gateway: GatewayConfig,
+
+    #[command(flatten)]
+    pub store: store::StoreArgs,
 
     /// Log line format: "pretty" or "json".
     #[arg(long, env = "COURTSIDE_LOG_FORMAT", default_value_t = LogFormat::Pretty)]
@@ -250,7 +215,7 @@ mod tests {
     fn defaults_work_without_any_setting() {
         let cli = parse(&[]).expect("defaults parse");
         assert_eq!(cli.gateway.listen_addr, SocketAddr::from(([127, 0, 0, 1], 8080)));
-        assert_eq!(cli.gateway.redis_url, None);
+        assert_eq!(cli.store.redis_url, None);
         assert_eq!(cli.gateway.request_timeout(), Duration::from_secs(30));
     }
 
@@ -268,19 +233,9 @@ mod tests {
     }
 
     #[test]
-    fn a_bad_redis_url_is_rejected_without_echoing_its_password() {
-        let cli = parse(&["--redis-url", "http://user:hunter2@cache:6379"]).expect("clap accepts any text");
-        let err = cli.gateway.validate().expect_err("wrong scheme");
-        assert!(err.contains("--redis-url"), "{err}");
-        assert!(err.contains("scheme must be redis"), "{err}");
-        assert!(!err.contains("hunter2"), "{err}");
-    }
-
-    #[test]
-    fn a_good_redis_url_becomes_a_prefixed_store_config() {
-        let cli = parse(&["--redis-url", "redis://cache:6379/2", "--redis-prefix", "demo:"]).expect("parses");
-        let config = cli.gateway.redis_config().expect("valid").expect("configured");
-        assert_eq!(config.key_prefix, "demo:");
-        assert_eq!(config.url, "redis://cache:6379/2");
+    fn short_tokens_are_rejected_naming_their_flag() {
+        let cli = parse(&["--read-tokens", "short"]).expect("clap accepts any text");
+        let err = cli.gateway.validate().expect_err("too short");
+        assert!(err.contains("--read-tokens"), "{err}");
     }
 }

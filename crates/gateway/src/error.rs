@@ -14,7 +14,8 @@ use axum::{
 use serde::Serialize;
 
 use crate::{
-    live::{auth::AuthError, feed::SubscribeError, ingest::Rejected},
+    auth::AuthError,
+    live::{feed::SubscribeError, ingest::Rejected},
     worker::WorkerError,
 };
 

@@ -121,6 +121,19 @@ pub struct Report {
     pub routes: Vec<RouteReport>,
 }
 
+impl Report {
+    /// Copies the figures into gauges, so dashboards can chart what
+    /// `/v1/debug/runtime-fit` reports. Called on each scrape.
+    pub fn export_gauges(&self) {
+        use crate::metrics::{ROUTE_CPU_SHARE, ROUTE_SLOW_POLLS};
+        for line in &self.routes {
+            let labels = [("http_request_method", line.method.clone()), ("http_route", line.path.clone())];
+            metrics::gauge!(ROUTE_CPU_SHARE, &labels).set(line.cpu_share);
+            metrics::gauge!(ROUTE_SLOW_POLLS, &labels).set(line.slow_polls as f64);
+        }
+    }
+}
+
 impl RuntimeFit {
     pub fn new(slow_poll: Duration) -> Self {
         Self { slow_poll, routes: RwLock::new(HashMap::new()) }

@@ -21,7 +21,7 @@ async fn main() -> ExitCode {
             }
         };
     }
-    if let Err(err) = cli.gateway.validate() {
+    if let Err(err) = cli.gateway.validate().and_then(|()| cli.store.validate()) {
         eprintln!("error: {err}");
         return ExitCode::from(2);
     }
@@ -45,6 +45,7 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let app = Application::build(cli.gateway).await?;
+    let store = store::open(&cli.store)?;
+    let app = Application::build(cli.gateway, store).await?;
     app.run_until_stopped(lifecycle::shutdown_signal()).await
 }

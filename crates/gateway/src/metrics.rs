@@ -6,22 +6,11 @@
 //! Prometheus spells them; the rest are `courtside_*`. Every name is a
 //! constant here, so a dashboard query can be checked against the list.
 
-use std::{
-    sync::{Arc, Mutex, PoisonError},
-    time::Instant,
-};
+use std::sync::{Mutex, PoisonError};
 
-use axum::{
-    body::Body,
-    extract::{MatchedPath, Request, State},
-    http::Response,
-    middleware::Next,
-};
 use metrics::{
     Gauge, Histogram, Unit, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
 };
-
-use crate::startup::AppState;
 
 pub const HTTP_DURATION: &str = "http_server_request_duration_seconds";
 pub const HTTP_ACTIVE: &str = "http_server_active_requests";
@@ -60,61 +49,46 @@ pub fn describe() {
     describe_histogram!(store::DB_DURATION, Unit::Seconds, "duration of Redis commands");
 }
 
-/// Per-route handles, so a request costs no metric lookup by name.
+/// Per-route handles, so a request costs no metric lookup by name. Both
+/// labels come from closed sets: the route template and a standard method
+/// (or `_OTHER`).
 #[derive(Debug)]
 pub(crate) struct RouteSeries {
+    method: &'static str,
+    route: String,
     active: Gauge,
     /// One histogram per status code seen, few per route.
     durations: Mutex<Vec<(u16, Histogram)>>,
 }
 
-/// Measures every routed request: in-flight gauge, duration histogram by
-/// route and status, and the route's runtime-fit monitor around the
-/// handler's future.
-pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response<Body> {
-    let Some(path) = request.extensions().get::<MatchedPath>().cloned() else {
-        return next.run(request).await;
-    };
-    let method = request.method().clone();
-    let fit = state.fit.route(method.as_str(), path.as_str());
-    let series = Arc::clone(fit.series.get_or_init(|| {
-        Arc::new(RouteSeries {
-            active: gauge!(HTTP_ACTIVE, "http_request_method" => method.to_string(), "http_route" => path.as_str().to_owned()),
+impl RouteSeries {
+    pub(crate) fn new(method: &'static str, route: &str) -> Self {
+        Self {
+            method,
+            route: route.to_owned(),
+            active: gauge!(HTTP_ACTIVE, "http_request_method" => method, "http_route" => route.to_owned()),
             durations: Mutex::new(Vec::new()),
-        })
-    }));
-
-    let _active = telemetry::metrics::InFlight::start(series.active.clone());
-    let started = Instant::now();
-    let response = crate::fit::RuntimeFit::monitor(&fit).instrument(next.run(request)).await;
-    let wall = started.elapsed();
-    state.fit.finished(&fit, wall);
-    duration_for(&series, method.as_str(), path.as_str(), response.status().as_u16())
-        .record(wall.as_secs_f64());
-    response
-}
-
-fn duration_for(series: &RouteSeries, method: &str, path: &str, status: u16) -> Histogram {
-    let mut durations = series.durations.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some((_, histogram)) = durations.iter().find(|(code, _)| *code == status) {
-        return histogram.clone();
+        }
     }
-    let histogram = histogram!(
-        HTTP_DURATION,
-        "http_request_method" => method.to_owned(),
-        "http_route" => path.to_owned(),
-        "http_response_status_code" => status.to_string(),
-    );
-    durations.push((status, histogram.clone()));
-    histogram
-}
 
-/// Copies the runtime-fit figures into gauges, so dashboards can chart what
-/// `/v1/debug/runtime-fit` reports. Called on each scrape.
-pub fn export_fit(report: &crate::fit::Report) {
-    for line in &report.routes {
-        let labels = [("http_request_method", line.method.clone()), ("http_route", line.path.clone())];
-        gauge!(ROUTE_CPU_SHARE, &labels).set(line.cpu_share);
-        gauge!(ROUTE_SLOW_POLLS, &labels).set(line.slow_polls as f64);
+    /// The route's in-flight gauge.
+    pub(crate) fn active(&self) -> Gauge {
+        self.active.clone()
+    }
+
+    /// The route's duration histogram for one status code.
+    pub(crate) fn duration(&self, status: u16) -> Histogram {
+        let mut durations = self.durations.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, histogram)) = durations.iter().find(|(code, _)| *code == status) {
+            return histogram.clone();
+        }
+        let histogram = histogram!(
+            HTTP_DURATION,
+            "http_request_method" => self.method,
+            "http_route" => self.route.clone(),
+            "http_response_status_code" => status.to_string(),
+        );
+        durations.push((status, histogram.clone()));
+        histogram
     }
 }

@@ -1,67 +1,22 @@
-//! Builds and runs the gateway: shared state, the router with its
-//! middleware, the listener, and the drain on shutdown.
+//! Builds and runs the gateway: the shared parts, the listener, and the
+//! drain on shutdown.
 
-use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use anyhow::Context as _;
-use axum::{
-    Router,
-    body::Body,
-    extract::DefaultBodyLimit,
-    extract::{MatchedPath, Request, State},
-    http::{HeaderName, Response, Uri},
-    middleware::{self, Next},
-    response::IntoResponse,
-    routing::get,
-    serve::ListenerExt as _,
-};
-use store::{MemoryStore, RedisStore, StateStore};
+use axum::{Router, serve::ListenerExt as _};
+use store::StateStore;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tower::ServiceBuilder;
-use tower_http::{
-    request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer},
-    trace::TraceLayer,
-};
-use tracing::{Span, field::Empty};
-use utoipa::OpenApi as _;
-use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     config::GatewayConfig,
-    error::ApiError,
     fit::RuntimeFit,
-    live::{self, LiveState},
-    routes::{analytics, bench, dashboard, health, ops},
+    live::{self, LiveConfig, LiveState},
+    router::router_with,
+    state::{AppState, Shared},
     worker::WorkerClient,
 };
-
-const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
-/// What every handler can reach. One `Arc`: the middleware and the
-/// extractors clone it a few times per request, so a clone must be a single
-/// reference count, not one per field.
-#[derive(Debug, Clone)]
-pub struct AppState(Arc<Shared>);
-
-impl std::ops::Deref for AppState {
-    type Target = Shared;
-
-    fn deref(&self) -> &Shared {
-        &self.0
-    }
-}
-
-/// The contents of [`AppState`].
-#[derive(Debug)]
-pub struct Shared {
-    pub store: Arc<dyn StateStore>,
-    pub worker: WorkerClient,
-    pub live: Arc<LiveState>,
-    pub fit: Arc<RuntimeFit>,
-    pub request_timeout: Duration,
-    pub body_limit: usize,
-}
 
 /// A gateway that has bound its port and is ready to serve.
 #[derive(Debug)]
@@ -74,35 +29,29 @@ pub struct Application {
 }
 
 impl Application {
-    /// Connects (lazily) to the store and the worker and binds the listener.
-    pub async fn build(config: GatewayConfig) -> anyhow::Result<Self> {
+    /// Connects (lazily) to the worker and binds the listener. The store is
+    /// the caller's ([`store::open`] picks it from the settings), so one
+    /// process can share it between tiers.
+    pub async fn build(config: GatewayConfig, store: Arc<dyn StateStore>) -> anyhow::Result<Self> {
         // Before any metric handle is taken: handles taken earlier go nowhere.
         telemetry::metrics::install();
         crate::metrics::describe();
-        let store: Arc<dyn StateStore> = match config.redis_config().map_err(anyhow::Error::msg)? {
-            Some(redis) => {
-                tracing::info!(url = %redis.redacted_url(), prefix = %redis.key_prefix, "state store: redis");
-                Arc::new(RedisStore::connect_lazy(&redis).context("failed to set up the redis store")?)
-            }
-            None => {
-                tracing::info!("state store: in process (set COURTSIDE_REDIS_URL to share state)");
-                Arc::new(MemoryStore::new())
-            }
-        };
-        let worker = WorkerClient::connect_lazy(&config.worker_url, config.worker_deadline())?;
-        let live_config = config.live_config().map_err(anyhow::Error::msg)?;
-        if live_config.publish_tokens.is_empty() {
+        let auth = config.auth().map_err(anyhow::Error::msg)?;
+        if auth.publish.is_empty() {
             tracing::warn!("no publish tokens configured (COURTSIDE_PUBLISH_TOKENS): publishing is disabled");
         }
+        let worker = WorkerClient::connect_lazy(&config.worker_url, config.worker_deadline())?;
+        let live_config = LiveConfig::from_config(&config);
         let live = Arc::new(LiveState::new(Arc::clone(&store), live_config, CancellationToken::new()));
-        let state = AppState(Arc::new(Shared {
+        let state = AppState::new(Shared {
             store,
             worker,
             live,
+            auth: Arc::new(auth),
             fit: Arc::new(RuntimeFit::new(config.slow_poll_threshold())),
             request_timeout: config.request_timeout(),
             body_limit: config.body_limit(),
-        }));
+        });
 
         let listener = bind(config.listen_addr)
             .with_context(|| format!("failed to bind the http listener on {}", config.listen_addr))?;
@@ -183,141 +132,4 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(ACCEPT_BACKLOG)
-}
-
-/// The whole HTTP surface. Public so tests can drive it without a socket.
-pub fn router(state: AppState) -> Router {
-    router_with(state, Router::new())
-}
-
-/// The HTTP surface plus `extra` routes, all behind the same middleware.
-///
-/// Middleware, outermost first: a request id is set (or kept, if the client
-/// sent one), the request span opens with it, the id is copied onto the
-/// response, the request is measured (metrics, runtime fit), and request
-/// bodies read whole are capped. Ordinary requests get the request timeout;
-/// streams (bulk ingest, WebSocket, SSE) do not, as they are meant to last.
-pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
-    let (routes, openapi) = documented_routes(state.clone()).split_for_parts();
-    // Rendered once: the document never changes while the process runs.
-    let document = bytes::Bytes::from(openapi.to_json().unwrap_or_else(|_| "{}".into()));
-    routes
-        .route(
-            "/openapi.json",
-            get(move || {
-                std::future::ready(([(http::header::CONTENT_TYPE, "application/json")], document.clone()))
-            }),
-        )
-        .merge(extra)
-        .fallback(not_found)
-        .layer(DefaultBodyLimit::max(state.body_limit))
-        .layer(middleware::from_fn_with_state(state.clone(), crate::metrics::track))
-        .layer(
-            ServiceBuilder::new()
-                .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-                .layer(TraceLayer::new_for_http().make_span_with(http_span).on_response(record_status))
-                .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-                .layer(middleware::map_response(trace_id_header)),
-        )
-        .with_state(state)
-}
-
-/// Every public route with its OpenAPI description.
-fn documented_routes(state: AppState) -> OpenApiRouter<AppState> {
-    let requests = OpenApiRouter::new()
-        .routes(routes!(bench::slow))
-        .routes(routes!(bench::compute))
-        .routes(routes!(live::routes::publish))
-        .routes(routes!(live::routes::list_matches))
-        .routes(routes!(live::routes::get_match))
-        .routes(routes!(analytics::match_impact))
-        .routes(routes!(analytics::player_impact))
-        .routes(routes!(analytics::win_probability))
-        .routes(routes!(analytics::start_job))
-        .route_layer(middleware::from_fn_with_state(state, request_timeout));
-    let streams = OpenApiRouter::new()
-        .routes(routes!(live::routes::publish_bulk))
-        .routes(routes!(live::ws::live_ws))
-        .routes(routes!(live::sse::live_sse))
-        // A job's progress may be streamed for as long as the job runs.
-        .routes(routes!(analytics::job));
-
-    OpenApiRouter::with_openapi(crate::openapi::ApiDoc::openapi())
-        .routes(routes!(dashboard::index))
-        .routes(routes!(dashboard::app_js))
-        .routes(routes!(dashboard::style_css))
-        .routes(routes!(health::healthz))
-        .routes(routes!(health::readyz))
-        .routes(routes!(ops::metrics))
-        .routes(routes!(ops::runtime_fit))
-        .merge(requests)
-        .merge(streams)
-}
-
-const TRACE_ID: HeaderName = HeaderName::from_static("x-trace-id");
-
-/// Tells the client which trace its request is in, so a bug report can
-/// point straight at it. Runs inside the request span; absent when the
-/// request is not traced.
-async fn trace_id_header(mut response: Response<Body>) -> Response<Body> {
-    if let Some(id) = telemetry::propagation::trace_id(&Span::current())
-        && let Ok(value) = http::HeaderValue::from_str(&id)
-    {
-        response.headers_mut().insert(TRACE_ID, value);
-    }
-    response
-}
-
-/// Answers 504 with a JSON body when a request outlives the timeout.
-async fn request_timeout(State(state): State<AppState>, request: Request, next: Next) -> Response<Body> {
-    match tokio::time::timeout(state.request_timeout, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => {
-            let ms = u64::try_from(state.request_timeout.as_millis()).unwrap_or(u64::MAX);
-            ApiError::RequestTimeout(ms).into_response()
-        }
-    }
-}
-
-/// The server span of one request, named and attributed as the
-/// OpenTelemetry HTTP conventions ask (`GET /v1/bench/compute`, route
-/// template rather than raw path), and parented to the caller's span when the
-/// request carries W3C trace context.
-fn http_span(request: &Request<Body>) -> Span {
-    let method = request.method().as_str();
-    let route = request.extensions().get::<MatchedPath>().map(MatchedPath::as_str);
-    let request_id = request
-        .extensions()
-        .get::<RequestId>()
-        .and_then(|id| id.header_value().to_str().ok())
-        .unwrap_or_default();
-    let span = tracing::info_span!(
-        "http.server",
-        otel.name = %format!("{method} {}", route.unwrap_or("unmatched")),
-        otel.kind = "server",
-        otel.status_code = Empty,
-        http.request.method = %method,
-        http.route = route.unwrap_or_default(),
-        url.path = %request.uri().path(),
-        http.response.status_code = Empty,
-        request_id = %request_id,
-        error.message = Empty,
-    );
-    telemetry::propagation::set_remote_parent(&span, request.headers());
-    span
-}
-
-fn record_status<B>(response: &Response<B>, latency: Duration, span: &Span) {
-    let status = response.status();
-    span.record("http.response.status_code", status.as_u16());
-    if status.is_server_error() {
-        span.record("otel.status_code", "ERROR");
-        tracing::warn!(status = status.as_u16(), latency_ms = latency.as_millis(), "request failed");
-    } else {
-        tracing::debug!(status = status.as_u16(), latency_ms = latency.as_millis(), "request done");
-    }
-}
-
-async fn not_found(uri: Uri) -> ApiError {
-    ApiError::NotFound(uri.path().to_owned())
 }

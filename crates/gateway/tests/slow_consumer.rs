@@ -4,6 +4,7 @@
 //! Alone in its test binary: it reads this process's resident memory, which
 //! other tests running in parallel would disturb.
 
+#[path = "edge/helpers.rs"]
 mod helpers;
 
 use std::time::Duration;
@@ -23,16 +24,16 @@ async fn a_subscriber_that_never_reads_is_cut_off_and_released() {
     let Some(redis) = store::testing::redis_config().await else { return };
     let app = helpers::spawn_app_with(
         |_| {},
-        |gateway| {
+        |gateway, store| {
             gateway.write_timeout_ms = 300;
             gateway.socket_send_buffer_bytes = 16 * 1024;
-            gateway.redis_url = Some(redis.url.clone());
-            gateway.redis_prefix = redis.key_prefix.clone();
+            store.redis_url = Some(redis.url.clone());
+            store.redis_prefix = redis.key_prefix.clone();
         },
     )
     .await;
     let addr = app.gateway.addr;
-    let live = app.gateway.live.clone().expect("gateway state");
+    let live = app.gateway.live.clone();
     start_match(&app.client, addr, "flood", 1).await;
 
     let mut stalled = WsClient::connect_with_small_receive_buffer(addr).await;

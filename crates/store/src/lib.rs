@@ -1,7 +1,8 @@
 //! Shared state for the gateway replicas and the analytics worker.
 //!
 //! # Layout
-//! - [`StateStore`]: the one interface both tiers program against.
+//! - [`StateStore`]: the one interface both tiers program against;
+//!   [`open`] picks its backend from [`StoreArgs`].
 //! - [`RedisStore`]: the deployed backend; every replica sees the same state.
 //! - [`MemoryStore`]: an in-process backend, the default for a one-process
 //!   run. It passes the same conformance suite (`tests/conformance.rs`), so
@@ -21,6 +22,7 @@
 //! the memory backend skips ahead); callers that need every message read the
 //! durable history, not the channel.
 
+mod args;
 pub mod feed;
 pub mod log;
 mod memory;
@@ -34,6 +36,7 @@ pub use feed::{ApplyOutcome, FeedEntry, LeaderboardReplace, Ranked, ScoreApply, 
 use futures::{Stream, StreamExt as _};
 pub use log::{AppendOutcome, HistoryLimits, LIVE_CHANNEL, LogAppend, LogSlice};
 
+pub use args::{StoreArgs, open};
 pub use memory::MemoryStore;
 pub use observed::DB_DURATION;
 pub use redis_store::{RedisConfig, RedisStore};

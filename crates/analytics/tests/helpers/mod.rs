@@ -41,7 +41,7 @@ impl Worker {
 }
 
 pub async fn spawn_worker(config: WorkerConfig, store: Arc<dyn StateStore>) -> Worker {
-    let app = Application::build(config).await.expect("worker builds").with_store(store);
+    let app = Application::build(config, store).await.expect("worker builds");
     let addr = app.local_addr();
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(app.run_until_stopped(async move {

@@ -7,14 +7,13 @@
 //! - [`feed`]: subscription logic shared by both transports (snapshot,
 //!   replay from `since`, gap filling, slow-consumer detection).
 //! - [`ws`], [`sse`]: the two transports.
-//! - [`routes`]: the HTTP handlers for publishing and reading.
-//! - [`auth`]: bearer tokens for publishers (and, optionally, readers).
+//!
+//! The plain HTTP handlers for publishing and reading matches are in
+//! [`crate::routes::matches`].
 
-pub mod auth;
 pub mod feed;
 pub mod hub;
 pub mod ingest;
-pub mod routes;
 pub mod sse;
 pub mod wire;
 pub mod ws;
@@ -32,7 +31,8 @@ use store::{HistoryLimits, StateStore};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use self::{auth::Tokens, feed::LiveFeed, hub::Hub, ingest::Ingestor};
+use self::{feed::LiveFeed, hub::Hub, ingest::Ingestor};
+use crate::config::GatewayConfig;
 
 /// Settings of the live feed, taken from the gateway's configuration.
 #[derive(Debug, Clone)]
@@ -51,10 +51,6 @@ pub struct LiveConfig {
     pub cached_matches: u64,
     /// Longest NDJSON line accepted by bulk ingest.
     pub max_line_bytes: usize,
-    pub publish_tokens: Tokens,
-    /// When set, reads and subscriptions need one of these (or a publish
-    /// token); when empty they are public.
-    pub read_tokens: Tokens,
 }
 
 impl Default for LiveConfig {
@@ -68,8 +64,24 @@ impl Default for LiveConfig {
             ring_capacity: 1024,
             cached_matches: 10_000,
             max_line_bytes: 64 * 1024,
-            publish_tokens: Tokens::default(),
-            read_tokens: Tokens::default(),
+        }
+    }
+}
+
+impl LiveConfig {
+    /// The live feed's settings from the gateway's.
+    pub fn from_config(config: &GatewayConfig) -> Self {
+        Self {
+            max_connections: usize::try_from(config.max_connections).unwrap_or(usize::MAX),
+            max_lag_bytes: config.subscriber_max_lag_bytes,
+            ping_interval: Duration::from_secs(config.ping_interval_secs),
+            write_timeout: Duration::from_millis(config.write_timeout_ms),
+            history: HistoryLimits {
+                max_entries: usize::try_from(config.history_events).unwrap_or(usize::MAX),
+                max_idle: Duration::from_secs(config.history_idle_secs),
+            },
+            max_line_bytes: usize::try_from(config.max_line_bytes).unwrap_or(usize::MAX),
+            ..Self::default()
         }
     }
 }
@@ -147,17 +159,6 @@ impl LiveState {
             websocket: TransportMetrics::new(Transport::WebSocket),
             sse: TransportMetrics::new(Transport::Sse),
         }
-    }
-
-    /// Checks a reader against the configured read tokens (reads are public
-    /// when there are none). `query_token` is the `?token=` parameter, for
-    /// browsers, which cannot set headers on WebSocket or EventSource.
-    pub fn authorize_read(
-        &self,
-        headers: &axum::http::HeaderMap,
-        query_token: Option<&str>,
-    ) -> Result<(), auth::AuthError> {
-        auth::authorize_reader(&self.config.read_tokens, &self.config.publish_tokens, headers, query_token)
     }
 
     fn metrics_of(&self, transport: Transport) -> &TransportMetrics {

@@ -28,7 +28,7 @@ use super::{
     feed::{Cursor, Disconnect, Outgoing},
     hub::Frame,
 };
-use crate::{error::ApiError, startup::AppState};
+use crate::{auth::Auth, error::ApiError};
 
 #[derive(Debug, Deserialize)]
 pub struct LiveQuery {
@@ -53,14 +53,14 @@ pub struct LiveQuery {
         (status = 503, description = "connection limit reached", body = crate::error::ErrorBody),
     ))]
 pub async fn live_sse(
-    State(state): State<AppState>,
+    State(live): State<Arc<LiveState>>,
+    State(auth): State<Arc<Auth>>,
     Path(match_id): Path<String>,
     headers: HeaderMap,
     query: Result<Query<LiveQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|rejection| ApiError::InvalidParameter(rejection.body_text()))?;
-    let live = state.live.clone();
-    live.authorize_read(&headers, query.token.as_deref())?;
+    auth.authorize_read(&headers, query.token.as_deref())?;
     let id = MatchId::parse(&match_id).map_err(|err| ApiError::InvalidParameter(err.to_string()))?;
     let since = match headers.get("last-event-id") {
         Some(value) => {

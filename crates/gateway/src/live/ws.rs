@@ -39,7 +39,10 @@ use super::{
     LiveState, Transport,
     feed::{Cursor, Disconnect, Outgoing},
 };
-use crate::{error::ApiError, startup::AppState};
+use crate::{
+    auth::{Auth, TokenQuery},
+    error::ApiError,
+};
 
 /// Close code for a subscriber that fell too far behind.
 pub const CLOSE_SLOW_CONSUMER: u16 = 4008;
@@ -61,14 +64,14 @@ const MAX_SUBSCRIPTIONS: usize = 64;
         (status = 503, description = "connection limit reached", body = crate::error::ErrorBody),
     ))]
 pub async fn live_ws(
-    State(state): State<AppState>,
+    State(live): State<Arc<LiveState>>,
+    State(auth): State<Arc<Auth>>,
     headers: axum::http::HeaderMap,
     Query(query): Query<TokenQuery>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    let live = state.live.clone();
     // Authorisation first, so a refused client learns why whatever it sent.
-    if let Err(err) = live.authorize_read(&headers, query.token.as_deref()) {
+    if let Err(err) = auth.authorize_read(&headers, query.token.as_deref()) {
         return ApiError::from(err).into_response();
     }
     let upgrade = match upgrade {
@@ -88,12 +91,6 @@ pub async fn live_ws(
         .max_message_size(MAX_CLIENT_MESSAGE)
         .max_frame_size(MAX_CLIENT_MESSAGE)
         .on_upgrade(move |socket| connection(socket, live, permit))
-}
-
-/// The read token, for browsers (they cannot set headers on a WebSocket).
-#[derive(Debug, Deserialize)]
-pub struct TokenQuery {
-    pub token: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -16,7 +16,7 @@ use axum::{
 use domain::compute::ComputeSize;
 use serde::{Deserialize, Serialize};
 
-use crate::{error::ApiError, startup::AppState};
+use crate::{error::ApiError, worker::WorkerClient};
 
 /// The simulated I/O wait of `/v1/bench/slow`.
 pub const SLOW_IO: Duration = Duration::from_millis(200);
@@ -64,7 +64,7 @@ pub struct ComputeResponse {
         (status = 504, description = "worker deadline or request timeout exceeded", body = crate::error::ErrorBody),
     ))]
 pub async fn compute(
-    State(state): State<AppState>,
+    State(worker): State<WorkerClient>,
     query: Result<Query<ComputeQuery>, QueryRejection>,
 ) -> Result<Json<ComputeResponse>, ApiError> {
     let Query(query) = query.map_err(|rejection| ApiError::InvalidParameter(rejection.body_text()))?;
@@ -73,7 +73,7 @@ pub async fn compute(
     let n = ComputeSize::parse(query.n.as_deref(), u64::MAX)
         .map_err(|err| ApiError::InvalidParameter(err.to_string()))?;
 
-    let outcome = state.worker.compute(n).await?;
+    let outcome = worker.compute(n).await?;
 
     Ok(Json(ComputeResponse {
         n: n.get(),

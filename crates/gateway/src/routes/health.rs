@@ -5,12 +5,13 @@
 //! `/readyz` says whether the gateway can do its job right now: the state
 //! store and the worker both answer. Load balancers route on it.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use axum::{Json, extract::State, http::StatusCode};
 use serde::Serialize;
+use store::StateStore;
 
-use crate::startup::AppState;
+use crate::worker::WorkerClient;
 
 /// How long readiness waits for each dependency.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
@@ -69,12 +70,16 @@ impl Check {
         (status = 200, description = "ready", body = Readiness),
         (status = 503, description = "a dependency does not answer; the body says which and why", body = Readiness),
     ))]
-pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
+pub async fn readyz(
+    State(store): State<Arc<dyn StateStore>>,
+    State(worker): State<WorkerClient>,
+) -> (StatusCode, Json<Readiness>) {
+    let backend = store.backend();
     let (store, worker) = tokio::join!(
-        tokio::time::timeout(CHECK_TIMEOUT, state.store.ping()),
-        tokio::time::timeout(CHECK_TIMEOUT, state.worker.check_health()),
+        tokio::time::timeout(CHECK_TIMEOUT, store.ping()),
+        tokio::time::timeout(CHECK_TIMEOUT, worker.check_health()),
     );
-    let store = Check { backend: Some(state.store.backend()), ..Check::from_result(store) };
+    let store = Check { backend: Some(backend), ..Check::from_result(store) };
     let worker = Check::from_result(worker);
 
     let ready = store.reason.is_none() && worker.reason.is_none();

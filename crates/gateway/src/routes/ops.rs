@@ -3,15 +3,17 @@
 //! Like `/healthz`, these need no token: they name routes and counts, never
 //! match data. Expose them to your monitoring network, not the internet.
 
+use std::sync::Arc;
+
 use axum::{Json, extract::State, http::header, response::IntoResponse};
 
-use crate::{fit::Report, startup::AppState};
+use crate::fit::{Report, RuntimeFit};
 
 /// Prometheus text exposition of the process's metrics.
 #[utoipa::path(get, path = "/metrics", tag = "ops",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
-pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    crate::metrics::export_fit(&state.fit.report());
+pub async fn metrics(State(fit): State<Arc<RuntimeFit>>) -> impl IntoResponse {
+    fit.report().export_gauges();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], telemetry::metrics::render())
 }
 
@@ -19,6 +21,6 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 /// whether the route belongs on the edge or on the worker.
 #[utoipa::path(get, path = "/v1/debug/runtime-fit", tag = "ops",
     responses((status = 200, description = "the runtime-fit report, busiest route first", body = Report)))]
-pub async fn runtime_fit(State(state): State<AppState>) -> Json<Report> {
-    Json(state.fit.report())
+pub async fn runtime_fit(State(fit): State<Arc<RuntimeFit>>) -> Json<Report> {
+    Json(fit.report())
 }

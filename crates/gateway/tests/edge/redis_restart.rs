@@ -6,7 +6,7 @@
 //! and data directory. Every event the gateway acknowledged must be in the
 //! match's state and history afterwards. The shared Redis is never touched.
 
-mod helpers;
+use super::helpers;
 
 use std::{
     net::TcpListener,
@@ -86,7 +86,7 @@ async fn no_acknowledged_event_is_lost_when_redis_restarts_mid_ingest() {
         "throwaway redis did not come up"
     );
 
-    let app = helpers::spawn_app_with(|_| {}, |gateway| gateway.redis_url = Some(redis.url())).await;
+    let app = helpers::spawn_app_with(|_| {}, |_, store| store.redis_url = Some(redis.url())).await;
     let total = 150u64;
     let mut acknowledged = Vec::new();
     let mut unavailable_answers = 0;

@@ -1,12 +1,13 @@
 //! Test support for the live feed: event builders, a publisher, and small
-//! WebSocket and SSE clients.
+//! WebSocket and SSE clients. They panic on anything unexpected: they are
+//! for tests.
 
-#![allow(dead_code, unreachable_pub)]
+#![allow(clippy::missing_panics_doc, missing_debug_implementations)]
 
 use std::{net::SocketAddr, time::Duration};
 
+use crate::config::TEST_PUBLISH_TOKEN;
 use futures::{SinkExt as _, StreamExt as _};
-use gateway::config::TEST_PUBLISH_TOKEN;
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, tungstenite::Message};

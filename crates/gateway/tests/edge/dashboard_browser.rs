@@ -7,7 +7,7 @@
 //! `COURTSIDE_CHROMIUM` (default `/usr/bin/chromium`); `.ci/run` installs
 //! them. Missing pieces skip the test with a notice, or fail it under CI.
 
-mod helpers;
+use super::helpers;
 
 use std::{path::PathBuf, process::Command};
 

@@ -1,7 +1,7 @@
 //! Black-box tests of the gateway's HTTP API, each against a real gateway
 //! and a real analytics worker on loopback.
 
-mod helpers;
+use super::helpers;
 
 use std::time::{Duration, Instant};
 
@@ -49,7 +49,7 @@ async fn compute_returns_the_workers_result() {
 
 #[tokio::test]
 async fn bad_n_is_a_400_with_a_json_error_naming_the_problem() {
-    let app = spawn_app_with(|worker| worker.compute_max_n = 1_000, |_| {}).await;
+    let app = spawn_app_with(|worker| worker.compute_max_n = 1_000, |_, _| {}).await;
     for (query, expected) in [
         ("", "query parameter `n` is required"),
         ("?n=-5", "`n` must be a non-negative integer, got \"-5\""),
@@ -84,7 +84,7 @@ async fn unreachable_worker_is_a_503_and_everything_else_keeps_working() {
 #[tokio::test]
 async fn a_worker_deadline_exceeded_is_a_504() {
     // 1 ms is far less than 200 million square roots take.
-    let app = spawn_app_with(|_| {}, |gateway| gateway.worker_deadline_ms = 1).await;
+    let app = spawn_app_with(|_| {}, |gateway, _| gateway.worker_deadline_ms = 1).await;
     let response = app.get("/v1/bench/compute?n=200000000").await;
     assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
     let (code, message) = error_of(response).await;
@@ -94,7 +94,7 @@ async fn a_worker_deadline_exceeded_is_a_504() {
 
 #[tokio::test]
 async fn a_request_outliving_the_timeout_is_a_504() {
-    let app = spawn_app_with(|_| {}, |gateway| gateway.request_timeout_ms = 50).await;
+    let app = spawn_app_with(|_| {}, |gateway, _| gateway.request_timeout_ms = 50).await;
     let response = app.get("/v1/bench/slow").await;
     assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
     let (code, _) = error_of(response).await;
@@ -129,9 +129,9 @@ async fn readiness_checks_a_real_redis_when_configured() {
     let Some(redis) = store::testing::redis_config().await else { return };
     let app = spawn_app_with(
         |_| {},
-        |gateway| {
-            gateway.redis_url = Some(redis.url.clone());
-            gateway.redis_prefix = redis.key_prefix.clone();
+        |_, store| {
+            store.redis_url = Some(redis.url.clone());
+            store.redis_prefix = redis.key_prefix.clone();
         },
     )
     .await;
@@ -142,7 +142,7 @@ async fn readiness_checks_a_real_redis_when_configured() {
 
 #[tokio::test]
 async fn readiness_is_503_when_redis_is_unreachable() {
-    let app = spawn_app_with(|_| {}, |gateway| gateway.redis_url = Some("redis://127.0.0.1:1".into())).await;
+    let app = spawn_app_with(|_| {}, |_, store| store.redis_url = Some("redis://127.0.0.1:1".into())).await;
     let response = app.get("/readyz").await;
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     let body: Value = response.json().await.expect("json");

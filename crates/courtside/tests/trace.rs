@@ -23,7 +23,7 @@ async fn one_compute_request_is_one_trace_from_http_to_the_pool() {
     let subscriber = tracing_subscriber::registry().with(telemetry::otel_layer(&provider, "courtside-test"));
     tracing::subscriber::set_global_default(subscriber).expect("first subscriber in this process");
 
-    let app = helpers::spawn_app().await;
+    let app = helpers::spawn_tiers().await;
     let response = app.get("/v1/bench/compute?n=1000").await;
     assert_eq!(response.status(), StatusCode::OK);
     let trace_header = response.headers().get("x-trace-id").and_then(|v| v.to_str().ok()).map(str::to_owned);

@@ -8,7 +8,7 @@
 
 mod helpers;
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use helpers::live::{WsClient, kickoff, pass, publish_ok};
 use opentelemetry::trace::SpanKind;
@@ -23,20 +23,12 @@ async fn the_consumer_span_links_to_the_ingest_request() {
     let subscriber = tracing_subscriber::registry().with(telemetry::otel_layer(&provider, "courtside-test"));
     tracing::subscriber::set_global_default(subscriber).expect("first subscriber in this process");
 
-    let Some(redis) = store::testing::redis_config().await else { return };
     // Gateway and worker share one Redis store, so the worker consumes what
     // the gateway ingests.
-    let worker = analytics::Application::build(analytics::WorkerConfig::for_tests()).await.expect("worker");
-    let mut gateway_config = gateway::GatewayConfig::for_tests(format!("http://{}", worker.local_addr()));
-    gateway_config.redis_url = Some(redis.url.clone());
-    gateway_config.redis_prefix = redis.key_prefix.clone();
-    let gateway = gateway::Application::build(gateway_config).await.expect("gateway");
-    let worker = worker.with_store(Arc::clone(&gateway.live().feed.store));
-    let addr = gateway.local_addr();
-    tokio::spawn(worker.run_until_stopped(std::future::pending()));
-    tokio::spawn(gateway.run_until_stopped(std::future::pending()));
-
-    let client = reqwest::Client::new();
+    let Some(shared) = helpers::test_redis().await else { return };
+    let tiers = helpers::spawn_tiers_with(shared, |_| {}, |_| {}).await;
+    let addr = tiers.gateway.addr;
+    let client = tiers.client.clone();
     publish_ok(&client, addr, &kickoff("traced")).await;
     let mut subscriber = WsClient::connect(addr).await;
     assert_eq!(subscriber.subscribe("traced", None).await["type"], "subscribed");

@@ -2,9 +2,13 @@
 //! SSE, against real gateways (one or two) and, where it matters, a real
 //! Redis shared between them.
 
-mod helpers;
+use super::helpers;
 
-use gateway::config::TEST_PUBLISH_TOKEN;
+use gateway::{
+    GatewayConfig,
+    config::TEST_PUBLISH_TOKEN,
+    testing::stand_in::{StandInConfig, StandInWorker},
+};
 use helpers::{
     error_of,
     live::{SseClient, WsClient, goal, kickoff, pass, publish, publish_ok, start_match},
@@ -12,6 +16,7 @@ use helpers::{
 };
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use store::StoreArgs;
 
 #[tokio::test]
 async fn an_event_is_applied_once_and_replays_are_acknowledged() {
@@ -272,7 +277,7 @@ async fn a_resuming_subscriber_receives_exactly_what_it_missed() {
 
 #[tokio::test]
 async fn resuming_past_the_history_says_recovery_was_incomplete() {
-    let app = helpers::spawn_app_with(|_| {}, |gateway| gateway.history_events = 3).await;
+    let app = helpers::spawn_app_with(|_| {}, |gateway, _| gateway.history_events = 3).await;
     let addr = app.gateway.addr;
     start_match(&app.client, addr, "short", 10).await;
     let mut ws = WsClient::connect(addr).await;
@@ -335,7 +340,7 @@ async fn sse_delivers_the_same_updates_and_resumes_from_last_event_id() {
 
 #[tokio::test]
 async fn the_connection_limit_refuses_with_a_clear_503() {
-    let app = helpers::spawn_app_with(|_| {}, |gateway| gateway.max_connections = 1).await;
+    let app = helpers::spawn_app_with(|_| {}, |gateway, _| gateway.max_connections = 1).await;
     start_match(&app.client, app.gateway.addr, "full", 1).await;
     let _first = WsClient::connect(app.gateway.addr).await;
     let refused = app.get("/v1/matches/full/live").await;
@@ -346,15 +351,10 @@ async fn the_connection_limit_refuses_with_a_clear_503() {
 #[tokio::test]
 async fn two_gateways_sharing_redis_deliver_to_subscribers_on_both_in_order() {
     let Some(redis) = store::testing::redis_config().await else { return };
-    let worker = helpers::spawn_worker(analytics::WorkerConfig::for_tests()).await;
-    let configure = || {
-        let mut config = gateway::GatewayConfig::for_tests(format!("http://{}", worker.addr));
-        config.redis_url = Some(redis.url.clone());
-        config.redis_prefix = redis.key_prefix.clone();
-        config
-    };
-    let a = spawn_gateway(configure()).await;
-    let b = spawn_gateway(configure()).await;
+    let worker = StandInWorker::spawn(StandInConfig::default()).await;
+    let store = StoreArgs { redis_url: Some(redis.url.clone()), redis_prefix: redis.key_prefix.clone() };
+    let a = spawn_gateway(GatewayConfig::for_tests(worker.url()), &store).await;
+    let b = spawn_gateway(GatewayConfig::for_tests(worker.url()), &store).await;
     let client = reqwest::Client::new();
     start_match(&client, a.addr, "shared", 1).await;
 
@@ -386,7 +386,7 @@ async fn two_gateways_sharing_redis_deliver_to_subscribers_on_both_in_order() {
 #[tokio::test]
 async fn with_read_tokens_every_read_needs_one() {
     const READER: &str = "reader-token-0123456789";
-    let app = helpers::spawn_app_with(|_| {}, |gateway| gateway.read_tokens = READER.into()).await;
+    let app = helpers::spawn_app_with(|_| {}, |gateway, _| gateway.read_tokens = READER.into()).await;
     start_match(&app.client, app.gateway.addr, "private", 1).await;
 
     for path in [

@@ -1,5 +1,6 @@
-//! Bearer tokens. Publishers must present one of the configured publish
-//! tokens; readers need a read token only when read tokens are configured.
+//! Bearer tokens for the whole gateway. Publishers (ingest, batch jobs) must
+//! present one of the configured publish tokens; readers (matches, live
+//! feed, analytics) need a read token only when read tokens are configured.
 //!
 //! Tokens are compared in constant time, so response timing does not reveal
 //! how much of a guess was right. They are never logged: `Debug` prints only
@@ -61,6 +62,36 @@ impl Tokens {
         self.0
             .iter()
             .fold(false, |found, token| found | constant_time_eq(token.as_bytes(), presented.as_bytes()))
+    }
+}
+
+/// The read token as a query parameter, for clients that cannot set
+/// headers (browsers on WebSocket and EventSource).
+#[derive(Debug, serde::Deserialize)]
+pub struct TokenQuery {
+    pub token: Option<String>,
+}
+
+/// The gateway's tokens: who may publish, and who may read.
+#[derive(Debug, Clone, Default)]
+pub struct Auth {
+    pub publish: Tokens,
+    /// When set, reads and subscriptions need one of these (or a publish
+    /// token); when empty they are public.
+    pub read: Tokens,
+}
+
+impl Auth {
+    /// Checks a publisher's `Authorization` header.
+    pub fn authorize_publisher(&self, headers: &HeaderMap) -> Result<(), AuthError> {
+        authorize_publisher(&self.publish, headers)
+    }
+
+    /// Checks a reader (reads are public when there are no read tokens).
+    /// `query_token` is the `?token=` parameter, for browsers, which cannot
+    /// set headers on WebSocket or EventSource.
+    pub fn authorize_read(&self, headers: &HeaderMap, query_token: Option<&str>) -> Result<(), AuthError> {
+        authorize_reader(&self.read, &self.publish, headers, query_token)
     }
 }
 

@@ -1,5 +1,5 @@
-//! The HTTP handlers of the live feed: publishing events and reading
-//! matches.
+//! Publishing events and reading matches: the plain HTTP side of the live
+//! feed (the streaming side is [`crate::live::ws`] and [`crate::live::sse`]).
 //!
 //! Batch semantics, as the API documents them:
 //! - `POST /v1/events` takes one event or a JSON array. An array is parsed
@@ -30,13 +30,17 @@ use futures::StreamExt as _;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use super::{
-    auth,
-    ingest::{Accepted, IngestFailure, Rejected, Session},
-    sse::LiveQuery,
-    wire::EventBody,
+use crate::{
+    auth::Auth,
+    error::ApiError,
+    live::{
+        LiveState,
+        ingest::{Accepted, IngestFailure, Rejected, Session},
+        sse::LiveQuery,
+        wire::{EventBody, MatchView},
+    },
+    state::BodyLimit,
 };
-use crate::{error::ApiError, startup::AppState};
 
 /// Events applied per store round trip in bulk ingest.
 const BULK_CHUNK: usize = 1_000;
@@ -180,13 +184,14 @@ pub enum PublishResponse {
         (status = 503, description = "state store unavailable; nothing applied; see Retry-After", body = crate::error::ErrorBody),
     ))]
 pub async fn publish(
-    State(state): State<AppState>,
+    State(live): State<Arc<LiveState>>,
+    State(auth): State<Arc<Auth>>,
+    State(BodyLimit(body_limit)): State<BodyLimit>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let live = &state.live;
-    auth::authorize_publisher(&live.config.publish_tokens, &headers)?;
-    let body = body.map_err(|rejection| ApiError::from_body_rejection(rejection, state.body_limit))?;
+    auth.authorize_publisher(&headers)?;
+    let body = body.map_err(|rejection| ApiError::from_body_rejection(rejection, body_limit))?;
 
     let is_array = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
     if !is_array {
@@ -232,12 +237,12 @@ pub async fn publish(
         (status = 503, description = "state store unavailable; retrying the body is safe", body = crate::error::ErrorBody),
     ))]
 pub async fn publish_bulk(
-    State(state): State<AppState>,
+    State(live): State<Arc<LiveState>>,
+    State(auth): State<Arc<Auth>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<BatchReport>, ApiError> {
-    let live = &state.live;
-    auth::authorize_publisher(&live.config.publish_tokens, &headers)?;
+    auth.authorize_publisher(&headers)?;
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
     if !content_type.starts_with("application/x-ndjson") {
         return Err(ApiError::UnsupportedMediaType("application/x-ndjson"));
@@ -303,7 +308,7 @@ pub async fn publish_bulk(
 /// A chunk whose appends are on their way to the store.
 struct InFlight {
     numbers: Vec<u64>,
-    commit: tokio::task::JoinHandle<Result<super::ingest::Committed, IngestFailure>>,
+    commit: tokio::task::JoinHandle<Result<crate::live::ingest::Committed, IngestFailure>>,
 }
 
 impl InFlight {
@@ -411,7 +416,7 @@ impl LineReader {
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct MatchList {
-    #[schema(value_type = Vec<super::wire::MatchView>)]
+    #[schema(value_type = Vec<MatchView>)]
     pub matches: Vec<Box<RawValue>>,
 }
 
@@ -424,12 +429,12 @@ pub struct MatchList {
         (status = 503, description = "state store unavailable", body = crate::error::ErrorBody),
     ))]
 pub async fn list_matches(
-    State(state): State<AppState>,
+    State(live): State<Arc<LiveState>>,
+    State(auth): State<Arc<Auth>>,
     headers: HeaderMap,
     Query(query): Query<LiveQuery>,
 ) -> Result<Json<MatchList>, ApiError> {
-    let live = &state.live;
-    live.authorize_read(&headers, query.token.as_deref())?;
+    auth.authorize_read(&headers, query.token.as_deref())?;
     let mut states = live.feed.store.log_states().await?;
     states.sort_by(|a, b| a.0.cmp(&b.0));
     let matches = states
@@ -446,17 +451,17 @@ pub async fn list_matches(
 #[utoipa::path(get, path = "/v1/matches/{id}", tag = "live",
     params(("id" = String, Path, description = "match id"), ("token" = Option<String>, Query, description = "read token, when reads need one")),
     responses(
-        (status = 200, description = "the match", body = super::wire::MatchView),
+        (status = 200, description = "the match", body = MatchView),
         (status = 404, description = "no such match", body = crate::error::ErrorBody),
     ))]
 pub async fn get_match(
-    State(state): State<AppState>,
+    State(live): State<Arc<LiveState>>,
+    State(auth): State<Arc<Auth>>,
     Path(match_id): Path<String>,
     headers: HeaderMap,
     Query(query): Query<LiveQuery>,
 ) -> Result<Response, ApiError> {
-    let live: &Arc<super::LiveState> = &state.live;
-    live.authorize_read(&headers, query.token.as_deref())?;
+    auth.authorize_read(&headers, query.token.as_deref())?;
     let id = MatchId::parse(&match_id).map_err(|err| ApiError::InvalidParameter(err.to_string()))?;
     let hub = &live.feed.hub;
     let state_json = match hub.cached_state(id.as_str()) {

@@ -1,23 +1,24 @@
-//! The analytics routes at the edge: leaderboards read from the shared
-//! store (kept current by the worker's stream consumer), win probability and
-//! batch jobs forwarded to the worker over gRPC.
+//! Both tiers together: the analytics routes at the edge, with leaderboards
+//! read from the shared store (kept current by the worker's stream
+//! consumer), win probability and batch jobs forwarded to the real worker
+//! over gRPC.
 
 mod helpers;
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use gateway::config::TEST_PUBLISH_TOKEN;
 use helpers::{
     error_of, eventually_async,
     live::{goal, kickoff, pass, publish_ok, start_match},
-    spawn_app,
+    spawn_tiers, spawn_tiers_with, test_redis,
 };
 use reqwest::StatusCode;
 use serde_json::Value;
 
 #[tokio::test]
 async fn win_probability_is_computed_by_the_worker_for_the_current_score() {
-    let app = spawn_app().await;
+    let app = spawn_tiers().await;
     let addr = app.gateway.addr;
     publish_ok(&app.client, addr, &kickoff("wp")).await;
     publish_ok(&app.client, addr, &goal("wp", 2, 1)).await;
@@ -46,7 +47,7 @@ async fn win_probability_is_computed_by_the_worker_for_the_current_score() {
 
 #[tokio::test]
 async fn a_batch_job_needs_a_token_and_reports_progress() {
-    let app = spawn_app().await;
+    let app = spawn_tiers().await;
     let url = app.url("/v1/analytics/jobs");
 
     let refused = app.client.post(&url).send().await.expect("answer");
@@ -80,20 +81,9 @@ async fn a_batch_job_needs_a_token_and_reports_progress() {
 async fn leaderboards_fill_from_the_event_stream() {
     // Gateway and worker must share the store for the worker to consume
     // what the gateway ingests: here a real Redis.
-    let Some(redis) = store::testing::redis_config().await else { return };
-    let shared: Arc<dyn store::StateStore> =
-        Arc::new(store::RedisStore::connect_lazy(&redis).expect("redis"));
-    let worker = analytics::Application::build(analytics::WorkerConfig::for_tests())
-        .await
-        .expect("worker builds")
-        .with_store(Arc::clone(&shared));
-    let worker_addr = worker.local_addr();
-    tokio::spawn(worker.run_until_stopped(std::future::pending()));
-    let mut config = gateway::GatewayConfig::for_tests(format!("http://{worker_addr}"));
-    config.redis_url = Some(redis.url.clone());
-    config.redis_prefix = redis.key_prefix.clone();
-    let gateway = helpers::spawn_gateway(config).await;
-    let client = reqwest::Client::new();
+    let Some(shared) = test_redis().await else { return };
+    let tiers = spawn_tiers_with(shared, |_| {}, |_| {}).await;
+    let (gateway, client) = (&tiers.gateway, tiers.client.clone());
 
     start_match(&client, gateway.addr, "rated", 1).await;
     for seq in 2..=30 {

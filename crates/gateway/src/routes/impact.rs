@@ -1,33 +1,28 @@
-//! Player impact, win probability and batch jobs: the analytics tier's
-//! results, served at the edge.
+//! Player impact and win probability: the analytics tier's results, served
+//! at the edge.
 //!
 //! Leaderboards are read straight from the shared store, where the worker's
 //! stream consumer keeps them current: no gRPC hop for a read. Win
 //! probability is computed on demand by the worker (the Monte Carlo part is
-//! deliberately CPU-heavy), and batch jobs run there; the gateway only
-//! forwards, and maps a saturated worker to 503 with `Retry-After` and a
+//! deliberately CPU-heavy); the gateway only forwards, and maps a saturated worker to 503 with `Retry-After` and a
 //! missed deadline to 504.
 
-use std::convert::Infallible;
+use std::sync::Arc;
 
 use axum::{
     Json,
     extract::{Path, Query, State},
-    http::{HeaderMap, StatusCode, header},
-    response::{
-        IntoResponse, Response,
-        sse::{Event, KeepAlive, Sse},
-    },
+    http::HeaderMap,
 };
 use domain::live::MatchId;
-use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
+use store::StateStore;
 
 use crate::{
+    auth::Auth,
     error::ApiError,
-    live::{auth, wire::MatchView},
-    startup::AppState,
-    worker::{JobStatus, ScoreLine, WinProbabilities},
+    live::wire::MatchView,
+    worker::{ScoreLine, WinProbabilities, WorkerClient},
 };
 
 /// Players listed when the caller does not say.
@@ -76,17 +71,18 @@ pub struct PlayerWpa {
         (status = 503, description = "state store unavailable", body = crate::error::ErrorBody),
     ))]
 pub async fn match_impact(
-    State(state): State<AppState>,
+    State(store): State<Arc<dyn StateStore>>,
+    State(auth): State<Arc<Auth>>,
     Path(match_id): Path<String>,
     headers: HeaderMap,
     Query(query): Query<TopQuery>,
 ) -> Result<Json<MatchImpact>, ApiError> {
-    state.live.authorize_read(&headers, query.token.as_deref())?;
+    auth.authorize_read(&headers, query.token.as_deref())?;
     let id = MatchId::parse(&match_id).map_err(|err| ApiError::InvalidParameter(err.to_string()))?;
     let top = top(query.top)?;
-    let ranked = state.store.leaderboard(&format!("impact:match:{id}"), top).await?;
+    let ranked = store.leaderboard(&format!("impact:match:{id}"), top).await?;
     let players = ranked.into_iter().map(|r| PlayerXt { player: r.member, xt: r.score }).collect();
-    let scorers = state.store.leaderboard(&format!("wpa:match:{id}"), top).await?;
+    let scorers = store.leaderboard(&format!("wpa:match:{id}"), top).await?;
     let goals = scorers.into_iter().map(|r| PlayerWpa { player: r.member, wpa: r.score }).collect();
     Ok(Json(MatchImpact { match_id: id.to_string(), players, goals }))
 }
@@ -109,18 +105,19 @@ pub struct PlayerImpact {
         (status = 404, description = "the player has no rated move yet", body = crate::error::ErrorBody),
     ))]
 pub async fn player_impact(
-    State(state): State<AppState>,
+    State(store): State<Arc<dyn StateStore>>,
+    State(auth): State<Arc<Auth>>,
     Path(player): Path<String>,
     headers: HeaderMap,
-    Query(query): Query<TokenOnly>,
+    Query(query): Query<crate::auth::TokenQuery>,
 ) -> Result<Json<PlayerImpact>, ApiError> {
-    state.live.authorize_read(&headers, query.token.as_deref())?;
+    auth.authorize_read(&headers, query.token.as_deref())?;
     let player: u32 = player.parse().map_err(|_| {
         ApiError::InvalidParameter(format!("player id must be a non-negative integer, got {player:?}"))
     })?;
     let member = player.to_string();
-    let season_xt = state.store.leaderboard_score("impact:season", &member).await?;
-    let season_wpa = state.store.leaderboard_score("wpa:season", &member).await?;
+    let season_xt = store.leaderboard_score("impact:season", &member).await?;
+    let season_wpa = store.leaderboard_score("wpa:season", &member).await?;
     if season_xt.is_none() && season_wpa.is_none() {
         return Err(ApiError::NotRated(player));
     }
@@ -135,12 +132,6 @@ pub async fn player_impact(
 pub struct SamplesQuery {
     /// Monte Carlo samples (the worker's default when absent; it caps them).
     pub samples: Option<u64>,
-    /// Read token, when reads need one.
-    pub token: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct TokenOnly {
     /// Read token, when reads need one.
     pub token: Option<String>,
 }
@@ -165,15 +156,17 @@ pub struct MatchWinProbability {
         (status = 504, description = "the worker did not answer within its deadline", body = crate::error::ErrorBody),
     ))]
 pub async fn win_probability(
-    State(state): State<AppState>,
+    State(store): State<Arc<dyn StateStore>>,
+    State(worker): State<WorkerClient>,
+    State(auth): State<Arc<Auth>>,
     Path(match_id): Path<String>,
     headers: HeaderMap,
     Query(query): Query<SamplesQuery>,
 ) -> Result<Json<MatchWinProbability>, ApiError> {
-    state.live.authorize_read(&headers, query.token.as_deref())?;
+    auth.authorize_read(&headers, query.token.as_deref())?;
     let id = MatchId::parse(&match_id).map_err(|err| ApiError::InvalidParameter(err.to_string()))?;
     let (_, stored) =
-        state.store.log_state(id.as_str()).await?.ok_or_else(|| ApiError::UnknownMatch(id.to_string()))?;
+        store.log_state(id.as_str()).await?.ok_or_else(|| ApiError::UnknownMatch(id.to_string()))?;
     let view: MatchView = serde_json::from_slice(&stored).map_err(|err| {
         ApiError::Unexpected(anyhow::anyhow!("stored match state is not valid json: {err}"))
     })?;
@@ -184,60 +177,13 @@ pub async fn win_probability(
         home_red_cards: view.red_cards.home,
         away_red_cards: view.red_cards.away,
     };
-    let probabilities = state.worker.win_probability(line, query.samples.unwrap_or(0)).await?;
+    let probabilities = worker.win_probability(line, query.samples.unwrap_or(0)).await?;
     Ok(Json(MatchWinProbability {
         match_id: id.to_string(),
         minute: view.minute,
         score: view.score,
         probabilities,
     }))
-}
-
-/// Starts the batch recompute (xT refit on the whole event stream,
-/// leaderboards rebuilt and swapped in atomically), or joins the one
-/// running. Needs a publish token.
-#[utoipa::path(post, path = "/v1/analytics/jobs", tag = "analytics",
-    security(("bearer" = [])),
-    responses(
-        (status = 202, description = "started (or already running): its first progress report", body = JobStatus),
-        (status = 401, description = "missing or invalid bearer token", body = crate::error::ErrorBody),
-        (status = 503, description = "worker busy or unavailable", body = crate::error::ErrorBody),
-    ))]
-pub async fn start_job(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    auth::authorize_publisher(&state.live.config.publish_tokens, &headers)?;
-    let status = state.worker.start_recompute().await?;
-    let location = format!("/v1/analytics/jobs/{}", status.id);
-    Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(status)).into_response())
-}
-
-/// A job's progress; with `Accept: text/event-stream`, every report until it
-/// ends, as Server-Sent Events.
-#[utoipa::path(get, path = "/v1/analytics/jobs/{id}", tag = "analytics",
-    params(("id" = String, Path, description = "job id")),
-    responses(
-        (status = 200, description = "the latest report (JSON), or reports as they come (SSE)", body = JobStatus),
-        (status = 404, description = "the worker knows no such job", body = crate::error::ErrorBody),
-    ))]
-pub async fn job(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    Query(query): Query<TokenOnly>,
-) -> Result<Response, ApiError> {
-    state.live.authorize_read(&headers, query.token.as_deref())?;
-    let wants_stream = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|accept| accept.contains("text/event-stream"));
-    if !wants_stream {
-        return Ok(Json(state.worker.job(&id).await?).into_response());
-    }
-    let reports = state.worker.watch_job(&id).await?;
-    let events = reports.map(|status| {
-        let data = serde_json::to_string(&status).unwrap_or_default();
-        Ok::<_, Infallible>(Event::default().event("progress").data(data))
-    });
-    Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response())
 }
 
 fn top(requested: Option<usize>) -> Result<usize, ApiError> {

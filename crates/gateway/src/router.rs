@@ -1,0 +1,87 @@
+//! The whole HTTP surface: every route, each with its OpenAPI description,
+//! behind the middleware of [`crate::middleware`].
+
+use axum::{Router, extract::DefaultBodyLimit, middleware, routing::get};
+use tower::ServiceBuilder;
+use tower_http::{
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    trace::TraceLayer,
+};
+use utoipa::OpenApi as _;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::{
+    live,
+    middleware::{REQUEST_ID, http_span, not_found, record_status, request_timeout, trace_id_header, track},
+    routes::{bench, dashboard, health, impact, jobs, matches, ops},
+    state::AppState,
+};
+
+/// The whole HTTP surface. Public so tests can drive it without a socket.
+pub fn router(state: AppState) -> Router {
+    router_with(state, Router::new())
+}
+
+/// The HTTP surface plus `extra` routes, all behind the same middleware.
+///
+/// Middleware, outermost first: a request id is set (or kept, if the client
+/// sent one), the request span opens with it, the id is copied onto the
+/// response, the request is measured (metrics, runtime fit), and request
+/// bodies read whole are capped. Ordinary requests get the request timeout;
+/// streams (bulk ingest, WebSocket, SSE) do not, as they are meant to last.
+pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
+    let (routes, openapi) = documented_routes(state.clone()).split_for_parts();
+    // Rendered once: the document never changes while the process runs.
+    let document = bytes::Bytes::from(openapi.to_json().unwrap_or_else(|_| "{}".into()));
+    routes
+        .route(
+            "/openapi.json",
+            get(move || {
+                std::future::ready(([(http::header::CONTENT_TYPE, "application/json")], document.clone()))
+            }),
+        )
+        .merge(extra)
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(state.body_limit))
+        .layer(middleware::from_fn_with_state(state.clone(), track))
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+                .layer(TraceLayer::new_for_http().make_span_with(http_span).on_response(record_status))
+                .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+                .layer(middleware::map_response(trace_id_header)),
+        )
+        .with_state(state)
+}
+
+/// Every public route with its OpenAPI description.
+fn documented_routes(state: AppState) -> OpenApiRouter<AppState> {
+    let requests = OpenApiRouter::new()
+        .routes(routes!(bench::slow))
+        .routes(routes!(bench::compute))
+        .routes(routes!(matches::publish))
+        .routes(routes!(matches::list_matches))
+        .routes(routes!(matches::get_match))
+        .routes(routes!(impact::match_impact))
+        .routes(routes!(impact::player_impact))
+        .routes(routes!(impact::win_probability))
+        .routes(routes!(jobs::start_job))
+        .route_layer(middleware::from_fn_with_state(state, request_timeout));
+    let streams = OpenApiRouter::new()
+        .routes(routes!(matches::publish_bulk))
+        .routes(routes!(live::ws::live_ws))
+        .routes(routes!(live::sse::live_sse))
+        // A job's progress may be streamed for as long as the job runs.
+        .routes(routes!(jobs::job));
+
+    OpenApiRouter::with_openapi(crate::openapi::ApiDoc::openapi())
+        .routes(routes!(dashboard::index))
+        .routes(routes!(dashboard::app_js))
+        .routes(routes!(dashboard::style_css))
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(ops::metrics))
+        .routes(routes!(ops::runtime_fit))
+        .merge(requests)
+        .merge(streams)
+}

@@ -1,0 +1,174 @@
+//! A stand-in analytics worker: a real tonic server on a free port that
+//! speaks the `courtside.v1.AnalyticsService` contract, so the gateway can
+//! be tested without the real worker. It computes `Compute` and
+//! `WinProbability` with the same `domain` functions the worker uses (the
+//! Monte Carlo estimate is the closed form here), reports itself serving
+//! on the gRPC health service, and answers `UNIMPLEMENTED` to the rest.
+
+use std::{net::SocketAddr, pin::Pin, time::Instant};
+
+use contracts::v1::{
+    self as pb,
+    analytics_service_server::{AnalyticsService, AnalyticsServiceServer},
+};
+use domain::{
+    compute::{ComputeSize, sum_of_square_roots},
+    winprob::{ScoreState, WinProbModel},
+};
+use futures::Stream;
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{Request, Response, Status};
+
+/// What the stand-in is told to do.
+#[derive(Debug, Clone, Copy)]
+pub struct StandInConfig {
+    /// Largest `n` accepted by `Compute`, as the worker's
+    /// `COURTSIDE_COMPUTE_MAX_N`.
+    pub compute_max_n: u64,
+}
+
+impl Default for StandInConfig {
+    fn default() -> Self {
+        Self { compute_max_n: 1_000_000_000 }
+    }
+}
+
+/// A running stand-in worker; stops when dropped or stopped.
+#[derive(Debug)]
+pub struct StandInWorker {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl StandInWorker {
+    pub async fn spawn(config: StandInConfig) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind a free port");
+        let addr = listener.local_addr().expect("local address");
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_serving::<AnalyticsServiceServer<StandIn>>().await;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(AnalyticsServiceServer::new(StandIn { config }))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                let _ = stopped.await;
+            });
+        let task = tokio::spawn(async move {
+            if let Err(err) = server.await {
+                eprintln!("stand-in worker stopped: {err}");
+            }
+        });
+        Self { addr, stop: Some(stop), task }
+    }
+
+    /// The URL the gateway's `COURTSIDE_WORKER_URL` takes.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops serving and waits until the port is closed.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for StandInWorker {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[derive(Debug)]
+struct StandIn {
+    config: StandInConfig,
+}
+
+type ProgressStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+fn micros(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
+#[tonic::async_trait]
+impl AnalyticsService for StandIn {
+    async fn compute(
+        &self,
+        request: Request<pb::ComputeRequest>,
+    ) -> Result<Response<pb::ComputeResponse>, Status> {
+        let n = ComputeSize::new(request.into_inner().n, self.config.compute_max_n)
+            .map_err(|err| Status::invalid_argument(err.to_string()))?;
+        let started = Instant::now();
+        // Off the runtime's threads, as the worker's pool does.
+        let result = tokio::task::spawn_blocking(move || sum_of_square_roots(n))
+            .await
+            .map_err(|err| Status::internal(err.to_string()))?;
+        Ok(Response::new(pb::ComputeResponse { result, queue_micros: 0, run_micros: micros(started) }))
+    }
+
+    async fn compute_impact(
+        &self,
+        _: Request<pb::ComputeImpactRequest>,
+    ) -> Result<Response<pb::ComputeImpactResponse>, Status> {
+        Err(Status::unimplemented("the stand-in worker does not rate players"))
+    }
+
+    async fn win_probability(
+        &self,
+        request: Request<pb::WinProbabilityRequest>,
+    ) -> Result<Response<pb::WinProbabilityResponse>, Status> {
+        let request = request.into_inner();
+        let field = |value: u32, name: &str| {
+            u16::try_from(value)
+                .map_err(|_| Status::invalid_argument(format!("{name} is out of range: {value}")))
+        };
+        let cards = |value: u32, name: &str| {
+            u8::try_from(value)
+                .map_err(|_| Status::invalid_argument(format!("{name} is out of range: {value}")))
+        };
+        let state = ScoreState::new(
+            field(request.minute, "minute")?,
+            field(request.home_goals, "home_goals")?,
+            field(request.away_goals, "away_goals")?,
+            cards(request.home_red_cards, "home_red_cards")?,
+            cards(request.away_red_cards, "away_red_cards")?,
+        )
+        .map_err(|err| Status::invalid_argument(err.to_string()))?;
+        let closed = WinProbModel::default().closed_form(&state);
+        let outcome =
+            pb::Outcome { home_win: closed.home_win(), draw: closed.draw(), away_win: closed.away_win() };
+        Ok(Response::new(pb::WinProbabilityResponse {
+            closed_form: Some(outcome),
+            monte_carlo: Some(outcome),
+            samples: 0,
+            queue_micros: 0,
+            run_micros: 0,
+        }))
+    }
+
+    type RunJobStream = ProgressStream<pb::RunJobResponse>;
+
+    async fn run_job(&self, _: Request<pb::RunJobRequest>) -> Result<Response<Self::RunJobStream>, Status> {
+        Err(Status::unimplemented("the stand-in worker runs no jobs"))
+    }
+
+    async fn get_job(
+        &self,
+        request: Request<pb::GetJobRequest>,
+    ) -> Result<Response<pb::GetJobResponse>, Status> {
+        Err(Status::not_found(format!("no job {}", request.into_inner().job_id)))
+    }
+
+    type WatchJobStream = ProgressStream<pb::WatchJobResponse>;
+
+    async fn watch_job(
+        &self,
+        request: Request<pb::WatchJobRequest>,
+    ) -> Result<Response<Self::WatchJobStream>, Status> {
+        Err(Status::not_found(format!("no job {}", request.into_inner().job_id)))
+    }
+}

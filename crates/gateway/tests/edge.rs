@@ -1,0 +1,14 @@
+//! The gateway's own tests, in one binary: a real gateway on a free port in
+//! front of a stand-in worker that speaks the real gRPC contract
+//! (`gateway::testing::stand_in`), so the edge is tested without the
+//! analytics worker. Tests that need both tiers live in
+//! `crates/courtside/tests`.
+
+mod edge {
+    mod api;
+    mod dashboard_browser;
+    mod fit;
+    mod helpers;
+    mod live;
+    mod redis_restart;
+}

@@ -1,0 +1,108 @@
+//! Choosing the backend: [`StoreArgs`], the flags every binary flattens into
+//! its own, and [`open`], the one place a backend is picked. The gateway, the
+//! worker and the all-in-one all go through here, so they cannot disagree
+//! on what a setting means.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Args;
+
+use crate::{MemoryStore, RedisConfig, RedisStore, StateStore};
+
+/// Where shared state lives.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// Redis for shared state, e.g. redis://127.0.0.1:6379. Without it state
+    /// is kept in process (fine for one process, lost on exit). Prefer the
+    /// variable to the flag when the URL has a password: flags show up in
+    /// process listings. Never logged.
+    ///
+    /// Checked by [`StoreArgs::redis_config`] rather than by clap, whose
+    /// error message would echo the value, password included.
+    #[arg(long, env = "COURTSIDE_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+
+    /// Prefix for every Redis key and channel this deployment uses.
+    #[arg(long, env = "COURTSIDE_REDIS_PREFIX", default_value = "courtside:")]
+    pub redis_prefix: String,
+}
+
+impl Default for StoreArgs {
+    fn default() -> Self {
+        Self { redis_url: None, redis_prefix: "courtside:".into() }
+    }
+}
+
+impl StoreArgs {
+    /// The Redis settings, if Redis is configured. The error is one line,
+    /// safe to print: it never echoes the URL.
+    pub fn redis_config(&self) -> Result<Option<RedisConfig>, String> {
+        let Some(url) = &self.redis_url else { return Ok(None) };
+        RedisConfig::from_settings(url, &self.redis_prefix)
+            .map(Some)
+            .map_err(|reason| format!("invalid --redis-url / COURTSIDE_REDIS_URL: {reason}"))
+    }
+
+    /// Checks the settings without connecting; call it before starting
+    /// anything.
+    pub fn validate(&self) -> Result<(), String> {
+        self.redis_config().map(|_| ())
+    }
+}
+
+/// The store these settings name: Redis (connected lazily, so a process
+/// starts while Redis is down) or the in-process backend.
+pub fn open(args: &StoreArgs) -> anyhow::Result<Arc<dyn StateStore>> {
+    match args.redis_config().map_err(anyhow::Error::msg)? {
+        Some(redis) => {
+            tracing::info!(url = %redis.redacted_url(), prefix = %redis.key_prefix, "state store: redis");
+            Ok(Arc::new(RedisStore::connect_lazy(&redis).context("failed to set up the redis store")?))
+        }
+        None => {
+            tracing::info!(
+                "state store: in process (set COURTSIDE_REDIS_URL to share state between processes)"
+            );
+            Ok(Arc::new(MemoryStore::new()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    #[derive(Debug, clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        store: StoreArgs,
+    }
+
+    #[test]
+    fn a_bad_redis_url_is_rejected_without_echoing_its_password() {
+        let cli = Cli::try_parse_from(["x", "--redis-url", "http://user:hunter2@cache:6379"])
+            .expect("clap accepts any text");
+        let err = cli.store.validate().expect_err("wrong scheme");
+        assert!(err.contains("--redis-url"), "{err}");
+        assert!(err.contains("scheme must be redis"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn a_good_redis_url_becomes_a_prefixed_store_config() {
+        let cli =
+            Cli::try_parse_from(["x", "--redis-url", "redis://cache:6379/2", "--redis-prefix", "demo:"])
+                .expect("parses");
+        let config = cli.store.redis_config().expect("valid").expect("configured");
+        assert_eq!(config.key_prefix, "demo:");
+        assert_eq!(config.url, "redis://cache:6379/2");
+    }
+
+    #[tokio::test]
+    async fn no_url_opens_the_in_process_store() {
+        let store = open(&StoreArgs::default()).expect("opens");
+        assert_eq!(store.backend(), "memory");
+    }
+}
