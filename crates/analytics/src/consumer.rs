@@ -19,54 +19,20 @@ use std::{
     time::Duration,
 };
 
-use store::{ApplyOutcome, FeedEntry, ScoreApply, ScoreIncrement, StateStore, StoreError};
+use store::{ApplyOutcome, ScoreApply, ScoreIncrement, StateStore, StoreError, StreamEntry, boards};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
-use domain::winprob::{ScoreState, Side, WinProbModel};
-
 use crate::{
-    feed::{self, FeedDetail, GoalContext},
     metrics::{CONSUMER_APPLIED, CONSUMER_LAG, CONSUMER_PENDING},
     model::{ModelHandle, RatingModel},
     pool::{CpuPool, PoolError},
+    stream::{self, StreamDetail},
+    valuation,
 };
-
-/// The season leaderboard: every player's xT over all matches.
-pub const SEASON_BOARD: &str = "impact:season";
-
-/// The season leaderboard of win probability added by goals.
-pub const SEASON_WPA_BOARD: &str = "wpa:season";
-
-/// The win-probability-added leaderboard of one match.
-pub fn match_wpa_board(match_id: &str) -> String {
-    format!("wpa:match:{match_id}")
-}
-
-/// How much a goal raised its team's chance of winning, from the score line
-/// just before it (closed form: microseconds, so it runs with the rating).
-/// `None` when the entry does not say, or the state is out of the model's
-/// range.
-pub fn win_probability_added(before: &GoalContext) -> Option<f64> {
-    let state = ScoreState::new(
-        before.minute,
-        before.home_goals,
-        before.away_goals,
-        u8::try_from(before.home_red_cards).ok()?,
-        u8::try_from(before.away_red_cards).ok()?,
-    )
-    .ok()?;
-    let side = if before.scored_by_home { Side::Home } else { Side::Away };
-    WinProbModel::default().win_probability_added(&state, side).ok()
-}
 
 /// The consumer group every worker joins.
 pub const GROUP: &str = "analytics";
-
-/// The leaderboard of one match.
-pub fn match_board(match_id: &str) -> String {
-    format!("impact:match:{match_id}")
-}
 
 /// How the consumer reads.
 #[derive(Debug, Clone)]
@@ -187,7 +153,7 @@ impl Consumer {
     /// Publishes how far the group is behind the stream and how much it
     /// holds unacknowledged. Best effort: a failed read skips one sample.
     async fn export_backlog(&self) {
-        if let Ok(lag) = self.store.feed_lag(&self.config.group).await {
+        if let Ok(lag) = self.store.stream_lag(&self.config.group).await {
             metrics::gauge!(CONSUMER_LAG).set(lag as f64);
         }
         if let Ok(pending) = self.store.feed_pending(&self.config.group).await {
@@ -227,7 +193,7 @@ impl Consumer {
     }
 
     /// Rates a batch on the pool, then applies and acknowledges it.
-    async fn process(&self, entries: Vec<FeedEntry>) -> Result<(), ConsumerError> {
+    async fn process(&self, entries: Vec<StreamEntry>) -> Result<(), ConsumerError> {
         if entries.is_empty() {
             return Ok(());
         }
@@ -242,14 +208,14 @@ impl Consumer {
         // so a trace shows an event from `POST /v1/events` to its leaderboard
         // update.
         for entry in &entries {
-            if let Some(traceparent) = feed::traceparent(entry) {
+            if let Some(traceparent) = stream::traceparent(entry) {
                 telemetry::propagation::link_to_traceparent(&span, &traceparent);
             }
         }
         self.process_batch(entries).instrument(span).await
     }
 
-    async fn process_batch(&self, entries: Vec<FeedEntry>) -> Result<(), ConsumerError> {
+    async fn process_batch(&self, entries: Vec<StreamEntry>) -> Result<(), ConsumerError> {
         let model = self.model.current();
         let entries = Arc::new(entries);
         let applies = loop {
@@ -282,39 +248,39 @@ impl Consumer {
 /// The leaderboard increments of each entry, and how many entries could not
 /// be decoded (they are acknowledged without increments: retrying cannot
 /// fix them, and they must not block the stream).
-fn rate_batch(entries: &[FeedEntry], model: &RatingModel) -> (Vec<ScoreApply>, u64) {
+fn rate_batch(entries: &[StreamEntry], model: &RatingModel) -> (Vec<ScoreApply>, u64) {
     let mut undecodable = 0;
     let applies = entries
         .iter()
         .map(|entry| {
-            let increments = match feed::decode(entry) {
+            let increments = match stream::decode(entry) {
                 Ok(event) => match event.detail {
-                    FeedDetail::Move(action) => model
+                    StreamDetail::Move(action) => model
                         .rate(&action)
                         .map(|rating| {
                             let member = action.player().get().to_string();
                             vec![
                                 ScoreIncrement {
-                                    board: SEASON_BOARD.into(),
+                                    board: boards::SEASON_XT.into(),
                                     member: member.clone(),
                                     delta: rating,
                                 },
-                                ScoreIncrement { board: match_board(&entry.log), member, delta: rating },
+                                ScoreIncrement { board: boards::match_xt(&entry.log), member, delta: rating },
                             ]
                         })
                         .unwrap_or_default(),
-                    FeedDetail::Goal { scorer: Some(scorer), before: Some(before) } => {
-                        win_probability_added(&before)
+                    StreamDetail::Goal { scorer: Some(scorer), before: Some(before) } => {
+                        valuation::win_probability_added(&before)
                             .map(|added| {
                                 let member = scorer.get().to_string();
                                 vec![
                                     ScoreIncrement {
-                                        board: SEASON_WPA_BOARD.into(),
+                                        board: boards::SEASON_WPA.into(),
                                         member: member.clone(),
                                         delta: added,
                                     },
                                     ScoreIncrement {
-                                        board: match_wpa_board(&entry.log),
+                                        board: boards::match_wpa(&entry.log),
                                         member,
                                         delta: added,
                                     },

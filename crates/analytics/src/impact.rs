@@ -13,12 +13,12 @@ use std::{
 
 use domain::xt::{Action, PlayerId, XtCounts};
 use rayon::prelude::*;
-use store::{FeedEntry, StateStore, StoreError};
+use store::{StateStore, StoreError, StreamEntry};
 
 use crate::{
-    feed::{self, ActionBuilder, FeedDetail},
     model::{Impact, ImpactTally, ModelHandle, ModelSource},
     pool::{Cancel, CpuPool, PoolError},
+    stream::{self, ActionBuilder, StreamDetail},
 };
 
 /// Stream entries read per page.
@@ -117,7 +117,7 @@ pub async fn compute(
 /// The successful moves of `entries` (only those of `players`, if given),
 /// tallied in parallel; `None` if cancelled.
 fn tally_moves(
-    entries: &[FeedEntry],
+    entries: &[StreamEntry],
     players: Option<&BTreeSet<PlayerId>>,
     cancel: &Cancel,
 ) -> Option<ImpactTally> {
@@ -131,8 +131,8 @@ fn tally_moves(
             for entry in chunk {
                 // Undecodable entries are counted by the stream consumer;
                 // here they simply rate nothing.
-                if let Ok(event) = feed::decode(entry)
-                    && let FeedDetail::Move(action) = event.detail
+                if let Ok(event) = stream::decode(entry)
+                    && let StreamDetail::Move(action) = event.detail
                     && players.is_none_or(|p| p.contains(&action.player()))
                 {
                     tally.add(&action);
@@ -177,8 +177,8 @@ impl StreamTally {
 /// into actions in stream order (a shot's outcome depends on the event after
 /// it, which `builder` carries across pages), then tallied in parallel.
 /// `None` if cancelled.
-pub fn tally_page(page: &[FeedEntry], builder: &mut ActionBuilder, cancel: &Cancel) -> Option<StreamTally> {
-    let decoded: Vec<_> = page.par_iter().map(feed::decode).collect();
+pub fn tally_page(page: &[StreamEntry], builder: &mut ActionBuilder, cancel: &Cancel) -> Option<StreamTally> {
+    let decoded: Vec<_> = page.par_iter().map(stream::decode).collect();
     if cancel.is_cancelled() {
         return None;
     }
@@ -226,14 +226,14 @@ pub struct WpaTally {
 
 impl WpaTally {
     /// The goals of one page of the stream.
-    pub fn of_page(page: &[FeedEntry]) -> Self {
+    pub fn of_page(page: &[StreamEntry]) -> Self {
         let mut tally = Self::default();
         for entry in page {
-            let Ok(event) = feed::decode(entry) else { continue };
-            let FeedDetail::Goal { scorer: Some(scorer), before: Some(before) } = event.detail else {
+            let Ok(event) = stream::decode(entry) else { continue };
+            let StreamDetail::Goal { scorer: Some(scorer), before: Some(before) } = event.detail else {
                 continue;
             };
-            let Some(added) = crate::consumer::win_probability_added(&before) else { continue };
+            let Some(added) = crate::valuation::win_probability_added(&before) else { continue };
             *tally.matches.entry(entry.log.clone()).or_default().entry(scorer.get()).or_default() += added;
             *tally.season.entry(scorer.get()).or_default() += added;
         }

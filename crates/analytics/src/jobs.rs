@@ -24,11 +24,10 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    consumer::{SEASON_BOARD, SEASON_WPA_BOARD, match_board, match_wpa_board},
-    feed::ActionBuilder,
     impact::{self, PAGE, StreamTally},
     model::{ImpactTally, MODEL_KEY, ModelHandle, ModelSource, RatingModel},
     pool::{Cancel, CpuPool, PoolError},
+    stream::ActionBuilder,
 };
 
 /// Finished jobs remembered for `GetJob` and `WatchJob`.
@@ -212,7 +211,7 @@ impl Jobs {
 /// Refits xT on the whole stream and rebuilds every leaderboard.
 async fn recompute(inner: &Inner, progress: &watch::Sender<JobProgress>) -> Result<(), JobError> {
     let store = inner.store.as_ref();
-    let total = store.feed_len().await?;
+    let total = store.stream_len().await?;
     progress.send_modify(|p| {
         p.phase = "reading";
         p.unit = "events";
@@ -288,20 +287,20 @@ async fn recompute(inner: &Inner, progress: &watch::Sender<JobProgress>) -> Resu
         let mut matches: Vec<(String, ImpactTally)> = matches.into_iter().collect();
         matches.sort_by(|a, b| a.0.cmp(&b.0));
         for (match_id, tally) in matches {
-            boards.push((match_board(&match_id), rows(&tally, &rating)));
+            boards.push((store::boards::match_xt(&match_id), rows(&tally, &rating)));
             season.absorb(tally);
         }
-        boards.push((SEASON_BOARD.to_owned(), rows(&season, &rating)));
+        boards.push((store::boards::SEASON_XT.to_owned(), rows(&season, &rating)));
         // Win probability added by goals: rebuilt with the rest, so the
         // consumer's skip of entries the rebuild covers loses nothing.
         let members = |players: &std::collections::BTreeMap<u32, f64>| {
             players.iter().map(|(player, added)| (player.to_string(), *added)).collect::<Vec<_>>()
         };
         for (match_id, players) in &wpa.matches {
-            boards.push((match_wpa_board(match_id), members(players)));
+            boards.push((store::boards::match_wpa(match_id), members(players)));
         }
         if !wpa.season.is_empty() {
-            boards.push((SEASON_WPA_BOARD.to_owned(), members(&wpa.season)));
+            boards.push((store::boards::SEASON_WPA.to_owned(), members(&wpa.season)));
         }
         boards
     })

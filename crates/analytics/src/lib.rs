@@ -11,13 +11,13 @@
 //! - [`startup`]: [`Application`], which binds, serves health, reflection and
 //!   the service, runs the stream consumer and the batch schedule, and
 //!   drains on shutdown.
-//! - [`feed`]: the edge of the event stream: decodes its protobuf entries.
+//! - [`stream`]: the edge of the event stream: decodes its protobuf entries.
 //! - [`model`]: the xT surface the worker rates with, and exact per-player
 //!   tallies of successful moves.
 //! - [`impact`]: the map-reduce from stream entries to player impact.
 //! - [`consumer`]: the stream consumer that keeps the impact leaderboards
-//!   current, each event counted exactly once.
-//! - [`spadl`]: `courtside xt`, Expected Threat on a CSV of SPADL actions.
+//!   current, each event counted exactly once; [`valuation`]: what an
+//!   event is worth (win probability added), shared with the recompute.
 //! - [`jobs`]: the batch recompute (xT refit, leaderboards rebuilt and
 //!   swapped atomically) and its progress.
 //! - [`metrics`]: the worker's Prometheus series, the gRPC layer recording
@@ -25,7 +25,6 @@
 
 pub mod config;
 pub mod consumer;
-pub mod feed;
 pub mod health;
 pub mod impact;
 pub mod jobs;
@@ -33,8 +32,9 @@ pub mod metrics;
 pub mod model;
 pub mod pool;
 pub mod service;
-pub mod spadl;
 pub mod startup;
+pub mod stream;
+pub mod valuation;
 
 pub use config::WorkerConfig;
 pub use startup::Application;

@@ -2,7 +2,7 @@
 //!
 //! Each handler converts the request into domain types (rejecting what does
 //! not parse), hands the CPU work to the pool, and converts the result back.
-//! Generated types go no further than this file (and `feed`, the edge of the
+//! Generated types go no further than this file (and `stream`, the edge of the
 //! event stream).
 
 use std::{collections::BTreeSet, pin::Pin, sync::Arc};

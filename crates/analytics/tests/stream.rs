@@ -9,14 +9,14 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use analytics::{
     WorkerConfig,
-    consumer::{GROUP, SEASON_BOARD, match_board},
-    feed,
+    consumer::GROUP,
     model::{MODEL_KEY, ModelSource, RatingModel},
+    stream,
 };
 use contracts::v1::{ComputeImpactRequest, GetJobRequest, JobKind, JobState, RunJobRequest};
 use domain::xt::{Action, ActionResult, ActionType, FitConfig, PlayerId, Point, XtModel, XtTally};
 use helpers::{append, bootstrap_model, eventually, pass, spawn_worker};
-use store::{RedisStore, ScoreApply, ScoreIncrement, StateStore, testing};
+use store::{RedisStore, ScoreApply, ScoreIncrement, StateStore, boards, testing};
 
 async fn redis() -> Option<Arc<dyn StateStore>> {
     let config = testing::redis_config().await?;
@@ -27,13 +27,13 @@ async fn redis() -> Option<Arc<dyn StateStore>> {
 fn expected_totals(model: &RatingModel, passes: &[(&str, u64, u32)]) -> BTreeMap<String, f64> {
     let mut totals = BTreeMap::new();
     for &(match_id, seq, player) in passes {
-        let entry = store::FeedEntry {
+        let entry = store::StreamEntry {
             id: "0-0".into(),
             log: match_id.into(),
             seq,
             entry: bytes::Bytes::from(pass(match_id, seq, player)),
         };
-        let feed::FeedDetail::Move(action) = feed::decode(&entry).expect("decodes").detail else {
+        let stream::StreamDetail::Move(action) = stream::decode(&entry).expect("decodes").detail else {
             panic!("a pass is a move")
         };
         *totals.entry(player.to_string()).or_insert(0.0) += model.rate(&action).expect("rated");
@@ -43,7 +43,7 @@ fn expected_totals(model: &RatingModel, passes: &[(&str, u64, u32)]) -> BTreeMap
 
 async fn season_board(store: &dyn StateStore) -> BTreeMap<String, f64> {
     store
-        .leaderboard(SEASON_BOARD, 1_000)
+        .leaderboard(boards::SEASON_XT, 1_000)
         .await
         .expect("board")
         .into_iter()
@@ -78,7 +78,7 @@ async fn the_consumer_puts_each_event_on_the_leaderboards() {
     .await;
     assert!(done, "board {:?}, expected {expected:?}", season_board(store.as_ref()).await);
 
-    let m2 = store.leaderboard(&match_board("m2"), 10).await.expect("board");
+    let m2 = store.leaderboard(&boards::match_xt("m2"), 10).await.expect("board");
     assert_eq!(m2.len(), 1);
     assert_eq!(m2[0].member, "7");
     assert!(
@@ -90,7 +90,7 @@ async fn the_consumer_puts_each_event_on_the_leaderboards() {
     // New events keep flowing in while the worker runs.
     append(store.as_ref(), "m2", 3, pass("m2", 3, 9)).await;
     let more = eventually(Duration::from_secs(20), || async move {
-        store_ref.leaderboard_score(SEASON_BOARD, "9").await.ok().flatten().is_some()
+        store_ref.leaderboard_score(boards::SEASON_XT, "9").await.ok().flatten().is_some()
     })
     .await;
     assert!(more, "a later event never reached the board");
@@ -114,7 +114,7 @@ async fn entries_of_a_consumer_that_died_mid_batch_are_claimed_and_counted_once(
     let config = WorkerConfig { claim_idle_ms: 300, ..WorkerConfig::for_tests() };
     let model = bootstrap_model(&config);
     let first = &taken[0];
-    let feed::FeedDetail::Move(action) = feed::decode(first).expect("decodes").detail else {
+    let stream::StreamDetail::Move(action) = stream::decode(first).expect("decodes").detail else {
         panic!("a move")
     };
     let rating = model.rate(&action).expect("rated");
@@ -127,8 +127,8 @@ async fn entries_of_a_consumer_that_died_mid_batch_are_claimed_and_counted_once(
                 scope: first.log.clone(),
                 token: first.seq.to_string(),
                 increments: vec![
-                    ScoreIncrement { board: SEASON_BOARD.into(), member: member.clone(), delta: rating },
-                    ScoreIncrement { board: match_board("dead"), member, delta: rating },
+                    ScoreIncrement { board: boards::SEASON_XT.into(), member: member.clone(), delta: rating },
+                    ScoreIncrement { board: boards::match_xt("dead"), member, delta: rating },
                 ],
             }],
         )
@@ -159,7 +159,7 @@ async fn entries_of_a_consumer_that_died_mid_batch_are_claimed_and_counted_once(
                 scope: first.log.clone(),
                 token: first.seq.to_string(),
                 increments: vec![ScoreIncrement {
-                    board: SEASON_BOARD.into(),
+                    board: boards::SEASON_XT.into(),
                     member: "1".into(),
                     delta: 100.0,
                 }],
@@ -198,7 +198,7 @@ async fn a_recompute_refits_on_the_stream_and_swaps_the_boards_in() {
                     store.as_ref(),
                     match_id,
                     seq,
-                    feed::encode_shot(match_id, seq, 1, scorer, (95.0, 30.0)),
+                    stream::encode_shot(match_id, seq, 1, scorer, (95.0, 30.0)),
                 )
                 .await;
                 let scored = i % 10 == 9;
@@ -211,7 +211,8 @@ async fn a_recompute_refits_on_the_stream_and_swaps_the_boards_in() {
                 ));
                 if scored {
                     seq += 1;
-                    append(store.as_ref(), match_id, seq, feed::encode_goal(match_id, seq, 1, scorer)).await;
+                    append(store.as_ref(), match_id, seq, stream::encode_goal(match_id, seq, 1, scorer))
+                        .await;
                 }
             }
         }
@@ -227,7 +228,7 @@ async fn a_recompute_refits_on_the_stream_and_swaps_the_boards_in() {
                 scope: "seed".into(),
                 token: "1".into(),
                 increments: vec![ScoreIncrement {
-                    board: SEASON_BOARD.into(),
+                    board: boards::SEASON_XT.into(),
                     member: "999".into(),
                     delta: 5.0,
                 }],
@@ -268,7 +269,7 @@ async fn a_recompute_refits_on_the_stream_and_swaps_the_boards_in() {
     let board = season_board(store.as_ref()).await;
     assert!(close(&board, &expected), "board {board:?}, expected {expected:?}");
     let r1: Vec<String> = store
-        .leaderboard(&match_board("r1"), 10)
+        .leaderboard(&boards::match_xt("r1"), 10)
         .await
         .expect("board")
         .into_iter()
@@ -302,13 +303,13 @@ async fn goals_credit_their_scorers_with_the_win_probability_they_added() {
     let Some(store) = redis().await else { return };
     // 0-0 at minute 80, then the home side scores: a big swing. Then 1-0 at
     // minute 85 and the away side equalises.
-    append(store.as_ref(), "wpa", 1, feed::encode_goal_in_context("wpa", 1, 1, 9, 80, (0, 0))).await;
-    append(store.as_ref(), "wpa", 2, feed::encode_goal_in_context("wpa", 2, 2, 21, 85, (1, 0))).await;
+    append(store.as_ref(), "wpa", 1, stream::encode_goal_in_context("wpa", 1, 1, 9, 80, (0, 0))).await;
+    append(store.as_ref(), "wpa", 2, stream::encode_goal_in_context("wpa", 2, 2, 21, 85, (1, 0))).await;
     // Without context (an older entry) a goal credits nothing, and breaks
     // nothing.
-    append(store.as_ref(), "wpa", 3, feed::encode_goal("wpa", 3, 1, 9)).await;
+    append(store.as_ref(), "wpa", 3, stream::encode_goal("wpa", 3, 1, 9)).await;
 
-    let context = |minute, home, away, home_scores| feed::GoalContext {
+    let context = |minute, home, away, home_scores| stream::GoalContext {
         minute,
         home_goals: home,
         away_goals: away,
@@ -316,8 +317,8 @@ async fn goals_credit_their_scorers_with_the_win_probability_they_added() {
         away_red_cards: 0,
         scored_by_home: home_scores,
     };
-    let first = analytics::consumer::win_probability_added(&context(80, 0, 0, true)).expect("in range");
-    let second = analytics::consumer::win_probability_added(&context(85, 1, 0, false)).expect("in range");
+    let first = analytics::valuation::win_probability_added(&context(80, 0, 0, true)).expect("in range");
+    let second = analytics::valuation::win_probability_added(&context(85, 1, 0, false)).expect("in range");
     // A late winner swings the win probability far more than a late
     // equaliser, which mostly turns a defeat into a draw.
     assert!(first > 0.3 && second > 0.0 && second < first, "{first} {second}");
@@ -326,12 +327,13 @@ async fn goals_credit_their_scorers_with_the_win_probability_they_added() {
     let store_ref = store.as_ref();
     let credited = eventually(Duration::from_secs(20), || async move {
         store_ref.feed_pending(GROUP).await.unwrap_or(u64::MAX) == 0
-            && store_ref.leaderboard("wpa:match:wpa", 10).await.map(|b| b.len()).unwrap_or(0) == 2
+            && store_ref.leaderboard(&boards::match_wpa("wpa"), 10).await.map(|b| b.len()).unwrap_or(0) == 2
     })
     .await;
     assert!(credited, "the goals were not credited");
-    let scorer = store.leaderboard_score("wpa:season", "9").await.expect("score").expect("credited");
-    let equaliser = store.leaderboard_score("wpa:season", "21").await.expect("score").expect("credited");
+    let scorer = store.leaderboard_score(boards::SEASON_WPA, "9").await.expect("score").expect("credited");
+    let equaliser =
+        store.leaderboard_score(boards::SEASON_WPA, "21").await.expect("score").expect("credited");
     assert!((scorer - first).abs() < 1e-12, "{scorer} vs {first}");
     assert!((equaliser - second).abs() < 1e-12, "{equaliser} vs {second}");
 
@@ -345,6 +347,6 @@ async fn goals_credit_their_scorers_with_the_win_probability_they_added() {
             break;
         }
     }
-    let rebuilt = store.leaderboard_score("wpa:season", "9").await.expect("score").expect("rebuilt");
+    let rebuilt = store.leaderboard_score(boards::SEASON_WPA, "9").await.expect("score").expect("rebuilt");
     assert!((rebuilt - first).abs() < 1e-12, "{rebuilt} vs {first}");
 }

@@ -117,7 +117,7 @@ fn main() -> ExitCode {
             let threads = threads
                 .or_else(|| std::thread::available_parallelism().ok())
                 .unwrap_or(std::num::NonZeroUsize::MIN);
-            analytics::spadl::run(&actions, &out, threads).map(|report| {
+            spadl::run(&actions, &out, threads).map(|report| {
                 println!(
                     "{} actions, {} moves rated, {} iterations; {} players; wrote {}",
                     report.actions,

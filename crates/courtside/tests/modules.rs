@@ -252,12 +252,16 @@ fn the_checker_finds_a_cycle_it_is_shown() {
     fs::create_dir_all(dir.join("live")).expect("temp dir");
     fs::write(dir.join("lib.rs"), "pub mod live;\npub mod state;\npub use state::AppState;\n")
         .expect("write");
-    fs::write(dir.join("state.rs"), "use crate::live::feed::Feed;\npub struct AppState(Feed);\n")
+    fs::write(dir.join("state.rs"), "use crate::live::subscription::Feed;\npub struct AppState(Feed);\n")
         .expect("write");
-    fs::write(dir.join("live/mod.rs"), "pub mod feed;\n").expect("write");
-    fs::write(dir.join("live/feed.rs"), "pub struct Feed;\nfn f(_: crate::AppState) {}\n").expect("write");
+    fs::write(dir.join("live/mod.rs"), "pub mod subscription;\n").expect("write");
+    fs::write(dir.join("live/subscription.rs"), "pub struct Feed;\nfn f(_: crate::AppState) {}\n")
+        .expect("write");
     let cycle = find_cycle(&graph(&dir)).map(|c| c.iter().map(|m| m.join("::")).collect::<Vec<_>>());
     fs::remove_dir_all(&dir).expect("cleanup");
     let cycle = cycle.expect("the cycle is found");
-    assert!(cycle.contains(&"state".to_owned()) && cycle.contains(&"live::feed".to_owned()), "{cycle:?}");
+    assert!(
+        cycle.contains(&"state".to_owned()) && cycle.contains(&"live::subscription".to_owned()),
+        "{cycle:?}"
+    );
 }

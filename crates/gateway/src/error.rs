@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::{
     auth::AuthError,
-    live::{feed::SubscribeError, ingest::Rejected},
+    live::{ingest::Rejected, subscription::SubscribeError},
     worker::WorkerError,
 };
 

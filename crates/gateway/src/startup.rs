@@ -80,7 +80,7 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let live = Arc::clone(&self.state.live);
         let bridge = tokio::spawn(live::hub::run_bridge(
-            Arc::clone(&live.feed.hub),
+            Arc::clone(&live.subscriptions.hub),
             Arc::clone(&self.state.store),
             live.stop.clone(),
         ));

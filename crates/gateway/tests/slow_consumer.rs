@@ -74,7 +74,7 @@ async fn a_subscriber_that_never_reads_is_cut_off_and_released() {
     // included) grew by far less than the updates' total.
     let grown = resident_kib().saturating_sub(rss_before);
     assert!(grown < 4 * 1024, "resident memory grew by {grown} KiB");
-    assert_eq!(live.feed.hub.subscriber_count(), 1, "its subscription was released");
+    assert_eq!(live.subscriptions.hub.subscriber_count(), 1, "its subscription was released");
 }
 
 /// This process's resident set size, in KiB (the gateway runs in process).

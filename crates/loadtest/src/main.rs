@@ -178,30 +178,12 @@ async fn bare_axum(addr: std::net::SocketAddr) -> anyhow::Result<()> {
 }
 
 fn xt(total: u64, csv: Option<&std::path::Path>, repeats: usize) -> anyhow::Result<()> {
-    use std::io::Write as _;
-
     use domain::season::{Season, SeasonConfig};
     let started = Instant::now();
     let record = Season::new(SeasonConfig::with_total_actions(total, 1)?).play_all();
     eprintln!("generated {} actions in {:.1} s", record.actions.len(), started.elapsed().as_secs_f64());
     if let Some(path) = csv {
-        let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
-        writeln!(out, "game_id,player_id,start_x,start_y,end_x,end_y,type_name,result_name")?;
-        for a in &record.actions {
-            writeln!(
-                out,
-                "{},{},{},{},{},{},{},{}",
-                a.game().map_or(0, |g| g.get()),
-                a.player(),
-                a.start().x(),
-                a.start().y(),
-                a.end().x(),
-                a.end().y(),
-                a.kind().name(),
-                a.result().name()
-            )?;
-        }
-        out.flush()?;
+        spadl::write_actions(std::fs::File::create(path)?, &record.actions, |_| 0)?;
         eprintln!("wrote {}", path.display());
     }
     let mut best = [f64::MAX; 2];
@@ -210,7 +192,7 @@ fn xt(total: u64, csv: Option<&std::path::Path>, repeats: usize) -> anyhow::Resu
         for (slot, threads) in [1usize, 2].into_iter().enumerate() {
             let threads = std::num::NonZeroUsize::new(threads).context("threads")?;
             let t0 = Instant::now();
-            let report = analytics::spadl::fit(&record.actions, threads, domain::xt::FitConfig::default())?;
+            let report = spadl::fit(&record.actions, threads, domain::xt::FitConfig::default())?;
             best[slot] = best[slot].min(t0.elapsed().as_secs_f64());
             players[slot] = report.players.len();
         }

@@ -11,7 +11,8 @@
 //!   updates the match state, keeps a bounded history for subscribers that
 //!   resume, feeds the durable event stream and publishes on [`LIVE_CHANNEL`],
 //!   all in one step or not at all.
-//! - [`feed`]: consuming the durable event stream through consumer groups,
+//! - [`boards`]: the names of the leaderboards both tiers use.
+//! - [`stream`]: consuming the durable event stream through consumer groups,
 //!   and the leaderboards built from it: increments applied at most once and
 //!   acknowledged in the same step, and rebuilt boards swapped in atomically.
 //!
@@ -23,18 +24,19 @@
 //! durable history, not the channel.
 
 mod args;
-pub mod feed;
+pub mod boards;
 pub mod log;
 mod memory;
 mod observed;
 mod redis_store;
+pub mod stream;
 
 use std::{fmt, pin::Pin, time::Duration};
 
 use bytes::Bytes;
-pub use feed::{ApplyOutcome, FeedEntry, LeaderboardReplace, Ranked, ScoreApply, ScoreIncrement};
 use futures::{Stream, StreamExt as _};
 pub use log::{AppendOutcome, HistoryLimits, LIVE_CHANNEL, LogAppend, LogSlice};
+pub use stream::{ApplyOutcome, LeaderboardReplace, Ranked, ScoreApply, ScoreIncrement, StreamEntry};
 
 pub use args::{StoreArgs, open};
 pub use memory::MemoryStore;
@@ -119,18 +121,18 @@ pub trait StateStore: Send + Sync + fmt::Debug + 'static {
     async fn read_log(&self, log: &str, after: u64, limit: usize) -> Result<LogSlice, StoreError>;
 
     /// Number of entries in the durable event stream.
-    async fn feed_len(&self) -> Result<u64, StoreError>;
+    async fn stream_len(&self) -> Result<u64, StoreError>;
 
     /// Up to `count` entries of the durable event stream after `after`
     /// (from the start when `None`), oldest first: a page of a full scan.
-    async fn read_feed(&self, after: Option<&str>, count: usize) -> Result<Vec<FeedEntry>, StoreError>;
+    async fn read_feed(&self, after: Option<&str>, count: usize) -> Result<Vec<StreamEntry>, StoreError>;
 
     /// Creates consumer group `group` on the event stream, reading from its
     /// first entry. Does nothing if the group exists.
     async fn feed_group_create(&self, group: &str) -> Result<(), StoreError>;
 
     /// Up to `count` entries never delivered to `group` before, now pending
-    /// for `consumer`. Waits up to `block` (at most [`feed::MAX_BLOCK`]) for
+    /// for `consumer`. Waits up to `block` (at most [`stream::MAX_BLOCK`]) for
     /// one to arrive; empty if none did.
     async fn feed_read_group(
         &self,
@@ -138,7 +140,7 @@ pub trait StateStore: Send + Sync + fmt::Debug + 'static {
         consumer: &str,
         count: usize,
         block: Duration,
-    ) -> Result<Vec<FeedEntry>, StoreError>;
+    ) -> Result<Vec<StreamEntry>, StoreError>;
 
     /// Acknowledges entries of `group`; returns how many were pending.
     async fn feed_ack(&self, group: &str, ids: &[String]) -> Result<u64, StoreError>;
@@ -152,14 +154,14 @@ pub trait StateStore: Send + Sync + fmt::Debug + 'static {
         consumer: &str,
         min_idle: Duration,
         count: usize,
-    ) -> Result<Vec<FeedEntry>, StoreError>;
+    ) -> Result<Vec<StreamEntry>, StoreError>;
 
     /// Entries of `group` delivered and not yet acknowledged.
     async fn feed_pending(&self, group: &str) -> Result<u64, StoreError>;
 
     /// Entries of the stream not yet delivered to `group`: how far its
     /// consumers are behind the ingest.
-    async fn feed_lag(&self, group: &str) -> Result<u64, StoreError>;
+    async fn stream_lag(&self, group: &str) -> Result<u64, StoreError>;
 
     /// For each apply, in order and each atomically: applies its increments
     /// unless its token was seen before or the last leaderboard rebuild
@@ -174,7 +176,7 @@ pub trait StateStore: Send + Sync + fmt::Debug + 'static {
     async fn leaderboard_score(&self, board: &str, member: &str) -> Result<Option<f64>, StoreError>;
 
     /// Replaces leaderboards atomically; see [`LeaderboardReplace`] and the
-    /// [`feed`] module for what else happens in the same step. Readers see
+    /// [`stream`] module for what else happens in the same step. Readers see
     /// either every old board or every new one.
     async fn replace_leaderboards(&self, replace: &LeaderboardReplace) -> Result<(), StoreError>;
 }

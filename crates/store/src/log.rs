@@ -35,7 +35,7 @@ pub struct LogAppend {
     /// The state after this entry, computed from the state at `seq - 1`.
     pub state: Bytes,
     /// The entry of the durable event stream (its own encoding).
-    pub feed_entry: Bytes,
+    pub stream_entry: Bytes,
 }
 
 /// How much history a log keeps for subscribers that resume.

@@ -14,9 +14,9 @@ use tokio::sync::{Notify, broadcast};
 use tokio_stream::wrappers::{BroadcastStream, errors::BroadcastStreamRecvError};
 
 use crate::{
-    AppendOutcome, ApplyOutcome, FeedEntry, HistoryLimits, LIVE_CHANNEL, LeaderboardReplace, LogAppend,
-    LogSlice, Ranked, ScoreApply, ScoreIncrement, StateStore, StoreError, Subscription,
-    feed::{JOURNAL_MAX_LEN, MAX_BLOCK},
+    AppendOutcome, ApplyOutcome, HistoryLimits, LIVE_CHANNEL, LeaderboardReplace, LogAppend, LogSlice,
+    Ranked, ScoreApply, ScoreIncrement, StateStore, StoreError, StreamEntry, Subscription,
+    stream::{JOURNAL_MAX_LEN, MAX_BLOCK},
 };
 
 /// Messages a subscriber may fall behind by before it starts losing them.
@@ -95,9 +95,9 @@ impl Inner {
 }
 
 impl Inner {
-    fn feed_entry(&self, position: usize) -> Option<FeedEntry> {
+    fn stream_entry(&self, position: usize) -> Option<StreamEntry> {
         let record = self.feed.get(position.checked_sub(1)?)?;
-        Some(FeedEntry {
+        Some(StreamEntry {
             id: feed_id(position),
             log: record.log.clone(),
             seq: record.seq,
@@ -114,17 +114,17 @@ impl Inner {
         group: &str,
         consumer: &str,
         count: usize,
-    ) -> Result<Vec<FeedEntry>, StoreError> {
-        let feed_len = self.feed.len();
+    ) -> Result<Vec<StreamEntry>, StoreError> {
+        let stream_len = self.feed.len();
         let now = Instant::now();
         let state = self.group(group)?;
         let first = state.delivered + 1;
-        let last = feed_len.min(state.delivered + count);
+        let last = stream_len.min(state.delivered + count);
         for position in first..=last {
             state.pending.insert(position, Pending { consumer: consumer.to_owned(), since: now });
         }
         state.delivered = state.delivered.max(last);
-        Ok((first..=last).filter_map(|position| self.feed_entry(position)).collect())
+        Ok((first..=last).filter_map(|position| self.stream_entry(position)).collect())
     }
 
     fn apply(&mut self, group: &str, apply: &ScoreApply) -> Result<ApplyOutcome, StoreError> {
@@ -238,7 +238,7 @@ impl StateStore for MemoryStore {
         inner.feed.push(FeedRecord {
             log: append.log.clone(),
             seq: append.seq,
-            entry: append.feed_entry.clone(),
+            entry: append.stream_entry.clone(),
         });
         inner.publish(LIVE_CHANNEL, append.entry.clone());
         drop(inner);
@@ -267,15 +267,15 @@ impl StateStore for MemoryStore {
         Ok(LogSlice { entries, head: log.head, oldest: log.history.front().map(|(seq, _)| *seq) })
     }
 
-    async fn feed_len(&self) -> Result<u64, StoreError> {
+    async fn stream_len(&self) -> Result<u64, StoreError> {
         Ok(self.lock().feed.len() as u64)
     }
 
-    async fn read_feed(&self, after: Option<&str>, count: usize) -> Result<Vec<FeedEntry>, StoreError> {
+    async fn read_feed(&self, after: Option<&str>, count: usize) -> Result<Vec<StreamEntry>, StoreError> {
         let after = after.map(parse_feed_id).transpose()?.unwrap_or(0);
         let inner = self.lock();
         let last = inner.feed.len().min(after.saturating_add(count));
-        Ok((after + 1..=last).filter_map(|position| inner.feed_entry(position)).collect())
+        Ok((after + 1..=last).filter_map(|position| inner.stream_entry(position)).collect())
     }
 
     async fn feed_group_create(&self, group: &str) -> Result<(), StoreError> {
@@ -289,7 +289,7 @@ impl StateStore for MemoryStore {
         consumer: &str,
         count: usize,
         block: Duration,
-    ) -> Result<Vec<FeedEntry>, StoreError> {
+    ) -> Result<Vec<StreamEntry>, StoreError> {
         let deadline = tokio::time::Instant::now() + block.min(MAX_BLOCK);
         loop {
             // Register for the wake-up before looking, so an append between
@@ -320,7 +320,7 @@ impl StateStore for MemoryStore {
         consumer: &str,
         min_idle: Duration,
         count: usize,
-    ) -> Result<Vec<FeedEntry>, StoreError> {
+    ) -> Result<Vec<StreamEntry>, StoreError> {
         let mut inner = self.lock();
         let now = Instant::now();
         let state = inner.group(group)?;
@@ -335,14 +335,14 @@ impl StateStore for MemoryStore {
                 claimed.push(position);
             }
         }
-        Ok(claimed.into_iter().filter_map(|position| inner.feed_entry(position)).collect())
+        Ok(claimed.into_iter().filter_map(|position| inner.stream_entry(position)).collect())
     }
 
     async fn feed_pending(&self, group: &str) -> Result<u64, StoreError> {
         Ok(self.lock().group(group)?.pending.len() as u64)
     }
 
-    async fn feed_lag(&self, group: &str) -> Result<u64, StoreError> {
+    async fn stream_lag(&self, group: &str) -> Result<u64, StoreError> {
         let mut inner = self.lock();
         let len = inner.feed.len();
         Ok(len.saturating_sub(inner.group(group)?.delivered) as u64)

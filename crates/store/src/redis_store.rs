@@ -17,10 +17,10 @@ use redis::{
 };
 
 use crate::{
-    AppendOutcome, ApplyOutcome, FeedEntry, HistoryLimits, LIVE_CHANNEL, LeaderboardReplace, LogAppend,
-    LogSlice, Ranked, ScoreApply, StateStore, StoreError, Subscription,
-    feed::{JOURNAL_MAX_LEN, MAX_BLOCK},
+    AppendOutcome, ApplyOutcome, HistoryLimits, LIVE_CHANNEL, LeaderboardReplace, LogAppend, LogSlice,
+    Ranked, ScoreApply, StateStore, StoreError, StreamEntry, Subscription,
     observed::Observed,
+    stream::{JOURNAL_MAX_LEN, MAX_BLOCK},
 };
 
 /// The atomic append described in `log.rs`. Keys: heads hash, states hash,
@@ -214,7 +214,7 @@ impl RedisStore {
     }
 
     /// The name of the durable event stream that the analytics worker reads.
-    pub fn feed_key(&self) -> String {
+    pub fn stream_key(&self) -> String {
         self.key("events")
     }
 
@@ -227,12 +227,12 @@ impl RedisStore {
             .arg(self.key("log-heads"))
             .arg(self.key("log-states"))
             .arg(self.key(&format!("log:{}", append.log)))
-            .arg(self.feed_key())
+            .arg(self.stream_key())
             .arg(&append.log)
             .arg(append.seq)
             .arg(append.entry.as_ref())
             .arg(append.state.as_ref())
-            .arg(append.feed_entry.as_ref())
+            .arg(append.stream_entry.as_ref())
             .arg(limits.max_entries)
             .arg(max_idle_ms)
             .arg(self.key(LIVE_CHANNEL));
@@ -253,7 +253,7 @@ impl RedisStore {
             .cmd("EVALSHA")
             .arg(self.apply_script.get_hash())
             .arg(4 + boards.len())
-            .arg(self.feed_key())
+            .arg(self.stream_key())
             .arg(self.key(&format!("applied:{}", apply.scope)))
             .arg(self.key("rebuilt-through"))
             .arg(self.key("journal"))
@@ -415,19 +415,19 @@ impl StateStore for RedisStore {
         })
     }
 
-    async fn feed_len(&self) -> Result<u64, StoreError> {
+    async fn stream_len(&self) -> Result<u64, StoreError> {
         let mut conn = self.commands.clone();
-        conn.xlen(self.feed_key()).await.map_err(map_error)
+        conn.xlen(self.stream_key()).await.map_err(map_error)
     }
 
-    async fn read_feed(&self, after: Option<&str>, count: usize) -> Result<Vec<FeedEntry>, StoreError> {
+    async fn read_feed(&self, after: Option<&str>, count: usize) -> Result<Vec<StreamEntry>, StoreError> {
         if count == 0 {
             return Ok(Vec::new());
         }
         let mut conn = self.commands.clone();
         let start = after.map_or_else(|| "-".to_owned(), |id| format!("({id}"));
         let reply: StreamRangeReply = redis::cmd("XRANGE")
-            .arg(self.feed_key())
+            .arg(self.stream_key())
             .arg(start)
             .arg("+")
             .arg("COUNT")
@@ -435,14 +435,14 @@ impl StateStore for RedisStore {
             .query_async(&mut conn)
             .await
             .map_err(map_error)?;
-        Ok(reply.ids.iter().filter_map(feed_entry).collect())
+        Ok(reply.ids.iter().filter_map(stream_entry).collect())
     }
 
     async fn feed_group_create(&self, group: &str) -> Result<(), StoreError> {
         let mut conn = self.commands.clone();
         let created: Result<(), RedisError> = redis::cmd("XGROUP")
             .arg("CREATE")
-            .arg(self.feed_key())
+            .arg(self.stream_key())
             .arg(group)
             .arg("0")
             .arg("MKSTREAM")
@@ -460,7 +460,7 @@ impl StateStore for RedisStore {
         consumer: &str,
         count: usize,
         block: Duration,
-    ) -> Result<Vec<FeedEntry>, StoreError> {
+    ) -> Result<Vec<StreamEntry>, StoreError> {
         let block_ms = u64::try_from(block.min(MAX_BLOCK).as_millis()).unwrap_or(0);
         let mut cmd = redis::cmd("XREADGROUP");
         cmd.arg("GROUP").arg(group).arg(consumer).arg("COUNT").arg(count.max(1));
@@ -468,11 +468,11 @@ impl StateStore for RedisStore {
         if block_ms > 0 {
             cmd.arg("BLOCK").arg(block_ms);
         }
-        cmd.arg("STREAMS").arg(self.feed_key()).arg(">");
+        cmd.arg("STREAMS").arg(self.stream_key()).arg(">");
         let mut conn = if block_ms > 0 { self.blocking.clone() } else { self.commands.clone() };
         let reply: Option<StreamReadReply> = cmd.query_async(&mut conn).await.map_err(map_error)?;
         Ok(reply
-            .map(|reply| reply.keys.iter().flat_map(|key| key.ids.iter().filter_map(feed_entry)).collect())
+            .map(|reply| reply.keys.iter().flat_map(|key| key.ids.iter().filter_map(stream_entry)).collect())
             .unwrap_or_default())
     }
 
@@ -481,7 +481,7 @@ impl StateStore for RedisStore {
             return Ok(0);
         }
         let mut conn = self.commands.clone();
-        conn.xack(self.feed_key(), group, ids).await.map_err(map_error)
+        conn.xack(self.stream_key(), group, ids).await.map_err(map_error)
     }
 
     async fn feed_claim(
@@ -490,7 +490,7 @@ impl StateStore for RedisStore {
         consumer: &str,
         min_idle: Duration,
         count: usize,
-    ) -> Result<Vec<FeedEntry>, StoreError> {
+    ) -> Result<Vec<StreamEntry>, StoreError> {
         let count = count.max(1);
         let min_idle_ms = u64::try_from(min_idle.as_millis()).unwrap_or(u64::MAX);
         let mut conn = self.commands.clone();
@@ -500,7 +500,7 @@ impl StateStore for RedisStore {
         // returns where to go on; stop at the end of the list or when full.
         loop {
             let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
-                .arg(self.feed_key())
+                .arg(self.stream_key())
                 .arg(group)
                 .arg(consumer)
                 .arg(min_idle_ms)
@@ -510,7 +510,7 @@ impl StateStore for RedisStore {
                 .query_async(&mut conn)
                 .await
                 .map_err(map_error)?;
-            claimed.extend(reply.claimed.iter().filter_map(feed_entry));
+            claimed.extend(reply.claimed.iter().filter_map(stream_entry));
             cursor = reply.next_stream_id;
             if cursor == "0-0" || claimed.len() >= count {
                 return Ok(claimed);
@@ -522,7 +522,7 @@ impl StateStore for RedisStore {
         let mut conn = self.commands.clone();
         // The summary form: [count, smallest id, greatest id, consumers].
         let (count, _, _, _): (u64, Option<String>, Option<String>, redis::Value) = redis::cmd("XPENDING")
-            .arg(self.feed_key())
+            .arg(self.stream_key())
             .arg(group)
             .query_async(&mut conn)
             .await
@@ -530,11 +530,11 @@ impl StateStore for RedisStore {
         Ok(count)
     }
 
-    async fn feed_lag(&self, group: &str) -> Result<u64, StoreError> {
+    async fn stream_lag(&self, group: &str) -> Result<u64, StoreError> {
         let mut conn = self.commands.clone();
         let groups: Vec<HashMap<String, redis::Value>> = redis::cmd("XINFO")
             .arg("GROUPS")
-            .arg(self.feed_key())
+            .arg(self.stream_key())
             .query_async(&mut conn)
             .await
             .map_err(map_error)?;
@@ -548,7 +548,7 @@ impl StateStore for RedisStore {
             // less what the group has read is the same figure.
             None => {
                 let read = info.get("entries-read").and_then(value_int).unwrap_or(0);
-                Ok(self.feed_len().await?.saturating_sub(read))
+                Ok(self.stream_len().await?.saturating_sub(read))
             }
         }
     }
@@ -634,11 +634,11 @@ impl StateStore for RedisStore {
 }
 
 /// A feed entry from its stream entry; `None` if a field is missing.
-fn feed_entry(id: &StreamId) -> Option<FeedEntry> {
+fn stream_entry(id: &StreamId) -> Option<StreamEntry> {
     let log: String = id.get("log")?;
     let seq: u64 = id.get("seq")?;
     let entry: Vec<u8> = id.get("e")?;
-    Some(FeedEntry { id: id.id.clone(), log, seq, entry: Bytes::from(entry) })
+    Some(StreamEntry { id: id.id.clone(), log, seq, entry: Bytes::from(entry) })
 }
 
 fn value_text(value: &redis::Value) -> Option<String> {

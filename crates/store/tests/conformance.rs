@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use store::{
-    AppendOutcome, ApplyOutcome, FeedEntry, HistoryLimits, LIVE_CHANNEL, LeaderboardReplace, LogAppend,
-    MemoryStore, Ranked, RedisStore, ScoreApply, ScoreIncrement, StateStore, testing,
+    AppendOutcome, ApplyOutcome, HistoryLimits, LIVE_CHANNEL, LeaderboardReplace, LogAppend, MemoryStore,
+    Ranked, RedisStore, ScoreApply, ScoreIncrement, StateStore, StreamEntry, testing,
 };
 
 /// How long a subscriber waits for a message that should arrive.
@@ -106,7 +106,7 @@ fn entry(log: &str, seq: u64) -> LogAppend {
         seq,
         entry: Bytes::from(format!("{log}#{seq}")),
         state: Bytes::from(format!("state of {log} at {seq}")),
-        feed_entry: Bytes::from(format!("feed {log} {seq}")),
+        stream_entry: Bytes::from(format!("feed {log} {seq}")),
     }
 }
 
@@ -115,7 +115,7 @@ async fn appends_apply_in_sequence(store: &dyn StateStore) {
         assert_eq!(store.append(&entry("m1", seq), LIMITS).await.expect("append"), AppendOutcome::Applied);
     }
     assert_eq!(store.log_state("m1").await.expect("state"), Some((3, Bytes::from("state of m1 at 3"))));
-    assert_eq!(store.feed_len().await.expect("feed"), 3);
+    assert_eq!(store.stream_len().await.expect("feed"), 3);
 }
 
 async fn replays_and_gaps_change_nothing(store: &dyn StateStore) {
@@ -128,7 +128,7 @@ async fn replays_and_gaps_change_nothing(store: &dyn StateStore) {
     assert_eq!(store.append(&entry("m1", 5), LIMITS).await.expect("append"), AppendOutcome::Gap { head: 2 });
 
     assert_eq!(store.log_state("m1").await.expect("state"), Some((2, Bytes::from("state of m1 at 2"))));
-    assert_eq!(store.feed_len().await.expect("feed"), 2);
+    assert_eq!(store.stream_len().await.expect("feed"), 2);
     assert_eq!(store.read_log("m1", 0, 100).await.expect("read").entries.len(), 2);
     // Nothing was published for either: the next message is the next append.
     store.append(&entry("m1", 3), LIMITS).await.expect("append");
@@ -191,7 +191,7 @@ async fn history_is_bounded_in_length(store: &dyn StateStore) {
     assert!(!slice.is_complete_after(2), "entries 3..7 are gone");
     assert!(slice.is_complete_after(7));
     // The durable feed is never trimmed.
-    assert_eq!(store.feed_len().await.expect("feed"), 12);
+    assert_eq!(store.stream_len().await.expect("feed"), 12);
 }
 
 async fn batches_report_each_outcome(store: &dyn StateStore) {
@@ -225,12 +225,12 @@ async fn fill_feed(store: &dyn StateStore, log: &str, count: u64) {
     }
 }
 
-fn seqs(entries: &[FeedEntry]) -> Vec<u64> {
+fn seqs(entries: &[StreamEntry]) -> Vec<u64> {
     entries.iter().map(|e| e.seq).collect()
 }
 
 /// One increment of `delta` for `member` on `board` for a feed entry.
-fn apply(entry: &FeedEntry, increments: &[(&str, &str, f64)]) -> ScoreApply {
+fn apply(entry: &StreamEntry, increments: &[(&str, &str, f64)]) -> ScoreApply {
     ScoreApply {
         entry_id: entry.id.clone(),
         scope: entry.log.clone(),
@@ -267,17 +267,17 @@ async fn a_group_delivers_each_entry_once_until_acknowledged(store: &dyn StateSt
     fill_feed(store, "g1", 3).await;
     store.feed_group_create(GROUP).await.expect("create");
     store.feed_group_create(GROUP).await.expect("creating again is a no-op");
-    assert_eq!(store.feed_lag(GROUP).await.expect("lag"), 3, "nothing delivered yet");
+    assert_eq!(store.stream_lag(GROUP).await.expect("lag"), 3, "nothing delivered yet");
 
     let first = store.feed_read_group(GROUP, "a", 2, Duration::ZERO).await.expect("read");
     assert_eq!(seqs(&first), vec![1, 2]);
-    assert_eq!(store.feed_lag(GROUP).await.expect("lag"), 1, "delivered entries leave the lag");
+    assert_eq!(store.stream_lag(GROUP).await.expect("lag"), 1, "delivered entries leave the lag");
     let second = store.feed_read_group(GROUP, "b", 10, Duration::ZERO).await.expect("read");
     assert_eq!(seqs(&second), vec![3], "another consumer gets only what nobody got");
     let none = store.feed_read_group(GROUP, "a", 10, Duration::from_millis(50)).await.expect("read");
     assert!(none.is_empty(), "{none:?}");
     assert_eq!(store.feed_pending(GROUP).await.expect("pending"), 3);
-    assert_eq!(store.feed_lag(GROUP).await.expect("lag"), 0);
+    assert_eq!(store.stream_lag(GROUP).await.expect("lag"), 0);
 
     let ids: Vec<String> = first.iter().chain(&second).map(|e| e.id.clone()).collect();
     assert_eq!(store.feed_ack(GROUP, &ids).await.expect("ack"), 3);

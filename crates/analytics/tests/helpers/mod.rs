@@ -5,7 +5,7 @@
 
 use std::{net::SocketAddr, sync::Arc};
 
-use analytics::{Application, WorkerConfig, feed, model::RatingModel};
+use analytics::{Application, WorkerConfig, model::RatingModel, stream};
 use bytes::Bytes;
 use contracts::v1::analytics_service_client::AnalyticsServiceClient;
 use store::{AppendOutcome, HistoryLimits, LogAppend, StateStore};
@@ -59,7 +59,7 @@ pub fn bootstrap_model(config: &WorkerConfig) -> RatingModel {
 
 /// Appends one protobuf feed entry through the store's atomic append, as
 /// the gateway does on ingest.
-pub async fn append(store: &dyn StateStore, match_id: &str, seq: u64, feed_entry: Vec<u8>) {
+pub async fn append(store: &dyn StateStore, match_id: &str, seq: u64, stream_entry: Vec<u8>) {
     let outcome = store
         .append(
             &LogAppend {
@@ -67,7 +67,7 @@ pub async fn append(store: &dyn StateStore, match_id: &str, seq: u64, feed_entry
                 seq,
                 entry: Bytes::from(format!("{match_id}#{seq}")),
                 state: Bytes::from_static(b"{}"),
-                feed_entry: Bytes::from(feed_entry),
+                stream_entry: Bytes::from(stream_entry),
             },
             HistoryLimits::default(),
         )
@@ -81,7 +81,7 @@ pub async fn append(store: &dyn StateStore, match_id: &str, seq: u64, feed_entry
 pub fn pass(match_id: &str, seq: u64, player: u32) -> Vec<u8> {
     let x = 5.0 + (seq % 13) as f64 * 7.0;
     let y = 4.0 + (seq % 7) as f64 * 9.0;
-    feed::encode_move(match_id, seq, 1, player, (x, y), ((x + 15.0).min(104.0), (y + 3.0).min(67.0)), true)
+    stream::encode_move(match_id, seq, 1, player, (x, y), ((x + 15.0).min(104.0), (y + 3.0).min(67.0)), true)
 }
 
 #[allow(unused_imports)]

@@ -15,7 +15,7 @@ use domain::live::{ApplyError, MatchEvent, MatchId, MatchState, Sequencing};
 use prost::Message as _;
 use store::{AppendOutcome, HistoryLimits, LogAppend, StateStore, StoreError};
 
-use super::wire::{EventView, MatchView, UpdateFrame, feed_entry};
+use super::wire::{EventView, MatchView, UpdateFrame, stream_entry};
 
 /// What happened to one accepted event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -265,7 +265,7 @@ impl Ingestor {
             seq: event.seq(),
             entry: Bytes::from(serde_json::to_vec(&frame).context("cannot encode the update")?),
             state: Bytes::from(serde_json::to_vec(&view).context("cannot encode the match state")?),
-            feed_entry: Bytes::from(feed_entry(event, before, traceparent.to_owned()).encode_to_vec()),
+            stream_entry: Bytes::from(stream_entry(event, before, traceparent.to_owned()).encode_to_vec()),
         })
     }
 }

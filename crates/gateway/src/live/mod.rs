@@ -4,17 +4,17 @@
 //! - [`wire`]: the JSON shapes, and conversions to and from `domain`.
 //! - [`ingest`]: events → atomic appends to the shared state.
 //! - [`hub`]: one store subscription per gateway, fanned out in process.
-//! - [`feed`]: subscription logic shared by both transports (snapshot,
+//! - [`subscription`]: subscription logic shared by both transports (snapshot,
 //!   replay from `since`, gap filling, slow-consumer detection).
 //! - [`ws`], [`sse`]: the two transports.
 //!
 //! The plain HTTP handlers for publishing and reading matches are in
 //! [`crate::routes::matches`].
 
-pub mod feed;
 pub mod hub;
 pub mod ingest;
 pub mod sse;
+pub mod subscription;
 pub mod wire;
 pub mod ws;
 
@@ -31,7 +31,7 @@ use store::{HistoryLimits, StateStore};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use self::{feed::LiveFeed, hub::Hub, ingest::Ingestor};
+use self::{hub::Hub, ingest::Ingestor, subscription::Subscriptions};
 use crate::config::GatewayConfig;
 
 /// Settings of the live feed, taken from the gateway's configuration.
@@ -89,7 +89,7 @@ impl LiveConfig {
 /// What the live handlers share.
 #[derive(Debug)]
 pub struct LiveState {
-    pub feed: LiveFeed,
+    pub subscriptions: Subscriptions,
     pub ingestor: Ingestor,
     pub connections: Arc<Semaphore>,
     pub config: LiveConfig,
@@ -144,7 +144,7 @@ impl LiveState {
     pub fn new(store: Arc<dyn StateStore>, config: LiveConfig, stop: CancellationToken) -> Self {
         let hub = Arc::new(Hub::new(config.ring_capacity, config.cached_matches));
         Self {
-            feed: LiveFeed {
+            subscriptions: Subscriptions {
                 hub,
                 store: Arc::clone(&store),
                 limits: config.history,
@@ -175,7 +175,7 @@ impl LiveState {
 
     /// Counts one message written to a subscriber and, for a live update,
     /// how long it took from this gateway's pub/sub subscription to here.
-    fn metrics_delivered(&self, transport: Transport, message: &feed::Outgoing) {
+    fn metrics_delivered(&self, transport: Transport, message: &subscription::Outgoing) {
         self.delivered.fetch_add(1, Ordering::Relaxed);
         let metrics = self.metrics_of(transport);
         metrics.delivered.increment(1);

@@ -25,8 +25,8 @@ use tokio_stream::wrappers::{BroadcastStream, errors::BroadcastStreamRecvError};
 
 use super::{
     LiveState, Transport,
-    feed::{Cursor, Disconnect, Outgoing},
     hub::Frame,
+    subscription::{Cursor, Disconnect, Outgoing},
 };
 use crate::{auth::Auth, error::ApiError};
 
@@ -76,7 +76,7 @@ pub async fn live_sse(
         .clone()
         .try_acquire_owned()
         .map_err(|_| ApiError::TooManyConnections(live.config.max_connections))?;
-    let opened = live.feed.open(id.as_str(), since).await?;
+    let opened = live.subscriptions.open(id.as_str(), since).await?;
     live.metrics_connections(Transport::Sse, 1);
     let stream = events(SseState {
         live: Arc::clone(&live),
@@ -107,7 +107,7 @@ struct Connection {
 impl Drop for Connection {
     fn drop(&mut self) {
         self.live.metrics_connections(Transport::Sse, -1);
-        self.live.feed.hub.prune();
+        self.live.subscriptions.hub.prune();
     }
 }
 
@@ -128,7 +128,7 @@ fn events(state: SseState) -> impl Stream<Item = Result<Event, Infallible>> {
             tokio::select! {
                 item = state.receiver.next() => {
                     let outgoing = match item {
-                        Some(Ok(frame)) => state.live.feed.on_frame(&mut state.cursor, &frame).await,
+                        Some(Ok(frame)) => state.live.subscriptions.on_frame(&mut state.cursor, &frame).await,
                         Some(Err(BroadcastStreamRecvError::Lagged(missed))) => Err(Disconnect::Lagged(missed)),
                         None => return None,
                     };

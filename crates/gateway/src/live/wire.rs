@@ -260,7 +260,7 @@ pub struct FrameHeader {
 
 /// The protobuf entry of the durable event stream. `before` is the match's
 /// state before the event (none for a kickoff).
-pub fn feed_entry(
+pub fn stream_entry(
     event: &MatchEvent,
     before: Option<&MatchState>,
     traceparent: String,

@@ -37,7 +37,7 @@ use tokio_stream::{
 
 use super::{
     LiveState, Transport,
-    feed::{Cursor, Disconnect, Outgoing},
+    subscription::{Cursor, Disconnect, Outgoing},
 };
 use crate::{
     auth::{Auth, TokenQuery},
@@ -168,7 +168,7 @@ async fn connection(socket: WebSocket, live: Arc<LiveState>, _permit: OwnedSemap
             Some((match_id, item)) = streams.next(), if !streams.is_empty() => {
                 let Some(cursor) = cursors.get_mut(&match_id) else { continue };
                 let outgoing = match item {
-                    Ok(frame) => live.feed.on_frame(cursor, &frame).await,
+                    Ok(frame) => live.subscriptions.on_frame(cursor, &frame).await,
                     Err(BroadcastStreamRecvError::Lagged(missed)) => Err(Disconnect::Lagged(missed)),
                 };
                 match outgoing {
@@ -198,7 +198,7 @@ async fn connection(socket: WebSocket, live: Arc<LiveState>, _permit: OwnedSemap
         let _ = send(&mut sink, Message::Close(Some(frame)), &live).await;
     }
     drop(streams);
-    live.feed.hub.prune();
+    live.subscriptions.hub.prune();
     live.metrics_connections(Transport::WebSocket, -1);
 }
 
@@ -239,7 +239,7 @@ async fn handle_command(
                 ));
             }
             let opened = live
-                .feed
+                .subscriptions
                 .open(id.as_str(), since)
                 .await
                 .map_err(|err| Reply::error(err.code(), err.to_string()))?;

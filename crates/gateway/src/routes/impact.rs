@@ -16,7 +16,7 @@ use axum::{
 };
 use domain::live::MatchId;
 use serde::{Deserialize, Serialize};
-use store::StateStore;
+use store::{StateStore, boards};
 
 use crate::{
     auth::Auth,
@@ -80,9 +80,9 @@ pub async fn match_impact(
     auth.authorize_read(&headers, query.token.as_deref())?;
     let id = MatchId::parse(&match_id).map_err(|err| ApiError::InvalidParameter(err.to_string()))?;
     let top = top(query.top)?;
-    let ranked = store.leaderboard(&format!("impact:match:{id}"), top).await?;
+    let ranked = store.leaderboard(&boards::match_xt(id.as_str()), top).await?;
     let players = ranked.into_iter().map(|r| PlayerXt { player: r.member, xt: r.score }).collect();
-    let scorers = store.leaderboard(&format!("wpa:match:{id}"), top).await?;
+    let scorers = store.leaderboard(&boards::match_wpa(id.as_str()), top).await?;
     let goals = scorers.into_iter().map(|r| PlayerWpa { player: r.member, wpa: r.score }).collect();
     Ok(Json(MatchImpact { match_id: id.to_string(), players, goals }))
 }
@@ -116,8 +116,8 @@ pub async fn player_impact(
         ApiError::InvalidParameter(format!("player id must be a non-negative integer, got {player:?}"))
     })?;
     let member = player.to_string();
-    let season_xt = store.leaderboard_score("impact:season", &member).await?;
-    let season_wpa = store.leaderboard_score("wpa:season", &member).await?;
+    let season_xt = store.leaderboard_score(boards::SEASON_XT, &member).await?;
+    let season_wpa = store.leaderboard_score(boards::SEASON_WPA, &member).await?;
     if season_xt.is_none() && season_wpa.is_none() {
         return Err(ApiError::NotRated(player));
     }

@@ -435,7 +435,7 @@ pub async fn list_matches(
     Query(query): Query<LiveQuery>,
 ) -> Result<Json<MatchList>, ApiError> {
     auth.authorize_read(&headers, query.token.as_deref())?;
-    let mut states = live.feed.store.log_states().await?;
+    let mut states = live.subscriptions.store.log_states().await?;
     states.sort_by(|a, b| a.0.cmp(&b.0));
     let matches = states
         .into_iter()
@@ -463,12 +463,12 @@ pub async fn get_match(
 ) -> Result<Response, ApiError> {
     auth.authorize_read(&headers, query.token.as_deref())?;
     let id = MatchId::parse(&match_id).map_err(|err| ApiError::InvalidParameter(err.to_string()))?;
-    let hub = &live.feed.hub;
+    let hub = &live.subscriptions.hub;
     let state_json = match hub.cached_state(id.as_str()) {
         Some(cached) => cached,
         None => {
             let (_, stored) = live
-                .feed
+                .subscriptions
                 .store
                 .log_state(id.as_str())
                 .await?

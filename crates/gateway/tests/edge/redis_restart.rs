@@ -126,5 +126,5 @@ async fn no_acknowledged_event_is_lost_when_redis_restarts_mid_ingest() {
     let history = direct.read_log("resilient", 0, 1_000).await.expect("history");
     let stored: Vec<u64> = history.entries.iter().map(|(seq, _)| *seq).collect();
     assert_eq!(stored, acknowledged, "every acknowledged event is in history, once, in order");
-    assert_eq!(direct.feed_len().await.expect("feed"), total, "and in the durable stream exactly once");
+    assert_eq!(direct.stream_len().await.expect("feed"), total, "and in the durable stream exactly once");
 }

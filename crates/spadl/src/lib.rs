@@ -1,6 +1,7 @@
-//! `courtside xt`: Expected Threat on your own data, from a CSV of actions
-//! in SPADL's column names and units, so anyone can reproduce the worker's
-//! numbers and compare them with `socceraction`.
+//! SPADL actions as CSV, in socceraction's column names and units: a reader,
+//! a writer, and `courtside xt` (Expected Threat fitted on your own file), so
+//! anyone can reproduce the worker's numbers and compare them with
+//! `socceraction`.
 //!
 //! Columns read: `type_name`, `result_name`, `start_x`, `start_y`, `end_x`,
 //! `end_y`, `player_id` (others are ignored). Coordinates in metres on the
@@ -8,7 +9,11 @@
 //! Counting and rating run as a map-reduce on a rayon pool of the chosen
 //! size; the result does not depend on it.
 
-use std::{io::Read, num::NonZeroUsize, path::Path};
+use std::{
+    io::{self, Read, Write},
+    num::NonZeroUsize,
+    path::Path,
+};
 
 use anyhow::{Context as _, bail};
 use domain::xt::{Action, ActionResult, ActionType, FitConfig, PlayerId, Point, XtModel, XtTally};
@@ -119,6 +124,49 @@ pub fn fit(actions: &[Action], threads: NonZeroUsize, config: FitConfig) -> anyh
     })
 }
 
+/// The columns [`write_actions`] writes: socceraction's, in its order.
+pub const COLUMNS: &str = "game_id,period_id,time_seconds,team_id,player_id,start_x,start_y,end_x,end_y,type_id,type_name,result_id,result_name";
+
+/// Seconds in a half: an action's second of the match becomes SPADL's
+/// period and time within it.
+const HALF: u32 = 45 * 60;
+
+/// Writes `actions` as a SPADL CSV with a header line. `team_of` names each
+/// action's team (actions carry only the player). Floats are written with
+/// Rust's shortest round-trip formatting, so a reader gets back the exact
+/// doubles: socceraction's results can then match bit for bit.
+pub fn write_actions(
+    out: impl Write,
+    actions: &[Action],
+    team_of: impl Fn(&Action) -> u32,
+) -> io::Result<()> {
+    let mut out = io::BufWriter::new(out);
+    writeln!(out, "{COLUMNS}")?;
+    for action in actions {
+        let (period, time) = match action.second() {
+            Some(second) if second >= HALF => (2, second - HALF),
+            Some(second) => (1, second),
+            None => (1, 0),
+        };
+        writeln!(
+            out,
+            "{},{period},{time},{},{},{},{},{},{},{},{},{},{}",
+            action.game().map_or(0, |g| g.get()),
+            team_of(action),
+            action.player(),
+            action.start().x(),
+            action.start().y(),
+            action.end().x(),
+            action.end().y(),
+            action.kind().spadl_id(),
+            action.kind().name(),
+            action.result().spadl_id(),
+            action.result().name(),
+        )?;
+    }
+    out.flush()
+}
+
 fn player_number(id: PlayerId) -> u32 {
     // PlayerId displays as its number.
     id.to_string().parse().unwrap_or(NO_PLAYER)
@@ -163,6 +211,23 @@ mod tests {
             "type_name,result_name,start_x,start_y,end_x,end_y,player_id\npass,success,30,34,60,30,7.5\n";
         let err = format!("{:#}", read_actions(bad.as_bytes()).expect_err("fractional id"));
         assert!(err.contains("line 2: `player_id`"), "{err}");
+    }
+
+    #[test]
+    fn what_is_written_reads_back_the_same() {
+        let season = Season::new(SeasonConfig::new(2, 4, 500, 3).expect("config")).play_all();
+        let mut csv = Vec::new();
+        write_actions(&mut csv, &season.actions, |_| 1).expect("write");
+        assert!(csv.starts_with(COLUMNS.as_bytes()));
+        let read = read_actions(csv.as_slice()).expect("read back");
+        assert_eq!(read.len(), season.actions.len());
+        for (read, written) in read.iter().zip(&season.actions) {
+            assert_eq!(read.player(), written.player());
+            assert_eq!(read.kind(), written.kind());
+            assert_eq!(read.result(), written.result());
+            assert_eq!(read.start().x().to_bits(), written.start().x().to_bits());
+            assert_eq!(read.end().y().to_bits(), written.end().y().to_bits());
+        }
     }
 
     #[test]

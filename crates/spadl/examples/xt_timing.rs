@@ -6,7 +6,6 @@
 //! (without the variable it times only the Rust side). Optional first
 //! argument: the number of actions (default 1,000,000).
 
-use std::fmt::Write as _;
 use std::process::Command;
 use std::time::Instant;
 use std::{env, fs};
@@ -91,24 +90,12 @@ fn main() {
     fs::remove_dir_all(&dir).ok();
 }
 
-fn spadl_csv(season: &Season, actions: &[Action]) -> String {
-    let mut csv =
-        String::from("game_id,team_id,player_id,start_x,start_y,end_x,end_y,type_name,result_name\n");
-    for a in actions {
-        let team = season.player(a.player()).map(|p| p.team().get()).unwrap_or(0);
-        let game = a.game().map(|g| g.get()).unwrap_or(0);
-        writeln!(
-            csv,
-            "{game},{team},{},{},{},{},{},{},{}",
-            a.player(),
-            a.start().x(),
-            a.start().y(),
-            a.end().x(),
-            a.end().y(),
-            a.kind().name(),
-            a.result().name()
-        )
-        .expect("writing to a string");
-    }
+/// The actions as a SPADL CSV, each with its player's team.
+fn spadl_csv(season: &Season, actions: &[Action]) -> Vec<u8> {
+    let mut csv = Vec::new();
+    spadl::write_actions(&mut csv, actions, |a| {
+        season.player(a.player()).map_or(0, |p| u32::from(p.team().get()))
+    })
+    .expect("writing to memory");
     csv
 }

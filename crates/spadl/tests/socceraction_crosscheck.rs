@@ -10,7 +10,6 @@
 //! the test says so and passes on a developer machine, but fails under CI,
 //! where `.ci/run` sets the variable up.
 
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -130,35 +129,6 @@ impl Worst {
     }
 }
 
-/// The actions as a SPADL CSV. Floats are written with Rust's shortest
-/// round-trip formatting, and the script reads them back exactly.
-fn spadl_csv(season: &Season, actions: &[Action]) -> String {
-    let mut csv = String::from(
-        "game_id,period_id,time_seconds,team_id,player_id,start_x,start_y,end_x,end_y,type_id,type_name,result_id,result_name\n",
-    );
-    for action in actions {
-        let second = action.second().expect("timed");
-        let (period, time) = if second < 45 * 60 { (1, second) } else { (2, second - 45 * 60) };
-        let team = season.player(action.player()).expect("a squad member").team().get();
-        writeln!(
-            csv,
-            "{},{period},{time},{team},{},{},{},{},{},{},{},{},{}",
-            action.game().expect("in a game"),
-            action.player(),
-            action.start().x(),
-            action.start().y(),
-            action.end().x(),
-            action.end().y(),
-            action.kind().spadl_id(),
-            action.kind().name(),
-            action.result().spadl_id(),
-            action.result().name(),
-        )
-        .expect("writing to a string");
-    }
-    csv
-}
-
 fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../loadtest/baselines/python/xt_crosscheck.py")
 }
@@ -172,4 +142,14 @@ fn scratch_dir() -> PathBuf {
 
 fn running_in_ci() -> bool {
     env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
+}
+
+/// The actions as a SPADL CSV, each with its player's team.
+fn spadl_csv(season: &Season, actions: &[Action]) -> Vec<u8> {
+    let mut csv = Vec::new();
+    spadl::write_actions(&mut csv, actions, |a| {
+        season.player(a.player()).map_or(0, |p| u32::from(p.team().get()))
+    })
+    .expect("writing to memory");
+    csv
 }

@@ -3,25 +3,25 @@
 //! events into SPADL actions.
 //!
 //! Like `service`, this is a wire boundary, so it is the only other module
-//! that names generated types; everything behind it sees [`FeedEvent`] and
+//! that names generated types; everything behind it sees [`StreamEvent`] and
 //! `domain::xt::Action`.
 
 use contracts::v1 as pb;
 use domain::xt::{Action, ActionError, ActionResult, ActionType, PlayerId, Point};
 use prost::Message as _;
-use store::FeedEntry;
+use store::StreamEntry;
 
 /// One decoded stream entry, reduced to what rating and fitting use.
 #[derive(Debug, Clone, PartialEq)]
-pub struct FeedEvent {
+pub struct StreamEvent {
     pub match_id: String,
     pub seq: u64,
     pub team: u32,
-    pub detail: FeedDetail,
+    pub detail: StreamDetail,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum FeedDetail {
+pub enum StreamDetail {
     /// A pass, cross or dribble, as a SPADL action.
     Move(Action),
     /// A shot from `start`.
@@ -58,13 +58,13 @@ pub enum FeedError {
 }
 
 /// The W3C trace context the gateway stored with an entry, if any.
-pub fn traceparent(entry: &FeedEntry) -> Option<String> {
+pub fn traceparent(entry: &StreamEntry) -> Option<String> {
     let event = pb::MatchEvent::decode(entry.entry.as_ref()).ok()?;
     (!event.traceparent.is_empty()).then_some(event.traceparent)
 }
 
 /// Decodes one stream entry.
-pub fn decode(entry: &FeedEntry) -> Result<FeedEvent, FeedError> {
+pub fn decode(entry: &StreamEntry) -> Result<StreamEvent, FeedError> {
     let id = || entry.id.clone();
     let event = pb::MatchEvent::decode(entry.entry.as_ref())
         .map_err(|err| FeedError::Undecodable { id: id(), reason: err.to_string() })?;
@@ -83,7 +83,7 @@ pub fn decode(entry: &FeedEntry) -> Result<FeedEvent, FeedError> {
     let detail = match (event.kind(), move_kind) {
         (_, Some(kind)) => {
             let result = if event.success { ActionResult::Success } else { ActionResult::Fail };
-            FeedDetail::Move(Action::new(
+            StreamDetail::Move(Action::new(
                 kind,
                 result,
                 point(event.start, "start")?,
@@ -92,9 +92,9 @@ pub fn decode(entry: &FeedEntry) -> Result<FeedEvent, FeedError> {
             ))
         }
         (pb::EventKind::Shot, None) => {
-            FeedDetail::Shot { player: player(event.player_id)?, start: point(event.start, "start")? }
+            StreamDetail::Shot { player: player(event.player_id)?, start: point(event.start, "start")? }
         }
-        (pb::EventKind::Goal, None) => FeedDetail::Goal {
+        (pb::EventKind::Goal, None) => StreamDetail::Goal {
             scorer: event.player_id.map(PlayerId::new),
             before: event.before.as_ref().and_then(|b| {
                 let narrow = |v: u32| u16::try_from(v).ok();
@@ -115,9 +115,9 @@ pub fn decode(entry: &FeedEntry) -> Result<FeedEvent, FeedError> {
                 })
             }),
         },
-        _ => FeedDetail::Other,
+        _ => StreamDetail::Other,
     };
-    Ok(FeedEvent { match_id: event.match_id, seq: event.seq, team: event.team_id, detail })
+    Ok(StreamEvent { match_id: event.match_id, seq: event.seq, team: event.team_id, detail })
 }
 
 /// Turns decoded events into SPADL actions for fitting, one match at a time
@@ -135,10 +135,11 @@ pub struct ActionBuilder {
 impl ActionBuilder {
     /// The actions `event` completes, appended to `out`, each with the
     /// match it belongs to.
-    pub fn push(&mut self, event: &FeedEvent, out: &mut Vec<(String, Action)>) {
+    pub fn push(&mut self, event: &StreamEvent, out: &mut Vec<(String, Action)>) {
         if let Some((seq, team, shot)) = self.pending_shots.remove(&event.match_id) {
-            let scored =
-                matches!(event.detail, FeedDetail::Goal { .. }) && event.team == team && event.seq == seq + 1;
+            let scored = matches!(event.detail, StreamDetail::Goal { .. })
+                && event.team == team
+                && event.seq == seq + 1;
             let result = if scored { ActionResult::Success } else { ActionResult::Fail };
             out.push((
                 event.match_id.clone(),
@@ -146,12 +147,12 @@ impl ActionBuilder {
             ));
         }
         match &event.detail {
-            FeedDetail::Move(action) => out.push((event.match_id.clone(), *action)),
-            FeedDetail::Shot { player, start } => {
+            StreamDetail::Move(action) => out.push((event.match_id.clone(), *action)),
+            StreamDetail::Shot { player, start } => {
                 let shot = Action::new(ActionType::Shot, ActionResult::Fail, *start, *start, *player);
                 self.pending_shots.insert(event.match_id.clone(), (event.seq, event.team, shot));
             }
-            FeedDetail::Goal { .. } | FeedDetail::Other => {}
+            StreamDetail::Goal { .. } | StreamDetail::Other => {}
         }
     }
 
@@ -251,8 +252,8 @@ mod tests {
 
     use super::*;
 
-    fn entry(bytes: Vec<u8>) -> FeedEntry {
-        FeedEntry { id: "1-0".into(), log: "m".into(), seq: 1, entry: Bytes::from(bytes) }
+    fn entry(bytes: Vec<u8>) -> StreamEntry {
+        StreamEntry { id: "1-0".into(), log: "m".into(), seq: 1, entry: Bytes::from(bytes) }
     }
 
     #[test]
@@ -260,7 +261,7 @@ mod tests {
         let event =
             decode(&entry(encode_move("m", 3, 1, 9, (10.0, 20.0), (50.0, 30.0), true))).expect("decodes");
         assert_eq!((event.match_id.as_str(), event.seq, event.team), ("m", 3, 1));
-        let FeedDetail::Move(action) = event.detail else { panic!("not a move: {event:?}") };
+        let StreamDetail::Move(action) = event.detail else { panic!("not a move: {event:?}") };
         assert!(action.is_successful_move());
         assert_eq!(action.player(), PlayerId::new(9));
         assert_eq!((action.end().x(), action.end().y()), (50.0, 30.0));
@@ -281,7 +282,7 @@ mod tests {
 
     #[test]
     fn a_shot_scores_only_when_its_goal_follows_it() {
-        let events: Vec<FeedEvent> = [
+        let events: Vec<StreamEvent> = [
             encode_shot("a", 1, 1, 7, (95.0, 34.0)),
             encode_goal("a", 2, 1, 7),
             encode_shot("a", 3, 2, 8, (90.0, 30.0)),

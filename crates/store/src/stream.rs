@@ -36,14 +36,14 @@ pub const MAX_BLOCK: Duration = Duration::from_secs(5);
 
 /// One entry of the durable event stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FeedEntry {
+pub struct StreamEntry {
     /// The stream id, opaque to callers and increasing along the stream.
     pub id: String,
     /// The log (match id) the entry belongs to.
     pub log: String,
     /// Its sequence number in that log.
     pub seq: u64,
-    /// The feed entry as appended ([`crate::LogAppend::feed_entry`]).
+    /// The feed entry as appended ([`crate::LogAppend::stream_entry`]).
     pub entry: Bytes,
 }
 

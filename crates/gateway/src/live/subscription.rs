@@ -94,7 +94,7 @@ impl Cursor {
 
 /// The live feed as subscribers see it.
 #[derive(Debug, Clone)]
-pub struct LiveFeed {
+pub struct Subscriptions {
     pub hub: Arc<Hub>,
     pub store: Arc<dyn StateStore>,
     pub limits: HistoryLimits,
@@ -121,7 +121,7 @@ struct Subscribed<'a> {
     state: &'a RawValue,
 }
 
-impl LiveFeed {
+impl Subscriptions {
     /// Subscribes to `match_id`, from its current state or, with `since`,
     /// replaying what the client missed after that sequence number.
     pub async fn open(&self, match_id: &str, since: Option<u64>) -> Result<Opened, SubscribeError> {
