@@ -41,7 +41,14 @@ pub struct WorkerConfig {
     #[arg(long, env = "COURTSIDE_COMPUTE_MAX_N", default_value_t = DEFAULT_MAX_COMPUTE_N)]
     pub compute_max_n: u64,
 
-    /// Seconds in-flight calls may take to finish after a shutdown signal.
+    /// Seconds between a shutdown signal and closing the listener: health
+    /// reports NOT_SERVING at once while calls are still served, so the
+    /// gateways' balancers stop sending first.
+    #[arg(id = "analytics_drain_delay", long = "analytics-drain-delay", env = "COURTSIDE_ANALYTICS_DRAIN_DELAY_SECS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=300))]
+    pub drain_delay_secs: u64,
+
+    /// Seconds in-flight calls may take to finish once the listener is
+    /// closed.
     #[arg(id = "analytics_shutdown_grace", long = "analytics-shutdown-grace", env = "COURTSIDE_ANALYTICS_SHUTDOWN_GRACE_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=300))]
     pub shutdown_grace_secs: u64,
 
@@ -120,6 +127,10 @@ impl WorkerConfig {
         self.pool_threads.or_else(|| std::thread::available_parallelism().ok()).unwrap_or(NonZeroUsize::MIN)
     }
 
+    pub fn drain_delay(&self) -> Duration {
+        Duration::from_secs(self.drain_delay_secs)
+    }
+
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs)
     }
@@ -154,6 +165,7 @@ impl WorkerConfig {
             pool_threads: NonZeroUsize::new(2),
             pool_queue: 16,
             compute_max_n: DEFAULT_MAX_COMPUTE_N,
+            drain_delay_secs: 0,
             shutdown_grace_secs: 5,
             consume: true,
             consumer_name: None,

@@ -167,10 +167,21 @@ impl Application {
             .add_service(AnalyticsServiceServer::new(analytics))
             .serve_with_incoming_shutdown(incoming(self.listener), stop.clone().cancelled_owned());
 
+        let drain_delay = self.config.drain_delay();
         let signal = async {
             shutdown.await;
-            // Tell load balancers first, then stop accepting.
+            // Tell load balancers and health probes first (the service's
+            // name and the empty name, which container healthchecks and
+            // the gateway's readiness check ask about), then stop accepting.
             health_reporter.set_not_serving::<AnalyticsServiceServer<Analytics>>().await;
+            health_reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+            if !drain_delay.is_zero() {
+                tracing::info!(
+                    delay_secs = drain_delay.as_secs(),
+                    "draining: health says not serving, still serving"
+                );
+                tokio::time::sleep(drain_delay).await;
+            }
             stop.cancel();
         };
         let served = lifecycle::run_with_grace(server, signal, self.config.shutdown_grace()).await;

@@ -222,3 +222,45 @@ async fn work_whose_deadline_passed_in_the_queue_is_dropped() {
     assert!(next.queue_micros < 1_000_000, "waited {} us: the expired job ran", next.queue_micros);
     worker.stop().await.expect("stops");
 }
+
+#[tokio::test]
+async fn on_shutdown_health_says_not_serving_while_calls_are_still_answered() {
+    let config = WorkerConfig { drain_delay_secs: 2, ..quiet_config() };
+    let mut worker = spawn_worker(config, Arc::new(MemoryStore::new())).await;
+    let channel = worker.channel().await;
+    let mut health = HealthClient::new(channel.clone());
+    let status_of = |service: &'static str| {
+        let mut health = health.clone();
+        async move {
+            health
+                .check(HealthCheckRequest { service: service.into() })
+                .await
+                .expect("health answers")
+                .into_inner()
+                .status
+        }
+    };
+    const SERVING: i32 = 1;
+    const NOT_SERVING: i32 = 2;
+    assert_eq!(status_of("").await, SERVING);
+    assert_eq!(status_of("courtside.v1.AnalyticsService").await, SERVING);
+
+    worker.signal_stop();
+    let flipped = helpers::eventually(Duration::from_secs(2), || {
+        let mut health = health.clone();
+        async move {
+            health
+                .check(HealthCheckRequest { service: String::new() })
+                .await
+                .is_ok_and(|r| r.into_inner().status == NOT_SERVING)
+        }
+    })
+    .await;
+    assert!(flipped, "the empty service name (what probes ask about) never said NOT_SERVING");
+    assert_eq!(status_of("courtside.v1.AnalyticsService").await, NOT_SERVING);
+    // Still serving calls during the drain delay.
+    let mut client = contracts::v1::analytics_service_client::AnalyticsServiceClient::new(channel);
+    client.compute(ComputeRequest { n: 1_000 }).await.expect("answered while draining");
+    health.check(HealthCheckRequest { service: String::new() }).await.expect("health still answers");
+    worker.stop().await.expect("stops cleanly");
+}

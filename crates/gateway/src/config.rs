@@ -47,6 +47,17 @@ pub struct GatewayConfig {
     #[arg(long, env = "COURTSIDE_READ_TOKENS", hide_env_values = true, default_value = "")]
     pub read_tokens: String,
 
+    /// Open HTTP connections accepted; past it, a new connection is closed
+    /// at once. Keep it plus `--max-connections` below the process's file
+    /// descriptor limit.
+    #[arg(long, env = "COURTSIDE_MAX_HTTP_CONNECTIONS", default_value_t = 16_384, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_http_connections: u64,
+
+    /// Milliseconds a client has to send a request's headers; an HTTP/1
+    /// keep-alive connection idle that long is closed.
+    #[arg(long, env = "COURTSIDE_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    pub header_read_timeout_ms: u64,
+
     /// Open WebSocket and SSE connections accepted; past it, 503.
     #[arg(long, env = "COURTSIDE_MAX_CONNECTIONS", default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_connections: u64,
@@ -89,7 +100,14 @@ pub struct GatewayConfig {
     #[arg(long, env = "COURTSIDE_SLOW_POLL_MS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     pub slow_poll_ms: u64,
 
-    /// Seconds in-flight requests may take to finish after a shutdown signal.
+    /// Seconds between a shutdown signal and closing the listener: `/readyz`
+    /// answers 503 at once while requests are still served, so load
+    /// balancers stop sending before connections are refused.
+    #[arg(id = "gateway_drain_delay", long = "gateway-drain-delay", env = "COURTSIDE_GATEWAY_DRAIN_DELAY_SECS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=300))]
+    pub drain_delay_secs: u64,
+
+    /// Seconds in-flight requests and open live connections may take to
+    /// finish once the listener is closed.
     #[arg(id = "gateway_shutdown_grace", long = "gateway-shutdown-grace", env = "COURTSIDE_GATEWAY_SHUTDOWN_GRACE_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=300))]
     pub shutdown_grace_secs: u64,
 }
@@ -122,6 +140,14 @@ impl GatewayConfig {
         Duration::from_millis(self.slow_poll_ms)
     }
 
+    pub fn drain_delay(&self) -> Duration {
+        Duration::from_secs(self.drain_delay_secs)
+    }
+
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_read_timeout_ms)
+    }
+
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs)
     }
@@ -142,6 +168,8 @@ impl GatewayConfig {
             body_limit_bytes: 1024 * 1024,
             publish_tokens: TEST_PUBLISH_TOKEN.into(),
             read_tokens: String::new(),
+            max_http_connections: 16_384,
+            header_read_timeout_ms: 10_000,
             max_connections: 20_000,
             subscriber_max_lag_bytes: 256 * 1024,
             history_events: 1_000,
@@ -151,6 +179,7 @@ impl GatewayConfig {
             socket_send_buffer_bytes: 128 * 1024,
             max_line_bytes: 64 * 1024,
             slow_poll_ms: 10,
+            drain_delay_secs: 0,
             shutdown_grace_secs: 5,
         }
     }

@@ -30,6 +30,7 @@ pub mod middleware;
 pub mod openapi;
 pub mod router;
 pub mod routes;
+pub mod server;
 pub mod startup;
 pub mod state;
 #[cfg(feature = "testing")]

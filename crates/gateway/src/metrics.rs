@@ -24,6 +24,8 @@ pub const LIVE_RECOVERIES: &str = "courtside_live_recoveries_total";
 pub const INGEST_EVENTS: &str = "courtside_ingest_events_total";
 pub const ROUTE_CPU_SHARE: &str = "courtside_route_cpu_share";
 pub const ROUTE_SLOW_POLLS: &str = "courtside_route_slow_polls";
+pub const HTTP_CONNECTIONS: &str = "courtside_http_connections";
+pub const HTTP_CONNECTIONS_REFUSED: &str = "courtside_http_connections_refused_total";
 
 /// Adds help text and units to the gateway's series. Idempotent.
 pub fn describe() {
@@ -46,6 +48,11 @@ pub fn describe() {
     describe_counter!(INGEST_EVENTS, "events published, by outcome and rejection reason");
     describe_gauge!(ROUTE_CPU_SHARE, "share of a route's wall time spent polled on the event loop (0..1)");
     describe_gauge!(ROUTE_SLOW_POLLS, "polls of a route's futures longer than the slow-poll threshold");
+    describe_gauge!(HTTP_CONNECTIONS, "open HTTP connections (upgraded WebSockets leave this count)");
+    describe_counter!(
+        HTTP_CONNECTIONS_REFUSED,
+        "connections closed at accept: the HTTP connection limit was reached"
+    );
     describe_histogram!(store::DB_DURATION, Unit::Seconds, "duration of Redis commands");
 }
 

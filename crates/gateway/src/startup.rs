@@ -4,7 +4,7 @@
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use anyhow::Context as _;
-use axum::{Router, serve::ListenerExt as _};
+use axum::Router;
 use store::StateStore;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -14,6 +14,7 @@ use crate::{
     fit::RuntimeFit,
     live::{self, LiveConfig, LiveState},
     router::router_with,
+    server::{self, ServerLimits},
     state::{AppState, Shared},
     worker::WorkerClient,
 };
@@ -51,6 +52,7 @@ impl Application {
             fit: Arc::new(RuntimeFit::new(config.slow_poll_threshold())),
             request_timeout: config.request_timeout(),
             body_limit: config.body_limit(),
+            draining: CancellationToken::new(),
         });
 
         let listener = bind(config.listen_addr)
@@ -75,10 +77,14 @@ impl Application {
         Arc::clone(&self.state.live)
     }
 
-    /// Serves until `shutdown` resolves, then lets in-flight requests finish
-    /// within the configured grace period.
+    /// Serves until `shutdown` resolves, then stops in the order load
+    /// balancers and orchestrators expect: `/readyz` fails at once while
+    /// requests are still served for the drain delay; then the listener
+    /// closes, live connections are closed (WebSockets with 1001), and
+    /// in-flight requests and those closes get at most the grace period.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let live = Arc::clone(&self.state.live);
+        let draining = self.state.draining.clone();
         let bridge = tokio::spawn(live::hub::run_bridge(
             Arc::clone(&live.subscriptions.hub),
             Arc::clone(&self.state.store),
@@ -89,23 +95,34 @@ impl Application {
         tracing::info!(addr = %self.local_addr, worker = %self.config.worker_url, "gateway listening");
 
         let stop = CancellationToken::new();
-        let send_buffer = usize::try_from(self.config.socket_send_buffer_bytes).unwrap_or(usize::MAX);
-        let listener = self.listener.tap_io(move |tcp| {
-            // Small responses and live updates: send them at once.
-            let _ = tcp.set_nodelay(true);
-            if let Err(err) = socket2::SockRef::from(&*tcp).set_send_buffer_size(send_buffer) {
-                tracing::debug!(%err, "cannot set the socket send buffer");
+        let limits = ServerLimits {
+            max_connections: usize::try_from(self.config.max_http_connections).unwrap_or(usize::MAX),
+            header_read_timeout: self.config.header_read_timeout(),
+            send_buffer_bytes: usize::try_from(self.config.socket_send_buffer_bytes).unwrap_or(usize::MAX),
+        };
+        let server = {
+            let live = Arc::clone(&live);
+            let http = server::serve(self.listener, app, limits, stop.clone());
+            async move {
+                http.await?;
+                // Upgraded WebSockets are no longer HTTP connections: wait
+                // for them too, so each gets its close frame.
+                live.upgraded.close();
+                live.upgraded.wait().await;
+                Ok::<(), std::io::Error>(())
             }
-        });
-        // `into_make_service` hands each connection a clone of this router (an
-        // Arc). Serving the router itself would rebuild its whole route table
-        // for every connection: 64 KB per open connection here, and a cold
-        // table per connection for the CPU caches.
-        let server = axum::serve(listener, app.into_make_service())
-            .with_graceful_shutdown(stop.clone().cancelled_owned())
-            .into_future();
+        };
+        let drain_delay = self.config.drain_delay();
         let signal = async {
             shutdown.await;
+            draining.cancel();
+            if !drain_delay.is_zero() {
+                tracing::info!(
+                    delay_secs = drain_delay.as_secs(),
+                    "draining: readiness fails, still serving"
+                );
+                tokio::time::sleep(drain_delay).await;
+            }
             stop.cancel();
             // Long-lived feeds would hold the drain open: close them now.
             live.stop.cancel();

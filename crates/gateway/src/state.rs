@@ -6,6 +6,7 @@ use std::{sync::Arc, time::Duration};
 
 use axum::extract::FromRef;
 use store::StateStore;
+use tokio_util::sync::CancellationToken;
 
 use crate::{auth::Auth, fit::RuntimeFit, live::LiveState, worker::WorkerClient};
 
@@ -39,6 +40,18 @@ pub struct Shared {
     pub fit: Arc<RuntimeFit>,
     pub request_timeout: Duration,
     pub body_limit: usize,
+    /// Fires when shutdown begins: readiness fails from then on.
+    pub draining: CancellationToken,
+}
+
+/// Fires when the gateway begins to shut down.
+#[derive(Debug, Clone)]
+pub struct Draining(pub CancellationToken);
+
+impl FromRef<AppState> for Draining {
+    fn from_ref(state: &AppState) -> Self {
+        Draining(state.draining.clone())
+    }
 }
 
 /// How long an ordinary request may take before the gateway answers 504.

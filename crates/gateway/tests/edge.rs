@@ -11,4 +11,5 @@ mod edge {
     mod helpers;
     mod live;
     mod redis_restart;
+    mod shutdown;
 }

@@ -244,15 +244,100 @@ fn otlp_provider(service_name: &'static str) -> anyhow::Result<SdkTracerProvider
         .with_tonic()
         .build()
         .context("failed to build the OTLP span exporter")?;
-    let resource = Resource::builder().with_service_name(service_name).build();
+    let resource = resource(service_name);
     // The sampler comes from OTEL_TRACES_SAMPLER(_ARG), read by the SDK's
     // default configuration; the batch processor exports on its own thread.
     Ok(SdkTracerProvider::builder().with_resource(resource).with_batch_exporter(exporter).build())
 }
 
+/// The process's resource. The environment wins, as the OpenTelemetry
+/// conventions say and deployments expect: `OTEL_SERVICE_NAME`, then
+/// `service.name` in `OTEL_RESOURCE_ATTRIBUTES` (both read by the SDK's
+/// builder, with the rest of `OTEL_RESOURCE_ATTRIBUTES`); `default_name` only
+/// when neither names the service.
+pub fn resource(default_name: &'static str) -> Resource {
+    let named = |variable: &str| std::env::var(variable).ok();
+    match fallback_service_name(default_name, named("OTEL_SERVICE_NAME"), named("OTEL_RESOURCE_ATTRIBUTES")) {
+        Some(name) => Resource::builder().with_service_name(name).build(),
+        None => Resource::builder().build(),
+    }
+}
+
+/// `default_name`, unless the environment names the service.
+fn fallback_service_name(
+    default_name: &'static str,
+    service_name: Option<String>,
+    attributes: Option<String>,
+) -> Option<&'static str> {
+    let by_variable = service_name.is_some_and(|name| !name.trim().is_empty());
+    let by_attribute = attributes.is_some_and(|attributes| {
+        attributes
+            .split(',')
+            .any(|pair| pair.split_once('=').is_some_and(|(key, _)| key.trim() == "service.name"))
+    });
+    (!by_variable && !by_attribute).then_some(default_name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_environment_names_the_service_before_the_default() {
+        let some = |s: &str| Some(s.to_owned());
+        assert_eq!(fallback_service_name("courtside", None, None), Some("courtside"));
+        assert_eq!(fallback_service_name("courtside", some(""), None), Some("courtside"));
+        assert_eq!(fallback_service_name("courtside", some("edge-eu"), None), None);
+        assert_eq!(fallback_service_name("courtside", None, some("service.name=edge,team=live")), None);
+        assert_eq!(
+            fallback_service_name("courtside", None, some("deployment.environment=prod")),
+            Some("courtside")
+        );
+    }
+
+    /// The real environment, read by the SDK: this test runs itself again
+    /// as a child process with the variables set (changing the environment
+    /// of a running test process would race with other tests).
+    #[test]
+    fn otel_service_name_and_resource_attributes_are_honoured() {
+        const PROBE: &str = "COURTSIDE_TELEMETRY_RESOURCE_PROBE";
+        let attribute = |resource: &Resource, key: &'static str| {
+            resource.get(&opentelemetry::Key::from_static_str(key)).map(|value| value.to_string())
+        };
+        if std::env::var_os(PROBE).is_some() {
+            let resource = resource("courtside-default");
+            println!(
+                "service.name={} deployment.environment={}",
+                attribute(&resource, "service.name").unwrap_or_default(),
+                attribute(&resource, "deployment.environment").unwrap_or_default()
+            );
+            return;
+        }
+        let run = |vars: &[(&str, &str)]| {
+            let mut child = std::process::Command::new(std::env::current_exe().expect("test binary"));
+            child.args([
+                "--exact",
+                "tests::otel_service_name_and_resource_attributes_are_honoured",
+                "--nocapture",
+            ]);
+            child.env(PROBE, "1").env_remove("OTEL_SERVICE_NAME").env_remove("OTEL_RESOURCE_ATTRIBUTES");
+            for (key, value) in vars {
+                child.env(key, value);
+            }
+            let output = child.output().expect("the test binary runs");
+            let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+            assert!(output.status.success(), "{stdout}");
+            stdout
+        };
+        assert!(run(&[]).contains("service.name=courtside-default "));
+        let named = run(&[
+            ("OTEL_SERVICE_NAME", "edge-eu"),
+            ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=prod"),
+        ]);
+        assert!(named.contains("service.name=edge-eu deployment.environment=prod"), "{named}");
+        let by_attribute = run(&[("OTEL_RESOURCE_ATTRIBUTES", "service.name=from-attributes")]);
+        assert!(by_attribute.contains("service.name=from-attributes "), "{by_attribute}");
+    }
 
     #[test]
     fn log_format_parses_case_insensitively_and_rejects_unknown_values() {

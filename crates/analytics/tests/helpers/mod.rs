@@ -21,10 +21,15 @@ pub struct Worker {
 
 impl Worker {
     pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.signal_stop();
+        self.task.await?
+    }
+
+    /// Signals shutdown without waiting for it.
+    pub fn signal_stop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        self.task.await?
     }
 
     pub async fn client(&self) -> AnalyticsServiceClient<Channel> {

@@ -29,7 +29,7 @@ use std::{
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 use store::{HistoryLimits, StateStore};
 use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use self::{hub::Hub, ingest::Ingestor, subscription::Subscriptions};
 use crate::config::GatewayConfig;
@@ -96,6 +96,9 @@ pub struct LiveState {
     /// Fires on shutdown so long-lived connections close promptly instead of
     /// holding the drain open.
     pub stop: CancellationToken,
+    /// Upgraded WebSocket connections, which the HTTP server no longer
+    /// sees: shutdown waits for each to send its close frame.
+    pub upgraded: TaskTracker,
     open_connections: AtomicI64,
     delivered: AtomicU64,
     websocket: TransportMetrics,
@@ -154,6 +157,7 @@ impl LiveState {
             connections: Arc::new(Semaphore::new(config.max_connections)),
             config,
             stop,
+            upgraded: TaskTracker::new(),
             open_connections: AtomicI64::new(0),
             delivered: AtomicU64::new(0),
             websocket: TransportMetrics::new(Transport::WebSocket),

@@ -81,6 +81,9 @@ pub async fn live_ws(
     let Ok(permit) = live.connections.clone().try_acquire_owned() else {
         return ApiError::TooManyConnections(live.config.max_connections).into_response();
     };
+    // Taken before the upgrade, so a shutdown that starts meanwhile waits
+    // for this connection's close frame too.
+    let tracked = live.upgraded.token();
     upgrade
         // Buffers sized for the small commands clients send instead of
         // tungstenite's 128 KiB default, which would dominate memory per
@@ -90,7 +93,10 @@ pub async fn live_ws(
         .max_write_buffer_size(live.config.max_lag_bytes as usize + 64 * 1024)
         .max_message_size(MAX_CLIENT_MESSAGE)
         .max_frame_size(MAX_CLIENT_MESSAGE)
-        .on_upgrade(move |socket| connection(socket, live, permit))
+        .on_upgrade(move |socket| async move {
+            connection(socket, live, permit).await;
+            drop(tracked);
+        })
 }
 
 #[derive(Debug, Deserialize)]

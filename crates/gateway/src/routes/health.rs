@@ -11,7 +11,7 @@ use axum::{Json, extract::State, http::StatusCode};
 use serde::Serialize;
 use store::StateStore;
 
-use crate::worker::WorkerClient;
+use crate::{state::Draining, worker::WorkerClient};
 
 /// How long readiness waits for each dependency.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
@@ -30,7 +30,7 @@ pub async fn healthz() -> Json<Health> {
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Readiness {
-    /// `"ready"` or `"not_ready"`.
+    /// `"ready"`, `"not_ready"`, or `"draining"` once shutdown has begun.
     pub status: &'static str,
     pub checks: Checks,
 }
@@ -43,7 +43,7 @@ pub struct Checks {
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Check {
-    /// `"ok"` or `"error"`.
+    /// `"ok"`, `"error"`, or `"skipped"` while draining.
     pub status: &'static str,
     /// Which backend, for the store check.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -54,6 +54,11 @@ pub struct Check {
 }
 
 impl Check {
+    /// Not checked: the gateway is shutting down.
+    fn skipped() -> Self {
+        Self { status: "skipped", backend: None, reason: None }
+    }
+
     fn from_result<E: std::fmt::Display>(result: Result<Result<(), E>, tokio::time::error::Elapsed>) -> Self {
         let reason = match result {
             Ok(Ok(())) => None,
@@ -73,7 +78,12 @@ impl Check {
 pub async fn readyz(
     State(store): State<Arc<dyn StateStore>>,
     State(worker): State<WorkerClient>,
+    State(Draining(draining)): State<Draining>,
 ) -> (StatusCode, Json<Readiness>) {
+    if draining.is_cancelled() {
+        let checks = Checks { store: Check::skipped(), worker: Check::skipped() };
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(Readiness { status: "draining", checks }));
+    }
     let backend = store.backend();
     let (store, worker) = tokio::join!(
         tokio::time::timeout(CHECK_TIMEOUT, store.ping()),

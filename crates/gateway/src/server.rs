@@ -1,0 +1,111 @@
+//! The HTTP server under the router: accepts connections and serves each
+//! with hyper, bounding what an anonymous client can hold before any
+//! handler runs.
+//!
+//! - Open HTTP connections are capped: past the cap a new connection is
+//!   closed at once, so a flood of idle sockets cannot use up the process's
+//!   file descriptors. (Upgraded WebSocket connections leave this count and
+//!   are capped by the live feed's own limit, after authentication.)
+//! - A client must send a request's headers within the header-read timeout,
+//!   which also closes an HTTP/1 keep-alive connection that stays idle that
+//!   long; HTTP/2 connections are pinged and closed when the peer is gone.
+//! - On shutdown the listener closes, each connection finishes its
+//!   in-flight requests and then closes.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use axum::{Router, extract::Request};
+use hyper::body::Incoming;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::{conn::auto, graceful::GracefulShutdown},
+    service::TowerToHyperService,
+};
+use tokio::{net::TcpListener, sync::Semaphore};
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt as _;
+
+/// How the server treats connections.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerLimits {
+    /// Open HTTP connections at most.
+    pub max_connections: usize,
+    /// Time to send a request's headers; also the idle limit of an HTTP/1
+    /// keep-alive connection.
+    pub header_read_timeout: Duration,
+    /// Kernel send buffer of each connection.
+    pub send_buffer_bytes: usize,
+}
+
+/// Serves `app` on `listener` until `stop` fires, then waits for open
+/// connections to finish their in-flight requests.
+pub fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: ServerLimits,
+    stop: CancellationToken,
+) -> impl Future<Output = std::io::Result<()>> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        // Small responses and live updates: do not wait to fill a segment.
+        .writev(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Duration::from_secs(20))
+        .keep_alive_timeout(Duration::from_secs(20));
+    let open = Arc::new(Semaphore::new(limits.max_connections));
+    let refused = metrics::counter!(crate::metrics::HTTP_CONNECTIONS_REFUSED);
+    let connections = metrics::gauge!(crate::metrics::HTTP_CONNECTIONS);
+
+    async move {
+        let graceful = GracefulShutdown::new();
+        loop {
+            let (tcp, _) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(err) => {
+                        // Out of descriptors or a connection reset before
+                        // accept: wait a moment rather than spin.
+                        tracing::debug!(%err, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        continue;
+                    }
+                },
+                () = stop.cancelled() => break,
+            };
+            let Ok(permit) = Arc::clone(&open).try_acquire_owned() else {
+                refused.increment(1);
+                drop(tcp);
+                continue;
+            };
+            let _ = tcp.set_nodelay(true);
+            if let Err(err) = socket2::SockRef::from(&tcp).set_send_buffer_size(limits.send_buffer_bytes) {
+                tracing::debug!(%err, "cannot set the socket send buffer");
+            }
+            // One clone of the router (an Arc) per connection: serving the
+            // router itself would rebuild its route table per connection.
+            let app = app.clone();
+            let service = TowerToHyperService::new(tower::service_fn(move |request: Request<Incoming>| {
+                app.clone().oneshot(request)
+            }));
+            let connection = graceful
+                .watch(builder.serve_connection_with_upgrades(TokioIo::new(tcp), service).into_owned());
+            let connections = connections.clone();
+            connections.increment(1.0);
+            tokio::spawn(async move {
+                if let Err(err) = connection.await {
+                    tracing::debug!(error = %err, "connection ended with an error");
+                }
+                connections.decrement(1.0);
+                drop(permit);
+            });
+        }
+        drop(listener);
+        graceful.shutdown().await;
+        Ok(())
+    }
+}
