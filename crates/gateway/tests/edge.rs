@@ -9,6 +9,7 @@ mod edge {
     mod dashboard_browser;
     mod fit;
     mod helpers;
+    mod hostile;
     mod live;
     mod redis_restart;
     mod shutdown;

@@ -664,8 +664,29 @@ fn history_entry(id: &redis::streams::StreamId) -> Option<(u64, Bytes)> {
     Some((seq, Bytes::from(entry)))
 }
 
+/// Server error codes that mean "not now" rather than "never": the server
+/// is loading its data, is a replica, lost its master, runs a long script,
+/// is out of memory, cannot persist, is mid-failover or resharding, or does
+/// not (yet) accept our credentials. Retrying later may work, so callers
+/// answer 503 with `Retry-After`, not 500.
+const RETRYABLE_CODES: &[&str] = &[
+    "LOADING",
+    "READONLY",
+    "MASTERDOWN",
+    "BUSY",
+    "OOM",
+    "MISCONF",
+    "NOREPLICAS",
+    "TRYAGAIN",
+    "CLUSTERDOWN",
+    "NOAUTH",
+    "WRONGPASS",
+];
+
 fn map_error(err: RedisError) -> StoreError {
-    if err.is_io_error()
+    let retryable_code = err.code().is_some_and(|code| RETRYABLE_CODES.contains(&code));
+    if retryable_code
+        || err.is_io_error()
         || err.is_timeout()
         || err.is_connection_dropped()
         || err.is_connection_refusal()

@@ -71,3 +71,79 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A `redis-server` of the test's own, on a free port with a data folder of
+/// its own, for tests that stop, restart or reconfigure Redis: the shared
+/// server is never touched. Killed and its folder removed on drop.
+#[derive(Debug)]
+pub struct ThrowawayRedis {
+    port: u16,
+    dir: std::path::PathBuf,
+    args: Vec<String>,
+    child: std::process::Child,
+}
+
+impl ThrowawayRedis {
+    /// Starts one with `args` added to the command line. `None` (with a
+    /// notice) when `redis-server` cannot start outside CI.
+    ///
+    /// # Panics
+    /// When it cannot start and `CI` is set.
+    pub fn start(args: &[&str]) -> Option<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
+        let dir = std::env::temp_dir().join(unique_prefix().replace(':', "-"));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        match spawn_redis(port, &dir, &args) {
+            Ok(child) => Some(Self { port, dir, args, child }),
+            Err(err) if std::env::var_os("CI").is_some() => {
+                panic!("CI is set but redis-server cannot start: {err}")
+            }
+            Err(err) => {
+                eprintln!("note: skipping a throwaway-Redis test, redis-server cannot start: {err}");
+                None
+            }
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// SIGKILL, then the same server again on the same port and folder;
+    /// `extra` arguments are added to this start only.
+    ///
+    /// # Panics
+    /// When the server cannot be killed or started again.
+    pub fn kill_and_restart_with(&mut self, extra: &[&str]) {
+        self.child.kill().expect("kill redis");
+        self.child.wait().expect("reap redis");
+        let mut args = self.args.clone();
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        self.child = spawn_redis(self.port, &self.dir, &args).expect("restart redis");
+    }
+
+    /// SIGKILL, then the same server again.
+    pub fn kill_and_restart(&mut self) {
+        self.kill_and_restart_with(&[]);
+    }
+}
+
+impl Drop for ThrowawayRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn spawn_redis(port: u16, dir: &std::path::Path, args: &[String]) -> std::io::Result<std::process::Child> {
+    std::process::Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .arg("--dir")
+        .arg(dir)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+}

@@ -111,6 +111,21 @@ impl Hub {
         self.lock().retain(|_, channel| channel.sender.receiver_count() > 0);
     }
 
+    /// Forgets `match_id`'s channel if nobody listens to it: a subscription
+    /// that failed (no such match, store down) or was abandoned leaves
+    /// nothing behind.
+    pub fn release(&self, match_id: &str) {
+        let mut channels = self.lock();
+        if channels.get(match_id).is_some_and(|channel| channel.sender.receiver_count() == 0) {
+            channels.remove(match_id);
+        }
+    }
+
+    /// Channels held, one per match with local subscribers.
+    pub fn channel_count(&self) -> usize {
+        self.lock().len()
+    }
+
     /// Local subscriptions, for metrics and tests.
     pub fn subscriber_count(&self) -> usize {
         self.lock().values().map(|channel| channel.sender.receiver_count()).sum()

@@ -92,6 +92,22 @@ impl Cursor {
     }
 }
 
+/// Releases a match's channel unless the subscription opened: the error
+/// path and a cancelled call alike leave no channel behind.
+struct Pending<'a> {
+    hub: &'a Hub,
+    match_id: &'a str,
+    opened: bool,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if !self.opened {
+            self.hub.release(self.match_id);
+        }
+    }
+}
+
 /// The live feed as subscribers see it.
 #[derive(Debug, Clone)]
 pub struct Subscriptions {
@@ -127,7 +143,23 @@ impl Subscriptions {
     pub async fn open(&self, match_id: &str, since: Option<u64>) -> Result<Opened, SubscribeError> {
         // Live first, then history: anything published in between arrives
         // on the receiver and is skipped by sequence number if already sent.
+        // The channel is made before the match is known to exist, so every
+        // way out but success (an unknown match, a store error, the client
+        // gone mid-call) releases it again.
+        let mut pending = Pending { hub: &self.hub, match_id, opened: false };
         let (channel, receiver) = self.hub.subscribe(match_id);
+        let opened = self.open_from(match_id, since, channel, receiver).await;
+        pending.opened = opened.is_ok();
+        opened
+    }
+
+    async fn open_from(
+        &self,
+        match_id: &str,
+        since: Option<u64>,
+        channel: Arc<Channel>,
+        receiver: broadcast::Receiver<Arc<Frame>>,
+    ) -> Result<Opened, SubscribeError> {
         let Some((head, state)) = self.store.log_state(match_id).await? else {
             return Err(SubscribeError::UnknownMatch(match_id.to_owned()));
         };

@@ -13,7 +13,8 @@
 //! The server pings every `ping_interval` and closes a connection that has
 //! not answered for two intervals. Close codes: 1001 when the gateway shuts
 //! down, 4000 when the client stopped answering pings, 4008 when the client
-//! fell too far behind (slow consumer), 1011 when the store failed.
+//! fell too far behind (slow consumer), 1011 when the store failed, 1008
+//! after too many failed subscribes.
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -53,6 +54,12 @@ pub const CLOSE_NO_PONG: u16 = 4000;
 const MAX_CLIENT_MESSAGE: usize = 4 * 1024;
 /// Subscriptions one connection may hold.
 const MAX_SUBSCRIPTIONS: usize = 64;
+/// Failed subscribes (unknown match, bad `since`) one connection may make
+/// before it is closed: each costs a store read, and a client probing for
+/// match ids should pay with its connection, not with the gateway's time.
+const MAX_FAILED_SUBSCRIBES: usize = 64;
+/// Close code for a client that broke the protocol's limits (RFC 6455).
+pub const CLOSE_POLICY_VIOLATION: u16 = 1008;
 
 /// The WebSocket live feed (protocol in the module documentation; each
 /// update is an [`UpdateMessage`](super::wire::UpdateMessage)).
@@ -123,11 +130,20 @@ struct Reply<'a> {
     code: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     message: Option<String>,
+    /// A subscribe the store refused; counted against the connection.
+    #[serde(skip)]
+    failed_subscribe: bool,
 }
 
 impl Reply<'_> {
     fn error(code: &'static str, message: impl Into<String>) -> Reply<'static> {
-        Reply { kind: "error", match_id: None, code: Some(code), message: Some(message.into()) }
+        Reply {
+            kind: "error",
+            match_id: None,
+            code: Some(code),
+            message: Some(message.into()),
+            failed_subscribe: false,
+        }
     }
 }
 
@@ -145,6 +161,7 @@ async fn connection(socket: WebSocket, live: Arc<LiveState>, _permit: OwnedSemap
     let mut cursors: HashMap<String, Cursor> = HashMap::new();
     let mut ping = tokio::time::interval(live.config.ping_interval);
     let mut last_heard = Instant::now();
+    let mut failed_subscribes = 0usize;
     live.metrics_connections(Transport::WebSocket, 1);
 
     let ending = loop {
@@ -168,6 +185,12 @@ async fn connection(socket: WebSocket, live: Arc<LiveState>, _permit: OwnedSemap
                     }
                     Err(reply) => {
                         if send_json(&mut sink, &reply, &live).await.is_err() { break Ending::ClientGone }
+                        if reply.failed_subscribe {
+                            failed_subscribes += 1;
+                            if failed_subscribes >= MAX_FAILED_SUBSCRIBES {
+                                break Ending::Close(CLOSE_POLICY_VIOLATION, format!("more than {MAX_FAILED_SUBSCRIBES} failed subscribes"));
+                            }
+                        }
                     }
                 }
             }
@@ -244,11 +267,10 @@ async fn handle_command(
                     format!("at most {MAX_SUBSCRIPTIONS} subscriptions per connection"),
                 ));
             }
-            let opened = live
-                .subscriptions
-                .open(id.as_str(), since)
-                .await
-                .map_err(|err| Reply::error(err.code(), err.to_string()))?;
+            let opened = live.subscriptions.open(id.as_str(), since).await.map_err(|err| Reply {
+                failed_subscribe: true,
+                ..Reply::error(err.code(), err.to_string())
+            })?;
             streams.insert(id.to_string(), BroadcastStream::new(opened.receiver));
             cursors.insert(id.to_string(), opened.cursor);
             Ok(opened.first)
@@ -261,7 +283,13 @@ async fn handle_command(
                 ));
             }
             streams.remove(&match_id);
-            let reply = Reply { kind: "unsubscribed", match_id: Some(&match_id), code: None, message: None };
+            let reply = Reply {
+                kind: "unsubscribed",
+                match_id: Some(&match_id),
+                code: None,
+                message: None,
+                failed_subscribe: false,
+            };
             let text = serde_json::to_string(&reply).unwrap_or_default();
             Ok(vec![Outgoing { seq: 0, kind: "unsubscribed", text: Utf8Bytes::from(text), received: None }])
         }

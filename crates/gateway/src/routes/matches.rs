@@ -20,7 +20,7 @@ use std::sync::Arc;
 use axum::{
     Json,
     body::{Body, Bytes},
-    extract::{Path, Query, State, rejection::BytesRejection},
+    extract::{FromRequest as _, Path, Query, Request, State},
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
 };
@@ -187,11 +187,14 @@ pub async fn publish(
     State(live): State<Arc<LiveState>>,
     State(auth): State<Arc<Auth>>,
     State(BodyLimit(body_limit)): State<BodyLimit>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    request: Request,
 ) -> Result<Response, ApiError> {
-    auth.authorize_publisher(&headers)?;
-    let body = body.map_err(|rejection| ApiError::from_body_rejection(rejection, body_limit))?;
+    // The token first, the body after: an anonymous client must not get the
+    // gateway to buffer up to the body limit for it.
+    auth.authorize_publisher(request.headers())?;
+    let body = Bytes::from_request(request, &())
+        .await
+        .map_err(|rejection| ApiError::from_body_rejection(rejection, body_limit))?;
 
     let is_array = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
     if !is_array {

@@ -8,77 +8,19 @@
 
 use super::helpers;
 
-use std::{
-    net::TcpListener,
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::time::Duration;
 
 use helpers::live::{kickoff, pass, publish};
 use reqwest::StatusCode;
-use store::{RedisConfig, RedisStore, StateStore as _};
-
-struct ThrowawayRedis {
-    port: u16,
-    dir: PathBuf,
-    child: Child,
-}
-
-impl ThrowawayRedis {
-    /// Starts `redis-server` on a free port with an append-only file synced
-    /// on every write, the setting under which an acknowledged write
-    /// survives a crash. `None` (with a notice) when no `redis-server` is
-    /// installed outside CI.
-    fn start() -> Option<Self> {
-        let port = TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
-        let dir = std::env::temp_dir().join(store::testing::unique_prefix().replace(':', "-"));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        match spawn(port, &dir) {
-            Ok(child) => Some(Self { port, dir, child }),
-            Err(err) if std::env::var_os("CI").is_some() => {
-                panic!("CI is set but redis-server cannot start: {err}")
-            }
-            Err(err) => {
-                eprintln!("note: skipping the Redis restart test, redis-server cannot start: {err}");
-                None
-            }
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn kill_and_restart(&mut self) {
-        self.child.kill().expect("kill redis");
-        self.child.wait().expect("reap redis");
-        self.child = spawn(self.port, &self.dir).expect("restart redis");
-    }
-}
-
-impl Drop for ThrowawayRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn spawn(port: u16, dir: &Path) -> std::io::Result<Child> {
-    Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
-        .args(["--appendonly", "yes", "--appendfsync", "always"])
-        .arg("--dir")
-        .arg(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-}
+use store::{RedisConfig, RedisStore, StateStore as _, testing::ThrowawayRedis};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_acknowledged_event_is_lost_when_redis_restarts_mid_ingest() {
-    let Some(mut redis) = ThrowawayRedis::start() else { return };
+    let Some(mut redis) =
+        ThrowawayRedis::start(&["--save", "", "--appendonly", "yes", "--appendfsync", "always"])
+    else {
+        return;
+    };
     let config = RedisConfig { timeout: Duration::from_millis(500), ..RedisConfig::new(redis.url()) };
     let direct = RedisStore::connect_lazy(&config).expect("config");
     assert!(
@@ -127,4 +69,55 @@ async fn no_acknowledged_event_is_lost_when_redis_restarts_mid_ingest() {
     let stored: Vec<u64> = history.entries.iter().map(|(seq, _)| *seq).collect();
     assert_eq!(stored, acknowledged, "every acknowledged event is in history, once, in order");
     assert_eq!(direct.stream_len().await.expect("feed"), total, "and in the durable stream exactly once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_still_loading_its_data_is_a_retryable_503() {
+    let Some(mut redis) = ThrowawayRedis::start(&["--save", "", "--appendonly", "no"]) else { return };
+    let config = RedisConfig { timeout: Duration::from_millis(500), ..RedisConfig::new(redis.url()) };
+    let direct = RedisStore::connect_lazy(&config).expect("config");
+    assert!(
+        helpers::eventually_async(Duration::from_secs(5), || async { direct.ping().await.is_ok() }).await,
+        "throwaway redis did not come up"
+    );
+    // Enough keys, each loaded slowly, for seconds of LOADING; events are
+    // processed often enough during loading that commands are answered
+    // (with LOADING) instead of timing out.
+    let client = redis::Client::open(redis.url()).expect("url");
+    let mut connection = client.get_multiplexed_async_connection().await.expect("connect");
+    let mut fill = redis::pipe();
+    for i in 0..40_000 {
+        fill.set(format!("filler:{i}"), i).ignore();
+    }
+    let () = fill.query_async(&mut connection).await.expect("fill");
+    let () = redis::cmd("SAVE").query_async(&mut connection).await.expect("save");
+    redis.kill_and_restart_with(&[
+        "--key-load-delay",
+        "100",
+        "--loading-process-events-interval-bytes",
+        "1024",
+    ]);
+
+    let app = helpers::spawn_app_with(|_| {}, |_, store| store.redis_url = Some(redis.url())).await;
+    // Polled until Redis has loaded: every answer meanwhile is a 503 with
+    // Retry-After naming the store, never a 500.
+    let mut unavailable = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(tokio::time::Instant::now() < deadline, "still failing after 30 s");
+        let response = app.get("/v1/matches").await;
+        match response.status() {
+            StatusCode::OK => break,
+            StatusCode::SERVICE_UNAVAILABLE => {
+                assert!(response.headers().get("retry-after").is_some(), "a 503 without Retry-After");
+                assert_eq!(helpers::error_of(response).await.0, "store_unavailable");
+                unavailable += 1;
+            }
+            other => {
+                panic!("answered {other} while redis was loading: {:?}", helpers::error_of(response).await)
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(unavailable > 0, "redis finished loading before the first request");
 }

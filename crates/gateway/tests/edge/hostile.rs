@@ -1,0 +1,73 @@
+//! What an anonymous, hostile client can make the gateway hold: each case
+//! once grew its memory without bound or buffered data before the token
+//! check. Each test fails on the old behaviour.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::TcpStream,
+};
+
+use super::helpers::{live::WsClient, spawn_app};
+
+#[tokio::test]
+async fn made_up_methods_share_one_label_and_one_monitor() {
+    let app = spawn_app().await;
+    for i in 0..300 {
+        let method = Method::from_bytes(format!("XYZ{i:03}").as_bytes()).expect("a token");
+        let response = app.client.request(method, app.url("/healthz")).send().await.expect("answer");
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    }
+    let report: Value = app.get("/v1/debug/runtime-fit").await.json().await.expect("json");
+    let healthz: Vec<&Value> =
+        report["routes"].as_array().expect("routes").iter().filter(|r| r["path"] == "/healthz").collect();
+    assert_eq!(healthz.len(), 1, "one monitor for every unknown method: {healthz:?}");
+    assert_eq!(healthz[0]["method"], "_OTHER");
+    assert_eq!(healthz[0]["requests"], 300);
+    let metrics = app.get("/metrics").await.text().await.expect("text");
+    assert!(!metrics.contains("XYZ"), "a client's method became a label");
+}
+
+#[tokio::test]
+async fn subscribes_to_unknown_matches_keep_nothing_and_end_the_connection() {
+    let app = spawn_app().await;
+    let hub = std::sync::Arc::clone(&app.gateway.live.subscriptions.hub);
+    let mut ws = WsClient::connect(app.gateway.addr).await;
+    for i in 0..63 {
+        let reply = ws.subscribe(&format!("nosuch{i}"), None).await;
+        assert_eq!(reply["code"], "unknown_match", "{reply}");
+    }
+    assert_eq!(hub.channel_count(), 0, "a failed subscribe left a channel behind");
+    ws.send(json!({"op": "subscribe", "match": "nosuch63"})).await;
+    assert_eq!(ws.until_closed(Duration::from_secs(5)).await, Some(1008));
+
+    for i in 0..50 {
+        let response = app.get(&format!("/v1/matches/missing{i}/live")).await;
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    }
+    assert_eq!(hub.channel_count(), 0, "an SSE 404 left a channel behind");
+}
+
+#[tokio::test]
+async fn an_anonymous_publish_is_refused_before_its_body_is_read() {
+    let app = spawn_app().await;
+    let mut stream = TcpStream::connect(app.gateway.addr).await.expect("connect");
+    // Announce a near-limit body, send a sliver of it, and wait: the answer
+    // must come without the rest.
+    stream
+        .write_all(
+            b"POST /v1/events HTTP/1.1\r\nHost: courtside\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\n\r\n[{\"match_id\":",
+        )
+        .await
+        .expect("write");
+    let mut response = vec![0u8; 4096];
+    let read = tokio::time::timeout(Duration::from_secs(3), stream.read(&mut response))
+        .await
+        .expect("answered before the body was sent")
+        .expect("read");
+    let head = String::from_utf8_lossy(&response[..read]);
+    assert!(head.starts_with("HTTP/1.1 401"), "{head}");
+}
