@@ -29,6 +29,10 @@ pub enum ApiError {
     InvalidParameter(String),
     #[error("no route for {0}")]
     NotFound(String),
+    /// `method` is a label from a closed set (`_OTHER` for the rest), not
+    /// the client's text.
+    #[error("{path} does not accept method {method}")]
+    MethodNotAllowed { method: &'static str, path: String },
     #[error("request took longer than {0} ms")]
     RequestTimeout(u64),
     /// An event (or batch) that does not parse; nothing was applied.
@@ -88,6 +92,7 @@ impl ApiError {
         match self {
             Self::InvalidParameter(_) => (StatusCode::BAD_REQUEST, "invalid_parameter"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Self::MethodNotAllowed { .. } => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::RequestTimeout(_) => (StatusCode::GATEWAY_TIMEOUT, "request_timeout"),
             Self::InvalidEvent(_) => (StatusCode::BAD_REQUEST, "invalid_event"),
             Self::Rejected(rejected @ Rejected::Apply(domain::live::ApplyError::UnknownTeam { .. })) => {

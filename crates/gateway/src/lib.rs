@@ -22,6 +22,7 @@
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod extract;
 pub mod fit;
 pub mod health;
 pub mod live;

@@ -130,3 +130,7 @@ pub fn record_status<B>(response: &Response<B>, latency: Duration, span: &Span) 
 pub async fn not_found(uri: Uri) -> ApiError {
     ApiError::NotFound(uri.path().to_owned())
 }
+
+pub async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::MethodNotAllowed { method: method_label(&method), path: uri.path().to_owned() }
+}

@@ -12,7 +12,10 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     live,
-    middleware::{REQUEST_ID, http_span, not_found, record_status, request_timeout, trace_id_header, track},
+    middleware::{
+        REQUEST_ID, http_span, method_not_allowed, not_found, record_status, request_timeout,
+        trace_id_header, track,
+    },
     routes::{bench, dashboard, health, impact, jobs, matches, ops},
     state::AppState,
 };
@@ -42,6 +45,7 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
         )
         .merge(extra)
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.body_limit))
         .layer(middleware::from_fn_with_state(state.clone(), track))
         .layer(

@@ -331,6 +331,12 @@ fn map_status(status: Status, deadline_ms: u64) -> WorkerError {
         // tonic reports a server-side `grpc-timeout` expiry as Cancelled.
         Code::DeadlineExceeded | Code::Cancelled => WorkerError::DeadlineExceeded(deadline_ms),
         Code::Unavailable => WorkerError::Unavailable(status.message().to_owned()),
+        // A status the client made from a transport failure (the worker
+        // reset the connection mid-call, or died) rather than one the worker
+        // sent: the next call may reach a healthy worker.
+        Code::Unknown | Code::Internal if std::error::Error::source(&status).is_some() => {
+            WorkerError::Unavailable(status.message().to_owned())
+        }
         Code::NotFound => WorkerError::NotFound(status.message().to_owned()),
         _ => WorkerError::Failed(format!("{}: {}", status.code(), status.message())),
     }

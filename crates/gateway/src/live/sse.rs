@@ -10,7 +10,7 @@
 use std::{collections::VecDeque, convert::Infallible, sync::Arc, time::Duration};
 
 use axum::{
-    extract::{Path, Query, State},
+    extract::State,
     http::HeaderMap,
     response::{
         IntoResponse, Response,
@@ -28,7 +28,11 @@ use super::{
     hub::Frame,
     subscription::{Cursor, Disconnect, Outgoing},
 };
-use crate::{auth::Auth, error::ApiError};
+use crate::{
+    auth::Auth,
+    error::ApiError,
+    extract::{Path, Query},
+};
 
 #[derive(Debug, Deserialize)]
 pub struct LiveQuery {
@@ -57,9 +61,8 @@ pub async fn live_sse(
     State(auth): State<Arc<Auth>>,
     Path(match_id): Path<String>,
     headers: HeaderMap,
-    query: Result<Query<LiveQuery>, axum::extract::rejection::QueryRejection>,
+    Query(query): Query<LiveQuery>,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query.map_err(|rejection| ApiError::InvalidParameter(rejection.body_text()))?;
     auth.authorize_read(&headers, query.token.as_deref())?;
     let id = MatchId::parse(&match_id).map_err(|err| ApiError::InvalidParameter(err.to_string()))?;
     let since = match headers.get("last-event-id") {

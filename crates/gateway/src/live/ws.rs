@@ -20,7 +20,7 @@ use std::{collections::HashMap, sync::Arc};
 
 use axum::{
     extract::{
-        Query, State,
+        State,
         ws::{
             CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection,
         },
@@ -43,6 +43,7 @@ use super::{
 use crate::{
     auth::{Auth, TokenQuery},
     error::ApiError,
+    extract::Query,
 };
 
 /// Close code for a subscriber that fell too far behind.

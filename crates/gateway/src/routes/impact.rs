@@ -9,11 +9,7 @@
 
 use std::sync::Arc;
 
-use axum::{
-    Json,
-    extract::{Path, Query, State},
-    http::HeaderMap,
-};
+use axum::{Json, extract::State, http::HeaderMap};
 use domain::live::MatchId;
 use serde::{Deserialize, Serialize};
 use store::{StateStore, boards};
@@ -21,6 +17,7 @@ use store::{StateStore, boards};
 use crate::{
     auth::Auth,
     error::ApiError,
+    extract::{Path, Query},
     live::wire::MatchView,
     worker::{ScoreLine, WinProbabilities, WorkerClient},
 };

@@ -5,7 +5,7 @@ use std::{convert::Infallible, sync::Arc};
 
 use axum::{
     Json,
-    extract::{Path, Query, State},
+    extract::State,
     http::{HeaderMap, StatusCode, header},
     response::{
         IntoResponse, Response,
@@ -17,6 +17,7 @@ use futures::StreamExt as _;
 use crate::{
     auth::{Auth, TokenQuery},
     error::ApiError,
+    extract::{Path, Query},
     worker::{JobStatus, WorkerClient},
 };
 

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use axum::{
     Json,
     body::{Body, Bytes},
-    extract::{FromRequest as _, Path, Query, Request, State},
+    extract::{FromRequest as _, Request, State},
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
 };
@@ -33,6 +33,7 @@ use serde_json::value::RawValue;
 use crate::{
     auth::Auth,
     error::ApiError,
+    extract::{Path, Query},
     live::{
         LiveState,
         ingest::{Accepted, IngestFailure, Rejected, Session},

@@ -254,3 +254,39 @@ async fn the_openapi_document_covers_every_public_route() {
         assert_ne!(status, StatusCode::NOT_FOUND, "{route} is documented but not served");
     }
 }
+
+#[tokio::test]
+async fn a_worker_that_vanishes_mid_call_is_a_retryable_503() {
+    // A "worker" that takes the connection and the call, then resets the
+    // connection, as a worker killed mid-call does.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else { return };
+            tokio::spawn(async move {
+                use tokio::io::AsyncReadExt as _;
+                let mut buffer = vec![0u8; 64 * 1024];
+                let _ = tokio::time::timeout(Duration::from_millis(300), async {
+                    loop {
+                        if matches!(stream.read(&mut buffer).await, Ok(0) | Err(_)) {
+                            break;
+                        }
+                    }
+                })
+                .await;
+                let _ = stream.set_linger(Some(Duration::ZERO));
+                drop(stream);
+            });
+        }
+    });
+    let app =
+        helpers::spawn_app_with(|_| {}, |gateway, _| gateway.worker_url = format!("http://{addr}")).await;
+    let response = app.get("/v1/bench/compute?n=10").await;
+    let status = response.status();
+    let retry_after = response.headers().get("retry-after").is_some();
+    let (code, message) = error_of(response).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{code}: {message}");
+    assert!(retry_after);
+    assert_eq!(code, "worker_unavailable");
+}

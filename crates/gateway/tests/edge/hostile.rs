@@ -71,3 +71,27 @@ async fn an_anonymous_publish_is_refused_before_its_body_is_read() {
     let head = String::from_utf8_lossy(&response[..read]);
     assert!(head.starts_with("HTTP/1.1 401"), "{head}");
 }
+
+#[tokio::test]
+async fn every_refusal_is_the_json_error_shape() {
+    let app = spawn_app().await;
+    super::helpers::live::start_match(&app.client, app.gateway.addr, "shape", 1).await;
+    for (method, path, status) in [
+        ("GET", "/v1/matches/shape/impact?top=lots", StatusCode::BAD_REQUEST),
+        ("GET", "/v1/matches/shape/win-probability?samples=-1", StatusCode::BAD_REQUEST),
+        ("GET", "/v1/matches/shape/live?since=soon", StatusCode::BAD_REQUEST),
+        ("GET", "/v1/matches/%FF%FE", StatusCode::BAD_REQUEST),
+        ("GET", "/v1/players/%C3%28/impact", StatusCode::BAD_REQUEST),
+        ("DELETE", "/v1/matches", StatusCode::METHOD_NOT_ALLOWED),
+        ("GET", "/no/such/route", StatusCode::NOT_FOUND),
+    ] {
+        let method = Method::from_bytes(method.as_bytes()).expect("method");
+        let response = app.client.request(method, app.url(path)).send().await.expect("answer");
+        assert_eq!(response.status(), status, "{path}");
+        let content_type =
+            response.headers().get("content-type").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        assert_eq!(content_type.as_deref(), Some("application/json"), "{path}");
+        let body: Value = response.json().await.expect("json body");
+        assert!(body["error"]["code"].is_string() && body["error"]["message"].is_string(), "{path}: {body}");
+    }
+}
