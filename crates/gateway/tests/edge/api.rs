@@ -275,7 +275,7 @@ async fn a_worker_that_vanishes_mid_call_is_a_retryable_503() {
                     }
                 })
                 .await;
-                let _ = stream.set_linger(Some(Duration::ZERO));
+                let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
                 drop(stream);
             });
         }
