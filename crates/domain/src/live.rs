@@ -43,7 +43,25 @@ pub enum ApplyError {
     Finished(String),
     #[error("team {team} does not play in match {match_id}")]
     UnknownTeam { team: u32, match_id: String },
+    /// Limits every match keeps; win probability values any state within
+    /// them.
+    #[error("a side can score at most {limit} goals in match {match_id}", limit = MAX_GOALS)]
+    TooManyGoals { match_id: String },
+    #[error(
+        "a side can have at most {limit} players sent off in match {match_id}: with one more the match is abandoned",
+        limit = MAX_RED_CARDS
+    )]
+    TooManyRedCards { match_id: String },
 }
+
+/// The latest minute an event may carry: regulation, extra time and a
+/// generous allowance for added time.
+pub const MAX_MINUTE: u16 = 150;
+/// Red cards a side can have: with a fifth the side has fewer than seven
+/// players and the match is abandoned (Law 3).
+pub const MAX_RED_CARDS: u8 = 4;
+/// Goals a side can have; far above any real score.
+pub const MAX_GOALS: u16 = 50;
 
 const KINDS: &str = "kickoff, pass, cross, dribble, shot, goal, foul, card, substitution, period_end";
 
@@ -256,10 +274,10 @@ impl MatchEvent {
             return Err(EventError::Invalid { field: "seq", reason: "must be at least 1".into() });
         }
         let minute = raw.minute.unwrap_or(0);
-        if minute > 150 {
+        if minute > MAX_MINUTE {
             return Err(EventError::Invalid {
                 field: "minute",
-                reason: format!("must be at most 150, got {minute}"),
+                reason: format!("must be at most {MAX_MINUTE}, got {minute}"),
             });
         }
         let timestamp_ms = raw.timestamp_ms.unwrap_or(now_ms);
@@ -468,13 +486,19 @@ impl MatchState {
         let is_home = event.detail.team() == Some(self.home.id);
         match &event.detail {
             EventDetail::Kickoff { .. } => return Err(ApplyError::AlreadyStarted(match_id())),
-            EventDetail::Goal { .. } if is_home => next.home_goals = next.home_goals.saturating_add(1),
-            EventDetail::Goal { .. } => next.away_goals = next.away_goals.saturating_add(1),
-            EventDetail::Card { color: CardColor::Red, .. } if is_home => {
-                next.home_red_cards = next.home_red_cards.saturating_add(1);
+            EventDetail::Goal { .. } => {
+                let goals = if is_home { &mut next.home_goals } else { &mut next.away_goals };
+                if *goals >= MAX_GOALS {
+                    return Err(ApplyError::TooManyGoals { match_id: match_id() });
+                }
+                *goals += 1;
             }
             EventDetail::Card { color: CardColor::Red, .. } => {
-                next.away_red_cards = next.away_red_cards.saturating_add(1);
+                let cards = if is_home { &mut next.home_red_cards } else { &mut next.away_red_cards };
+                if *cards >= MAX_RED_CARDS {
+                    return Err(ApplyError::TooManyRedCards { match_id: match_id() });
+                }
+                *cards += 1;
             }
             EventDetail::PeriodEnd { period: 1 } => next.status = MatchStatus::HalfTime,
             EventDetail::PeriodEnd { .. } => next.status = MatchStatus::Finished,

@@ -29,14 +29,10 @@ use crate::xt::PlayerId;
 
 /// Regulation minutes.
 pub const REGULATION_MINUTES: u16 = 90;
-/// The latest minute a [`ScoreState`] may have: regulation plus a generous
-/// allowance for added time.
-pub const MAX_MINUTE: u16 = 120;
-/// Red cards a side can have: with a fifth the side has fewer than seven
-/// players and the match is abandoned (Law 3).
-pub const MAX_RED_CARDS: u8 = 4;
-/// Goals a side can have in a [`ScoreState`]; far above any real score.
-pub const MAX_GOALS: u16 = 50;
+/// The limits of a [`ScoreState`] are the live feed's, so every match state
+/// the feed accepts can be valued. Past regulation no time is left, whatever
+/// the minute.
+pub use crate::live::{MAX_GOALS, MAX_MINUTE, MAX_RED_CARDS};
 /// Samples a simulation may ask for, so one request cannot run for hours.
 pub const MAX_SAMPLES: u64 = 1_000_000_000;
 /// Samples per simulation block, each block drawing from its own stream.
@@ -581,7 +577,9 @@ mod tests {
         assert!(
             WinProbModel::new(WinProbConfig { goals_per_90: f64::NAN, ..WinProbConfig::default() }).is_err()
         );
-        assert_eq!(ScoreState::new(121, 0, 0, 0, 0), Err(WinProbError::MinuteOutOfRange(121)));
+        // The live feed's limit: every minute an event may carry can be valued.
+        assert!(ScoreState::new(crate::live::MAX_MINUTE, 0, 0, 0, 0).is_ok());
+        assert_eq!(ScoreState::new(151, 0, 0, 0, 0), Err(WinProbError::MinuteOutOfRange(151)));
         assert_eq!(ScoreState::new(10, 0, 0, 5, 0), Err(WinProbError::TooManyRedCards(5)));
         assert_eq!(ScoreState::new(10, 51, 0, 0, 0), Err(WinProbError::TooManyGoals(51)));
         assert_eq!(MonteCarlo::new(0, 1), Err(WinProbError::SamplesOutOfRange(0)));

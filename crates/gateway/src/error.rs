@@ -11,6 +11,7 @@ use axum::{
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
+use domain::live::ApplyError;
 use serde::Serialize;
 
 use crate::{
@@ -95,9 +96,13 @@ impl ApiError {
             Self::MethodNotAllowed { .. } => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::RequestTimeout(_) => (StatusCode::GATEWAY_TIMEOUT, "request_timeout"),
             Self::InvalidEvent(_) => (StatusCode::BAD_REQUEST, "invalid_event"),
-            Self::Rejected(rejected @ Rejected::Apply(domain::live::ApplyError::UnknownTeam { .. })) => {
-                (StatusCode::UNPROCESSABLE_ENTITY, rejected.code())
-            }
+            Self::Rejected(
+                rejected @ Rejected::Apply(
+                    ApplyError::UnknownTeam { .. }
+                    | ApplyError::TooManyGoals { .. }
+                    | ApplyError::TooManyRedCards { .. },
+                ),
+            ) => (StatusCode::UNPROCESSABLE_ENTITY, rejected.code()),
             Self::Rejected(rejected) => (StatusCode::CONFLICT, rejected.code()),
             Self::UnknownMatch(_) => (StatusCode::NOT_FOUND, "unknown_match"),
             Self::NotRated(_) => (StatusCode::NOT_FOUND, "not_rated"),

@@ -48,6 +48,8 @@ impl Rejected {
             Self::Apply(ApplyError::AlreadyStarted(_)) => "match_already_started",
             Self::Apply(ApplyError::Finished(_)) => "match_finished",
             Self::Apply(ApplyError::UnknownTeam { .. }) => "unknown_team",
+            Self::Apply(ApplyError::TooManyGoals { .. }) => "too_many_goals",
+            Self::Apply(ApplyError::TooManyRedCards { .. }) => "too_many_red_cards",
             Self::Conflict(_) => "conflict",
         }
     }

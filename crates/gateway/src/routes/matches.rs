@@ -181,7 +181,7 @@ pub enum PublishResponse {
         (status = 401, description = "missing or invalid bearer token", body = crate::error::ErrorBody),
         (status = 409, description = "sequence gap, or the match is not started, already started or finished", body = crate::error::ErrorBody),
         (status = 413, description = "body too large", body = crate::error::ErrorBody),
-        (status = 422, description = "the team does not play in the match", body = crate::error::ErrorBody),
+        (status = 422, description = "the team does not play in the match, or the event would break a limit every match keeps (goals, players sent off)", body = crate::error::ErrorBody),
         (status = 503, description = "state store unavailable; nothing applied; see Retry-After", body = crate::error::ErrorBody),
     ))]
 pub async fn publish(

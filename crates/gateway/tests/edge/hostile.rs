@@ -95,3 +95,49 @@ async fn every_refusal_is_the_json_error_shape() {
         assert!(body["error"]["code"].is_string() && body["error"]["message"].is_string(), "{path}: {body}");
     }
 }
+
+#[tokio::test]
+async fn events_are_objects_only_as_the_schema_says() {
+    use super::helpers::live::{kickoff, publish, publish_ok};
+    let app = spawn_app().await;
+    let addr = app.gateway.addr;
+    publish_ok(&app.client, addr, &kickoff("shapes")).await;
+    let positional_point = json!({
+        "match_id": "shapes", "seq": 2, "kind": "pass", "minute": 3, "team": 1, "player": 7,
+        "start": [40.0, 30.0], "end": {"x": 60.5, "y": 20.0}, "success": true
+    });
+    let positional_event = json!([[
+        "shapes", 2, 3, null, "pass", 1, 7, {"x": 40.0, "y": 30.0}, {"x": 60.5, "y": 20.0},
+        true, null, null, null, null, null, null, null
+    ]]);
+    for body in [positional_point, positional_event] {
+        let response = publish(&app.client, addr, &body).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{body}");
+        let (code, message) = super::helpers::error_of(response).await;
+        assert_eq!(code, "invalid_event");
+        assert!(message.contains("object"), "{message}");
+    }
+    let state: Value = app.get("/v1/matches/shapes").await.json().await.expect("json");
+    assert_eq!(state["seq"], 1, "nothing applied");
+}
+
+#[tokio::test]
+async fn every_state_the_feed_accepts_has_a_win_probability() {
+    use super::helpers::live::{goal, kickoff, publish, publish_ok};
+    let app = spawn_app().await;
+    let addr = app.gateway.addr;
+    publish_ok(&app.client, addr, &kickoff("rout")).await;
+    let mut seq = 2;
+    for _ in 0..50 {
+        publish_ok(&app.client, addr, &goal("rout", seq, 1)).await;
+        seq += 1;
+    }
+    let refused = publish(&app.client, addr, &goal("rout", seq, 1)).await;
+    assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(super::helpers::error_of(refused).await.0, "too_many_goals");
+    let late = json!({"match_id": "rout", "seq": seq, "kind": "foul", "minute": 150, "team": 2, "player": 4});
+    publish_ok(&app.client, addr, &late).await;
+
+    let response = app.get("/v1/matches/rout/win-probability").await;
+    assert_eq!(response.status(), StatusCode::OK, "{:?}", response.text().await);
+}
