@@ -9,6 +9,7 @@ use std::{process::ExitCode, sync::Arc};
 
 use anyhow::Context as _;
 use clap::Parser as _;
+use secrecy::ExposeSecret as _;
 use tokio::runtime::Runtime;
 use tokio_util::sync::CancellationToken;
 
@@ -152,12 +153,14 @@ fn run(
     // publisher, so it needs a token; without a configured one, mint one
     // that lives as long as this process.
     let sim_token = match simulation {
-        Some(_) if gateway_config.publish_tokens.trim().is_empty() => {
+        Some(_) if gateway_config.publish_tokens.expose_secret().trim().is_empty() => {
             let token = random_token();
-            gateway_config.publish_tokens = token.clone();
+            gateway_config.publish_tokens = token.clone().into();
             Some(token)
         }
-        Some(_) => gateway_config.publish_tokens.split(',').next().map(|t| t.trim().to_owned()),
+        Some(_) => {
+            gateway_config.publish_tokens.expose_secret().split(',').next().map(|t| t.trim().to_owned())
+        }
         None => None,
     };
     // The worker's runtime only moves bytes between sockets and the pool, so

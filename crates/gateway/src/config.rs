@@ -5,6 +5,7 @@
 use std::{net::SocketAddr, time::Duration};
 
 use clap::Args;
+use secrecy::{ExposeSecret as _, SecretString};
 use telemetry::LogFormat;
 
 use crate::auth::{Auth, Tokens};
@@ -39,13 +40,13 @@ pub struct GatewayConfig {
 
     /// Bearer tokens that may publish events, comma-separated (16+
     /// characters each). Without any, publishing is disabled. Never logged.
-    #[arg(long, env = "COURTSIDE_PUBLISH_TOKENS", hide_env_values = true, default_value = "")]
-    pub publish_tokens: String,
+    #[arg(long, env = "COURTSIDE_PUBLISH_TOKENS", hide_env_values = true, default_value = "", value_parser = secret)]
+    pub publish_tokens: SecretString,
 
     /// Bearer tokens for reads and subscriptions, comma-separated. Without
     /// any, reads are public.
-    #[arg(long, env = "COURTSIDE_READ_TOKENS", hide_env_values = true, default_value = "")]
-    pub read_tokens: String,
+    #[arg(long, env = "COURTSIDE_READ_TOKENS", hide_env_values = true, default_value = "", value_parser = secret)]
+    pub read_tokens: SecretString,
 
     /// Open HTTP connections accepted; past it, a new connection is closed
     /// at once. Keep it plus `--max-connections` below the process's file
@@ -100,6 +101,14 @@ pub struct GatewayConfig {
     #[arg(long, env = "COURTSIDE_SLOW_POLL_MS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     pub slow_poll_ms: u64,
 
+    /// Who may call `/v1/bench/*`, the argument's two endpoints: `public`
+    /// (the load-test harness and local runs), `read-token` (a read or
+    /// publish token, once read tokens are configured), or `off`. Production
+    /// deployments turn them off: `compute` spends the worker's CPU on
+    /// request.
+    #[arg(long, env = "COURTSIDE_BENCH_ROUTES", value_enum, default_value_t = BenchRoutes::Public)]
+    pub bench_routes: BenchRoutes,
+
     /// Seconds between a shutdown signal and closing the listener: `/readyz`
     /// answers 503 at once while requests are still served, so load
     /// balancers stop sending before connections are refused.
@@ -121,9 +130,9 @@ impl GatewayConfig {
 
     /// Who may publish and who may read.
     pub fn auth(&self) -> Result<Auth, String> {
-        let publish = Tokens::parse(&self.publish_tokens)
+        let publish = Tokens::parse(self.publish_tokens.expose_secret())
             .map_err(|reason| format!("invalid --publish-tokens / COURTSIDE_PUBLISH_TOKENS: {reason}"))?;
-        let read = Tokens::parse(&self.read_tokens)
+        let read = Tokens::parse(self.read_tokens.expose_secret())
             .map_err(|reason| format!("invalid --read-tokens / COURTSIDE_READ_TOKENS: {reason}"))?;
         Ok(Auth { publish, read })
     }
@@ -167,7 +176,7 @@ impl GatewayConfig {
             worker_deadline_ms: 10_000,
             body_limit_bytes: 1024 * 1024,
             publish_tokens: TEST_PUBLISH_TOKEN.into(),
-            read_tokens: String::new(),
+            read_tokens: SecretString::default(),
             max_http_connections: 16_384,
             header_read_timeout_ms: 10_000,
             max_connections: 20_000,
@@ -179,6 +188,7 @@ impl GatewayConfig {
             socket_send_buffer_bytes: 128 * 1024,
             max_line_bytes: 64 * 1024,
             slow_poll_ms: 10,
+            bench_routes: BenchRoutes::Public,
             drain_delay_secs: 0,
             shutdown_grace_secs: 5,
         }
@@ -221,6 +231,20 @@ pub enum Command {
     },
 }
 
+/// Who may call the benchmark routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchRoutes {
+    Public,
+    ReadToken,
+    Off,
+}
+
+/// A secret as clap reads it; its `Debug` prints `[REDACTED]`, so logging
+/// the configuration cannot leak a token.
+fn secret(raw: &str) -> Result<SecretString, std::convert::Infallible> {
+    Ok(SecretString::from(raw))
+}
+
 fn parse_worker_url(raw: &str) -> Result<String, String> {
     let url = url::Url::parse(raw).map_err(|e| format!("not a url: {e}"))?;
     match url.scheme() {
@@ -244,7 +268,7 @@ mod tests {
     fn defaults_work_without_any_setting() {
         let cli = parse(&[]).expect("defaults parse");
         assert_eq!(cli.gateway.listen_addr, SocketAddr::from(([127, 0, 0, 1], 8080)));
-        assert_eq!(cli.store.redis_url, None);
+        assert!(cli.store.redis_url.is_none());
         assert_eq!(cli.gateway.request_timeout(), Duration::from_secs(30));
     }
 
@@ -259,6 +283,14 @@ mod tests {
             let err = parse(args).expect_err("bad value");
             assert!(err.to_string().contains(flag), "{args:?}: {err}");
         }
+    }
+
+    #[test]
+    fn tokens_never_show_in_debug_output() {
+        let cli = parse(&["--publish-tokens", "publisher-token-0123456789"]).expect("parses");
+        let printed = format!("{cli:?}");
+        assert!(!printed.contains("publisher-token"), "{printed}");
+        assert!(cli.gateway.auth().expect("valid").publish.accepts("publisher-token-0123456789"));
     }
 
     #[test]

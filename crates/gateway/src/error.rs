@@ -65,6 +65,11 @@ pub enum ApiError {
     Unexpected(#[from] anyhow::Error),
 }
 
+/// Why a request failed server-side: the full error chain, for the log line
+/// of a 5xx response (never for its body).
+#[derive(Debug, Clone)]
+pub struct ErrorCause(pub String);
+
 /// The JSON body of every error response.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
@@ -135,10 +140,13 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
-        if status.is_server_error() {
-            // Recorded on the request span; the TraceLayer logs 5xx responses.
-            tracing::Span::current().record("error.message", tracing::field::display(format!("{self:#}")));
-        }
+        let cause = status.is_server_error().then(|| {
+            let cause = format!("{self:#}");
+            // Recorded on the request span, and handed to the line that
+            // logs the response (it runs outside this call).
+            tracing::Span::current().record("error.message", tracing::field::display(&cause));
+            ErrorCause(cause)
+        });
         // Server-side failures keep their details in the span, not the body.
         let message = match &self {
             Self::Unexpected(_) | Self::Store(store::StoreError::Backend(_)) => "internal error".to_owned(),
@@ -151,6 +159,9 @@ impl IntoResponse for ApiError {
         }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(cause) = cause {
+            response.extensions_mut().insert(cause);
         }
         response
     }

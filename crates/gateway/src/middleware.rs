@@ -16,7 +16,13 @@ use axum::{
 use tower_http::request_id::RequestId;
 use tracing::{Span, field::Empty};
 
-use crate::{error::ApiError, fit::RuntimeFit, metrics::RouteSeries, state::RequestTimeout};
+use crate::{
+    auth::Auth,
+    error::{ApiError, ErrorCause},
+    fit::RuntimeFit,
+    metrics::RouteSeries,
+    state::RequestTimeout,
+};
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const TRACE_ID: HeaderName = HeaderName::from_static("x-trace-id");
@@ -121,9 +127,21 @@ pub fn record_status<B>(response: &Response<B>, latency: Duration, span: &Span) 
     span.record("http.response.status_code", status.as_u16());
     if status.is_server_error() {
         span.record("otel.status_code", "ERROR");
-        tracing::warn!(status = status.as_u16(), latency_ms = latency.as_millis(), "request failed");
+        let cause = response.extensions().get::<ErrorCause>().map_or("", |cause| cause.0.as_str());
+        tracing::warn!(status = status.as_u16(), latency_ms = latency.as_millis(), cause, "request failed");
     } else {
         tracing::debug!(status = status.as_u16(), latency_ms = latency.as_millis(), "request done");
+    }
+}
+
+/// Lets through only readers (a read or publish token, header or `?token=`)
+/// when read tokens are configured.
+pub async fn require_reader(State(auth): State<Arc<Auth>>, request: Request, next: Next) -> Response<Body> {
+    let query_token =
+        request.uri().query().and_then(|query| query.split('&').find_map(|pair| pair.strip_prefix("token=")));
+    match auth.authorize_read(request.headers(), query_token) {
+        Ok(()) => next.run(request).await,
+        Err(err) => ApiError::from(err).into_response(),
     }
 }
 

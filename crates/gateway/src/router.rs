@@ -11,9 +11,10 @@ use utoipa::OpenApi as _;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
+    config::BenchRoutes,
     live,
     middleware::{
-        REQUEST_ID, http_span, method_not_allowed, not_found, record_status, request_timeout,
+        REQUEST_ID, http_span, method_not_allowed, not_found, record_status, request_timeout, require_reader,
         trace_id_header, track,
     },
     routes::{bench, dashboard, health, impact, jobs, matches, ops},
@@ -60,9 +61,18 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
 
 /// Every public route with its OpenAPI description.
 fn documented_routes(state: AppState) -> OpenApiRouter<AppState> {
+    let bench = match state.bench_routes {
+        BenchRoutes::Public => {
+            OpenApiRouter::new().routes(routes!(bench::slow)).routes(routes!(bench::compute))
+        }
+        BenchRoutes::ReadToken => OpenApiRouter::new()
+            .routes(routes!(bench::slow))
+            .routes(routes!(bench::compute))
+            .route_layer(middleware::from_fn_with_state(state.clone(), require_reader)),
+        BenchRoutes::Off => OpenApiRouter::new(),
+    };
     let requests = OpenApiRouter::new()
-        .routes(routes!(bench::slow))
-        .routes(routes!(bench::compute))
+        .merge(bench)
         .routes(routes!(matches::publish))
         .routes(routes!(matches::list_matches))
         .routes(routes!(matches::get_match))

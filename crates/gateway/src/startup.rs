@@ -52,6 +52,7 @@ impl Application {
             fit: Arc::new(RuntimeFit::new(config.slow_poll_threshold())),
             request_timeout: config.request_timeout(),
             body_limit: config.body_limit(),
+            bench_routes: config.bench_routes,
             draining: CancellationToken::new(),
         });
 

@@ -40,6 +40,7 @@ pub struct Shared {
     pub fit: Arc<RuntimeFit>,
     pub request_timeout: Duration,
     pub body_limit: usize,
+    pub bench_routes: crate::config::BenchRoutes,
     /// Fires when shutdown begins: readiness fails from then on.
     pub draining: CancellationToken,
 }

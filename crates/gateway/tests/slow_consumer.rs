@@ -27,7 +27,7 @@ async fn a_subscriber_that_never_reads_is_cut_off_and_released() {
         |gateway, store| {
             gateway.write_timeout_ms = 300;
             gateway.socket_send_buffer_bytes = 16 * 1024;
-            store.redis_url = Some(redis.url.clone());
+            store.redis_url = Some(redis.url.clone().into());
             store.redis_prefix = redis.key_prefix.clone();
         },
     )

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Args;
+use secrecy::{ExposeSecret as _, SecretString};
 
 use crate::{MemoryStore, RedisConfig, RedisStore, StateStore};
 
@@ -20,8 +21,8 @@ pub struct StoreArgs {
     ///
     /// Checked by [`StoreArgs::redis_config`] rather than by clap, whose
     /// error message would echo the value, password included.
-    #[arg(long, env = "COURTSIDE_REDIS_URL", hide_env_values = true)]
-    pub redis_url: Option<String>,
+    #[arg(long, env = "COURTSIDE_REDIS_URL", hide_env_values = true, value_parser = secret)]
+    pub redis_url: Option<SecretString>,
 
     /// Prefix for every Redis key and channel this deployment uses.
     #[arg(long, env = "COURTSIDE_REDIS_PREFIX", default_value = "courtside:")]
@@ -39,7 +40,7 @@ impl StoreArgs {
     /// safe to print: it never echoes the URL.
     pub fn redis_config(&self) -> Result<Option<RedisConfig>, String> {
         let Some(url) = &self.redis_url else { return Ok(None) };
-        RedisConfig::from_settings(url, &self.redis_prefix)
+        RedisConfig::from_settings(url.expose_secret(), &self.redis_prefix)
             .map(Some)
             .map_err(|reason| format!("invalid --redis-url / COURTSIDE_REDIS_URL: {reason}"))
     }
@@ -49,6 +50,11 @@ impl StoreArgs {
     pub fn validate(&self) -> Result<(), String> {
         self.redis_config().map(|_| ())
     }
+}
+
+/// A secret as clap reads it: `Debug` prints `[REDACTED]`.
+fn secret(raw: &str) -> Result<SecretString, std::convert::Infallible> {
+    Ok(SecretString::from(raw))
 }
 
 /// The store these settings name: Redis (connected lazily, so a process
@@ -88,6 +94,7 @@ mod tests {
         assert!(err.contains("--redis-url"), "{err}");
         assert!(err.contains("scheme must be redis"), "{err}");
         assert!(!err.contains("hunter2"), "{err}");
+        assert!(!format!("{cli:?}").contains("hunter2"), "Debug shows the password");
     }
 
     #[test]

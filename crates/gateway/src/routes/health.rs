@@ -60,9 +60,14 @@ impl Check {
     }
 
     fn from_result<E: std::fmt::Display>(result: Result<Result<(), E>, tokio::time::error::Elapsed>) -> Self {
+        // A category only: the probe is anonymous, and a dependency's own
+        // error text (addresses, versions) is for the log, not the caller.
         let reason = match result {
             Ok(Ok(())) => None,
-            Ok(Err(err)) => Some(err.to_string()),
+            Ok(Err(err)) => {
+                tracing::warn!(error = %err, "readiness check failed");
+                Some("unavailable".to_owned())
+            }
             Err(_) => Some(format!("no answer within {} ms", CHECK_TIMEOUT.as_millis())),
         };
         Self { status: if reason.is_none() { "ok" } else { "error" }, backend: None, reason }

@@ -130,7 +130,7 @@ async fn readiness_checks_a_real_redis_when_configured() {
     let app = spawn_app_with(
         |_| {},
         |_, store| {
-            store.redis_url = Some(redis.url.clone());
+            store.redis_url = Some(redis.url.clone().into());
             store.redis_prefix = redis.key_prefix.clone();
         },
     )

@@ -141,3 +141,24 @@ async fn every_state_the_feed_accepts_has_a_win_probability() {
     let response = app.get("/v1/matches/rout/win-probability").await;
     assert_eq!(response.status(), StatusCode::OK, "{:?}", response.text().await);
 }
+
+#[tokio::test]
+async fn bench_routes_can_be_put_behind_the_read_token_or_turned_off() {
+    use gateway::config::BenchRoutes;
+    const READER: &str = "reader-token-0123456789";
+    let guarded = super::helpers::spawn_app_with(
+        |_| {},
+        |gateway, _| {
+            gateway.bench_routes = BenchRoutes::ReadToken;
+            gateway.read_tokens = READER.into();
+        },
+    )
+    .await;
+    assert_eq!(guarded.get("/v1/bench/compute?n=10").await.status(), StatusCode::UNAUTHORIZED);
+    let allowed = guarded.get(&format!("/v1/bench/compute?n=10&token={READER}")).await;
+    assert_eq!(allowed.status(), StatusCode::OK);
+
+    let off =
+        super::helpers::spawn_app_with(|_| {}, |gateway, _| gateway.bench_routes = BenchRoutes::Off).await;
+    assert_eq!(off.get("/v1/bench/slow").await.status(), StatusCode::NOT_FOUND);
+}

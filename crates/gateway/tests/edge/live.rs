@@ -352,7 +352,8 @@ async fn the_connection_limit_refuses_with_a_clear_503() {
 async fn two_gateways_sharing_redis_deliver_to_subscribers_on_both_in_order() {
     let Some(redis) = store::testing::redis_config().await else { return };
     let worker = StandInWorker::spawn(StandInConfig::default()).await;
-    let store = StoreArgs { redis_url: Some(redis.url.clone()), redis_prefix: redis.key_prefix.clone() };
+    let store =
+        StoreArgs { redis_url: Some(redis.url.clone().into()), redis_prefix: redis.key_prefix.clone() };
     let a = spawn_gateway(GatewayConfig::for_tests(worker.url()), &store).await;
     let b = spawn_gateway(GatewayConfig::for_tests(worker.url()), &store).await;
     let client = reqwest::Client::new();

@@ -28,7 +28,7 @@ async fn no_acknowledged_event_is_lost_when_redis_restarts_mid_ingest() {
         "throwaway redis did not come up"
     );
 
-    let app = helpers::spawn_app_with(|_| {}, |_, store| store.redis_url = Some(redis.url())).await;
+    let app = helpers::spawn_app_with(|_| {}, |_, store| store.redis_url = Some(redis.url().into())).await;
     let total = 150u64;
     let mut acknowledged = Vec::new();
     let mut unavailable_answers = 0;
@@ -98,7 +98,7 @@ async fn a_redis_still_loading_its_data_is_a_retryable_503() {
         "1024",
     ]);
 
-    let app = helpers::spawn_app_with(|_| {}, |_, store| store.redis_url = Some(redis.url())).await;
+    let app = helpers::spawn_app_with(|_| {}, |_, store| store.redis_url = Some(redis.url().into())).await;
     // Polled until Redis has loaded: every answer meanwhile is a 503 with
     // Retry-After naming the store, never a 500.
     let mut unavailable = 0;
