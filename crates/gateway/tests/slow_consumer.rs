@@ -75,6 +75,16 @@ async fn a_subscriber_that_never_reads_is_cut_off_and_released() {
     let grown = resident_kib().saturating_sub(rss_before);
     assert!(grown < 4 * 1024, "resident memory grew by {grown} KiB");
     assert_eq!(live.subscriptions.hub.subscriber_count(), 1, "its subscription was released");
+    // Counted and logged as a slow consumer, not dropped silently.
+    let metrics = app.get("/metrics").await.text().await.expect("metrics");
+    let disconnects = metrics
+        .lines()
+        .find(|line| {
+            line.starts_with("courtside_live_slow_consumer_disconnects_total{transport=\"websocket\"}")
+        })
+        .and_then(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(disconnects >= 1.0, "slow-consumer disconnects not counted:\n{metrics}");
 }
 
 /// This process's resident set size, in KiB (the gateway runs in process).

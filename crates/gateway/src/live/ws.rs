@@ -13,8 +13,9 @@
 //! The server pings every `ping_interval` and closes a connection that has
 //! not answered for two intervals. Close codes: 1001 when the gateway shuts
 //! down, 4000 when the client stopped answering pings, 4008 when the client
-//! fell too far behind (slow consumer), 1011 when the store failed, 1008
-//! after too many failed subscribes.
+//! fell too far behind or stopped reading (slow consumer), 1011 when the
+//! store failed, 1008 after too many failed subscribes, 1009 for a message
+//! over the size limit and 1002 for a frame that breaks the protocol.
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -50,6 +51,8 @@ use crate::{
 pub const CLOSE_SLOW_CONSUMER: u16 = 4008;
 /// Close code for a client that stopped answering pings.
 pub const CLOSE_NO_PONG: u16 = 4000;
+/// How long a close frame to a client that stopped reading may take.
+const STUCK_CLOSE_TRY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Largest client message accepted; commands are tiny.
 const MAX_CLIENT_MESSAGE: usize = 4 * 1024;
@@ -59,8 +62,11 @@ const MAX_SUBSCRIPTIONS: usize = 64;
 /// before it is closed: each costs a store read, and a client probing for
 /// match ids should pay with its connection, not with the gateway's time.
 const MAX_FAILED_SUBSCRIBES: usize = 64;
-/// Close code for a client that broke the protocol's limits (RFC 6455).
+/// Close codes of RFC 6455 for a client that broke the protocol or its
+/// limits.
+pub const CLOSE_PROTOCOL_ERROR: u16 = 1002;
 pub const CLOSE_POLICY_VIOLATION: u16 = 1008;
+pub const CLOSE_TOO_BIG: u16 = 1009;
 
 /// The WebSocket live feed (protocol in the module documentation; each
 /// update is an [`UpdateMessage`](super::wire::UpdateMessage)).
@@ -154,6 +160,26 @@ type Sink = SplitSink<WebSocket, Message>;
 enum Ending {
     ClientGone,
     Close(u16, String),
+    /// A send did not complete within the write timeout: a client that
+    /// stopped reading.
+    Stuck,
+}
+
+/// Why a send failed.
+enum SendFailed {
+    /// The connection is gone.
+    Gone,
+    /// The client's socket stayed full for the write timeout.
+    Stuck,
+}
+
+impl SendFailed {
+    fn ending(self) -> Ending {
+        match self {
+            Self::Gone => Ending::ClientGone,
+            Self::Stuck => Ending::Stuck,
+        }
+    }
 }
 
 async fn connection(socket: WebSocket, live: Arc<LiveState>, _permit: OwnedSemaphorePermit) {
@@ -168,24 +194,28 @@ async fn connection(socket: WebSocket, live: Arc<LiveState>, _permit: OwnedSemap
     let ending = loop {
         tokio::select! {
             message = incoming.next() => {
-                let Some(Ok(message)) = message else { break Ending::ClientGone };
+                let message = match message {
+                    Some(Ok(message)) => message,
+                    Some(Err(err)) => break ending_after(err),
+                    None => break Ending::ClientGone,
+                };
                 last_heard = Instant::now();
                 let text = match message {
                     Message::Text(text) => text,
                     Message::Close(_) => break Ending::ClientGone,
                     Message::Binary(_) => {
                         let reply = Reply::error("invalid_message", "messages must be JSON text");
-                        if send_json(&mut sink, &reply, &live).await.is_err() { break Ending::ClientGone }
+                        if let Err(failed) = send_json(&mut sink, &reply, &live).await { break failed.ending() }
                         continue;
                     }
                     Message::Ping(_) | Message::Pong(_) => continue,
                 };
                 match handle_command(&text, &live, &mut streams, &mut cursors).await {
                     Ok(outgoing) => {
-                        if send_all(&mut sink, outgoing, &live).await.is_err() { break Ending::ClientGone }
+                        if let Err(failed) = send_all(&mut sink, outgoing, &live).await { break failed.ending() }
                     }
                     Err(reply) => {
-                        if send_json(&mut sink, &reply, &live).await.is_err() { break Ending::ClientGone }
+                        if let Err(failed) = send_json(&mut sink, &reply, &live).await { break failed.ending() }
                         if reply.failed_subscribe {
                             failed_subscribes += 1;
                             if failed_subscribes >= MAX_FAILED_SUBSCRIBES {
@@ -203,7 +233,7 @@ async fn connection(socket: WebSocket, live: Arc<LiveState>, _permit: OwnedSemap
                 };
                 match outgoing {
                     Ok(outgoing) => {
-                        if send_all(&mut sink, outgoing, &live).await.is_err() { break Ending::ClientGone }
+                        if let Err(failed) = send_all(&mut sink, outgoing, &live).await { break failed.ending() }
                     }
                     Err(Disconnect::StoreUnavailable) => break Ending::Close(1011, Disconnect::StoreUnavailable.to_string()),
                     Err(slow) => {
@@ -217,19 +247,48 @@ async fn connection(socket: WebSocket, live: Arc<LiveState>, _permit: OwnedSemap
                 if last_heard.elapsed() > live.config.ping_interval * 2 {
                     break Ending::Close(CLOSE_NO_PONG, "no answer to pings".into());
                 }
-                if send(&mut sink, Message::Ping(Default::default()), &live).await.is_err() { break Ending::ClientGone }
+                if let Err(failed) = send(&mut sink, Message::Ping(Default::default()), &live).await { break failed.ending() }
             }
             () = live.stop.cancelled() => break Ending::Close(1001, "server shutting down".into()),
         }
     };
 
-    if let Ending::Close(code, reason) = ending {
-        let frame = CloseFrame { code, reason: Utf8Bytes::from(reason) };
-        let _ = send(&mut sink, Message::Close(Some(frame)), &live).await;
+    match ending {
+        Ending::Close(code, reason) => {
+            let frame = CloseFrame { code, reason: Utf8Bytes::from(reason) };
+            let _ = send(&mut sink, Message::Close(Some(frame)), &live).await;
+        }
+        Ending::Stuck => {
+            // A slow consumer like one that fell behind: counted, logged, and
+            // told so if a close frame still fits (its socket is full, so
+            // only a short try).
+            tracing::info!(
+                timeout_ms = live.config.write_timeout.as_millis(),
+                "disconnecting a subscriber that stopped reading"
+            );
+            live.metrics_slow_disconnect(Transport::WebSocket);
+            let frame =
+                CloseFrame { code: CLOSE_SLOW_CONSUMER, reason: Utf8Bytes::from_static("stopped reading") };
+            let _ = tokio::time::timeout(STUCK_CLOSE_TRY, sink.send(Message::Close(Some(frame)))).await;
+        }
+        Ending::ClientGone => {}
     }
     drop(streams);
     live.subscriptions.hub.prune();
     live.metrics_connections(Transport::WebSocket, -1);
+}
+
+/// How to end a connection whose client broke the protocol: RFC 6455's
+/// close codes, so the client learns why instead of seeing a reset.
+fn ending_after(err: axum::Error) -> Ending {
+    use tokio_tungstenite::tungstenite::Error;
+    match err.into_inner().downcast::<Error>().map(|err| *err) {
+        Ok(Error::Capacity(reason)) => Ending::Close(CLOSE_TOO_BIG, format!("message too big: {reason}")),
+        Ok(Error::Protocol(reason)) => {
+            Ending::Close(CLOSE_PROTOCOL_ERROR, format!("protocol error: {reason}"))
+        }
+        _ => Ending::ClientGone,
+    }
 }
 
 async fn handle_command(
@@ -297,7 +356,7 @@ async fn handle_command(
     }
 }
 
-async fn send_all(sink: &mut Sink, outgoing: Vec<Outgoing>, live: &LiveState) -> Result<(), ()> {
+async fn send_all(sink: &mut Sink, outgoing: Vec<Outgoing>, live: &LiveState) -> Result<(), SendFailed> {
     for message in outgoing {
         send(sink, Message::Text(message.text.clone()), live).await?;
         live.metrics_delivered(Transport::WebSocket, &message);
@@ -305,17 +364,18 @@ async fn send_all(sink: &mut Sink, outgoing: Vec<Outgoing>, live: &LiveState) ->
     Ok(())
 }
 
-async fn send_json<T: Serialize>(sink: &mut Sink, message: &T, live: &LiveState) -> Result<(), ()> {
-    let text = serde_json::to_string(message).map_err(|_| ())?;
+async fn send_json<T: Serialize>(sink: &mut Sink, message: &T, live: &LiveState) -> Result<(), SendFailed> {
+    let text = serde_json::to_string(message).map_err(|_| SendFailed::Gone)?;
     send(sink, Message::Text(Utf8Bytes::from(text)), live).await
 }
 
 /// Sends one message, giving up on a client that does not take it within the
 /// write timeout: a socket that stays full is a consumer that stopped
 /// reading.
-async fn send(sink: &mut Sink, message: Message, live: &LiveState) -> Result<(), ()> {
+async fn send(sink: &mut Sink, message: Message, live: &LiveState) -> Result<(), SendFailed> {
     match tokio::time::timeout(live.config.write_timeout, sink.send(message)).await {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(_)) | Err(_) => Err(()),
+        Ok(Err(_)) => Err(SendFailed::Gone),
+        Err(_) => Err(SendFailed::Stuck),
     }
 }

@@ -162,3 +162,12 @@ async fn bench_routes_can_be_put_behind_the_read_token_or_turned_off() {
         super::helpers::spawn_app_with(|_| {}, |gateway, _| gateway.bench_routes = BenchRoutes::Off).await;
     assert_eq!(off.get("/v1/bench/slow").await.status(), StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn a_websocket_message_over_the_limit_is_closed_with_1009() {
+    let app = spawn_app().await;
+    let mut ws = WsClient::connect(app.gateway.addr).await;
+    let huge = format!("{{\"op\":\"subscribe\",\"match\":\"{}\"}}", "x".repeat(8 * 1024));
+    ws.send_raw(&huge).await;
+    assert_eq!(ws.until_closed(Duration::from_secs(5)).await, Some(1009));
+}
