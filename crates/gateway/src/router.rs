@@ -13,7 +13,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::{
     live,
     middleware::{REQUEST_ID, http_span, not_found, record_status, request_timeout, trace_id_header, track},
-    routes::{bench, dashboard, health, impact, jobs, matches, ops},
+    routes::{bench, dashboard, health, impact, jobs, matches, ops, views},
     state::AppState,
 };
 
@@ -66,6 +66,7 @@ fn documented_routes(state: AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(impact::player_impact))
         .routes(routes!(impact::win_probability))
         .routes(routes!(jobs::start_job))
+        .merge(views::documented())
         .route_layer(middleware::from_fn_with_state(state, request_timeout));
     let streams = OpenApiRouter::new()
         .routes(routes!(matches::publish_bulk))
@@ -78,6 +79,7 @@ fn documented_routes(state: AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(dashboard::index))
         .routes(routes!(dashboard::app_js))
         .routes(routes!(dashboard::style_css))
+        .merge(dashboard::pages())
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .routes(routes!(ops::metrics))
