@@ -8,7 +8,9 @@ use axum::extract::FromRef;
 use store::StateStore;
 use tokio_util::sync::CancellationToken;
 
-use crate::{auth::Auth, fit::RuntimeFit, live::LiveState, routes::views::ViewCaches, worker::WorkerClient};
+use crate::{
+    auth::Auth, fit::RuntimeFit, live::LiveState, routes::views::cache::ViewCaches, worker::WorkerClient,
+};
 
 /// What every handler can reach. One `Arc`: the middleware and the
 /// extractors clone it a few times per request, so a clone must be a single

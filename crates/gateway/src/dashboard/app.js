@@ -248,11 +248,12 @@ function onMessage(message) {
 
 // --- Win probability ---------------------------------------------------------
 
+// When to ask again: a goal, a red card, or five more minutes on the clock.
+// Passes and shots change nothing the probabilities depend on.
 function lineKey(s) {
-  return [s.minute, s.score.home, s.score.away, s.red_cards.home, s.red_cards.away].join(":");
+  return [Math.floor(s.minute / 5), s.score.home, s.score.away, s.red_cards.home, s.red_cards.away].join(":");
 }
 
-// Passes do not move the score line, so they cause no request.
 function scoreLineChanged(id) {
   const entry = matches.get(id);
   if (!entry || !entry.state) return;
