@@ -671,6 +671,9 @@ where
         .build_cartesian_2d((x_lo..x_hi).log_scale(), y_range)
         .map_err(err)?;
     let label = |v: &f64| tick_label(*v);
+    // Axes whose ticks are drawn below still get one label from plotters
+    // whatever the count asked for: an empty one.
+    let blank = |_: &f64| String::new();
     let mut mesh = chart.configure_mesh();
     // Major grid lines only, light: the data is what should stand out.
     mesh.bold_line_style(grid)
@@ -679,6 +682,7 @@ where
         .axis_style(RGBColor(120, 120, 120))
         .disable_x_mesh()
         .x_labels(0)
+        .x_label_formatter(&blank)
         .y_labels(6)
         .y_label_formatter(&label)
         .y_label_style(axis_text.clone())
@@ -686,7 +690,7 @@ where
         .y_desc(chart_spec.title)
         .axis_desc_style(axis_text.clone());
     if y_log_ticks.is_some() {
-        mesh.disable_y_mesh().y_labels(0);
+        mesh.disable_y_mesh().y_labels(0).y_label_formatter(&blank);
     }
     mesh.draw().map_err(err)?;
 
