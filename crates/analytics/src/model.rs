@@ -125,6 +125,12 @@ impl RatingModel {
         self.values[cell.index()]
     }
 
+    /// Every cell's value in cell order: row by row from the top of the
+    /// pitch (high y), 16 columns each from the own goal line.
+    pub fn values(&self) -> &[f64] {
+        &self.values
+    }
+
     pub fn source(&self) -> ModelSource {
         self.source
     }

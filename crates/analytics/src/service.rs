@@ -10,13 +10,13 @@ use std::{collections::BTreeSet, pin::Pin, sync::Arc};
 use contracts::v1::{
     self as pb, ComputeImpactRequest, ComputeImpactResponse, ComputeRequest, ComputeResponse, GetJobRequest,
     GetJobResponse, RunJobRequest, RunJobResponse, WatchJobRequest, WatchJobResponse, WinProbabilityRequest,
-    WinProbabilityResponse, analytics_service_server::AnalyticsService,
+    WinProbabilityResponse, XtGridRequest, XtGridResponse, analytics_service_server::AnalyticsService,
 };
 use domain::{
     compute::{ComputeSize, ComputeSizeError, sum_of_square_roots},
     live::MatchId,
     winprob::{MonteCarlo, Outcome, ScoreState, SimulationCounts, WinProbError, WinProbModel},
-    xt::PlayerId,
+    xt::{GRID_LENGTH, GRID_WIDTH, PlayerId},
 };
 use rayon::prelude::*;
 use store::{StateStore, StoreError};
@@ -239,6 +239,18 @@ impl AnalyticsService for Analytics {
         let id = request.into_inner().job_id;
         let progress = self.jobs.watch(&id).ok_or(RpcError::JobNotFound(id))?;
         Ok(Response::new(progress_stream(progress, |p| WatchJobResponse { progress: Some(p) })))
+    }
+
+    async fn xt_grid(&self, _: Request<XtGridRequest>) -> Result<Response<XtGridResponse>, Status> {
+        // A copy of 192 numbers: no work for the pool.
+        let model = self.model.current();
+        Ok(Response::new(XtGridResponse {
+            columns: GRID_LENGTH as u32,
+            rows: GRID_WIDTH as u32,
+            values: model.values().to_vec(),
+            model_source: model.source().as_str().to_owned(),
+            trained_on: model.trained_on(),
+        }))
     }
 }
 

@@ -17,7 +17,7 @@ use crate::{
         REQUEST_ID, http_span, method_not_allowed, not_found, record_status, request_timeout, require_reader,
         trace_id_header, track,
     },
-    routes::{bench, dashboard, health, impact, jobs, matches, ops},
+    routes::{bench, dashboard, health, impact, jobs, matches, ops, views},
     state::AppState,
 };
 
@@ -80,6 +80,7 @@ fn documented_routes(state: AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(impact::player_impact))
         .routes(routes!(impact::win_probability))
         .routes(routes!(jobs::start_job))
+        .merge(views::documented())
         .route_layer(middleware::from_fn_with_state(state, request_timeout));
     let streams = OpenApiRouter::new()
         .routes(routes!(matches::publish_bulk))
@@ -92,6 +93,7 @@ fn documented_routes(state: AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(dashboard::index))
         .routes(routes!(dashboard::app_js))
         .routes(routes!(dashboard::style_css))
+        .merge(dashboard::pages())
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .routes(routes!(ops::metrics))

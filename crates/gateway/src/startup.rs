@@ -50,6 +50,7 @@ impl Application {
             live,
             auth: Arc::new(auth),
             fit: Arc::new(RuntimeFit::new(config.slow_poll_threshold())),
+            views: Arc::default(),
             request_timeout: config.request_timeout(),
             body_limit: config.body_limit(),
             bench_routes: config.bench_routes,

@@ -8,7 +8,9 @@ use axum::extract::FromRef;
 use store::StateStore;
 use tokio_util::sync::CancellationToken;
 
-use crate::{auth::Auth, fit::RuntimeFit, live::LiveState, worker::WorkerClient};
+use crate::{
+    auth::Auth, fit::RuntimeFit, live::LiveState, routes::views::cache::ViewCaches, worker::WorkerClient,
+};
 
 /// What every handler can reach. One `Arc`: the middleware and the
 /// extractors clone it a few times per request, so a clone must be a single
@@ -38,6 +40,9 @@ pub struct Shared {
     pub live: Arc<LiveState>,
     pub auth: Arc<Auth>,
     pub fit: Arc<RuntimeFit>,
+    /// The dashboard's shared caches (win probability per match state, the
+    /// xT grid).
+    pub views: Arc<ViewCaches>,
     pub request_timeout: Duration,
     pub body_limit: usize,
     pub bench_routes: crate::config::BenchRoutes,
@@ -96,6 +101,12 @@ impl FromRef<AppState> for Arc<Auth> {
 impl FromRef<AppState> for Arc<RuntimeFit> {
     fn from_ref(state: &AppState) -> Self {
         Arc::clone(&state.fit)
+    }
+}
+
+impl FromRef<AppState> for Arc<ViewCaches> {
+    fn from_ref(state: &AppState) -> Self {
+        Arc::clone(&state.views)
     }
 }
 

@@ -12,7 +12,7 @@ use std::{sync::Arc, time::Duration};
 use anyhow::Context as _;
 use contracts::v1::{
     self as pb, ComputeRequest, GetJobRequest, JobKind, RunJobRequest, WatchJobRequest,
-    WinProbabilityRequest, analytics_service_client::AnalyticsServiceClient,
+    WinProbabilityRequest, XtGridRequest, analytics_service_client::AnalyticsServiceClient,
 };
 use domain::compute::ComputeSize;
 use futures::{Stream, StreamExt as _};
@@ -57,7 +57,7 @@ pub struct ComputeOutcome {
 }
 
 /// The parts of a match state win probability depends on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ScoreLine {
     pub minute: u16,
     pub home_goals: u16,
@@ -83,6 +83,22 @@ pub struct WinProbabilities {
     pub samples: u64,
     /// Time the simulation ran on the worker's pool.
     pub run_micros: u64,
+}
+
+/// The Expected Threat surface the worker rates moves with.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct XtGrid {
+    /// Cells along the pitch's length, column 0 at the own goal line.
+    pub columns: u32,
+    /// Cells across its width, row 0 at the top of the pitch (high y).
+    pub rows: u32,
+    /// `rows` rows of `columns` values: (row r, column c) is at
+    /// `r * columns + c`.
+    pub values: Vec<f64>,
+    /// `synthetic` (the start-up fit) or `feed` (refitted on the stream).
+    pub model_source: String,
+    /// Actions the fit counted.
+    pub trained_on: u64,
 }
 
 /// A batch job's progress.
@@ -204,6 +220,37 @@ impl WorkerClient {
             monte_carlo: outcome(response.monte_carlo),
             samples: response.samples,
             run_micros: response.run_micros,
+        })
+    }
+
+    /// The current xT surface. Checked for shape here, so callers can index
+    /// it without looking.
+    pub async fn xt_grid(&self) -> Result<XtGrid, WorkerError> {
+        let mut client = (*self.analytics).clone();
+        let request = tonic::Request::new(XtGridRequest {});
+        let response = self
+            .call("courtside.v1.AnalyticsService/XtGrid", request, async move |request| {
+                client.xt_grid(request).await
+            })
+            .await?;
+        let cells = u64::from(response.columns) * u64::from(response.rows);
+        if cells == 0
+            || response.values.len() as u64 != cells
+            || response.values.iter().any(|v| !v.is_finite())
+        {
+            return Err(WorkerError::Failed(format!(
+                "xt grid of {} values for {} x {} cells",
+                response.values.len(),
+                response.rows,
+                response.columns
+            )));
+        }
+        Ok(XtGrid {
+            columns: response.columns,
+            rows: response.rows,
+            values: response.values,
+            model_source: response.model_source,
+            trained_on: response.trained_on,
         })
     }
 

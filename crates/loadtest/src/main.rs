@@ -9,6 +9,8 @@
 //! - `fanout`: WebSocket subscribers in child processes, publish-to-receive
 //!   latency, completeness and server memory per connection (see
 //!   [`fanout`]).
+//! - `viewers`: dashboard viewers on one gateway, and the worker's
+//!   win-probability computations they caused (see [`viewers`]).
 //!
 //! Every loop is bounded in count and time, and targets are meant to be
 //! loopback addresses: this harness measures systems on the same machine.
@@ -17,6 +19,7 @@ mod fanout;
 mod oha;
 mod otlp_sink;
 mod report;
+mod viewers;
 
 use std::{
     process::Stdio,
@@ -53,6 +56,10 @@ enum Cli {
     },
     /// Many WebSocket subscribers against one or more servers.
     Fanout(fanout::FanoutArgs),
+    /// Dashboard viewers (WebSocket clients behaving like the live page) on
+    /// one gateway: worker win-probability computations against the match
+    /// states they saw.
+    Viewers(viewers::ViewersArgs),
     /// One subscriber process of `fanout` (started by it).
     #[command(name = "fanout-client", hide = true)]
     FanoutClient(fanout::ClientArgs),
@@ -143,6 +150,7 @@ fn main() -> anyhow::Result<()> {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli {
         Cli::Fanout(args) => fanout::run(args).await,
+        Cli::Viewers(args) => viewers::run(args).await,
         Cli::FanoutClient(args) => fanout::client(args).await,
         Cli::Startup { probe, runs, timeout_ms, command } => {
             startup(&probe, runs, Duration::from_millis(timeout_ms), &command).await

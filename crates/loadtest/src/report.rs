@@ -17,7 +17,9 @@ use std::{
 use anyhow::Context as _;
 use plotters::{
     coord::ranged1d::{AsRangedCoord, ValueFormatter},
+    drawing::DrawingAreaErrorKind,
     prelude::*,
+    style::text_anchor::{HPos, Pos, VPos},
 };
 use serde_json::Value;
 
@@ -271,6 +273,9 @@ fn render(results: &Path, points: &[Point], plots: &[(String, String)], skipped:
         for (plot_scenario, file) in plots {
             if plot_scenario == scenario {
                 let _ = writeln!(out, "\n![{file}]({file})");
+                if let Some(caption) = caption_of(file) {
+                    let _ = writeln!(out, "\n*{caption}*");
+                }
             }
         }
     }
@@ -430,27 +435,112 @@ fn targets(points: &[Point]) -> Vec<Verdict> {
     out
 }
 
+/// One plot of the report: a figure of a scenario against its x axis.
+struct Chart {
+    scenario: &'static str,
+    figure: &'static str,
+    title: &'static str,
+    /// What was measured and how, under the plot and in the report.
+    caption: &'static str,
+    scale: f64,
+    /// Open-loop latency spans 200 ms to timeouts, which only a log axis
+    /// shows side by side.
+    log_y: bool,
+}
+
+const CHARTS: &[Chart] = &[
+    Chart {
+        scenario: "slow",
+        figure: "p99_ms",
+        title: "p99 latency (ms)",
+        caption: "GET /slow (200 ms of waiting, no CPU) with wrk holding each number of connections open \
+                  (closed loop); 99th percentile, median of the runs.",
+        scale: 1.0,
+        log_y: false,
+    },
+    Chart {
+        scenario: "slow",
+        figure: "rps",
+        title: "requests per second",
+        caption: "Requests per second served on GET /slow at each number of open connections (wrk, closed \
+                  loop); median of the runs.",
+        scale: 1.0,
+        log_y: false,
+    },
+    Chart {
+        scenario: "slow",
+        figure: "rss_per_conn_bytes",
+        title: "server RSS per open connection (KB)",
+        caption: "Resident memory of the server process during the GET /slow run, divided by the open \
+                  connections; median of the runs.",
+        scale: 1.0 / 1000.0,
+        log_y: false,
+    },
+    Chart {
+        scenario: "latency",
+        figure: "p99_ms",
+        title: "p99 latency at a fixed rate (ms, log)",
+        caption: "oha sending at a fixed rate whatever the answers (open loop): a server that falls behind \
+                  shows its queue as seconds; 99th percentile, log scale.",
+        scale: 1.0,
+        log_y: true,
+    },
+    Chart {
+        scenario: "compute",
+        figure: "rps",
+        title: "requests per second",
+        caption: "The CPU-bound benchmark (sum of square roots) at each concurrency (wrk, closed loop); \
+                  completed requests per second, median of the runs.",
+        scale: 1.0,
+        log_y: false,
+    },
+    Chart {
+        scenario: "compute",
+        figure: "p99_ms",
+        title: "p99 latency (ms)",
+        caption: "The CPU-bound benchmark at each concurrency (wrk, closed loop); 99th percentile latency, \
+                  median of the runs.",
+        scale: 1.0,
+        log_y: false,
+    },
+    Chart {
+        scenario: "fanout",
+        figure: "p99_ms",
+        title: "publish-to-receive p99 (ms)",
+        caption: "One event per match per second published to many WebSocket subscribers; time from the \
+                  publish to each subscriber's receipt, 99th percentile.",
+        scale: 1.0,
+        log_y: false,
+    },
+    Chart {
+        scenario: "fanout",
+        figure: "rss_per_conn_bytes",
+        title: "server RSS per connection (KB)",
+        caption: "Resident memory of the server with every subscriber connected, divided by the \
+                  subscribers; median of the runs.",
+        scale: 1.0 / 1000.0,
+        log_y: false,
+    },
+];
+
+/// The caption of a plot file, for the report's text.
+fn caption_of(file: &str) -> Option<&'static str> {
+    CHARTS.iter().find(|c| plot_file(c) == file).map(|c| c.caption)
+}
+
+fn plot_file(chart: &Chart) -> String {
+    format!("{}-{}.svg", chart.scenario, chart.figure.trim_end_matches("_ms").replace('_', "-"))
+}
+
 /// The plots: per scenario with an x axis, p99 (and req/s, RSS per
 /// connection where measured) against x, one line per system.
 fn plot_all(results: &Path, points: &[Point]) -> anyhow::Result<Vec<(String, String)>> {
     let mut plots = Vec::new();
-    // (scenario, figure, title, scale, log y): open-loop latency spans
-    // 200 ms to timeouts, which only a log axis shows side by side.
-    let charts: &[(&str, &str, &str, f64, bool)] = &[
-        ("slow", "p99_ms", "p99 latency (ms)", 1.0, false),
-        ("slow", "rps", "requests per second", 1.0, false),
-        ("slow", "rss_per_conn_bytes", "server RSS per open connection (KB)", 1.0 / 1000.0, false),
-        ("latency", "p99_ms", "p99 latency at a fixed rate (ms, log)", 1.0, true),
-        ("compute", "rps", "requests per second", 1.0, false),
-        ("compute", "p99_ms", "p99 latency (ms)", 1.0, false),
-        ("fanout", "p99_ms", "publish-to-receive p99 (ms)", 1.0, false),
-        ("fanout", "rss_per_conn_bytes", "server RSS per connection (KB)", 1.0 / 1000.0, false),
-    ];
-    for (scenario, figure, title, scale, log_y) in charts {
+    for chart in CHARTS {
         let mut series: BTreeMap<&str, Vec<(f64, f64)>> = BTreeMap::new();
-        for point in points.iter().filter(|p| p.scenario == *scenario) {
-            if let (Some(x), Some(y)) = (point.x, point.get(figure)) {
-                series.entry(point.system.as_str()).or_default().push((x, y * scale));
+        for point in points.iter().filter(|p| p.scenario == chart.scenario) {
+            if let (Some(x), Some(y)) = (point.x, point.get(chart.figure)) {
+                series.entry(point.system.as_str()).or_default().push((x, y * chart.scale));
             }
         }
         if series.values().all(|s| s.len() < 2) {
@@ -459,79 +549,207 @@ fn plot_all(results: &Path, points: &[Point]) -> anyhow::Result<Vec<(String, Str
         for line in series.values_mut() {
             line.sort_by(|a, b| a.0.total_cmp(&b.0));
         }
-        let file = format!("{scenario}-{}.svg", figure.trim_end_matches("_ms").replace('_', "-"));
-        plot(&results.join(&file), scenario, title, &series, *log_y)?;
-        plots.push(((*scenario).to_owned(), file));
+        let file = plot_file(chart);
+        plot(&results.join(&file), chart, &series)?;
+        plots.push((chart.scenario.to_owned(), file));
     }
     Ok(plots)
 }
 
-fn plot(
-    path: &Path,
-    scenario: &str,
-    title: &str,
-    series: &BTreeMap<&str, Vec<(f64, f64)>>,
-    log_y: bool,
-) -> anyhow::Result<()> {
-    let ys = series.values().flatten().map(|p| p.1);
-    let (y_min, y_max) = ys.fold((f64::MAX, 0.0_f64), |(lo, hi), y| (lo.min(y), hi.max(y)));
-    if log_y {
-        let low = (y_min * 0.8).max(1e-3);
-        plot_on(path, scenario, title, series, (low..(y_max * 1.25).max(low * 2.0)).log_scale())
-    } else {
-        plot_on(path, scenario, title, series, 0.0..(y_max * 1.1).max(1e-9))
+/// The colour of a system, the same in every plot: a family per runtime
+/// (courtside blue, Node.js green, FastAPI orange, the bare axum ceiling
+/// grey), a shade per variant, and a fixed pick by name for anything else.
+fn system_colour(system: &str) -> RGBColor {
+    match system {
+        "courtside" => RGBColor(31, 95, 191),
+        "node" => RGBColor(46, 158, 68),
+        "fastapi" => RGBColor(224, 123, 0),
+        "bare-axum" => RGBColor(110, 110, 110),
+        "node-blocking" => RGBColor(120, 196, 120),
+        "node-ws" => RGBColor(27, 107, 46),
+        "fastapi-blocking" => RGBColor(245, 179, 92),
+        "fastapi-ws" => RGBColor(166, 90, 0),
+        other => {
+            const SHADES: [RGBColor; 4] = [
+                RGBColor(106, 158, 232),
+                RGBColor(20, 60, 130),
+                RGBColor(70, 130, 210),
+                RGBColor(140, 180, 240),
+            ];
+            const OTHERS: [RGBColor; 4] = [
+                RGBColor(148, 103, 189),
+                RGBColor(214, 39, 40),
+                RGBColor(23, 190, 207),
+                RGBColor(188, 189, 34),
+            ];
+            let pick = other.bytes().fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(usize::from(b)));
+            if other.starts_with("courtside") {
+                SHADES[pick % SHADES.len()]
+            } else {
+                OTHERS[pick % OTHERS.len()]
+            }
+        }
     }
 }
 
+/// Ticks at 1, 2 and 5 times each power of ten inside `lo..=hi`: 1k, 2k,
+/// 5k, 10k, 20k for connection counts.
+fn ticks_125(lo: f64, hi: f64) -> Vec<f64> {
+    let mut ticks = Vec::new();
+    if !(lo > 0.0 && hi >= lo) {
+        return ticks;
+    }
+    let first = lo.log10().floor() as i32;
+    let last = hi.log10().ceil() as i32;
+    for exponent in first..=last {
+        for mantissa in [1.0, 2.0, 5.0] {
+            let value = mantissa * 10f64.powi(exponent);
+            if value >= lo * 0.999 && value <= hi * 1.001 {
+                ticks.push(value);
+            }
+        }
+    }
+    ticks
+}
+
+/// A tick label without needless decimals: 1k, 20k, 500, 2.5, 0.05.
+fn tick_label(value: f64) -> String {
+    if value >= 1000.0 && (value / 1000.0).fract() == 0.0 {
+        format!("{}k", value / 1000.0)
+    } else if value.fract() == 0.0 {
+        format!("{value:.0}")
+    } else {
+        let text = format!("{value:.3}");
+        text.trim_end_matches('0').trim_end_matches('.').to_owned()
+    }
+}
+
+fn plot(path: &Path, chart: &Chart, series: &BTreeMap<&str, Vec<(f64, f64)>>) -> anyhow::Result<()> {
+    let ys = series.values().flatten().map(|p| p.1);
+    let (y_min, y_max) = ys.fold((f64::MAX, 0.0_f64), |(lo, hi), y| (lo.min(y), hi.max(y)));
+    if chart.log_y {
+        let low = (y_min * 0.8).max(1e-3);
+        let high = (y_max * 1.25).max(low * 2.0);
+        plot_on(path, chart, series, (low..high).log_scale(), (low, high), Some(ticks_125(low, high)))
+    } else {
+        let high = (y_max * 1.1).max(1e-9);
+        plot_on(path, chart, series, 0.0..high, (0.0, high), None)
+    }
+}
+
+/// Draws one plot. Log axes get their ticks from [`ticks_125`], drawn here:
+/// plotters' own log ticks include every integer multiple (a dense mesh,
+/// and labels that run into each other).
 fn plot_on<Y>(
     path: &Path,
-    scenario: &str,
-    title: &str,
+    chart_spec: &Chart,
     series: &BTreeMap<&str, Vec<(f64, f64)>>,
     y_range: Y,
+    (y_lo, y_hi): (f64, f64),
+    y_log_ticks: Option<Vec<f64>>,
 ) -> anyhow::Result<()>
 where
     Y: AsRangedCoord<Value = f64>,
     Y::CoordDescType: ValueFormatter<f64>,
 {
+    let err = |e: DrawingAreaErrorKind<_>| anyhow::anyhow!("{e}");
     let xs = series.values().flatten().map(|p| p.0);
     let (x_min, x_max) = xs.fold((f64::MAX, f64::MIN), |(lo, hi), x| (lo.min(x), hi.max(x)));
-    let root = SVGBackend::new(path, (720, 420)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e}"))?;
-    // Connections and rates ramp by large factors: a log axis spaces them evenly.
-    let mut chart = ChartBuilder::on(&root)
-        .caption(format!("{scenario}: {title}"), ("sans-serif", 18))
+    // Connections and rates ramp by large factors: a log axis spaces them
+    // evenly. A little room either side keeps the end points off the frame.
+    let (x_lo, x_hi) = ((x_min * 0.85).max(1.0), (x_max * 1.15).max(2.0));
+    let root = SVGBackend::new(path, (720, 460)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let (upper, lower) = root.split_vertically(420);
+    let grid = RGBColor(228, 228, 228);
+    let axis_text = ("sans-serif", 13).into_font().color(&RGBColor(60, 60, 60));
+    let mut chart = ChartBuilder::on(&upper)
+        .caption(format!("{}: {}", chart_spec.scenario, chart_spec.title), ("sans-serif", 18))
         .margin(12)
-        .x_label_area_size(36)
-        .y_label_area_size(60)
-        .build_cartesian_2d((x_min.max(1.0)..x_max.max(2.0)).log_scale(), y_range)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    chart
-        .configure_mesh()
-        .x_desc(x_label(scenario))
-        .y_desc(title)
-        .draw()
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    for (index, (system, line)) in series.iter().enumerate() {
-        let color = Palette99::pick(index).to_rgba();
+        .x_label_area_size(40)
+        .y_label_area_size(64)
+        .build_cartesian_2d((x_lo..x_hi).log_scale(), y_range)
+        .map_err(err)?;
+    let label = |v: &f64| tick_label(*v);
+    // Axes whose ticks are drawn below still get one label from plotters
+    // whatever the count asked for: an empty one.
+    let blank = |_: &f64| String::new();
+    let mut mesh = chart.configure_mesh();
+    // Major grid lines only, light: the data is what should stand out.
+    mesh.bold_line_style(grid)
+        .light_line_style(TRANSPARENT)
+        .max_light_lines(0)
+        .axis_style(RGBColor(120, 120, 120))
+        .disable_x_mesh()
+        .x_labels(0)
+        .x_label_formatter(&blank)
+        .y_labels(6)
+        .y_label_formatter(&label)
+        .y_label_style(axis_text.clone())
+        .x_desc(x_label(chart_spec.scenario))
+        .y_desc(chart_spec.title)
+        .axis_desc_style(axis_text.clone());
+    if y_log_ticks.is_some() {
+        mesh.disable_y_mesh().y_labels(0).y_label_formatter(&blank);
+    }
+    mesh.draw().map_err(err)?;
+
+    let centred = axis_text.pos(Pos::new(HPos::Center, VPos::Top));
+    for tick in ticks_125(x_lo, x_hi) {
+        chart
+            .draw_series(std::iter::once(PathElement::new(vec![(tick, y_lo), (tick, y_hi)], grid)))
+            .map_err(err)?;
+        let (x, y) = chart.backend_coord(&(tick, y_lo));
+        root.draw_text(&tick_label(tick), &centred, (x, y + 6)).map_err(err)?;
+    }
+    if let Some(ticks) = &y_log_ticks {
+        let right = axis_text.pos(Pos::new(HPos::Right, VPos::Center));
+        for &tick in ticks {
+            chart
+                .draw_series(std::iter::once(PathElement::new(vec![(x_lo, tick), (x_hi, tick)], grid)))
+                .map_err(err)?;
+            let (x, y) = chart.backend_coord(&(x_lo, tick));
+            root.draw_text(&tick_label(tick), &right, (x - 6, y)).map_err(err)?;
+        }
+    }
+    for (system, line) in series {
+        let color = system_colour(system).to_rgba();
         chart
             .draw_series(LineSeries::new(line.iter().copied(), color.stroke_width(2)))
-            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .map_err(err)?
             .label(*system)
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
-        chart
-            .draw_series(line.iter().map(|&(x, y)| Circle::new((x, y), 3, color.filled())))
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        chart.draw_series(line.iter().map(|&(x, y)| Circle::new((x, y), 3, color.filled()))).map_err(err)?;
     }
     chart
         .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
+        .background_style(WHITE.mix(0.85))
+        .border_style(RGBColor(200, 200, 200))
         .position(SeriesLabelPosition::UpperLeft)
         .draw()
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    root.present().map_err(|e| anyhow::anyhow!("{e}"))?;
+        .map_err(err)?;
+    let caption_style = ("sans-serif", 12).into_font().color(&RGBColor(80, 80, 80));
+    for (index, text) in wrap(chart_spec.caption, 110).iter().enumerate() {
+        let y = 4 + 16 * i32::try_from(index).unwrap_or(0);
+        lower.draw_text(text, &caption_style, (16, y)).map_err(err)?;
+    }
+    root.present().map_err(err)?;
     Ok(())
+}
+
+/// Splits `text` into lines of at most `width` characters, at spaces.
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    for word in text.split_whitespace() {
+        match lines.last_mut() {
+            Some(line) if line.len() + 1 + word.len() <= width => {
+                line.push(' ');
+                line.push_str(word);
+            }
+            _ => lines.push(word.to_owned()),
+        }
+    }
+    lines
 }
 
 #[cfg(test)]
@@ -575,7 +793,28 @@ mod tests {
         let markdown = render(&dir, &points, &plots, 0);
         std::fs::remove_dir_all(&dir).ok();
         assert!(svg.contains("log"), "the title names the log axis");
+        for tick in ["1k", "2k", "5k", "10k"] {
+            assert!(svg.contains(&format!(">\n{tick}\n<")), "x tick {tick} in {svg}");
+        }
+        assert!(!svg.contains("10000.0") && !svg.contains("9000"), "no decimals, no minor ticks");
+        assert!(svg.contains("open loop"), "the caption is drawn under the plot");
+        assert!(markdown.contains("*oha sending at a fixed rate"), "the caption is in the report");
         assert!(markdown.contains("| system | offered req/s | achieved req/s |"), "{markdown}");
         assert!(markdown.contains("| fastapi | 10000 |"), "{markdown}");
+    }
+
+    #[test]
+    fn axes_tick_at_one_two_five_with_plain_labels_and_colours_follow_the_system() {
+        let ticks = ticks_125(900.0, 25_000.0);
+        assert_eq!(ticks, [1000.0, 2000.0, 5000.0, 10_000.0, 20_000.0]);
+        let labels: Vec<String> = ticks.into_iter().map(tick_label).collect();
+        assert_eq!(labels, ["1k", "2k", "5k", "10k", "20k"]);
+        assert_eq!(
+            (tick_label(200.0), tick_label(2.5), tick_label(0.05)),
+            ("200".into(), "2.5".into(), "0.05".into())
+        );
+        assert_ne!(system_colour("courtside"), system_colour("node"));
+        assert_eq!(system_colour("courtside-2-replicas"), system_colour("courtside-2-replicas"));
+        assert_eq!(wrap("a bb ccc", 4), ["a bb", "ccc"]);
     }
 }

@@ -7,3 +7,4 @@ pub mod impact;
 pub mod jobs;
 pub mod matches;
 pub mod ops;
+pub mod views;

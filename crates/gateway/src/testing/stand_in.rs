@@ -3,9 +3,16 @@
 //! be tested without the real worker. It computes `Compute` and
 //! `WinProbability` with the same `domain` functions the worker uses (the
 //! Monte Carlo estimate is the closed form here), reports itself serving
-//! on the gRPC health service, and answers `UNIMPLEMENTED` to the rest.
+//! on the gRPC health service, serves an xT grid fitted on a small seeded
+//! synthetic season (as the worker's start-up model is, only smaller), and
+//! answers `UNIMPLEMENTED` to the rest.
 
-use std::{net::SocketAddr, pin::Pin, time::Instant};
+use std::{
+    net::SocketAddr,
+    pin::Pin,
+    sync::{Arc, OnceLock},
+    time::Instant,
+};
 
 use contracts::v1::{
     self as pb,
@@ -13,7 +20,9 @@ use contracts::v1::{
 };
 use domain::{
     compute::{ComputeSize, sum_of_square_roots},
+    season::{Season, SeasonConfig},
     winprob::{ScoreState, WinProbModel},
+    xt::{FitConfig, GRID_LENGTH, GRID_WIDTH, XtModel, XtTally},
 };
 use futures::Stream;
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
@@ -51,7 +60,7 @@ impl StandInWorker {
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tonic::transport::Server::builder()
             .add_service(health_service)
-            .add_service(AnalyticsServiceServer::new(StandIn { config }))
+            .add_service(AnalyticsServiceServer::new(StandIn { config, grid: Arc::default() }))
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
                 let _ = stopped.await;
             });
@@ -86,6 +95,24 @@ impl Drop for StandInWorker {
 #[derive(Debug)]
 struct StandIn {
     config: StandInConfig,
+    /// The xT grid, fitted on first use.
+    grid: Arc<OnceLock<Result<pb::XtGridResponse, String>>>,
+}
+
+/// An xT surface fitted on a small seeded synthetic season: the real
+/// worker's start-up model in miniature, so pictures of it look right.
+fn fit_grid() -> Result<pb::XtGridResponse, String> {
+    let season = SeasonConfig::new(4, 4, 2_000, 7).map_err(|err| err.to_string())?;
+    let record = Season::new(season).play_all();
+    let model = XtModel::fit(XtTally::from_actions(&record.actions).counts(), FitConfig::default())
+        .map_err(|err| err.to_string())?;
+    Ok(pb::XtGridResponse {
+        columns: GRID_LENGTH as u32,
+        rows: GRID_WIDTH as u32,
+        values: model.grid().iter().flat_map(|row| row.iter().copied()).collect(),
+        model_source: "synthetic".into(),
+        trained_on: record.actions.len() as u64,
+    })
 }
 
 type ProgressStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -170,5 +197,14 @@ impl AnalyticsService for StandIn {
         request: Request<pb::WatchJobRequest>,
     ) -> Result<Response<Self::WatchJobStream>, Status> {
         Err(Status::not_found(format!("no job {}", request.into_inner().job_id)))
+    }
+
+    async fn xt_grid(&self, _: Request<pb::XtGridRequest>) -> Result<Response<pb::XtGridResponse>, Status> {
+        let grid = Arc::clone(&self.grid);
+        // Fitting is CPU work: off the runtime's threads, as on the worker.
+        let fitted = tokio::task::spawn_blocking(move || grid.get_or_init(fit_grid).clone())
+            .await
+            .map_err(|err| Status::internal(err.to_string()))?;
+        fitted.map(Response::new).map_err(Status::internal)
     }
 }

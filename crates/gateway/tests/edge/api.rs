@@ -235,6 +235,15 @@ async fn the_openapi_document_covers_every_public_route() {
         "POST /v1/analytics/jobs",
         "POST /v1/events",
         "POST /v1/events/bulk",
+        // The dashboard's other views, and what they read.
+        "GET /matches/{id}",
+        "GET /ops",
+        "GET /season",
+        "GET /v1/views/matches",
+        "GET /v1/views/matches/{id}/win-probability",
+        "GET /v1/views/ops",
+        "GET /v1/views/season",
+        "GET /v1/views/xt-grid",
     ];
     expected.sort();
     assert_eq!(documented, expected);
