@@ -137,8 +137,10 @@ pub fn record_status<B>(response: &Response<B>, latency: Duration, span: &Span) 
 /// Lets through only readers (a read or publish token, header or `?token=`)
 /// when read tokens are configured.
 pub async fn require_reader(State(auth): State<Arc<Auth>>, request: Request, next: Next) -> Response<Body> {
-    let query_token =
-        request.uri().query().and_then(|query| query.split('&').find_map(|pair| pair.strip_prefix("token=")));
+    // Decoded as every handler's `?token=` is, so a token with reserved
+    // characters works here too.
+    let query = axum::extract::Query::<crate::auth::TokenQuery>::try_from_uri(request.uri()).ok();
+    let query_token = query.as_ref().and_then(|query| query.0.token.as_deref());
     match auth.authorize_read(request.headers(), query_token) {
         Ok(()) => next.run(request).await,
         Err(err) => ApiError::from(err).into_response(),

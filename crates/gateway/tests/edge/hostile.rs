@@ -171,3 +171,18 @@ async fn a_websocket_message_over_the_limit_is_closed_with_1009() {
     ws.send_raw(&huge).await;
     assert_eq!(ws.until_closed(Duration::from_secs(5)).await, Some(1009));
 }
+
+#[tokio::test]
+async fn a_percent_encoded_read_token_opens_guarded_bench_routes() {
+    use gateway::config::BenchRoutes;
+    let app = super::helpers::spawn_app_with(
+        |_| {},
+        |gateway, _| {
+            gateway.bench_routes = BenchRoutes::ReadToken;
+            gateway.read_tokens = "reader+token/0123456789".into();
+        },
+    )
+    .await;
+    let allowed = app.get("/v1/bench/slow?token=reader%2Btoken%2F0123456789").await;
+    assert_eq!(allowed.status(), StatusCode::OK);
+}
