@@ -8,9 +8,10 @@ use std::{net::SocketAddr, num::NonZeroUsize, time::Duration};
 use clap::Args;
 use telemetry::LogFormat;
 
-/// Largest accepted default for the compute benchmark: about a few seconds of
-/// one core, so a single request cannot hold a pool thread for minutes.
-pub const DEFAULT_MAX_COMPUTE_N: u64 = 1_000_000_000;
+/// Largest `n` the compute benchmark accepts by default: about 125 ms of one
+/// core, so an anonymous request cannot hold a pool thread for long (the
+/// load tests use at most 20 million).
+pub const DEFAULT_MAX_COMPUTE_N: u64 = 50_000_000;
 
 #[derive(Debug, Clone, Args)]
 pub struct WorkerConfig {
@@ -36,6 +37,12 @@ pub struct WorkerConfig {
     /// RESOURCE_EXHAUSTED at once instead of queueing without bound.
     #[arg(long, env = "COURTSIDE_POOL_QUEUE", default_value_t = 64)]
     pub pool_queue: usize,
+
+    /// Milliseconds of estimated work the pool admits per thread: requests
+    /// beyond it are refused at once (RESOURCE_EXHAUSTED, a 503 at the
+    /// gateway) rather than queued past their deadline.
+    #[arg(long, env = "COURTSIDE_POOL_BACKLOG_MS", default_value_t = DEFAULT_POOL_BACKLOG_MS, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub pool_backlog_ms: u64,
 
     /// Largest `n` the compute benchmark accepts.
     #[arg(long, env = "COURTSIDE_COMPUTE_MAX_N", default_value_t = DEFAULT_MAX_COMPUTE_N)]
@@ -116,15 +123,23 @@ impl std::fmt::Display for MetricsAddr {
     }
 }
 
-/// Default Monte Carlo samples: about 20 ms of one core.
+/// Default Monte Carlo samples: about 40 ms of one core.
 pub const DEFAULT_WINPROB_SAMPLES: u64 = 1_000_000;
-/// Default cap on requested samples: a few seconds of the whole pool.
-pub const DEFAULT_WINPROB_MAX_SAMPLES: u64 = 100_000_000;
+/// Default backlog per pool thread: admitted requests start within about
+/// two seconds, well inside the gateway's default ten-second deadline.
+pub const DEFAULT_POOL_BACKLOG_MS: u64 = 2_000;
+/// Default cap on requested samples: about 400 ms of one core, half that on
+/// two.
+pub const DEFAULT_WINPROB_MAX_SAMPLES: u64 = 10_000_000;
 
 impl WorkerConfig {
     /// Pool size after applying the default.
     pub fn pool_threads(&self) -> NonZeroUsize {
         self.pool_threads.or_else(|| std::thread::available_parallelism().ok()).unwrap_or(NonZeroUsize::MIN)
+    }
+
+    pub fn pool_backlog(&self) -> Duration {
+        Duration::from_millis(self.pool_backlog_ms)
     }
 
     pub fn drain_delay(&self) -> Duration {
@@ -164,6 +179,7 @@ impl WorkerConfig {
             metrics_addr: MetricsAddr(Some(SocketAddr::from(([127, 0, 0, 1], 0)))),
             pool_threads: NonZeroUsize::new(2),
             pool_queue: 16,
+            pool_backlog_ms: DEFAULT_POOL_BACKLOG_MS,
             compute_max_n: DEFAULT_MAX_COMPUTE_N,
             drain_delay_secs: 0,
             shutdown_grace_secs: 5,

@@ -217,17 +217,13 @@ impl Consumer {
 
     async fn process_batch(&self, entries: Vec<StreamEntry>) -> Result<(), ConsumerError> {
         let model = self.model.current();
-        let entries = Arc::new(entries);
-        let applies = loop {
-            let job_entries = Arc::clone(&entries);
-            let job_model = Arc::clone(&model);
-            match self.pool.run("rate stream batch", move || rate_batch(&job_entries, &job_model)).await {
-                Ok(timed) => break timed.value,
-                // The pool serves requests first; the stream can wait.
-                Err(PoolError::Saturated { .. }) => tokio::time::sleep(Duration::from_millis(20)).await,
-                Err(err) => return Err(err.into()),
-            }
-        };
+        // Background work: it waits for a background thread, so requests
+        // are served first and the stream catches up after.
+        let applies = self
+            .pool
+            .run_background("rate stream batch", move |_| rate_batch(&entries, &model))
+            .await?
+            .value;
         let (applies, undecodable): (Vec<ScoreApply>, u64) = applies;
         self.stats.undecodable.fetch_add(undecodable, Ordering::Relaxed);
         metrics::counter!(CONSUMER_APPLIED, "outcome" => "undecodable").increment(undecodable);

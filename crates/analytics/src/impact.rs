@@ -17,7 +17,7 @@ use store::{StateStore, StoreError, StreamEntry};
 
 use crate::{
     model::{Impact, ImpactTally, ModelHandle, ModelSource},
-    pool::{Cancel, CpuPool, PoolError},
+    pool::{Cancel, Cost, CpuPool, PoolError},
     stream::{self, ActionBuilder, StreamDetail},
 };
 
@@ -89,8 +89,10 @@ pub async fn compute(
     }
 
     let model = model.current();
+    // Decoding and rating an entry takes about a microsecond.
+    let cost = Cost::from_micros(entries.len() as u64);
     let timed = pool
-        .run_cancellable("compute impact", move |cancel| {
+        .run_cancellable("compute impact", cost, move |cancel| {
             let players = match &scope {
                 ImpactScope::Players(players) => Some(players.clone()),
                 ImpactScope::Match(_) => None,

@@ -327,35 +327,17 @@ fn rows(tally: &ImpactTally, model: &RatingModel) -> Vec<(String, f64)> {
     tally.totals(model).into_iter().map(|impact| (impact.player.get().to_string(), impact.xt)).collect()
 }
 
-/// Runs a step of a batch job on the pool. A batch job is background work:
-/// when the pool is saturated it waits for room rather than failing.
+/// Runs a step of a batch job on the pool's background lane: it waits for
+/// a background thread rather than failing, and gives up when the worker
+/// stops.
 async fn run_on_pool<T, F>(inner: &Inner, name: &'static str, job: F) -> Result<T, JobError>
 where
     F: FnOnce(&Cancel) -> T + Send + 'static,
     T: Send + 'static,
 {
-    // The job waits in a slot of its own, so a rejected attempt (which drops
-    // its closure) does not lose the state the job carries.
-    let slot = Arc::new(Mutex::new(Some(job)));
-    loop {
-        let attempt = Arc::clone(&slot);
-        let outcome = inner
-            .pool
-            .run_cancellable(name, move |cancel| {
-                let job = attempt.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
-                job.map(|job| job(cancel))
-            })
-            .await;
-        match outcome {
-            Ok(timed) => return timed.value.ok_or(JobError::Stopped),
-            Err(PoolError::Saturated { .. }) => {
-                tokio::select! {
-                    () = tokio::time::sleep(Duration::from_millis(20)) => {}
-                    () = inner.stop.cancelled() => return Err(JobError::Stopped),
-                }
-            }
-            Err(err) => return Err(err.into()),
-        }
+    tokio::select! {
+        outcome = inner.pool.run_background(name, job) => Ok(outcome?.value),
+        () = inner.stop.cancelled() => Err(JobError::Stopped),
     }
 }
 

@@ -24,6 +24,7 @@ pub const POOL_QUEUE_WAIT: &str = "courtside_pool_queue_wait_seconds";
 pub const POOL_RUN: &str = "courtside_pool_task_duration_seconds";
 pub const POOL_BUSY: &str = "courtside_pool_busy_seconds_total";
 pub const POOL_REJECTIONS: &str = "courtside_pool_rejections_total";
+pub const POOL_BACKLOG: &str = "courtside_pool_backlog_seconds";
 pub const POOL_DEADLINE_DROPS: &str = "courtside_pool_deadline_drops_total";
 pub const CONSUMER_LAG: &str = "courtside_consumer_lag_entries";
 pub const CONSUMER_PENDING: &str = "courtside_consumer_pending_entries";
@@ -47,7 +48,15 @@ pub fn describe() {
         Unit::Seconds,
         "seconds pool threads spent running jobs; rate() over threads is the pool's utilisation"
     );
-    describe_counter!(POOL_REJECTIONS, "CPU jobs refused because the pool was full (RESOURCE_EXHAUSTED)");
+    describe_counter!(
+        POOL_REJECTIONS,
+        "requests refused because the pool was full (RESOURCE_EXHAUSTED), by reason: too many jobs or too much work"
+    );
+    describe_gauge!(
+        POOL_BACKLOG,
+        Unit::Seconds,
+        "estimated thread time of the requests admitted to the pool and not finished"
+    );
     describe_counter!(
         POOL_DEADLINE_DROPS,
         "queued CPU jobs skipped because their caller had stopped waiting"
@@ -59,7 +68,10 @@ pub fn describe() {
     describe_histogram!(store::DB_DURATION, Unit::Seconds, "duration of Redis commands");
     // Registered now, so dashboards show zero rather than no data until the
     // first occurrence.
-    let _ = metrics::counter!(POOL_REJECTIONS);
+    for reason in ["jobs", "backlog"] {
+        let _ = metrics::counter!(POOL_REJECTIONS, "reason" => reason);
+    }
+    let _ = gauge!(POOL_BACKLOG);
     let _ = metrics::counter!(POOL_DEADLINE_DROPS);
     let _ = gauge!(POOL_QUEUE_DEPTH);
     let _ = gauge!(POOL_BUSY);

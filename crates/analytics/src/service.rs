@@ -28,7 +28,7 @@ use crate::{
     impact::{self, ImpactError, ImpactScope},
     jobs::{JobKind, JobProgress, JobState, Jobs},
     model::ModelHandle,
-    pool::{CpuPool, PoolError},
+    pool::{Cost, CpuPool, PoolError},
 };
 
 /// Players one impact request may name.
@@ -62,7 +62,7 @@ impl From<RpcError> for Status {
             RpcError::InvalidSize(_) | RpcError::InvalidArgument(_) | RpcError::WinProb(_) => {
                 Status::invalid_argument(err.to_string())
             }
-            RpcError::Pool(PoolError::Saturated { .. }) => {
+            RpcError::Pool(PoolError::Saturated { .. } | PoolError::Backlogged { .. }) => {
                 Status::resource_exhausted(format!("{err}; retry later"))
             }
             RpcError::Pool(PoolError::Panicked) => Status::internal("analytics job failed"),
@@ -131,7 +131,11 @@ type ProgressStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + '
 impl AnalyticsService for Analytics {
     async fn compute(&self, request: Request<ComputeRequest>) -> Result<Response<ComputeResponse>, Status> {
         let n = ComputeSize::new(request.into_inner().n, self.compute_max_n).map_err(RpcError::from)?;
-        let timed = self.pool.run("compute", move || sum_of_square_roots(n)).await.map_err(RpcError::from)?;
+        let timed = self
+            .pool
+            .run("compute", compute_cost(n), move || sum_of_square_roots(n))
+            .await
+            .map_err(RpcError::from)?;
         Ok(Response::new(ComputeResponse {
             result: timed.value,
             queue_micros: micros(timed.queued),
@@ -181,7 +185,7 @@ impl AnalyticsService for Analytics {
         let model = self.winprob;
         let timed = self
             .pool
-            .run_cancellable("win probability", move |cancel| {
+            .run_cancellable("win probability", win_probability_cost(samples), move |cancel| {
                 let closed = model.closed_form(&state);
                 let tasks = run.blocks().div_ceil(BLOCKS_PER_TASK);
                 let counts = (0..tasks)
@@ -252,6 +256,18 @@ impl AnalyticsService for Analytics {
             trained_on: model.trained_on(),
         }))
     }
+}
+
+/// About 2.5 ns a term on one core: the loop is one dependent chain of
+/// additions (20 million terms take 50 ms in the load-test report).
+fn compute_cost(n: ComputeSize) -> Cost {
+    Cost::from_micros(n.get() / 400)
+}
+
+/// About 40 ns a simulated match on one core (a million samples take some
+/// 24 ms on two threads in the load-test report).
+fn win_probability_cost(samples: u64) -> Cost {
+    Cost::from_micros(samples / 25)
 }
 
 /// Exactly one of a match id and a player set.
@@ -335,4 +351,22 @@ fn job_progress(progress: &JobProgress) -> pb::JobProgress {
 
 fn micros(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{DEFAULT_MAX_COMPUTE_N, DEFAULT_POOL_BACKLOG_MS, DEFAULT_WINPROB_MAX_SAMPLES};
+
+    #[test]
+    fn the_largest_request_the_defaults_allow_is_a_small_share_of_the_backlog() {
+        // An anonymous client may send the largest request the defaults
+        // allow, many times: each must be a small share of what one thread
+        // admits, or a few of them hold the pool past callers' deadlines.
+        let share = DEFAULT_POOL_BACKLOG_MS * 1_000 / 4;
+        let samples = win_probability_cost(DEFAULT_WINPROB_MAX_SAMPLES);
+        assert!(samples.micros() <= share, "{samples:?} of a {share} us share");
+        let n = compute_cost(ComputeSize::new(DEFAULT_MAX_COMPUTE_N, DEFAULT_MAX_COMPUTE_N).expect("valid"));
+        assert!(n.micros() <= share, "{n:?} of a {share} us share");
+    }
 }

@@ -16,7 +16,7 @@ use crate::{
     consumer::{self, Consumer, ConsumerConfig},
     jobs::Jobs,
     model::{MODEL_KEY, ModelHandle, RatingModel},
-    pool::CpuPool,
+    pool::{CpuPool, PoolLimits},
     service::{Analytics, Limits},
 };
 
@@ -48,7 +48,11 @@ impl Application {
         // Before any metric handle is taken: handles taken earlier go nowhere.
         telemetry::metrics::install();
         crate::metrics::describe();
-        let pool = CpuPool::new(config.pool_threads(), config.pool_queue)?;
+        let pool = CpuPool::new(PoolLimits {
+            threads: config.pool_threads(),
+            queue: config.pool_queue,
+            backlog: config.pool_backlog(),
+        })?;
         let listener = TcpListener::bind(config.listen_addr)
             .await
             .with_context(|| format!("failed to bind the gRPC listener on {}", config.listen_addr))?;
@@ -95,7 +99,7 @@ impl Application {
         let season =
             RatingModel::bootstrap_season(self.config.xt_bootstrap_matches, self.config.xt_bootstrap_seed)
                 .context("invalid bootstrap season")?;
-        let fitted = self.pool.run("bootstrap xt", move || RatingModel::bootstrap(season)).await?.value?;
+        let fitted = self.pool.run_background("bootstrap xt", move |_| RatingModel::bootstrap(season)).await?.value?;
         tracing::info!(trained_on = fitted.trained_on(), "xt model fitted on a synthetic season");
         Ok(fitted)
     }

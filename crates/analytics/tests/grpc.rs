@@ -139,7 +139,8 @@ fn endless() -> WinProbabilityRequest {
 #[tokio::test]
 async fn health_answers_and_new_work_is_refused_while_the_pool_is_saturated() {
     // Two threads, no queue: two jobs fill the pool.
-    let config = WorkerConfig { pool_queue: 0, ..quiet_config() };
+    // The backlog budget is out of the way: this is about the job count.
+    let config = WorkerConfig { pool_queue: 0, pool_backlog_ms: 600_000, ..quiet_config() };
     let worker = spawn_worker(config, Arc::new(MemoryStore::new())).await;
     let mut holders = Vec::new();
     for _ in 0..2 {
@@ -185,8 +186,13 @@ async fn health_answers_and_new_work_is_refused_while_the_pool_is_saturated() {
 #[tokio::test]
 async fn work_whose_deadline_passed_in_the_queue_is_dropped() {
     // One thread: a holder occupies it, the next job waits in the queue.
-    let config =
-        WorkerConfig { pool_threads: std::num::NonZeroUsize::new(1), pool_queue: 4, ..quiet_config() };
+    let config = WorkerConfig {
+        pool_threads: std::num::NonZeroUsize::new(1),
+        pool_queue: 4,
+        pool_backlog_ms: 600_000,
+        compute_max_n: 1_000_000_000,
+        ..quiet_config()
+    };
     let worker = spawn_worker(config.clone(), Arc::new(MemoryStore::new())).await;
     let holder = {
         let mut client = worker.client().await;
@@ -220,6 +226,49 @@ async fn work_whose_deadline_passed_in_the_queue_is_dropped() {
     let next = client.compute(ComputeRequest { n: 10 }).await.expect("runs").into_inner();
     println!("queue wait after the expired job: {} us", next.queue_micros);
     assert!(next.queue_micros < 1_000_000, "waited {} us: the expired job ran", next.queue_micros);
+    worker.stop().await.expect("stops");
+}
+
+#[tokio::test]
+async fn heavy_requests_are_refused_at_once_instead_of_queueing_past_their_deadline() {
+    // Two threads, half a second of estimated work each.
+    let config = WorkerConfig { pool_backlog_ms: 500, ..quiet_config() };
+    let worker = spawn_worker(config, Arc::new(MemoryStore::new())).await;
+    let holder = {
+        let mut client = worker.client().await;
+        tokio::spawn(async move { client.win_probability(endless()).await })
+    };
+    let mut client = worker.client().await;
+    let held = helpers::eventually(Duration::from_secs(10), || {
+        let mut client = client.clone();
+        async move {
+            matches!(client.compute(ComputeRequest { n: 1 }).await, Err(status) if status.code() == Code::ResourceExhausted)
+        }
+    })
+    .await;
+    assert!(held, "the holder's work never filled the backlog");
+
+    // Requests like those that once waited out their deadline behind each
+    // other: each is told to retry, at once.
+    for _ in 0..4 {
+        let mut heavy = tonic::Request::new(WinProbabilityRequest {
+            samples: 100_000_000,
+            seed: 1,
+            ..Default::default()
+        });
+        heavy.set_timeout(Duration::from_secs(3));
+        let status = client.win_probability(heavy).await.expect_err("no room for it");
+        assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+        assert!(status.message().contains("ms of work"), "{}", status.message());
+    }
+
+    holder.abort();
+    let freed = helpers::eventually(Duration::from_secs(20), || {
+        let mut client = client.clone();
+        async move { client.compute(ComputeRequest { n: 10 }).await.is_ok() }
+    })
+    .await;
+    assert!(freed, "the cancelled holder kept its share of the backlog");
     worker.stop().await.expect("stops");
 }
 
