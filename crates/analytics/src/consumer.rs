@@ -219,11 +219,8 @@ impl Consumer {
         let model = self.model.current();
         // Background work: it waits for a background thread, so requests
         // are served first and the stream catches up after.
-        let applies = self
-            .pool
-            .run_background("rate stream batch", move |_| rate_batch(&entries, &model))
-            .await?
-            .value;
+        let applies =
+            self.pool.run_background("rate stream batch", move |_| rate_batch(&entries, &model)).await?.value;
         let (applies, undecodable): (Vec<ScoreApply>, u64) = applies;
         self.stats.undecodable.fetch_add(undecodable, Ordering::Relaxed);
         metrics::counter!(CONSUMER_APPLIED, "outcome" => "undecodable").increment(undecodable);

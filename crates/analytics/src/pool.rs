@@ -164,9 +164,8 @@ impl CpuPool {
             .build()
             .context("failed to start the cpu pool")?;
         let capacity = threads + limits.queue;
-        let budget = u64::try_from(limits.backlog.as_micros())
-            .unwrap_or(u64::MAX)
-            .saturating_mul(threads as u64);
+        let budget =
+            u64::try_from(limits.backlog.as_micros()).unwrap_or(u64::MAX).saturating_mul(threads as u64);
         gauge!(POOL_THREADS).set(threads as f64);
         Ok(Self {
             pool: Arc::new(pool),
@@ -272,7 +271,12 @@ impl CpuPool {
         Ok(Admitted { _slot: slot, _backlog: Some(Reserved { backlog: Arc::clone(&self.backlog), micros }) })
     }
 
-    async fn execute<T, F>(&self, name: &'static str, admitted: Admitted, job: F) -> Result<Timed<T>, PoolError>
+    async fn execute<T, F>(
+        &self,
+        name: &'static str,
+        admitted: Admitted,
+        job: F,
+    ) -> Result<Timed<T>, PoolError>
     where
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
@@ -422,8 +426,7 @@ mod tests {
         }
 
         // A request runs at once on the thread background work left free.
-        let answered =
-            tokio::time::timeout(Duration::from_secs(5), pool.run("request", FREE, || 42)).await;
+        let answered = tokio::time::timeout(Duration::from_secs(5), pool.run("request", FREE, || 42)).await;
         assert_eq!(answered.expect("the request was not starved").map(|t| t.value), Ok(42));
         assert_eq!(started.load(Ordering::SeqCst), 1, "background work took every thread");
 

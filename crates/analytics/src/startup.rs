@@ -99,7 +99,8 @@ impl Application {
         let season =
             RatingModel::bootstrap_season(self.config.xt_bootstrap_matches, self.config.xt_bootstrap_seed)
                 .context("invalid bootstrap season")?;
-        let fitted = self.pool.run_background("bootstrap xt", move |_| RatingModel::bootstrap(season)).await?.value?;
+        let fitted =
+            self.pool.run_background("bootstrap xt", move |_| RatingModel::bootstrap(season)).await?.value?;
         tracing::info!(trained_on = fitted.trained_on(), "xt model fitted on a synthetic season");
         Ok(fitted)
     }

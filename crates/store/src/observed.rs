@@ -6,12 +6,23 @@
 //! sample in `db_client_operation_duration_seconds`. A span is a child of
 //! whatever the caller is doing: an ingest request's trace shows its round
 //! trips to Redis.
+//!
+//! It also starts the connection over when Redis refuses our credentials:
+//! the connection manager reconnects by itself after I/O errors only, so
+//! once a reconnect was refused (Redis came back with another password)
+//! every later command failed with that refusal and no new attempt was
+//! made, even after Redis accepted the password again. A fresh manager
+//! behaves as after a plain restart.
 
-use std::{future::Future, time::Instant};
+use std::{
+    future::Future,
+    sync::{Arc, RwLock},
+    time::{Duration, Instant},
+};
 
 use redis::{
-    Cmd, Pipeline, RedisFuture, RedisResult, Value,
-    aio::{ConnectionLike, ConnectionManager},
+    Client, Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, Value,
+    aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig},
 };
 use tracing::{Instrument as _, field::Empty};
 
@@ -49,14 +60,72 @@ const KNOWN: &[&str] = &[
     "ZSCORE",
 ];
 
-/// A connection whose commands are timed and traced.
+/// Refused credentials start a new connection at most this often, however
+/// many commands fail meanwhile.
+const RENEW_EVERY: Duration = Duration::from_millis(250);
+
+/// A connection whose commands are timed and traced. Cheap to clone; clones
+/// share the connection.
 #[derive(Clone)]
-pub(crate) struct Observed(pub(crate) ConnectionManager);
+pub(crate) struct Observed(Arc<Renewable>);
+
+struct Renewable {
+    client: Client,
+    config: ConnectionManagerConfig,
+    current: RwLock<Current>,
+}
+
+struct Current {
+    /// Counts renewals, so that of many commands refused on one connection
+    /// only the first replaces it.
+    generation: u64,
+    manager: ConnectionManager,
+    since: Instant,
+}
+
+impl Observed {
+    /// Prepares a connection without connecting.
+    pub(crate) fn new_lazy(client: Client, config: ConnectionManagerConfig) -> RedisResult<Self> {
+        let manager = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())?;
+        let current = Current { generation: 0, manager, since: Instant::now() };
+        Ok(Self(Arc::new(Renewable { client, config, current: RwLock::new(current) })))
+    }
+
+    fn current(&self) -> (u64, ConnectionManager) {
+        let current = self.0.current.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        (current.generation, current.manager.clone())
+    }
+
+    /// Replaces the connection that failed with `err` if Redis refused our
+    /// credentials on it and nobody replaced it yet.
+    fn renew_after(&self, generation: u64, err: &RedisError) {
+        if !refused_credentials(err) {
+            return;
+        }
+        let mut current = self.0.current.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if current.generation != generation || current.since.elapsed() < RENEW_EVERY {
+            return;
+        }
+        if let Ok(manager) =
+            ConnectionManager::new_lazy_with_config(self.0.client.clone(), self.0.config.clone())
+        {
+            *current = Current { generation: generation + 1, manager, since: Instant::now() };
+            tracing::warn!(error = %err, "redis refused our credentials; the next command connects again");
+        }
+    }
+}
 
 impl ConnectionLike for Observed {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         let name = command_name(cmd);
-        Box::pin(observe(name, 1, self.0.req_packed_command(cmd)))
+        let (generation, mut manager) = self.current();
+        Box::pin(async move {
+            let result = observe(name, 1, manager.req_packed_command(cmd)).await;
+            if let Err(err) = &result {
+                self.renew_after(generation, err);
+            }
+            result
+        })
     }
 
     fn req_packed_commands<'a>(
@@ -68,12 +137,24 @@ impl ConnectionLike for Observed {
         // Named after its last command: a pipeline is a script load and
         // then the work, or the same command many times.
         let name = pipeline.cmd_iter().last().map_or("OTHER", command_name);
-        Box::pin(observe(name, pipeline.len(), self.0.req_packed_commands(pipeline, offset, count)))
+        let (generation, mut manager) = self.current();
+        Box::pin(async move {
+            let result =
+                observe(name, pipeline.len(), manager.req_packed_commands(pipeline, offset, count)).await;
+            if let Err(err) = &result {
+                self.renew_after(generation, err);
+            }
+            result
+        })
     }
 
     fn get_db(&self) -> i64 {
-        self.0.get_db()
+        self.current().1.get_db()
     }
+}
+
+fn refused_credentials(err: &RedisError) -> bool {
+    err.kind() == ErrorKind::AuthenticationFailed || matches!(err.code(), Some("NOAUTH" | "WRONGPASS"))
 }
 
 async fn observe<T>(

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use futures::StreamExt as _;
 use redis::{
     AsyncCommands as _, Client, RedisError,
-    aio::{ConnectionManager, ConnectionManagerConfig},
+    aio::ConnectionManagerConfig,
     streams::{StreamAutoClaimReply, StreamId, StreamRangeReply, StreamReadReply},
 };
 
@@ -195,16 +195,14 @@ impl RedisStore {
             .set_connection_timeout(Some(config.timeout))
             .set_response_timeout(Some(config.timeout))
             .set_number_of_retries(1);
-        let commands = ConnectionManager::new_lazy_with_config(client.clone(), manager_config.clone())
-            .map_err(map_error)?;
+        let commands = Observed::new_lazy(client.clone(), manager_config.clone()).map_err(map_error)?;
         // A blocking read may take its block time plus the usual answer time.
         let blocking_config = manager_config.set_response_timeout(Some(config.timeout + MAX_BLOCK));
-        let blocking =
-            ConnectionManager::new_lazy_with_config(client.clone(), blocking_config).map_err(map_error)?;
+        let blocking = Observed::new_lazy(client.clone(), blocking_config).map_err(map_error)?;
         Ok(Self {
             client,
-            commands: Observed(commands),
-            blocking: Observed(blocking),
+            commands,
+            blocking,
             prefix: config.key_prefix.clone(),
             timeout: config.timeout,
             append_script: redis::Script::new(APPEND_SCRIPT),

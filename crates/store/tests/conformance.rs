@@ -496,3 +496,31 @@ async fn unreachable_redis_reports_unavailable_within_the_timeout() {
     assert!(matches!(err, store::StoreError::Unavailable(_)), "{err:?}");
     assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
 }
+
+#[tokio::test]
+async fn a_refused_password_is_retried_once_redis_accepts_it_again() {
+    let Some(mut redis) =
+        testing::ThrowawayRedis::start(&["--save", "", "--appendonly", "no", "--requirepass", "right"])
+    else {
+        return;
+    };
+    let url = redis.url().replacen("redis://", "redis://:right@", 1);
+    let config = store::RedisConfig { timeout: Duration::from_millis(500), ..store::RedisConfig::new(&url) };
+    let store = RedisStore::connect_lazy(&config).expect("url is valid");
+    let up = testing::eventually(Duration::from_secs(10), || async { store.ping().await.is_ok() }).await;
+    assert!(up, "the throwaway server never answered");
+
+    // Restarted with another password: ours is refused, as unavailability.
+    redis.kill_and_restart_with(&["--requirepass", "other"]);
+    let refused = testing::eventually(Duration::from_secs(10), || async {
+        matches!(store.ping().await, Err(store::StoreError::Unavailable(msg)) if msg.contains("WRONGPASS") || msg.contains("NOAUTH") || msg.contains("uthenticat"))
+    })
+    .await;
+    assert!(refused, "the new password never turned our credentials away");
+
+    // Back to ours: the store recovers by itself, as after a plain restart.
+    redis.kill_and_restart();
+    let recovered =
+        testing::eventually(Duration::from_secs(10), || async { store.ping().await.is_ok() }).await;
+    assert!(recovered, "the refused password stuck: the store never tried again");
+}
