@@ -51,7 +51,7 @@ pub struct LiveQuery {
         ("Last-Event-ID" = Option<u64>, Header, description = "resume after this sequence number (set by EventSource)"),
     ),
     responses(
-        (status = 200, description = "`subscribed`, then `event` (or `resync`) messages", content_type = "text/event-stream", body = super::wire::UpdateMessage),
+        (status = 200, description = "`subscribed`, then `event` (or `resync`) messages", content_type = "text/event-stream", body = super::wire::LiveMessage),
         (status = 400, description = "`since` beyond the match's head", body = crate::error::ErrorBody),
         (status = 404, description = "no such match", body = crate::error::ErrorBody),
         (status = 503, description = "connection limit reached", body = crate::error::ErrorBody),

@@ -236,6 +236,39 @@ pub struct UpdateMessage {
     pub state: MatchView,
 }
 
+/// The first message of a subscription (`subscribed`), and the one that
+/// replaces missed events history no longer holds (`resync`)
+/// (documentation only; `subscription.rs` writes it).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SubscribedMessage {
+    /// `"subscribed"` or `"resync"`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(rename = "match")]
+    pub match_id: String,
+    /// Sequence number of `state`: the match's head.
+    pub seq: u64,
+    /// The sequence number the client resumes after, when it gave one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub since: Option<u64>,
+    /// With `since`: whether every missed event follows (`true`), or
+    /// history no longer has them and `state` replaces them (`false`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recovered: Option<bool>,
+    /// How many missed events follow this message.
+    pub replayed: u64,
+    pub state: MatchView,
+}
+
+/// Any message of a live subscription: a [`SubscribedMessage`] first, then
+/// [`UpdateMessage`]s (documentation only).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum LiveMessage {
+    Subscribed(SubscribedMessage),
+    Update(UpdateMessage),
+}
+
 impl From<&MatchState> for MatchView {
     fn from(state: &MatchState) -> Self {
         let team = |t: &Team| TeamView { id: t.id, name: t.name.clone() };

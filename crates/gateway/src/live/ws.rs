@@ -69,12 +69,12 @@ pub const CLOSE_POLICY_VIOLATION: u16 = 1008;
 pub const CLOSE_TOO_BIG: u16 = 1009;
 
 /// The WebSocket live feed (protocol in the module documentation; each
-/// update is an [`UpdateMessage`](super::wire::UpdateMessage)).
+/// message is a [`LiveMessage`](super::wire::LiveMessage)).
 #[utoipa::path(get, path = "/v1/live", tag = "live",
     params(("token" = Option<String>, Query, description = "read token, when reads need one")),
     responses(
         (status = 401, description = "read tokens are configured and none (or a wrong one) was given", body = crate::error::ErrorBody),
-        (status = 101, description = "switching to the WebSocket protocol", body = super::wire::UpdateMessage),
+        (status = 101, description = "switching to the WebSocket protocol", body = super::wire::LiveMessage),
         (status = 503, description = "connection limit reached", body = crate::error::ErrorBody),
     ))]
 pub async fn live_ws(

@@ -415,3 +415,89 @@ async fn with_read_tokens_every_read_needs_one() {
             .expect("websocket with a read token");
     drop(socket);
 }
+
+#[tokio::test]
+async fn live_messages_match_their_documented_schema() {
+    let app = spawn_app().await;
+    let addr = app.gateway.addr;
+    start_match(&app.client, addr, "schema", 3).await;
+    let document: Value = app.get("/openapi.json").await.json().await.expect("json");
+    let responses = |path: &str| document["paths"][path]["get"]["responses"].clone();
+    let sse_schema =
+        responses("/v1/matches/{id}/live")["200"]["content"]["text/event-stream"]["schema"].clone();
+    let ws_schema = responses("/v1/live")["101"]["content"]["application/json"]["schema"].clone();
+    assert!(sse_schema.is_object() && ws_schema.is_object(), "live messages are undocumented");
+
+    // SSE: `subscribed` with a resume, then the events it replays.
+    let mut sse = SseClient::connect(&app.client, &app.url("/v1/matches/schema/live?since=1"), None).await;
+    for _ in 0..3 {
+        let message = sse.next().await;
+        if let Err(err) = conforms(&message.data, &sse_schema, &document) {
+            panic!("SSE `{}` does not match its schema: {err}\n{}", message.event, message.data);
+        }
+    }
+
+    // WebSocket: the `subscribed` reply, then a live update.
+    let mut ws = WsClient::connect(addr).await;
+    let subscribed = ws.subscribe("schema", None).await;
+    publish_ok(&app.client, addr, &pass("schema", 4)).await;
+    let update = ws.recv().await;
+    for message in [subscribed, update] {
+        if let Err(err) = conforms(&message, &ws_schema, &document) {
+            panic!("WebSocket message does not match its schema: {err}\n{message}");
+        }
+    }
+}
+
+/// Checks `value` against an OpenAPI schema closely enough to catch a
+/// message that strays from its documentation: references, `oneOf`,
+/// objects (no undocumented field, every required one), arrays and JSON
+/// types.
+fn conforms(value: &Value, schema: &Value, document: &Value) -> Result<(), String> {
+    if let Some(reference) = schema["$ref"].as_str() {
+        let name = reference.rsplit('/').next().unwrap_or_default();
+        return conforms(value, &document["components"]["schemas"][name], document);
+    }
+    if let Some(variants) = schema["oneOf"].as_array().or_else(|| schema["anyOf"].as_array()) {
+        let errors: Vec<String> =
+            variants.iter().filter_map(|variant| conforms(value, variant, document).err()).collect();
+        return if errors.len() < variants.len() { Ok(()) } else { Err(errors.join(" | ")) };
+    }
+    for part in schema["allOf"].as_array().into_iter().flatten() {
+        conforms(value, part, document)?;
+    }
+    let types: Vec<&str> = match &schema["type"] {
+        Value::String(one) => vec![one.as_str()],
+        Value::Array(many) => many.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    };
+    let actual = match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_u64() || n.is_i64() => "integer",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    };
+    if !types.is_empty() && !types.contains(&actual) && !(actual == "integer" && types.contains(&"number")) {
+        return Err(format!("{value} is {actual}, documented as {types:?}"));
+    }
+    if let (Some(object), Some(properties)) = (value.as_object(), schema["properties"].as_object()) {
+        for (key, field) in object {
+            let documented = properties.get(key).ok_or_else(|| format!("undocumented field {key:?}"))?;
+            conforms(field, documented, document).map_err(|err| format!("{key}: {err}"))?;
+        }
+        for required in schema["required"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+            if !object.contains_key(required) {
+                return Err(format!("required field {required:?} is missing"));
+            }
+        }
+    }
+    if let (Some(items), Some(item)) = (value.as_array(), schema.get("items")) {
+        for value in items {
+            conforms(value, item, document)?;
+        }
+    }
+    Ok(())
+}
