@@ -63,7 +63,10 @@ impl Channel {
 pub struct Hub {
     channels: Mutex<HashMap<String, Arc<Channel>>>,
     ring_capacity: usize,
-    states: moka::sync::Cache<String, Bytes>,
+    /// Each match's latest known state and its sequence number: an older
+    /// state never replaces a newer one, whichever path brings it (this
+    /// gateway's own ingest, the update stream, a store read).
+    states: moka::sync::Cache<String, (u64, Bytes)>,
     updates: metrics::Counter,
 }
 
@@ -133,15 +136,17 @@ impl Hub {
 
     /// The cached state of a match, if the cache has it.
     pub fn cached_state(&self, match_id: &str) -> Option<Bytes> {
-        self.states.get(match_id)
+        self.states.get(match_id).map(|(_, state)| state)
     }
 
-    pub fn cache_state(&self, match_id: &str, state: Bytes) {
-        self.states.insert(match_id.to_owned(), state);
-    }
-
-    pub fn cache_state_if_absent(&self, match_id: &str, state: Bytes) {
-        self.states.entry(match_id.to_owned()).or_insert(state);
+    /// Caches `state`, the match's state after event `seq`, unless the cache
+    /// already holds a later one.
+    pub fn cache_state(&self, match_id: &str, seq: u64, state: Bytes) {
+        use moka::ops::compute::Op;
+        self.states.entry(match_id.to_owned()).and_compute_with(|cached| match cached {
+            Some(cached) if cached.value().0 >= seq => Op::Nop,
+            _ => Op::Put((seq, state)),
+        });
     }
 
     /// Drops every cached state: after losing the update stream the cache
@@ -161,7 +166,7 @@ impl Hub {
                 return;
             }
         };
-        self.cache_state(&header.match_id, Bytes::copy_from_slice(header.state.get().as_bytes()));
+        self.cache_state(&header.match_id, header.seq, Bytes::copy_from_slice(header.state.get().as_bytes()));
 
         let Some(channel) = self.lock().get(&header.match_id).cloned() else { return };
         let Ok(text) = Utf8Bytes::try_from(payload) else { return };

@@ -15,7 +15,10 @@ use domain::live::{ApplyError, MatchEvent, MatchId, MatchState, Sequencing};
 use prost::Message as _;
 use store::{AppendOutcome, HistoryLimits, LogAppend, StateStore, StoreError};
 
-use super::wire::{EventView, MatchView, UpdateFrame, stream_entry};
+use super::{
+    hub::Hub,
+    wire::{EventView, MatchView, UpdateFrame, stream_entry},
+};
 
 /// What happened to one accepted event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,11 +109,15 @@ pub struct Committed {
 pub struct Ingestor {
     store: Arc<dyn StateStore>,
     limits: HistoryLimits,
+    /// Whose state cache learns each applied state from the append itself,
+    /// before the acknowledgement: a read from this gateway after a `200`
+    /// sees the write, without waiting for the update stream to bring it.
+    hub: Arc<Hub>,
 }
 
 impl Ingestor {
-    pub fn new(store: Arc<dyn StateStore>, limits: HistoryLimits) -> Self {
-        Self { store, limits }
+    pub fn new(store: Arc<dyn StateStore>, limits: HistoryLimits, hub: Arc<Hub>) -> Self {
+        Self { store, limits, hub }
     }
 
     /// Applies `events` in order. Each result says what happened to the
@@ -202,7 +209,10 @@ impl Ingestor {
         let mut stale = Vec::new();
         for ((index, outcome), append) in appended_at.into_iter().zip(outcomes).zip(&appends) {
             results[index] = Some(match outcome {
-                AppendOutcome::Applied => Ok(Accepted::Applied),
+                AppendOutcome::Applied => {
+                    self.hub.cache_state(&append.log, append.seq, append.state.clone());
+                    Ok(Accepted::Applied)
+                }
                 // Another publisher stored this sequence number between our
                 // read and our append.
                 AppendOutcome::Duplicate { .. } => Ok(Accepted::Duplicate),
@@ -269,5 +279,54 @@ impl Ingestor {
             state: Bytes::from(serde_json::to_vec(&view).context("cannot encode the match state")?),
             stream_entry: Bytes::from(stream_entry(event, before, traceparent.to_owned()).encode_to_vec()),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use store::MemoryStore;
+
+    use super::*;
+    use crate::live::wire::EventBody;
+
+    fn event(body: serde_json::Value) -> MatchEvent {
+        let body: EventBody = serde_json::from_value(body).expect("an event body");
+        MatchEvent::parse(body.into(), 0).expect("a valid event")
+    }
+
+    fn cached_seq(hub: &Hub, id: &str) -> Option<u64> {
+        let state = hub.cached_state(id)?;
+        Some(serde_json::from_slice::<MatchView>(&state).expect("a cached state").seq)
+    }
+
+    #[tokio::test]
+    async fn the_state_cache_learns_each_applied_state_before_the_acknowledgement() {
+        // No update stream runs here: only the ingest itself can fill the
+        // cache, as when the stream is slower than the client's next read.
+        let hub = Arc::new(Hub::new(16, 100));
+        let ingestor =
+            Ingestor::new(Arc::new(MemoryStore::new()), HistoryLimits::default(), Arc::clone(&hub));
+        let kickoff = json!({
+            "match_id": "ryw", "seq": 1, "kind": "kickoff", "minute": 0,
+            "home": {"id": 1, "name": "Rovers"}, "away": {"id": 2, "name": "United"}
+        });
+        let results = ingestor.ingest(&[event(kickoff)]).await.expect("stored");
+        assert!(matches!(results[..], [Ok(Accepted::Applied)]), "{results:?}");
+        assert_eq!(cached_seq(&hub, "ryw"), Some(1));
+        for seq in 2..=3 {
+            let pass = json!({
+                "match_id": "ryw", "seq": seq, "kind": "pass", "minute": 3, "team": 1, "player": 7,
+                "start": {"x": 40.0, "y": 30.0}, "end": {"x": 60.5, "y": 20.0}, "success": true
+            });
+            ingestor.ingest(&[event(pass)]).await.expect("stored");
+            assert_eq!(cached_seq(&hub, "ryw"), Some(seq), "the cache missed the write it acknowledged");
+        }
+
+        // The update stream delivers an older state late: the cache keeps
+        // the newer one.
+        let late = json!({"type": "event", "match": "ryw", "seq": 2, "state": {}});
+        hub.dispatch(Bytes::from(late.to_string()));
+        assert_eq!(cached_seq(&hub, "ryw"), Some(3));
     }
 }

@@ -147,13 +147,13 @@ impl LiveState {
     pub fn new(store: Arc<dyn StateStore>, config: LiveConfig, stop: CancellationToken) -> Self {
         let hub = Arc::new(Hub::new(config.ring_capacity, config.cached_matches));
         Self {
+            ingestor: Ingestor::new(Arc::clone(&store), config.history, Arc::clone(&hub)),
             subscriptions: Subscriptions {
                 hub,
                 store: Arc::clone(&store),
                 limits: config.history,
                 max_lag_bytes: config.max_lag_bytes,
             },
-            ingestor: Ingestor::new(store, config.history),
             connections: Arc::new(Semaphore::new(config.max_connections)),
             config,
             stop,

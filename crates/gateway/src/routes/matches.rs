@@ -471,15 +471,15 @@ pub async fn get_match(
     let state_json = match hub.cached_state(id.as_str()) {
         Some(cached) => cached,
         None => {
-            let (_, stored) = live
+            let (seq, stored) = live
                 .subscriptions
                 .store
                 .log_state(id.as_str())
                 .await?
                 .ok_or_else(|| ApiError::UnknownMatch(id.to_string()))?;
-            // Only if absent: an update may have cached a newer state
-            // since the read.
-            hub.cache_state_if_absent(id.as_str(), stored.clone());
+            // An update may have cached a newer state since the read: the
+            // cache keeps whichever is later.
+            hub.cache_state(id.as_str(), seq, stored.clone());
             stored
         }
     };
