@@ -74,6 +74,13 @@ impl Application {
         self.local_addr
     }
 
+    /// The whole HTTP surface with its middleware, as
+    /// [`Application::run_until_stopped`] serves it: for benchmarks and
+    /// tests that drive it without a socket.
+    pub fn router(&self) -> Router {
+        router_with(self.state.clone(), self.extra_routes.clone())
+    }
+
     /// The live feed's shared state, for tests and the all-in-one binary.
     pub fn live(&self) -> Arc<LiveState> {
         Arc::clone(&self.state.live)

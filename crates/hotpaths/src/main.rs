@@ -1,0 +1,152 @@
+//! The gateway's three hot paths as fixed workloads, for the guard that keeps
+//! them cheap (`loadtest/instructions.sh`).
+//!
+//! ```text
+//! courtside-hotpaths <slow-request|ingest|fanout> <count>
+//! ```
+//!
+//! Each run builds a gateway in process (default settings, the in-process
+//! store, the same telemetry as the binaries), does a fixed warm-up, then
+//! `count` operations. The guard runs it under callgrind twice, with 0 and
+//! with N operations, and divides the difference by N: set-up and warm-up
+//! cancel out, and what is left is the cost of one operation. Instruction
+//! counts repeat exactly for the same binary and input, whatever else the
+//! machine does, so a rise means the code got more expensive.
+//!
+//! The runtime is single-threaded with a paused clock: timers (the 200 ms of
+//! `/v1/bench/slow`) complete at once and in the same order every run.
+
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use axum::{Router, body::Body};
+use bytes::Bytes;
+use clap::Parser as _;
+use gateway::{Application, config::Cli};
+use http::{Request, StatusCode, header};
+use tower::ServiceExt as _;
+
+/// Operations before the measured ones: caches, lazily built routes and
+/// metric handles settle.
+const WARM_UP: usize = 50;
+/// Inputs are prepared for this many operations whatever `count` is, so
+/// preparing them costs the same in both runs.
+const MAX_COUNT: usize = 2_000;
+/// Local subscribers of the fan-out path.
+const SUBSCRIBERS: usize = 1_000;
+const TOKEN: &str = "hotpaths-publish-token";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Path {
+    /// One `GET /v1/bench/slow` through the whole middleware.
+    SlowRequest,
+    /// One `POST /v1/events`: token, body, parse, sequence, fold, encode,
+    /// append to the in-process store, acknowledge.
+    Ingest,
+    /// One update routed by the hub to 1,000 local subscribers, each taking
+    /// it from its channel.
+    Fanout,
+}
+
+#[derive(Debug, clap::Parser)]
+struct Args {
+    #[arg(value_enum)]
+    path: Path,
+    /// Operations after the warm-up, at most 2,000.
+    count: usize,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if args.count > MAX_COUNT {
+        bail!("count must be at most {MAX_COUNT}, got {}", args.count);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .context("failed to start the runtime")?;
+    runtime.block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    // What `cargo run --release` runs with: the defaults, except a free
+    // port and a token to publish with.
+    let cli = Cli::try_parse_from([
+        "courtside-gateway",
+        "--gateway-addr",
+        "127.0.0.1:0",
+        "--publish-tokens",
+        TOKEN,
+    ])
+    .context("invalid settings")?;
+    let telemetry = telemetry::init("courtside-gateway", cli.log_format)?;
+    let store = store::open(&cli.store)?;
+    let app = Application::build(cli.gateway, store).await?;
+    let router = app.router();
+    match args.path {
+        Path::SlowRequest => slow_requests(&router, args.count).await?,
+        Path::Ingest => ingest(&router, args.count).await?,
+        Path::Fanout => fanout(&app, args.count),
+    }
+    telemetry.shutdown();
+    Ok(())
+}
+
+async fn slow_requests(router: &Router, count: usize) -> anyhow::Result<()> {
+    for _ in 0..WARM_UP + count {
+        let request = Request::get("/v1/bench/slow").body(Body::empty())?;
+        send(router, request).await?;
+    }
+    Ok(())
+}
+
+async fn ingest(router: &Router, count: usize) -> anyhow::Result<()> {
+    let mut bodies = Vec::with_capacity(1 + WARM_UP + MAX_COUNT);
+    bodies.push(Bytes::from_static(
+        br#"{"match_id":"hot","seq":1,"kind":"kickoff","minute":0,"home":{"id":1,"name":"Rovers"},"away":{"id":2,"name":"United"}}"#,
+    ));
+    for seq in 2..=(1 + WARM_UP + MAX_COUNT) {
+        bodies.push(Bytes::from(format!(
+            r#"{{"match_id":"hot","seq":{seq},"kind":"pass","minute":3,"team":1,"player":7,"start":{{"x":40.0,"y":30.0}},"end":{{"x":60.5,"y":20.0}},"success":true}}"#
+        )));
+    }
+    for body in bodies.into_iter().take(1 + WARM_UP + count) {
+        let request = Request::post("/v1/events")
+            .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body))?;
+        send(router, request).await?;
+    }
+    Ok(())
+}
+
+fn fanout(app: &Application, count: usize) {
+    let hub = Arc::clone(&app.live().subscriptions.hub);
+    let mut receivers: Vec<_> = (0..SUBSCRIBERS).map(|_| hub.subscribe("hot").1).collect();
+    // The same shape as an update that ingest writes.
+    let updates: Vec<Bytes> = (1..=(WARM_UP + MAX_COUNT))
+        .map(|seq| {
+            Bytes::from(format!(
+                r#"{{"type":"event","match":"hot","seq":{seq},"event":{{"kind":"pass","minute":3,"ts":1764000000000,"team":1,"player":7,"start":{{"x":40.0,"y":30.0}},"end":{{"x":60.5,"y":20.0}},"success":true}},"state":{{"id":"hot","home":{{"id":1,"name":"Rovers"}},"away":{{"id":2,"name":"United"}},"status":"first_half","minute":3,"score":{{"home":0,"away":0}},"red_cards":{{"home":0,"away":0}},"seq":{seq},"updated_ms":1764000000000}}}}"#
+            ))
+        })
+        .collect();
+    for update in updates.into_iter().take(WARM_UP + count) {
+        hub.dispatch(update);
+        for receiver in &mut receivers {
+            // Each subscriber takes the shared frame, as its cursor does.
+            let _ = receiver.try_recv();
+        }
+    }
+}
+
+async fn send(router: &Router, request: Request<Body>) -> anyhow::Result<()> {
+    let response = router.clone().oneshot(request).await?;
+    let status = response.status();
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20).await?;
+    if status != StatusCode::OK {
+        bail!("answered {status}: {}", String::from_utf8_lossy(&body));
+    }
+    Ok(())
+}
