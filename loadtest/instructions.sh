@@ -23,6 +23,9 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 baseline=$root/loadtest/instructions.baseline
 paths="slow-request ingest fanout"
+# Reported beside the gateway's figure, not guarded: the same request to a
+# bare axum router, the ceiling the gateway is compared with.
+reference=bare-slow-request
 count=2000
 limit_percent=10
 
@@ -70,7 +73,7 @@ per_operation() { # path -> instructions per operation, median of three
 }
 
 declare -A now
-for path in $paths; do now[$path]=$(per_operation "$path"); done
+for path in $paths $reference; do now[$path]=$(per_operation "$path"); done
 
 if [ "$mode" = update ]; then
   {
@@ -96,6 +99,8 @@ for path in $paths; do
   fi
   printf '%-14s %12s %12s %8s  %s\n' "$path" "$base" "${now[$path]}" "$ratio" "$verdict"
 done
+printf '%-14s %12s %12s %8s  %s\n' "$reference" - "${now[$reference]}" - \
+  "reference: slow-request is $(awk -v g="${now[slow-request]}" -v b="${now[$reference]}" 'BEGIN {printf "%.2f", g / b}')x bare axum"
 if [ "$failed" = 1 ]; then
   echo "a hot path got more expensive; find where with: loadtest/instructions.sh --annotate PATH"
   echo "if the cost is deliberate, update the baseline with the reason: loadtest/instructions.sh --update \"...\""

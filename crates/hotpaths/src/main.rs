@@ -40,6 +40,10 @@ const TOKEN: &str = "hotpaths-publish-token";
 enum Path {
     /// One `GET /v1/bench/slow` through the whole middleware.
     SlowRequest,
+    /// The reference for it: the same request to a bare axum router with
+    /// the load test's ceiling handler (`courtside-loadtest bare-axum`), no
+    /// middleware, no telemetry.
+    BareSlowRequest,
     /// One `POST /v1/events`: token, body, parse, sequence, fold, encode,
     /// append to the in-process store, acknowledge.
     Ingest,
@@ -70,8 +74,33 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    // What `cargo run --release` runs with: the defaults, except a free
-    // port and a token to publish with.
+    match args.path {
+        Path::BareSlowRequest => bare_slow_requests(args.count).await,
+        Path::SlowRequest => {
+            let (app, telemetry) = gateway().await?;
+            slow_requests(&app.router(), args.count).await?;
+            telemetry.shutdown();
+            Ok(())
+        }
+        Path::Ingest => {
+            let (app, telemetry) = gateway().await?;
+            ingest(&app.router(), args.count).await?;
+            telemetry.shutdown();
+            Ok(())
+        }
+        Path::Fanout => {
+            let (app, telemetry) = gateway().await?;
+            fanout(&app, args.count);
+            telemetry.shutdown();
+            Ok(())
+        }
+    }
+}
+
+/// A gateway with what `cargo run --release` runs with: the default
+/// settings (except a free port and a token to publish with) and the same
+/// telemetry.
+async fn gateway() -> anyhow::Result<(Application, telemetry::TelemetryGuard)> {
     let cli = Cli::try_parse_from([
         "courtside-gateway",
         "--gateway-addr",
@@ -83,20 +112,28 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let telemetry = telemetry::init("courtside-gateway", cli.log_format)?;
     let store = store::open(&cli.store)?;
     let app = Application::build(cli.gateway, store).await?;
-    let router = app.router();
-    match args.path {
-        Path::SlowRequest => slow_requests(&router, args.count).await?,
-        Path::Ingest => ingest(&router, args.count).await?,
-        Path::Fanout => fanout(&app, args.count),
-    }
-    telemetry.shutdown();
-    Ok(())
+    Ok((app, telemetry))
 }
 
 async fn slow_requests(router: &Router, count: usize) -> anyhow::Result<()> {
     for _ in 0..WARM_UP + count {
         let request = Request::get("/v1/bench/slow").body(Body::empty())?;
         send(router, request).await?;
+    }
+    Ok(())
+}
+
+async fn bare_slow_requests(count: usize) -> anyhow::Result<()> {
+    use axum::{Json, routing::get};
+    async fn slow() -> Json<serde_json::Value> {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let t =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+        Json(serde_json::json!({"status": "ok", "t": t}))
+    }
+    let router = Router::new().route("/slow", get(slow));
+    for _ in 0..WARM_UP + count {
+        send(&router, Request::get("/slow").body(Body::empty())?).await?;
     }
     Ok(())
 }

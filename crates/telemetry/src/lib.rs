@@ -113,13 +113,64 @@ pub fn init(service_name: &'static str, format: LogFormat) -> anyhow::Result<Tel
     let provider = if export { Some(otlp_provider(service_name)?) } else { None };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let fmt = match format {
-        LogFormat::Pretty => tracing_subscriber::fmt::layer().with_target(false).boxed(),
+        // Colours only on a terminal: in a file or `docker logs` escape
+        // codes are noise. Every request span's fields are formatted when
+        // the span opens, whether or not a line ever prints them, so they
+        // are formatted plainly and the exporter's own `otel.*` fields are
+        // left out: together that was a fifth of a request's instructions.
+        LogFormat::Pretty => tracing_subscriber::fmt::layer()
+            .with_target(false)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .fmt_fields(plain_fields())
+            .boxed(),
         LogFormat::Json => json_layer(std::io::stderr).boxed(),
     };
     subscriber(fmt, filter, provider.as_ref(), service_name)
         .try_init()
         .context("failed to install the tracing subscriber")?;
     Ok(TelemetryGuard { provider })
+}
+
+/// `name=value` for each field but the OpenTelemetry layer's `otel.*`
+/// ones, space-separated; an event's message as it is.
+fn plain_fields() -> PlainFields {
+    PlainFields
+}
+
+struct PlainFields;
+
+impl<'w> tracing_subscriber::fmt::FormatFields<'w> for PlainFields {
+    fn format_fields<R: tracing_subscriber::field::RecordFields>(
+        &self,
+        writer: tracing_subscriber::fmt::format::Writer<'w>,
+        fields: R,
+    ) -> fmt::Result {
+        let mut visitor = PlainVisitor { writer, first: true, result: Ok(()) };
+        fields.record(&mut visitor);
+        visitor.result
+    }
+}
+
+struct PlainVisitor<'w> {
+    writer: tracing_subscriber::fmt::format::Writer<'w>,
+    first: bool,
+    result: fmt::Result,
+}
+
+impl tracing::field::Visit for PlainVisitor<'_> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn fmt::Debug) {
+        let name = field.name();
+        if self.result.is_err() || name.starts_with("otel.") {
+            return;
+        }
+        let space = if self.first { "" } else { " " };
+        self.first = false;
+        self.result = if name == "message" {
+            write!(self.writer, "{space}{value:?}")
+        } else {
+            write!(self.writer, "{space}{name}={value:?}")
+        };
+    }
 }
 
 /// Log lines filtered by `filter` (`RUST_LOG`), and spans for the exporter.
