@@ -15,7 +15,8 @@ lt=$bin/courtside-loadtest
 echo "machine: $(nproc) cores, $(uname -sr), $(date -u +%Y-%m-%dT%H:%MZ)"
 ls -l $bin/courtside $bin/courtside-gateway $bin/courtside-analytics | awk '{printf "binary %s: %.1f MiB\n", $9, $5/1048576}'
 
-export COURTSIDE_LOG_FORMAT=json RUST_LOG=warn
+# Rate limits off: thousands of requests from one address (as in lib.sh).
+export COURTSIDE_LOG_FORMAT=json RUST_LOG=warn COURTSIDE_RATE_LIMIT=off
 $lt startup --runs 20 --probe http://127.0.0.1:18080/healthz -- \
   env COURTSIDE_GATEWAY_ADDR=127.0.0.1:18080 $bin/courtside-gateway
 $lt startup --runs 20 --probe grpc://127.0.0.1:15051 -- \

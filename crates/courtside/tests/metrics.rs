@@ -88,7 +88,10 @@ async fn both_tiers_export_every_named_series_after_traffic() {
     assert_eq!(sample(&text, "courtside_pool_threads", &[]), Some(2.0));
     at_least("courtside_pool_busy_seconds_total", &[], 0.0);
     assert_eq!(sample(&text, "courtside_pool_queue_depth", &[]), Some(0.0));
-    assert_eq!(sample(&text, "courtside_pool_rejections_total", &[]), Some(0.0));
+    for reason in ["jobs", "backlog"] {
+        assert_eq!(sample(&text, "courtside_pool_rejections_total", &[("reason", reason)]), Some(0.0));
+    }
+    assert_eq!(sample(&text, "courtside_pool_backlog_seconds", &[]), Some(0.0));
     assert_eq!(sample(&text, "courtside_pool_deadline_drops_total", &[]), Some(0.0));
     at_least("courtside_consumer_pending_entries", &[], 0.0);
     // Ingest outcomes and the Redis round trips behind them.

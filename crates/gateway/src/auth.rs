@@ -55,13 +55,41 @@ impl Tokens {
         self.0.len()
     }
 
-    /// Whether `presented` is one of the tokens. Checks every token, each in
-    /// constant time, so timing depends on neither which one matched nor
-    /// where a guess went wrong.
+    /// Whether `presented` is one of the tokens.
     pub fn accepts(&self, presented: &str) -> bool {
+        self.position(presented).is_some()
+    }
+
+    /// Which of the tokens `presented` is. Checks every token, each in
+    /// constant time, and picks the match without branching, so timing
+    /// depends on neither which one matched nor where a guess went wrong
+    /// (only on the length, which is bounded and visible on the wire anyway).
+    pub fn position(&self, presented: &str) -> Option<usize> {
+        use subtle::{ConditionallySelectable as _, ConstantTimeEq as _};
+        // Position + 1; 0 while nothing matched.
+        let mut found = 0u64;
+        for (position, token) in (1u64..).zip(&self.0) {
+            found.conditional_assign(&position, token.as_bytes().ct_eq(presented.as_bytes()));
+        }
+        usize::try_from(found).ok()?.checked_sub(1)
+    }
+}
+
+/// A publisher whose token was accepted, known by the position of its token
+/// in the configured list: a bounded key for per-publisher limits that holds
+/// nothing the client sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Publisher(usize);
+
+impl Publisher {
+    /// The position of the publisher's token among the configured ones.
+    pub fn index(self) -> usize {
         self.0
-            .iter()
-            .fold(false, |found, token| found | constant_time_eq(token.as_bytes(), presented.as_bytes()))
+    }
+
+    #[cfg(test)]
+    pub(crate) fn at(index: usize) -> Self {
+        Self(index)
     }
 }
 
@@ -82,8 +110,9 @@ pub struct Auth {
 }
 
 impl Auth {
-    /// Checks a publisher's `Authorization` header.
-    pub fn authorize_publisher(&self, headers: &HeaderMap) -> Result<(), AuthError> {
+    /// Checks a publisher's `Authorization` header and says which publisher
+    /// it is.
+    pub fn authorize_publisher(&self, headers: &HeaderMap) -> Result<Publisher, AuthError> {
         authorize_publisher(&self.publish, headers)
     }
 
@@ -95,13 +124,14 @@ impl Auth {
     }
 }
 
-/// Checks a publisher's `Authorization` header.
-pub fn authorize_publisher(tokens: &Tokens, headers: &HeaderMap) -> Result<(), AuthError> {
+/// Checks a publisher's `Authorization` header and says which publisher it
+/// is.
+pub fn authorize_publisher(tokens: &Tokens, headers: &HeaderMap) -> Result<Publisher, AuthError> {
     if tokens.is_empty() {
         return Err(AuthError::Disabled);
     }
     let presented = bearer(headers).ok_or(AuthError::Missing)?;
-    if tokens.accepts(presented) { Ok(()) } else { Err(AuthError::Invalid) }
+    tokens.position(presented).map(Publisher).ok_or(AuthError::Invalid)
 }
 
 /// Checks a reader: free when no read tokens are configured; otherwise a read
@@ -126,12 +156,6 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    // `subtle` compares without data-dependent branches (the length is not
-    // secret: it is bounded and visible on the wire).
-    bool::from(subtle::ConstantTimeEq::ct_eq(a, b))
-}
-
 #[cfg(test)]
 mod tests {
     use axum::http::HeaderValue;
@@ -150,8 +174,8 @@ mod tests {
     fn publishers_need_a_configured_token() {
         let tokens = Tokens::parse(&format!(" {TOKEN} , another-token-abcdefgh")).expect("valid");
         assert_eq!(tokens.len(), 2);
-        assert_eq!(authorize_publisher(&tokens, &headers(&format!("Bearer {TOKEN}"))), Ok(()));
-        assert_eq!(authorize_publisher(&tokens, &headers("Bearer another-token-abcdefgh")), Ok(()));
+        assert_eq!(authorize_publisher(&tokens, &headers(&format!("Bearer {TOKEN}"))), Ok(Publisher(0)));
+        assert_eq!(authorize_publisher(&tokens, &headers("Bearer another-token-abcdefgh")), Ok(Publisher(1)));
         assert_eq!(
             authorize_publisher(&tokens, &headers("Bearer wrong-token-0123456789")),
             Err(AuthError::Invalid)

@@ -8,7 +8,10 @@ use clap::Args;
 use secrecy::{ExposeSecret as _, SecretString};
 use telemetry::LogFormat;
 
-use crate::auth::{Auth, Tokens};
+use crate::{
+    auth::{Auth, Tokens},
+    limits::{self, Rate, TrustedProxies},
+};
 
 #[derive(Debug, Clone, Args)]
 pub struct GatewayConfig {
@@ -109,6 +112,41 @@ pub struct GatewayConfig {
     #[arg(long, env = "COURTSIDE_BENCH_ROUTES", value_enum, default_value_t = BenchRoutes::Public)]
     pub bench_routes: BenchRoutes,
 
+    /// Rate limits per client (`on` or `off`). `off` turns every limit below
+    /// off; meant for load tests driving many requests from one address.
+    #[arg(long, env = "COURTSIDE_RATE_LIMIT", value_enum, default_value_t = RateLimiting::On)]
+    pub rate_limit: RateLimiting,
+
+    /// Ingest requests (`POST /v1/events`, `/v1/events/bulk`) per client
+    /// address: `COUNT/s`, `COUNT/min` or `COUNT/h` (bursts of COUNT,
+    /// refilled evenly over the window), or `off`.
+    #[arg(long, env = "COURTSIDE_RATE_LIMIT_INGEST", default_value_t = limits::DEFAULT_INGEST)]
+    pub rate_limit_ingest: Rate,
+
+    /// Subscribes per client address: WebSocket connections, each
+    /// `subscribe` message on them, and SSE feeds. Same form as
+    /// `--rate-limit-ingest`.
+    #[arg(long, env = "COURTSIDE_RATE_LIMIT_SUBSCRIBE", default_value_t = limits::DEFAULT_SUBSCRIBE)]
+    pub rate_limit_subscribe: Rate,
+
+    /// Requests to the analytics routes (impact, win probability, jobs) and
+    /// `/v1/bench/compute` per client address. Same form as
+    /// `--rate-limit-ingest`.
+    #[arg(long, env = "COURTSIDE_RATE_LIMIT_COMPUTE", default_value_t = limits::DEFAULT_COMPUTE)]
+    pub rate_limit_compute: Rate,
+
+    /// Requests per publish token, over every route that takes one (on top
+    /// of the per-address limits). Same form as `--rate-limit-ingest`.
+    #[arg(long, env = "COURTSIDE_RATE_LIMIT_PER_TOKEN", default_value_t = limits::DEFAULT_PER_TOKEN)]
+    pub rate_limit_per_token: Rate,
+
+    /// Proxies (addresses or CIDR ranges, comma-separated) whose
+    /// `X-Forwarded-For` names the client a request counts against. Empty:
+    /// the header is ignored and the connection's address counts. Set it
+    /// behind a load balancer, or every client shares its address.
+    #[arg(long, env = "COURTSIDE_TRUSTED_PROXIES", default_value = "")]
+    pub trusted_proxies: TrustedProxies,
+
     /// Seconds between a shutdown signal and closing the listener: `/readyz`
     /// answers 503 at once while requests are still served, so load
     /// balancers stop sending before connections are refused.
@@ -135,6 +173,20 @@ impl GatewayConfig {
         let read = Tokens::parse(self.read_tokens.expose_secret())
             .map_err(|reason| format!("invalid --read-tokens / COURTSIDE_READ_TOKENS: {reason}"))?;
         Ok(Auth { publish, read })
+    }
+
+    /// The rate limits as configured; every lane off with `--rate-limit off`.
+    pub fn limits(&self) -> limits::Settings {
+        match self.rate_limit {
+            RateLimiting::Off => limits::Settings::off(),
+            RateLimiting::On => limits::Settings {
+                ingest: self.rate_limit_ingest,
+                subscribe: self.rate_limit_subscribe,
+                compute: self.rate_limit_compute,
+                per_token: self.rate_limit_per_token,
+                trusted_proxies: self.trusted_proxies.clone(),
+            },
+        }
     }
 
     pub fn request_timeout(&self) -> Duration {
@@ -167,7 +219,9 @@ impl GatewayConfig {
     }
 
     /// A configuration for tests: any free loopback port and a worker at
-    /// `worker_url`.
+    /// `worker_url`. Rate limits are off: a test drives many requests from
+    /// one address, and the tests of the limits turn them on with their own
+    /// rates.
     pub fn for_tests(worker_url: impl Into<String>) -> Self {
         Self {
             listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -189,6 +243,12 @@ impl GatewayConfig {
             max_line_bytes: 64 * 1024,
             slow_poll_ms: 10,
             bench_routes: BenchRoutes::Public,
+            rate_limit: RateLimiting::Off,
+            rate_limit_ingest: limits::DEFAULT_INGEST,
+            rate_limit_subscribe: limits::DEFAULT_SUBSCRIBE,
+            rate_limit_compute: limits::DEFAULT_COMPUTE,
+            rate_limit_per_token: limits::DEFAULT_PER_TOKEN,
+            trusted_proxies: TrustedProxies::default(),
             drain_delay_secs: 0,
             shutdown_grace_secs: 5,
         }
@@ -239,6 +299,13 @@ pub enum BenchRoutes {
     Off,
 }
 
+/// Whether the rate limits apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RateLimiting {
+    On,
+    Off,
+}
+
 /// A secret as clap reads it; its `Debug` prints `[REDACTED]`, so logging
 /// the configuration cannot leak a token.
 fn secret(raw: &str) -> Result<SecretString, std::convert::Infallible> {
@@ -279,9 +346,33 @@ mod tests {
             (&["--worker-url", "grpc://x:1"], "--worker-url"),
             (&["--request-timeout-ms", "0"], "--request-timeout-ms"),
             (&["--body-limit-bytes", "lots"], "--body-limit-bytes"),
+            (&["--rate-limit", "sometimes"], "--rate-limit"),
+            (&["--rate-limit-ingest", "100/day"], "--rate-limit-ingest"),
+            (&["--rate-limit-compute", "0/s"], "--rate-limit-compute"),
+            (&["--trusted-proxies", "10.0.0.0/8,lb.internal"], "--trusted-proxies"),
         ] {
             let err = parse(args).expect_err("bad value");
             assert!(err.to_string().contains(flag), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn rate_limits_are_on_by_default_and_off_turns_every_lane_off() {
+        let defaults = parse(&[]).expect("defaults parse").gateway.limits();
+        assert_eq!(defaults.ingest, limits::DEFAULT_INGEST);
+        assert_eq!(defaults.subscribe, limits::DEFAULT_SUBSCRIBE);
+        assert_eq!(defaults.compute, limits::DEFAULT_COMPUTE);
+        assert_eq!(defaults.per_token, limits::DEFAULT_PER_TOKEN);
+        assert!(defaults.trusted_proxies.is_empty());
+
+        let set = parse(&["--rate-limit-ingest", "5/s", "--rate-limit-compute", "off"]).expect("parses");
+        assert_eq!(set.gateway.limits().ingest, Rate::limited(5, limits::Per::Second));
+        assert_eq!(set.gateway.limits().compute, Rate::Off);
+
+        let off =
+            parse(&["--rate-limit", "off", "--rate-limit-ingest", "5/s"]).expect("parses").gateway.limits();
+        for rate in [off.ingest, off.subscribe, off.compute, off.per_token] {
+            assert_eq!(rate, Rate::Off);
         }
     }
 

@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use crate::{
     auth::AuthError,
+    limits::{Lane, RateLimited},
     live::{ingest::Rejected, subscription::SubscribeError},
     worker::WorkerError,
 };
@@ -48,6 +49,10 @@ pub enum ApiError {
     NotRated(u32),
     #[error(transparent)]
     Unauthorized(#[from] AuthError),
+    /// The client went over its rate in a lane; `Retry-After` says when to
+    /// come back.
+    #[error(transparent)]
+    RateLimited(#[from] RateLimited),
     #[error("this gateway already holds {0} live connections; try another replica or retry later")]
     TooManyConnections(usize),
     #[error("content type must be {0}")]
@@ -69,6 +74,11 @@ pub enum ApiError {
 /// of a 5xx response (never for its body).
 #[derive(Debug, Clone)]
 pub struct ErrorCause(pub String);
+
+/// Put on a `429` response: which lane refused, for the metrics middleware,
+/// which knows the route.
+#[derive(Debug, Clone, Copy)]
+pub struct RateLimitedIn(pub Lane);
 
 /// The JSON body of every error response.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -112,6 +122,7 @@ impl ApiError {
             Self::UnknownMatch(_) => (StatusCode::NOT_FOUND, "unknown_match"),
             Self::NotRated(_) => (StatusCode::NOT_FOUND, "not_rated"),
             Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             Self::TooManyConnections(_) => (StatusCode::SERVICE_UNAVAILABLE, "too_many_connections"),
             Self::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
             Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
@@ -156,6 +167,10 @@ impl IntoResponse for ApiError {
         let mut response = (status, Json(body)).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        }
+        if let Self::RateLimited(limited) = &self {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(limited.retry_after_secs()));
+            response.extensions_mut().insert(RateLimitedIn(limited.lane));
         }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

@@ -11,6 +11,8 @@
 //! - [`live`]: the live feed: ingest, fan-out, and the WebSocket and SSE
 //!   transports.
 //! - [`auth`]: bearer tokens for publishers and readers.
+//! - [`limits`]: rate limits per client address and per publish token, in
+//!   three lanes (ingest, subscribe, compute).
 //! - [`worker`]: the gRPC client for the analytics worker. Generated protobuf
 //!   types stop there.
 //! - [`error`]: [`error::ApiError`], the one mapping from failures to HTTP
@@ -25,6 +27,7 @@ pub mod error;
 pub mod extract;
 pub mod fit;
 pub mod health;
+pub mod limits;
 pub mod live;
 pub mod metrics;
 pub mod middleware;

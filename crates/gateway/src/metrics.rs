@@ -26,6 +26,8 @@ pub const ROUTE_CPU_SHARE: &str = "courtside_route_cpu_share";
 pub const ROUTE_SLOW_POLLS: &str = "courtside_route_slow_polls";
 pub const HTTP_CONNECTIONS: &str = "courtside_http_connections";
 pub const HTTP_CONNECTIONS_REFUSED: &str = "courtside_http_connections_refused_total";
+pub const RATE_LIMITED: &str = "courtside_http_rate_limited_total";
+pub const RATE_LIMIT_TRACKED: &str = "courtside_rate_limit_tracked_addresses";
 
 /// Adds help text and units to the gateway's series. Idempotent.
 pub fn describe() {
@@ -53,7 +55,21 @@ pub fn describe() {
         HTTP_CONNECTIONS_REFUSED,
         "connections closed at accept: the HTTP connection limit was reached"
     );
+    describe_counter!(
+        RATE_LIMITED,
+        "requests and WebSocket subscribes refused for going over a rate limit, by route template and lane"
+    );
+    describe_gauge!(
+        RATE_LIMIT_TRACKED,
+        "client addresses a rate-limit lane holds a bucket for, at the last sweep"
+    );
     describe_histogram!(store::DB_DURATION, Unit::Seconds, "duration of Redis commands");
+}
+
+/// Counts one refusal by a rate limit. `route` is a route template and
+/// `lane` a lane's label: both from closed sets.
+pub fn count_rate_limited(route: &str, lane: crate::limits::Lane) {
+    metrics::counter!(RATE_LIMITED, "route" => route.to_owned(), "lane" => lane.label()).increment(1);
 }
 
 /// Per-route handles, so a request costs no metric lookup by name. Both

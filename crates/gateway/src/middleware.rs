@@ -18,8 +18,9 @@ use tracing::{Span, field::Empty};
 
 use crate::{
     auth::Auth,
-    error::{ApiError, ErrorCause},
+    error::{ApiError, ErrorCause, RateLimitedIn},
     fit::RuntimeFit,
+    limits::{ClientKey, Lane, Limits},
     metrics::RouteSeries,
     state::RequestTimeout,
 };
@@ -64,7 +65,38 @@ pub async fn track(State(fit): State<Arc<RuntimeFit>>, request: Request, next: N
     let wall = started.elapsed();
     fit.finished(&route, wall);
     series.duration(response.status().as_u16()).record(wall.as_secs_f64());
+    if let Some(RateLimitedIn(lane)) = response.extensions().get() {
+        crate::metrics::count_rate_limited(path.as_str(), *lane);
+    }
     response
+}
+
+/// The state of [`rate_limit`]: the limits and the lane a route spends.
+#[derive(Debug, Clone)]
+pub struct LaneLimit {
+    pub limits: Arc<Limits>,
+    pub lane: Lane,
+}
+
+/// Takes one request from the client's bucket in the route's lane, or
+/// answers 429 with `Retry-After`. Runs before the handler, so before its
+/// token check and before any body is read: a client over its rate costs
+/// a map lookup. The client's key is left in the request's extensions for
+/// handlers that count more against it (WebSocket subscribes).
+pub async fn rate_limit(
+    State(LaneLimit { limits, lane }): State<LaneLimit>,
+    mut request: Request,
+    next: Next,
+) -> Response<Body> {
+    if !limits.is_on(lane) {
+        return next.run(request).await;
+    }
+    let client = ClientKey::of(&limits, &request);
+    request.extensions_mut().insert(client);
+    match limits.check(lane, client) {
+        Ok(()) => next.run(request).await,
+        Err(limited) => ApiError::from(limited).into_response(),
+    }
 }
 
 /// Answers 504 with a JSON body when a request outlives the timeout.

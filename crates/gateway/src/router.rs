@@ -12,10 +12,11 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     config::BenchRoutes,
+    limits::Lane,
     live,
     middleware::{
-        REQUEST_ID, http_span, method_not_allowed, not_found, record_status, request_timeout, require_reader,
-        trace_id_header, track,
+        LaneLimit, REQUEST_ID, http_span, method_not_allowed, not_found, rate_limit, record_status,
+        request_timeout, require_reader, trace_id_header, track,
     },
     routes::{bench, dashboard, health, impact, jobs, matches, ops, views},
     state::AppState,
@@ -60,34 +61,54 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
 }
 
 /// Every public route with its OpenAPI description.
+///
+/// The routes that cost something per request spend from a rate-limit lane
+/// (a route layer, so it runs before the handler's token check and body
+/// read): ingest, subscribe (the WebSocket and SSE feeds) and compute (the
+/// analytics routes and the compute benchmark).
 fn documented_routes(state: AppState) -> OpenApiRouter<AppState> {
+    let limited = |lane: Lane| {
+        middleware::from_fn_with_state(
+            LaneLimit { limits: std::sync::Arc::clone(&state.limits), lane },
+            rate_limit,
+        )
+    };
+    let reader = || middleware::from_fn_with_state(state.clone(), require_reader);
+    let slow = OpenApiRouter::new().routes(routes!(bench::slow));
+    let compute = OpenApiRouter::new().routes(routes!(bench::compute));
     let bench = match state.bench_routes {
-        BenchRoutes::Public => {
-            OpenApiRouter::new().routes(routes!(bench::slow)).routes(routes!(bench::compute))
-        }
-        BenchRoutes::ReadToken => OpenApiRouter::new()
-            .routes(routes!(bench::slow))
-            .routes(routes!(bench::compute))
-            .route_layer(middleware::from_fn_with_state(state.clone(), require_reader)),
+        BenchRoutes::Public => slow.merge(compute.route_layer(limited(Lane::Compute))),
+        // The rate limit outside the token check: a client over its rate
+        // does not get its guesses checked.
+        BenchRoutes::ReadToken => slow
+            .route_layer(reader())
+            .merge(compute.route_layer(reader()).route_layer(limited(Lane::Compute))),
         BenchRoutes::Off => OpenApiRouter::new(),
     };
-    let requests = OpenApiRouter::new()
-        .merge(bench)
-        .routes(routes!(matches::publish))
-        .routes(routes!(matches::list_matches))
-        .routes(routes!(matches::get_match))
+    let analytics = OpenApiRouter::new()
         .routes(routes!(impact::match_impact))
         .routes(routes!(impact::player_impact))
         .routes(routes!(impact::win_probability))
         .routes(routes!(jobs::start_job))
+        .route_layer(limited(Lane::Compute));
+    let requests = OpenApiRouter::new()
+        .merge(bench)
+        .merge(OpenApiRouter::new().routes(routes!(matches::publish)).route_layer(limited(Lane::Ingest)))
+        .merge(analytics)
+        .routes(routes!(matches::list_matches))
+        .routes(routes!(matches::get_match))
         .merge(views::documented())
-        .route_layer(middleware::from_fn_with_state(state, request_timeout));
+        .route_layer(middleware::from_fn_with_state(state.clone(), request_timeout));
     let streams = OpenApiRouter::new()
-        .routes(routes!(matches::publish_bulk))
-        .routes(routes!(live::ws::live_ws))
-        .routes(routes!(live::sse::live_sse))
+        .merge(OpenApiRouter::new().routes(routes!(matches::publish_bulk)).route_layer(limited(Lane::Ingest)))
+        .merge(
+            OpenApiRouter::new()
+                .routes(routes!(live::ws::live_ws))
+                .routes(routes!(live::sse::live_sse))
+                .route_layer(limited(Lane::Subscribe)),
+        )
         // A job's progress may be streamed for as long as the job runs.
-        .routes(routes!(jobs::job));
+        .merge(OpenApiRouter::new().routes(routes!(jobs::job)).route_layer(limited(Lane::Compute)));
 
     OpenApiRouter::with_openapi(crate::openapi::ApiDoc::openapi())
         .routes(routes!(dashboard::index))

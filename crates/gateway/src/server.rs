@@ -14,7 +14,10 @@
 
 use std::{future::Future, sync::Arc, time::Duration};
 
-use axum::{Router, extract::Request};
+use axum::{
+    Router,
+    extract::{ConnectInfo, Request},
+};
 use hyper::body::Incoming;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
@@ -64,7 +67,7 @@ pub fn serve(
     async move {
         let graceful = GracefulShutdown::new();
         loop {
-            let (tcp, _) = tokio::select! {
+            let (tcp, peer) = tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok(accepted) => accepted,
                     Err(err) => {
@@ -89,9 +92,13 @@ pub fn serve(
             // One clone of the router (an Arc) per connection: serving the
             // router itself would rebuild its route table per connection.
             let app = app.clone();
-            let service = TowerToHyperService::new(tower::service_fn(move |request: Request<Incoming>| {
-                app.clone().oneshot(request)
-            }));
+            // Each request carries the peer's address, as axum's own server
+            // does it (`ConnectInfo`): the rate limits count per client.
+            let service =
+                TowerToHyperService::new(tower::service_fn(move |mut request: Request<Incoming>| {
+                    request.extensions_mut().insert(ConnectInfo(peer));
+                    app.clone().oneshot(request)
+                }));
             let connection = graceful
                 .watch(builder.serve_connection_with_upgrades(TokioIo::new(tcp), service).into_owned());
             let connections = connections.clone();

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     config::GatewayConfig,
     fit::RuntimeFit,
+    limits::{Limits, Rate},
     live::{self, LiveConfig, LiveState},
     router::router_with,
     server::{self, ServerLimits},
@@ -41,6 +42,8 @@ impl Application {
         if auth.publish.is_empty() {
             tracing::warn!("no publish tokens configured (COURTSIDE_PUBLISH_TOKENS): publishing is disabled");
         }
+        let limits = Limits::new(&config.limits(), auth.publish.len());
+        log_limits(&config);
         let worker = WorkerClient::connect_lazy(&config.worker_url, config.worker_deadline())?;
         let live_config = LiveConfig::from_config(&config);
         let live = Arc::new(LiveState::new(Arc::clone(&store), live_config, CancellationToken::new()));
@@ -49,6 +52,7 @@ impl Application {
             worker,
             live,
             auth: Arc::new(auth),
+            limits: Arc::new(limits),
             fit: Arc::new(RuntimeFit::new(config.slow_poll_threshold())),
             views: Arc::default(),
             request_timeout: config.request_timeout(),
@@ -100,6 +104,7 @@ impl Application {
             live.stop.clone(),
         ));
         let probe = telemetry::metrics::spawn_runtime_probe("gateway");
+        let sweeper = tokio::spawn(Arc::clone(&self.state.limits).sweep_periodically());
         let app = router_with(self.state, self.extra_routes);
         tracing::info!(addr = %self.local_addr, worker = %self.config.worker_url, "gateway listening");
 
@@ -140,10 +145,30 @@ impl Application {
         live.stop.cancel();
         let _ = bridge.await;
         probe.abort();
+        sweeper.abort();
         served.context("http server failed")?;
         tracing::info!("gateway stopped");
         Ok(())
     }
+}
+
+/// Says which rate limits apply, once at start: a gateway behind a load
+/// balancer without trusted proxies counts every client as the balancer.
+fn log_limits(config: &GatewayConfig) {
+    let limits = config.limits();
+    let rates = [limits.ingest, limits.subscribe, limits.compute, limits.per_token];
+    if rates.iter().all(|rate| *rate == Rate::Off) {
+        tracing::info!("rate limits are off (COURTSIDE_RATE_LIMIT)");
+        return;
+    }
+    tracing::info!(
+        ingest = %limits.ingest,
+        subscribe = %limits.subscribe,
+        compute = %limits.compute,
+        per_token = %limits.per_token,
+        trusted_proxies = %limits.trusted_proxies,
+        "rate limits per client address (ingest, subscribe, compute) and per publish token"
+    );
 }
 
 /// Pending connections the kernel queues for us. tokio's default (1024)

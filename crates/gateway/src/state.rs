@@ -9,7 +9,8 @@ use store::StateStore;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    auth::Auth, fit::RuntimeFit, live::LiveState, routes::views::cache::ViewCaches, worker::WorkerClient,
+    auth::Auth, fit::RuntimeFit, limits::Limits, live::LiveState, routes::views::cache::ViewCaches,
+    worker::WorkerClient,
 };
 
 /// What every handler can reach. One `Arc`: the middleware and the
@@ -39,6 +40,8 @@ pub struct Shared {
     pub worker: WorkerClient,
     pub live: Arc<LiveState>,
     pub auth: Arc<Auth>,
+    /// Rate limits per client address and per publish token.
+    pub limits: Arc<Limits>,
     pub fit: Arc<RuntimeFit>,
     /// The dashboard's shared caches (win probability per match state, the
     /// xT grid).
@@ -95,6 +98,12 @@ impl FromRef<AppState> for Arc<LiveState> {
 impl FromRef<AppState> for Arc<Auth> {
     fn from_ref(state: &AppState) -> Self {
         Arc::clone(&state.auth)
+    }
+}
+
+impl FromRef<AppState> for Arc<Limits> {
+    fn from_ref(state: &AppState) -> Self {
+        Arc::clone(&state.limits)
     }
 }
 

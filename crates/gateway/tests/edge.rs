@@ -11,6 +11,7 @@ mod edge {
     mod helpers;
     mod hostile;
     mod live;
+    mod rate_limit;
     mod redis_restart;
     mod shutdown;
 }

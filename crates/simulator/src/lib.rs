@@ -8,7 +8,7 @@
 //!   shots and goals, fouls and cards, half time, full time.
 //! - [`run`]: the I/O part. Plays several matches at once at a fixed event
 //!   rate, starts a new match when one ends, and retries when the gateway
-//!   asks it to (`503` with `Retry-After`).
+//!   asks it to (`503` or `429`, with `Retry-After`).
 
 pub mod script;
 
@@ -86,7 +86,9 @@ async fn publish_with_retry(
         let outcome = client.post(url).bearer_auth(token).json(event).send().await;
         let retry_in = match outcome {
             Ok(response) if response.status().is_success() => return Ok(()),
-            Ok(response) if response.status().as_u16() == 503 => response
+            // Busy (503) or over the publisher's rate (429): both say when to
+            // come back.
+            Ok(response) if matches!(response.status().as_u16(), 429 | 503) => response
                 .headers()
                 .get("retry-after")
                 .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())

@@ -199,7 +199,18 @@ async function reconnect() {
 }
 
 function onMessage(message) {
-  if (message.type === "error") return; // e.g. a match that no longer exists
+  if (message.type === "error") {
+    // A subscribe refused for this address's rate: ask again when told,
+    // with jitter, so pages behind one address do not come back together.
+    // Other errors (a match that no longer exists) are final.
+    const entry = message.code === "rate_limited" && matches.get(message.match);
+    if (entry) {
+      entry.subscribed = false;
+      const delay = (message.retry_after || 1) * 1000 * (1 + Math.random());
+      setTimeout(() => subscribe(message.match), delay);
+    }
+    return;
+  }
   const id = message.match;
   const entry = id && matches.get(id);
   if (!entry) return;

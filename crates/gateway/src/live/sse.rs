@@ -54,6 +54,7 @@ pub struct LiveQuery {
         (status = 200, description = "`subscribed`, then `event` (or `resync`) messages", content_type = "text/event-stream", body = super::wire::LiveMessage),
         (status = 400, description = "`since` beyond the match's head", body = crate::error::ErrorBody),
         (status = 404, description = "no such match", body = crate::error::ErrorBody),
+        (status = 429, description = "over the rate limit for this client address; see Retry-After", body = crate::error::ErrorBody, headers(("retry-after" = u64, description = "seconds until a request would be accepted"))),
         (status = 503, description = "connection limit reached", body = crate::error::ErrorBody),
     ))]
 pub async fn live_sse(

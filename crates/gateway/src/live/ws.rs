@@ -8,7 +8,11 @@
 //!   whether the missed events follow: `recovered`), then `event` messages
 //!   in sequence order, `resync` when the client must start over from the
 //!   state it carries, `unsubscribed`, and `error` (`code`, `message`) for a
-//!   bad command; the connection stays open after an error.
+//!   bad command; the connection stays open after an error. A subscribe over
+//!   the client address's rate (the subscribe lane of [`crate::limits`],
+//!   which the upgrade itself spent from too) is answered with an `error`
+//!   whose `code` is `rate_limited`, naming the `match` and `retry_after`
+//!   (seconds); the client sends it again then.
 //!
 //! The server pings every `ping_interval` and closes a connection that has
 //! not answered for two intervals. Close codes: 1001 when the gateway shuts
@@ -45,6 +49,7 @@ use crate::{
     auth::{Auth, TokenQuery},
     error::ApiError,
     extract::Query,
+    limits::{ClientKey, Lane, Limits},
 };
 
 /// Close code for a subscriber that fell too far behind.
@@ -67,6 +72,8 @@ const MAX_FAILED_SUBSCRIBES: usize = 64;
 pub const CLOSE_PROTOCOL_ERROR: u16 = 1002;
 pub const CLOSE_POLICY_VIOLATION: u16 = 1008;
 pub const CLOSE_TOO_BIG: u16 = 1009;
+/// This route's template, as the rate-limit metric names it.
+const ROUTE: &str = "/v1/live";
 
 /// The WebSocket live feed (protocol in the module documentation; each
 /// message is a [`LiveMessage`](super::wire::LiveMessage)).
@@ -75,11 +82,14 @@ pub const CLOSE_TOO_BIG: u16 = 1009;
     responses(
         (status = 401, description = "read tokens are configured and none (or a wrong one) was given", body = crate::error::ErrorBody),
         (status = 101, description = "switching to the WebSocket protocol", body = super::wire::LiveMessage),
+        (status = 429, description = "over the rate limit for this client address; see Retry-After", body = crate::error::ErrorBody, headers(("retry-after" = u64, description = "seconds until a request would be accepted"))),
         (status = 503, description = "connection limit reached", body = crate::error::ErrorBody),
     ))]
 pub async fn live_ws(
     State(live): State<Arc<LiveState>>,
     State(auth): State<Arc<Auth>>,
+    State(limits): State<Arc<Limits>>,
+    client: ClientKey,
     headers: axum::http::HeaderMap,
     Query(query): Query<TokenQuery>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
@@ -108,7 +118,7 @@ pub async fn live_ws(
         .max_message_size(MAX_CLIENT_MESSAGE)
         .max_frame_size(MAX_CLIENT_MESSAGE)
         .on_upgrade(move |socket| async move {
-            connection(socket, live, permit).await;
+            connection(socket, live, permit, Subscriber { limits, client }).await;
             drop(tracked);
         })
 }
@@ -127,16 +137,25 @@ enum Command {
     },
 }
 
+/// Who is subscribing, for the subscribe lane's rate.
+struct Subscriber {
+    limits: Arc<Limits>,
+    client: ClientKey,
+}
+
 #[derive(Debug, Serialize)]
 struct Reply<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
     #[serde(rename = "match", skip_serializing_if = "Option::is_none")]
-    match_id: Option<&'a str>,
+    match_id: Option<std::borrow::Cow<'a, str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     code: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     message: Option<String>,
+    /// Seconds until a refused subscribe would be accepted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_after: Option<u64>,
     /// A subscribe the store refused; counted against the connection.
     #[serde(skip)]
     failed_subscribe: bool,
@@ -149,7 +168,17 @@ impl Reply<'_> {
             match_id: None,
             code: Some(code),
             message: Some(message.into()),
+            retry_after: None,
             failed_subscribe: false,
+        }
+    }
+
+    /// A subscribe to `match_id` refused for the client address's rate.
+    fn rate_limited(match_id: &MatchId, limited: &crate::limits::RateLimited) -> Reply<'static> {
+        Reply {
+            match_id: Some(match_id.to_string().into()),
+            retry_after: Some(limited.retry_after_secs()),
+            ..Reply::error("rate_limited", limited.to_string())
         }
     }
 }
@@ -182,7 +211,12 @@ impl SendFailed {
     }
 }
 
-async fn connection(socket: WebSocket, live: Arc<LiveState>, _permit: OwnedSemaphorePermit) {
+async fn connection(
+    socket: WebSocket,
+    live: Arc<LiveState>,
+    _permit: OwnedSemaphorePermit,
+    subscriber: Subscriber,
+) {
     let (mut sink, mut incoming) = socket.split();
     let mut streams: StreamMap<String, BroadcastStream<Arc<super::hub::Frame>>> = StreamMap::new();
     let mut cursors: HashMap<String, Cursor> = HashMap::new();
@@ -210,7 +244,7 @@ async fn connection(socket: WebSocket, live: Arc<LiveState>, _permit: OwnedSemap
                     }
                     Message::Ping(_) | Message::Pong(_) => continue,
                 };
-                match handle_command(&text, &live, &mut streams, &mut cursors).await {
+                match handle_command(&text, &live, &subscriber, &mut streams, &mut cursors).await {
                     Ok(outgoing) => {
                         if let Err(failed) = send_all(&mut sink, outgoing, &live).await { break failed.ending() }
                     }
@@ -294,6 +328,7 @@ fn ending_after(err: axum::Error) -> Ending {
 async fn handle_command(
     text: &str,
     live: &LiveState,
+    subscriber: &Subscriber,
     streams: &mut StreamMap<String, BroadcastStream<Arc<super::hub::Frame>>>,
     cursors: &mut HashMap<String, Cursor>,
 ) -> Result<Vec<Outgoing>, Reply<'static>> {
@@ -327,6 +362,12 @@ async fn handle_command(
                     format!("at most {MAX_SUBSCRIPTIONS} subscriptions per connection"),
                 ));
             }
+            // Before the store is read: that read, and the replay, are what
+            // the rate protects.
+            if let Err(limited) = subscriber.limits.check(Lane::Subscribe, subscriber.client) {
+                crate::metrics::count_rate_limited(ROUTE, Lane::Subscribe);
+                return Err(Reply::rate_limited(&id, &limited));
+            }
             let opened = live.subscriptions.open(id.as_str(), since).await.map_err(|err| Reply {
                 failed_subscribe: true,
                 ..Reply::error(err.code(), err.to_string())
@@ -345,9 +386,10 @@ async fn handle_command(
             streams.remove(&match_id);
             let reply = Reply {
                 kind: "unsubscribed",
-                match_id: Some(&match_id),
+                match_id: Some(match_id.as_str().into()),
                 code: None,
                 message: None,
+                retry_after: None,
                 failed_subscribe: false,
             };
             let text = serde_json::to_string(&reply).unwrap_or_default();

@@ -60,6 +60,7 @@ pub struct ComputeResponse {
     responses(
         (status = 200, description = "the worker's result", body = ComputeResponse),
         (status = 400, description = "`n` missing, not a non-negative integer, or too large", body = crate::error::ErrorBody),
+        (status = 429, description = "over the rate limit for this client address; see Retry-After", body = crate::error::ErrorBody, headers(("retry-after" = u64, description = "seconds until a request would be accepted"))),
         (status = 503, description = "worker unavailable or busy; see Retry-After", body = crate::error::ErrorBody),
         (status = 504, description = "worker deadline or request timeout exceeded", body = crate::error::ErrorBody),
     ))]

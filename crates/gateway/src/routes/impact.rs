@@ -65,6 +65,7 @@ pub struct PlayerWpa {
     responses(
         (status = 200, description = "the match leaderboard (empty until the worker has rated moves)", body = MatchImpact),
         (status = 400, description = "invalid match id or `top`", body = crate::error::ErrorBody),
+        (status = 429, description = "over the rate limit for this client address; see Retry-After", body = crate::error::ErrorBody, headers(("retry-after" = u64, description = "seconds until a request would be accepted"))),
         (status = 503, description = "state store unavailable", body = crate::error::ErrorBody),
     ))]
 pub async fn match_impact(
@@ -100,6 +101,7 @@ pub struct PlayerImpact {
         (status = 200, description = "the player's season total", body = PlayerImpact),
         (status = 400, description = "the id is not a player id", body = crate::error::ErrorBody),
         (status = 404, description = "the player has no rated move yet", body = crate::error::ErrorBody),
+        (status = 429, description = "over the rate limit for this client address; see Retry-After", body = crate::error::ErrorBody, headers(("retry-after" = u64, description = "seconds until a request would be accepted"))),
     ))]
 pub async fn player_impact(
     State(store): State<Arc<dyn StateStore>>,
@@ -149,6 +151,7 @@ pub struct MatchWinProbability {
     responses(
         (status = 200, description = "closed form and Monte Carlo estimates", body = MatchWinProbability),
         (status = 404, description = "no such match", body = crate::error::ErrorBody),
+        (status = 429, description = "over the rate limit for this client address; see Retry-After", body = crate::error::ErrorBody, headers(("retry-after" = u64, description = "seconds until a request would be accepted"))),
         (status = 503, description = "worker busy or unavailable; see Retry-After", body = crate::error::ErrorBody),
         (status = 504, description = "the worker did not answer within its deadline", body = crate::error::ErrorBody),
     ))]

@@ -18,6 +18,7 @@ use crate::{
     auth::{Auth, TokenQuery},
     error::ApiError,
     extract::{Path, Query},
+    limits::{Lane, Limits},
     worker::{JobStatus, WorkerClient},
 };
 
@@ -29,14 +30,17 @@ use crate::{
     responses(
         (status = 202, description = "started (or already running): its first progress report", body = JobStatus),
         (status = 401, description = "missing or invalid bearer token", body = crate::error::ErrorBody),
+        (status = 429, description = "over the rate limit for this client address or this publish token; see Retry-After", body = crate::error::ErrorBody, headers(("retry-after" = u64, description = "seconds until a request would be accepted"))),
         (status = 503, description = "worker busy or unavailable", body = crate::error::ErrorBody),
     ))]
 pub async fn start_job(
     State(worker): State<WorkerClient>,
     State(auth): State<Arc<Auth>>,
+    State(limits): State<Arc<Limits>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    auth.authorize_publisher(&headers)?;
+    let publisher = auth.authorize_publisher(&headers)?;
+    limits.check_publisher(Lane::Compute, publisher)?;
     let status = worker.start_recompute().await?;
     let location = format!("/v1/analytics/jobs/{}", status.id);
     Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(status)).into_response())
@@ -49,6 +53,7 @@ pub async fn start_job(
     responses(
         (status = 200, description = "the latest report (JSON), or reports as they come (SSE)", body = JobStatus),
         (status = 404, description = "the worker knows no such job", body = crate::error::ErrorBody),
+        (status = 429, description = "over the rate limit for this client address; see Retry-After", body = crate::error::ErrorBody, headers(("retry-after" = u64, description = "seconds until a request would be accepted"))),
     ))]
 pub async fn job(
     State(worker): State<WorkerClient>,

@@ -34,6 +34,7 @@ use crate::{
     auth::Auth,
     error::ApiError,
     extract::{Path, Query},
+    limits::{Lane, Limits},
     live::{
         LiveState,
         ingest::{Accepted, IngestFailure, Rejected, Session},
@@ -181,18 +182,22 @@ pub enum PublishResponse {
         (status = 401, description = "missing or invalid bearer token", body = crate::error::ErrorBody),
         (status = 409, description = "sequence gap, or the match is not started, already started or finished", body = crate::error::ErrorBody),
         (status = 413, description = "body too large", body = crate::error::ErrorBody),
+        (status = 429, description = "over the rate limit for this client address or this publish token; see Retry-After", body = crate::error::ErrorBody, headers(("retry-after" = u64, description = "seconds until a request would be accepted"))),
         (status = 422, description = "the team does not play in the match, or the event would break a limit every match keeps (goals, players sent off)", body = crate::error::ErrorBody),
         (status = 503, description = "state store unavailable; nothing applied; see Retry-After", body = crate::error::ErrorBody),
     ))]
 pub async fn publish(
     State(live): State<Arc<LiveState>>,
     State(auth): State<Arc<Auth>>,
+    State(limits): State<Arc<Limits>>,
     State(BodyLimit(body_limit)): State<BodyLimit>,
     request: Request,
 ) -> Result<Response, ApiError> {
     // The token first, the body after: an anonymous client must not get the
-    // gateway to buffer up to the body limit for it.
-    auth.authorize_publisher(request.headers())?;
+    // gateway to buffer up to the body limit for it. (The client address's
+    // rate was taken before the token check, by the route's layer.)
+    let publisher = auth.authorize_publisher(request.headers())?;
+    limits.check_publisher(Lane::Ingest, publisher)?;
     let body = Bytes::from_request(request, &())
         .await
         .map_err(|rejection| ApiError::from_body_rejection(rejection, body_limit))?;
@@ -238,15 +243,18 @@ pub async fn publish(
         (status = 200, description = "per-line report", body = BatchReport),
         (status = 401, description = "missing or invalid bearer token", body = crate::error::ErrorBody),
         (status = 415, description = "content type is not application/x-ndjson", body = crate::error::ErrorBody),
+        (status = 429, description = "over the rate limit for this client address or this publish token; see Retry-After", body = crate::error::ErrorBody, headers(("retry-after" = u64, description = "seconds until a request would be accepted"))),
         (status = 503, description = "state store unavailable; retrying the body is safe", body = crate::error::ErrorBody),
     ))]
 pub async fn publish_bulk(
     State(live): State<Arc<LiveState>>,
     State(auth): State<Arc<Auth>>,
+    State(limits): State<Arc<Limits>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<BatchReport>, ApiError> {
-    auth.authorize_publisher(&headers)?;
+    let publisher = auth.authorize_publisher(&headers)?;
+    limits.check_publisher(Lane::Ingest, publisher)?;
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
     if !content_type.starts_with("application/x-ndjson") {
         return Err(ApiError::UnsupportedMediaType("application/x-ndjson"));

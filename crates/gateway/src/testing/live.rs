@@ -71,6 +71,20 @@ impl WsClient {
         Self { socket }
     }
 
+    /// A client whose connection comes from `source`, a loopback address
+    /// other than 127.0.0.1 (Linux routes all of 127/8 to lo), to be
+    /// another client to the gateway's per-address limits.
+    pub async fn connect_from(addr: SocketAddr, source: std::net::IpAddr) -> Self {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.bind(SocketAddr::new(source, 0)).expect("bind the source address");
+        let stream = socket.connect(addr).await.expect("connect");
+        let (socket, _) =
+            tokio_tungstenite::client_async(format!("ws://{addr}/v1/live"), MaybeTlsStream::Plain(stream))
+                .await
+                .expect("websocket");
+        Self { socket }
+    }
+
     /// A client whose socket buffers only a few KiB, so a server writing to
     /// it while it does not read fills it fast.
     pub async fn connect_with_small_receive_buffer(addr: SocketAddr) -> Self {
