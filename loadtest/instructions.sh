@@ -19,6 +19,8 @@
 # differs a little between runs: hash seeds, request ids). Each figure is
 # (run with N operations - run with none) / N, the median of three pairs.
 set -euo pipefail
+# A failed run inside $(...) must stop the script, not yield an empty count.
+shopt -s inherit_errexit
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 baseline=$root/loadtest/instructions.baseline
@@ -50,8 +52,11 @@ trap 'rm -rf "$scratch"' EXIT
 run_env=(env -u RUST_LOG -u OTEL_EXPORTER_OTLP_ENDPOINT -u COURTSIDE_REDIS_URL)
 
 instructions() { # path count -> total instructions of one run
-  "${run_env[@]}" valgrind --tool=callgrind --callgrind-out-file="$scratch/out" "$bin" "$1" "$2" \
-    >/dev/null 2>"$scratch/valgrind.log" || { cat "$scratch/valgrind.log" >&2; return 1; }
+  if ! "${run_env[@]}" valgrind --tool=callgrind --error-exitcode=1 --callgrind-out-file="$scratch/out" \
+    "$bin" "$1" "$2" >"$scratch/run.log" 2>"$scratch/valgrind.log"; then
+    { echo "$1 $2 failed:"; grep -v '^==' "$scratch/valgrind.log" | tail -20; } >&2
+    return 1
+  fi
   sed -n 's/^summary: //p' "$scratch/out"
 }
 

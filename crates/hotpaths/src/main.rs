@@ -16,10 +16,10 @@
 //! The runtime is single-threaded with a paused clock: timers (the 200 ms of
 //! `/v1/bench/slow`) complete at once and in the same order every run.
 
-use std::sync::Arc;
+use std::{net::SocketAddr, sync::Arc};
 
 use anyhow::{Context as _, bail};
-use axum::{Router, body::Body};
+use axum::{Router, body::Body, extract::ConnectInfo};
 use bytes::Bytes;
 use clap::Parser as _;
 use gateway::{Application, config::Cli};
@@ -98,8 +98,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// A gateway with what `cargo run --release` runs with: the default
-/// settings (except a free port and a token to publish with) and the same
-/// telemetry.
+/// settings and the same telemetry, except a free port, a token to publish
+/// with, and ingest limits this workload stays under (the limiter still
+/// checks every event, as by default).
 async fn gateway() -> anyhow::Result<(Application, telemetry::TelemetryGuard)> {
     let cli = Cli::try_parse_from([
         "courtside-gateway",
@@ -107,6 +108,10 @@ async fn gateway() -> anyhow::Result<(Application, telemetry::TelemetryGuard)> {
         "127.0.0.1:0",
         "--publish-tokens",
         TOKEN,
+        "--rate-limit-ingest",
+        "1000000/s",
+        "--rate-limit-per-token",
+        "1000000/s",
     ])
     .context("invalid settings")?;
     let telemetry = telemetry::init("courtside-gateway", cli.log_format)?;
@@ -178,7 +183,9 @@ fn fanout(app: &Application, count: usize) {
     }
 }
 
-async fn send(router: &Router, request: Request<Body>) -> anyhow::Result<()> {
+async fn send(router: &Router, mut request: Request<Body>) -> anyhow::Result<()> {
+    // The client address, as the accept loop records it.
+    request.extensions_mut().insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40_000))));
     let response = router.clone().oneshot(request).await?;
     let status = response.status();
     let body = axum::body::to_bytes(response.into_body(), 1 << 20).await?;
