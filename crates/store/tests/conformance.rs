@@ -215,6 +215,32 @@ async fn batches_report_each_outcome(store: &dyn StateStore) {
     );
 }
 
+async fn large_interleaved_batches_keep_each_logs_order(store: &dyn StateStore) {
+    // Three logs taking turns, more appends than one script call takes.
+    let batch: Vec<LogAppend> =
+        (1..=100).flat_map(|seq| ["i1", "i2", "i3"].map(|log| entry(log, seq))).collect();
+    let outcomes = store.append_batch(&batch, LIMITS).await.expect("batch");
+    assert!(outcomes.iter().all(|o| *o == AppendOutcome::Applied), "{outcomes:?}");
+    for log in ["i1", "i2", "i3"] {
+        let slice = store.read_log(log, 0, 1_000).await.expect("read");
+        let seqs: Vec<u64> = slice.entries.iter().map(|(seq, _)| *seq).collect();
+        assert_eq!(seqs, (1..=100).collect::<Vec<_>>(), "history of {log}");
+        assert_eq!(
+            store.log_state(log).await.expect("state"),
+            Some((100, Bytes::from(format!("state of {log} at 100"))))
+        );
+    }
+    let feed = store.read_feed(None, 1_000).await.expect("feed");
+    let order: Vec<(String, u64)> = feed.iter().map(|e| (e.log.clone(), e.seq)).collect();
+    let expected: Vec<(String, u64)> = batch.iter().map(|a| (a.log.clone(), a.seq)).collect();
+    assert_eq!(order, expected, "the feed holds every append once, in the order given");
+
+    // The same batch again: every append a duplicate, nothing added.
+    let again = store.append_batch(&batch, LIMITS).await.expect("batch");
+    assert!(again.iter().all(|o| *o == AppendOutcome::Duplicate { head: 100 }), "{again:?}");
+    assert_eq!(store.read_feed(None, 1_000).await.expect("feed").len(), 300);
+}
+
 const GROUP: &str = "analytics";
 
 /// Appends `count` events of log `log` (from seq 1) and returns nothing; the
@@ -438,6 +464,7 @@ macro_rules! conformance {
                 states_of_several_logs_come_back_in_order,
                 history_is_bounded_in_length,
                 batches_report_each_outcome,
+                large_interleaved_batches_keep_each_logs_order,
                 the_feed_reads_in_pages,
                 a_group_delivers_each_entry_once_until_acknowledged,
                 a_group_created_late_still_reads_from_the_start,
