@@ -1,6 +1,7 @@
 //! Repository conventions, checked as ordinary tests so `cargo test` keeps
-//! them: every Rust file opens with a `//!` comment saying what it is for,
-//! every crate inherits the workspace lints, and no test is switched off.
+//! them: every Rust file (the crates' and the fuzz targets') opens with a
+//! `//!` comment saying what it is for, every crate inherits the workspace
+//! lints, and no test is switched off.
 
 use std::{
     fs,
@@ -28,6 +29,8 @@ fn rust_files(dir: &Path, found: &mut Vec<PathBuf>) {
 fn all_rust_files() -> Vec<PathBuf> {
     let mut files = Vec::new();
     rust_files(&workspace_root().join("crates"), &mut files);
+    // Outside the workspace (fuzz/run.sh builds them), held to the same rules.
+    rust_files(&workspace_root().join("fuzz"), &mut files);
     assert!(files.len() > 20, "expected the workspace's sources, found {}", files.len());
     files
 }

@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! - [`wire`]: the JSON shapes, and conversions to and from `domain`.
+//! - [`ndjson`]: a bulk body cut into bounded, numbered lines.
 //! - [`ingest`]: events → atomic appends to the shared state.
 //! - [`hub`]: one store subscription per gateway, fanned out in process.
 //! - [`subscription`]: subscription logic shared by both transports (snapshot,
@@ -13,6 +14,7 @@
 
 pub mod hub;
 pub mod ingest;
+pub mod ndjson;
 pub mod sse;
 pub mod subscription;
 pub mod wire;

@@ -92,6 +92,67 @@ pub struct TeamBody {
     pub name: String,
 }
 
+/// A `POST /v1/events` body, parsed: one event, or a JSON array of them.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Publication {
+    One(MatchEvent),
+    Many(Vec<MatchEvent>),
+}
+
+/// Parses a `POST /v1/events` body. A body whose first non-blank byte is `[`
+/// is an array, parsed whole: its first malformed element fails it, named by
+/// position. `now_ms` stands in for a missing timestamp. The error is the
+/// message for the client.
+///
+/// The handler calls this and nothing else to read the body, so the fuzz
+/// target `publish_body` exercises exactly what a publisher reaches.
+pub fn parse_publication(body: &[u8], now_ms: i64) -> Result<Publication, String> {
+    let is_array = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
+    if !is_array {
+        return parse_event(body, now_ms).map(Publication::One);
+    }
+    let bodies: Vec<EventBody> = deserialize(body)?;
+    bodies
+        .into_iter()
+        .enumerate()
+        .map(|(index, body)| {
+            MatchEvent::parse(body.into(), now_ms).map_err(|err| format!("event [{index}]: {err}"))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Publication::Many)
+}
+
+/// Parses one event object: a single-event body, or one NDJSON line.
+pub fn parse_event(body: &[u8], now_ms: i64) -> Result<MatchEvent, String> {
+    let body: EventBody = deserialize(body)?;
+    MatchEvent::parse(body.into(), now_ms).map_err(|err| err.to_string())
+}
+
+/// Parses one line of a `POST /v1/events/bulk` body (without its `\n`):
+/// `None` for a blank line, which is skipped rather than reported.
+pub fn parse_line(line: &[u8], now_ms: i64) -> Option<Result<MatchEvent, String>> {
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return None;
+    }
+    Some(parse_event(line, now_ms))
+}
+
+/// JSON with the path of the offending field in the message.
+fn deserialize<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        if inner.is_syntax() || inner.is_eof() || matches!(path.as_str(), "" | "." | "?") {
+            format!("invalid JSON: {inner}")
+        } else {
+            format!("`{path}`: {inner}")
+        }
+    })?;
+    deserializer.end().map_err(|err| format!("invalid JSON: {err}"))?;
+    Ok(value)
+}
+
 impl From<EventBody> for RawEvent {
     fn from(body: EventBody) -> Self {
         Self {
@@ -414,4 +475,36 @@ pub fn stream_entry(
     };
     entry.kind = kind as i32;
     entry
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PASS: &str = r#"{"match_id":"m1","seq":2,"kind":"pass","team":1,"player":9,
+        "start":{"x":50,"y":34},"end":{"x":70,"y":40},"success":true}"#;
+
+    #[test]
+    fn a_body_is_one_event_or_an_array_whose_bad_element_is_named() {
+        let one = parse_publication(PASS.as_bytes(), 5).expect("one event");
+        let Publication::One(event) = one else { panic!("expected one event, got {one:?}") };
+        assert_eq!((event.seq(), event.timestamp_ms()), (2, 5));
+
+        let array = format!(" \n[{PASS}, {PASS}]");
+        let many = parse_publication(array.as_bytes(), 5).expect("an array");
+        assert!(matches!(&many, Publication::Many(events) if events.len() == 2), "{many:?}");
+
+        let bad = format!(r#"[{PASS}, {{"match_id":"m1","seq":3,"kind":"goal"}}]"#);
+        let err = parse_publication(bad.as_bytes(), 5).expect_err("a goal without a team");
+        assert_eq!(err, "event [1]: `team` is required for a goal event");
+    }
+
+    #[test]
+    fn a_blank_line_is_skipped_and_any_other_parsed() {
+        assert!(parse_line(b" \r\t", 0).is_none());
+        assert!(matches!(parse_line(PASS.as_bytes(), 0), Some(Ok(_))));
+        assert!(
+            matches!(parse_line(b"{\"seq\":", 0), Some(Err(message)) if message.starts_with("invalid JSON"))
+        );
+    }
 }

@@ -123,6 +123,61 @@ pub async fn live_ws(
         })
 }
 
+/// A client's message, parsed: what it asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientCommand {
+    Subscribe {
+        id: MatchId,
+        since: Option<u64>,
+    },
+    /// The id is not checked: only an id the connection subscribed to, and
+    /// so checked then, can match.
+    Unsubscribe {
+        match_id: String,
+    },
+}
+
+/// Why a client's message was refused: the `code` and `message` of the
+/// `error` reply. The connection stays open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidMessage {
+    pub code: &'static str,
+    pub message: String,
+}
+
+/// Parses a client's text message (the protocol is in the module
+/// documentation). Pure, so the fuzz target `ws_client_message` runs
+/// exactly what a connection runs on each message.
+pub fn parse_client_message(text: &str) -> Result<ClientCommand, InvalidMessage> {
+    let invalid = |code, message: String| InvalidMessage { code, message };
+    let value: serde_json::Value = serde_json::from_str(text)
+        .map_err(|err| invalid("invalid_json", format!("not valid JSON: {err}")))?;
+    match value.get("op").and_then(|op| op.as_str()) {
+        Some("subscribe" | "unsubscribe") => {}
+        Some(other) => {
+            return Err(invalid(
+                "unknown_command",
+                format!(
+                    "unknown op {:?}, expected \"subscribe\" or \"unsubscribe\"",
+                    other.chars().take(40).collect::<String>()
+                ),
+            ));
+        }
+        None => return Err(invalid("invalid_message", "`op` is required".into())),
+    }
+    let command: Command =
+        serde_json::from_value(value).map_err(|err| invalid("invalid_message", err.to_string()))?;
+    Ok(match command {
+        Command::Subscribe { match_id, since } => ClientCommand::Subscribe {
+            id: MatchId::parse(&match_id).map_err(|err| invalid("invalid_message", err.to_string()))?,
+            since,
+        },
+        Command::Unsubscribe { match_id } => ClientCommand::Unsubscribe { match_id },
+    })
+}
+
+/// The commands as JSON spells them; [`parse_client_message`] checks them
+/// further.
 #[derive(Debug, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 enum Command {
@@ -332,27 +387,10 @@ async fn handle_command(
     streams: &mut StreamMap<String, BroadcastStream<Arc<super::hub::Frame>>>,
     cursors: &mut HashMap<String, Cursor>,
 ) -> Result<Vec<Outgoing>, Reply<'static>> {
-    let value: serde_json::Value = serde_json::from_str(text)
-        .map_err(|err| Reply::error("invalid_json", format!("not valid JSON: {err}")))?;
-    match value.get("op").and_then(|op| op.as_str()) {
-        Some("subscribe" | "unsubscribe") => {}
-        Some(other) => {
-            return Err(Reply::error(
-                "unknown_command",
-                format!(
-                    "unknown op {:?}, expected \"subscribe\" or \"unsubscribe\"",
-                    other.chars().take(40).collect::<String>()
-                ),
-            ));
-        }
-        None => return Err(Reply::error("invalid_message", "`op` is required")),
-    }
-    let command: Command =
-        serde_json::from_value(value).map_err(|err| Reply::error("invalid_message", err.to_string()))?;
+    let command =
+        parse_client_message(text).map_err(|invalid| Reply::error(invalid.code, invalid.message))?;
     match command {
-        Command::Subscribe { match_id, since } => {
-            let id =
-                MatchId::parse(&match_id).map_err(|err| Reply::error("invalid_message", err.to_string()))?;
+        ClientCommand::Subscribe { id, since } => {
             if cursors.contains_key(id.as_str()) {
                 return Err(Reply::error("already_subscribed", format!("already subscribed to {id}")));
             }
@@ -376,7 +414,7 @@ async fn handle_command(
             cursors.insert(id.to_string(), opened.cursor);
             Ok(opened.first)
         }
-        Command::Unsubscribe { match_id } => {
+        ClientCommand::Unsubscribe { match_id } => {
             if cursors.remove(&match_id).is_none() {
                 return Err(Reply::error(
                     "not_subscribed",
@@ -419,5 +457,37 @@ async fn send(sink: &mut Sink, message: Message, live: &LiveState) -> Result<(),
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err(SendFailed::Gone),
         Err(_) => Err(SendFailed::Stuck),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_parse_and_refusals_carry_the_documented_codes() {
+        let id = MatchId::parse("m1").expect("valid id");
+        assert_eq!(
+            parse_client_message(r#"{"op":"subscribe","match":"m1","since":4}"#),
+            Ok(ClientCommand::Subscribe { id, since: Some(4) })
+        );
+        // Unsubscribing checks no id: an id never subscribed to just misses.
+        assert_eq!(
+            parse_client_message(r#"{"op":"unsubscribe","match":"Not An Id"}"#),
+            Ok(ClientCommand::Unsubscribe { match_id: "Not An Id".into() })
+        );
+        let refusals = [
+            ("subscribe m1", "invalid_json"),
+            (r#"{"op":"dance"}"#, "unknown_command"),
+            (r#"{"match":"m1"}"#, "invalid_message"),
+            (r#"{"op":"subscribe","match":"Bad Id!"}"#, "invalid_message"),
+            (r#"{"op":"subscribe","match":"m1","since":-1}"#, "invalid_message"),
+            (r#"{"op":"subscribe","match":"m1","extra":1}"#, "invalid_message"),
+        ];
+        for (text, code) in refusals {
+            let refused = parse_client_message(text).expect_err(text);
+            assert_eq!(refused.code, code, "{text}: {}", refused.message);
+            assert!(!refused.message.is_empty(), "{text}");
+        }
     }
 }

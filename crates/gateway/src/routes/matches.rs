@@ -24,7 +24,6 @@ use axum::{
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use bytes::BytesMut;
 use domain::live::{MatchEvent, MatchId};
 use futures::StreamExt as _;
 use serde::Serialize;
@@ -38,8 +37,9 @@ use crate::{
     live::{
         LiveState,
         ingest::{Accepted, IngestFailure, Rejected, Session},
+        ndjson::{Line, LineSplitter},
         sse::LiveQuery,
-        wire::{EventBody, MatchView},
+        wire::{EventBody, MatchView, Publication, parse_line, parse_publication},
     },
     state::BodyLimit,
 };
@@ -202,37 +202,29 @@ pub async fn publish(
         .await
         .map_err(|rejection| ApiError::from_body_rejection(rejection, body_limit))?;
 
-    let is_array = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
-    if !is_array {
-        let event = parse_event(&body).map_err(invalid)?;
-        let mut results = live.ingestor.ingest(std::slice::from_ref(&event)).await.map_err(ingest_failure)?;
-        let result =
-            results.pop().ok_or_else(|| ApiError::Unexpected(anyhow::anyhow!("no ingest result")))?;
-        count_outcome(result.as_ref().map(|accepted| *accepted).map_err(Rejected::code));
-        let status = match result.map_err(ApiError::Rejected)? {
-            Accepted::Applied => "applied",
-            Accepted::Duplicate => "duplicate",
-        };
-        let ack = EventAck { status, match_id: event.match_id().to_string(), seq: event.seq() };
-        return Ok((StatusCode::OK, Json(ack)).into_response());
+    match parse_publication(&body, now_ms()).map_err(invalid)? {
+        Publication::One(event) => {
+            let mut results =
+                live.ingestor.ingest(std::slice::from_ref(&event)).await.map_err(ingest_failure)?;
+            let result =
+                results.pop().ok_or_else(|| ApiError::Unexpected(anyhow::anyhow!("no ingest result")))?;
+            count_outcome(result.as_ref().map(|accepted| *accepted).map_err(Rejected::code));
+            let status = match result.map_err(ApiError::Rejected)? {
+                Accepted::Applied => "applied",
+                Accepted::Duplicate => "duplicate",
+            };
+            let ack = EventAck { status, match_id: event.match_id().to_string(), seq: event.seq() };
+            Ok((StatusCode::OK, Json(ack)).into_response())
+        }
+        Publication::Many(events) => {
+            let results = live.ingestor.ingest(&events).await.map_err(ingest_failure)?;
+            let mut report = BatchReport::default();
+            for (index, result) in results.into_iter().enumerate() {
+                report.record(Position::Index(index), result.map_err(RejectedReason::from));
+            }
+            Ok(Json(report).into_response())
+        }
     }
-
-    let bodies: Vec<EventBody> = deserialize(&body).map_err(invalid)?;
-    let now = now_ms();
-    let events = bodies
-        .into_iter()
-        .enumerate()
-        .map(|(index, body)| {
-            MatchEvent::parse(body.into(), now).map_err(|err| format!("event [{index}]: {err}"))
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(invalid)?;
-    let results = live.ingestor.ingest(&events).await.map_err(ingest_failure)?;
-    let mut report = BatchReport::default();
-    for (index, result) in results.into_iter().enumerate() {
-        report.record(Position::Index(index), result.map_err(RejectedReason::from));
-    }
-    Ok(Json(report).into_response())
 }
 
 /// Publishes NDJSON, one event per line, read as a stream.
@@ -284,10 +276,10 @@ pub async fn publish_bulk(
                     message: format!("line exceeds {} bytes", live.config.max_line_bytes),
                 }),
             ),
-            Some(Line::Text(_, text)) if text.iter().all(u8::is_ascii_whitespace) => {}
-            Some(Line::Text(number, text)) => match parse_event_at(&text, now) {
-                Ok(event) => chunk.push((number, event)),
-                Err(message) => {
+            Some(Line::Text(number, text)) => match parse_line(&text, now) {
+                None => {}
+                Some(Ok(event)) => chunk.push((number, event)),
+                Some(Err(message)) => {
                     report.record(
                         Position::Line(number),
                         Err(RejectedReason { code: "invalid_event", message }),
@@ -336,90 +328,28 @@ impl InFlight {
     }
 }
 
-fn parse_event(body: &[u8]) -> Result<MatchEvent, String> {
-    parse_event_at(body, now_ms())
-}
-
-fn parse_event_at(body: &[u8], now: i64) -> Result<MatchEvent, String> {
-    let body: EventBody = deserialize(body)?;
-    MatchEvent::parse(body.into(), now).map_err(|err| err.to_string())
-}
-
-/// JSON with the path of the offending field in the message.
-fn deserialize<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
-    let mut deserializer = serde_json::Deserializer::from_slice(body);
-    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
-        let path = err.path().to_string();
-        let inner = err.into_inner();
-        if inner.is_syntax() || inner.is_eof() || matches!(path.as_str(), "" | "." | "?") {
-            format!("invalid JSON: {inner}")
-        } else {
-            format!("`{path}`: {inner}")
-        }
-    })?;
-    deserializer.end().map_err(|err| format!("invalid JSON: {err}"))?;
-    Ok(value)
-}
-
-enum Line {
-    Text(u64, Bytes),
-    TooLong(u64),
-}
-
-/// Splits a streamed body into lines without ever holding more than one
-/// line (bounded by `max`) plus one chunk in memory.
+/// Feeds a streamed body to a [`LineSplitter`], one chunk at a time.
 struct LineReader {
     body: axum::body::BodyDataStream,
-    buffer: BytesMut,
-    max: usize,
-    number: u64,
-    /// Inside a line that is already too long: drop bytes until its end.
-    skipping: bool,
+    lines: LineSplitter,
     finished: bool,
 }
 
 impl LineReader {
     fn new(body: Body, max: usize) -> Self {
-        Self {
-            body: body.into_data_stream(),
-            buffer: BytesMut::new(),
-            max,
-            number: 0,
-            skipping: false,
-            finished: false,
-        }
+        Self { body: body.into_data_stream(), lines: LineSplitter::new(max), finished: false }
     }
 
     async fn next(&mut self) -> Result<Option<Line>, axum::Error> {
         loop {
-            if let Some(newline) = self.buffer.iter().position(|b| *b == b'\n') {
-                let line = self.buffer.split_to(newline + 1);
-                self.number += 1;
-                if std::mem::take(&mut self.skipping) || newline > self.max {
-                    return Ok(Some(Line::TooLong(self.number)));
-                }
-                return Ok(Some(Line::Text(self.number, line.freeze().slice(..newline))));
-            }
-            if self.buffer.len() > self.max {
-                // No newline within the limit: this line is too long. Keep
-                // nothing of it; report it when its end arrives.
-                self.buffer.clear();
-                self.skipping = true;
+            if let Some(line) = self.lines.next_line() {
+                return Ok(Some(line));
             }
             if self.finished {
-                if self.buffer.is_empty() && !self.skipping {
-                    return Ok(None);
-                }
-                self.number += 1;
-                let rest = self.buffer.split().freeze();
-                return Ok(Some(if std::mem::take(&mut self.skipping) {
-                    Line::TooLong(self.number)
-                } else {
-                    Line::Text(self.number, rest)
-                }));
+                return Ok(self.lines.finish());
             }
             match self.body.next().await {
-                Some(chunk) => self.buffer.extend_from_slice(&chunk?),
+                Some(chunk) => self.lines.push(&chunk?),
                 None => self.finished = true,
             }
         }
