@@ -5,7 +5,8 @@
 //! refuse to send most of what this suite sends.
 
 use std::{
-    net::SocketAddr,
+    future::Future,
+    net::{IpAddr, SocketAddr},
     time::{Duration, Instant},
 };
 
@@ -14,10 +15,26 @@ use serde_json::Value;
 use tokio::{
     io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
     net::{
-        TcpStream,
+        TcpSocket, TcpStream,
         tcp::{OwnedReadHalf, OwnedWriteHalf},
     },
 };
+
+tokio::task_local! {
+    /// The local address connections of the current case are made from,
+    /// when the runner gives each case an address of its own.
+    static SOURCE: Option<IpAddr>;
+}
+
+/// Runs `future` with its connections made from `source`.
+pub(crate) async fn from_source<F: Future>(source: Option<IpAddr>, future: F) -> F::Output {
+    SOURCE.scope(source, future).await
+}
+
+/// The address the current case connects from, if it has one of its own.
+pub(crate) fn source() -> Option<IpAddr> {
+    SOURCE.try_with(|source| *source).ok().flatten()
+}
 
 /// How long one response may take before a case counts the server as stuck.
 pub(crate) const RESPONSE_TIMEOUT: Duration = Duration::from_secs(20);
@@ -100,6 +117,11 @@ impl Request {
     pub(crate) fn without_host(mut self) -> Self {
         self.host = false;
         self
+    }
+
+    /// The `Authorization` header's value, if the request has one.
+    pub(crate) fn authorization(&self) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case("authorization")).map(|(_, v)| v.as_str())
     }
 
     fn has(&self, name: &str) -> bool {
@@ -219,7 +241,17 @@ pub(crate) struct Conn {
 
 impl Conn {
     pub(crate) async fn open(addr: SocketAddr) -> anyhow::Result<Self> {
-        let stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr))
+        let connect = async {
+            match source() {
+                Some(local) => {
+                    let socket = if local.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+                    socket.bind(SocketAddr::new(local, 0))?;
+                    socket.connect(addr).await
+                }
+                None => TcpStream::connect(addr).await,
+            }
+        };
+        let stream = tokio::time::timeout(Duration::from_secs(5), connect)
             .await
             .with_context(|| format!("connect to {addr} timed out"))?
             .with_context(|| format!("connect to {addr}"))?;

@@ -13,7 +13,7 @@
 //!
 //! - `suite`: settings, the context cases share, the runner.
 //! - `cases`: the cases, one module per surface (routing, ingest, auth,
-//!   limits, live feed, connections, footprint).
+//!   limits, live feed, connections, rate limits, footprint).
 //! - `http`, `ws`: HTTP/1.1 and WebSocket written by hand on TCP, so a case
 //!   can send exactly the malformed bytes it means to.
 //! - `events`: valid events to break one field at a time.

@@ -6,8 +6,9 @@
 use std::{
     future::Future,
     io::Write as _,
-    net::SocketAddr,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
     pin::Pin,
+    str::FromStr,
     time::{Duration, Instant},
 };
 
@@ -67,6 +68,31 @@ pub(crate) struct Settings {
     #[arg(long, default_value_t = 64)]
     pub(crate) max_rss_growth_mib: u64,
 
+    /// The gateway's COURTSIDE_RATE_LIMIT: `on` or `off`.
+    #[arg(long, env = "COURTSIDE_RATE_LIMIT", default_value = "on")]
+    pub(crate) rate_limit: String,
+
+    /// The gateway's COURTSIDE_RATE_LIMIT_INGEST (`COUNT/s`, `/min`, `/h`
+    /// or `off`), and so on for the other lanes.
+    #[arg(long, env = "COURTSIDE_RATE_LIMIT_INGEST", default_value = "100/s")]
+    pub(crate) rate_limit_ingest: Rate,
+
+    #[arg(long, env = "COURTSIDE_RATE_LIMIT_SUBSCRIBE", default_value = "3000/min")]
+    pub(crate) rate_limit_subscribe: Rate,
+
+    #[arg(long, env = "COURTSIDE_RATE_LIMIT_COMPUTE", default_value = "300/min")]
+    pub(crate) rate_limit_compute: Rate,
+
+    #[arg(long, env = "COURTSIDE_RATE_LIMIT_PER_TOKEN", default_value = "200/s")]
+    pub(crate) rate_limit_per_token: Rate,
+
+    /// Gives each case a loopback source address of its own
+    /// (127.77.x.y), so the per-address rate limits see each case as one
+    /// client and the cases that exhaust a lane on purpose disturb no
+    /// other. On by default when the gateway is on a loopback address.
+    #[arg(long, value_parser = clap::builder::BoolishValueParser::new())]
+    pub(crate) spread_sources: Option<bool>,
+
     /// Runs only the cases whose name contains this text.
     #[arg(long)]
     pub(crate) only: Option<String>,
@@ -87,6 +113,64 @@ pub(crate) type Check<'a> = Pin<Box<dyn Future<Output = anyhow::Result<String>> 
 pub(crate) struct Case {
     pub(crate) name: &'static str,
     pub(crate) run: for<'a> fn(&'a Ctx) -> Check<'a>,
+}
+
+/// A rate as the gateway takes it: a burst of `count`, refilled evenly
+/// over the window.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Rate {
+    Off,
+    Limited { count: u32, window: Duration },
+}
+
+impl Rate {
+    /// Requests per second once the burst is spent.
+    pub(crate) fn per_second(self) -> Option<f64> {
+        match self {
+            Self::Off => None,
+            Self::Limited { count, window } => Some(f64::from(count) / window.as_secs_f64()),
+        }
+    }
+
+    /// How long an empty bucket takes to fill again.
+    pub(crate) fn refill(self) -> Duration {
+        match self {
+            Self::Off => Duration::ZERO,
+            Self::Limited { window, .. } => window,
+        }
+    }
+}
+
+impl FromStr for Rate {
+    type Err = String;
+
+    fn from_str(raw: &str) -> Result<Self, String> {
+        let raw = raw.trim();
+        if raw.eq_ignore_ascii_case("off") {
+            return Ok(Self::Off);
+        }
+        let expected = || format!("expected COUNT/s, COUNT/min, COUNT/h or off, got {raw:?}");
+        let (count, per) = raw.split_once('/').ok_or_else(expected)?;
+        let window = match per.trim() {
+            "s" => Duration::from_secs(1),
+            "min" => Duration::from_secs(60),
+            "h" => Duration::from_secs(3600),
+            _ => return Err(expected()),
+        };
+        match count.trim().parse::<u32>().map_err(|_| expected())? {
+            0 => Ok(Self::Off),
+            count => Ok(Self::Limited { count, window }),
+        }
+    }
+}
+
+/// The gateway's rates, lane by lane (all off when its limits are off).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Rates {
+    pub(crate) ingest: Rate,
+    pub(crate) subscribe: Rate,
+    pub(crate) compute: Rate,
+    pub(crate) per_token: Rate,
 }
 
 /// A match this run created, and its head as far as the run knows.
@@ -118,6 +202,14 @@ pub(crate) struct Ctx {
     pub(crate) run: String,
     /// The footprint before the first case.
     pub(crate) baseline: Option<Usage>,
+    pub(crate) rates: Rates,
+    /// Whether each case connects from a source address of its own.
+    pub(crate) spread: bool,
+    /// When the next request carrying the publish token may go: the run
+    /// keeps its token below the gateway's per-token rate, as a publisher
+    /// should, so only the cases meant to exceed it are refused.
+    next_publish: tokio::sync::Mutex<tokio::time::Instant>,
+    publish_spacing: Duration,
 }
 
 /// How a run went.
@@ -138,6 +230,30 @@ impl Ctx {
         let millis =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
         let pid = settings.pid;
+        let rates = if settings.rate_limit.trim().eq_ignore_ascii_case("off") {
+            Rates { ingest: Rate::Off, subscribe: Rate::Off, compute: Rate::Off, per_token: Rate::Off }
+        } else {
+            Rates {
+                ingest: settings.rate_limit_ingest,
+                subscribe: settings.rate_limit_subscribe,
+                compute: settings.rate_limit_compute,
+                per_token: settings.rate_limit_per_token,
+            }
+        };
+        let spread = settings.spread_sources.unwrap_or(addr.ip().is_loopback() && addr.is_ipv4());
+        // Below the token's rate and, when all cases share one address,
+        // below that address's ingest rate too; with a margin for the
+        // gateway's clock and ours disagreeing.
+        let sustained = [Some(rates.per_token), (!spread).then_some(rates.ingest)]
+            .into_iter()
+            .flatten()
+            .filter_map(Rate::per_second)
+            .fold(f64::INFINITY, f64::min);
+        let publish_spacing = if sustained.is_finite() {
+            Duration::from_secs_f64(1.0 / (sustained * 0.8))
+        } else {
+            Duration::ZERO
+        };
         let publish_token = settings.publish_token.context("a publish token is needed (--publish-token)")?;
         Ok(Self {
             addr,
@@ -150,7 +266,29 @@ impl Ctx {
             max_rss_growth_kib: settings.max_rss_growth_mib * 1024,
             run: format!("hostile-{millis}-{}", std::process::id()),
             baseline: pid.and_then(usage),
+            rates,
+            spread,
+            next_publish: tokio::sync::Mutex::new(tokio::time::Instant::now()),
+            publish_spacing,
         })
+    }
+
+    /// The source address of case number `index`, when cases get their own.
+    pub(crate) fn source_of(&self, index: usize) -> Option<IpAddr> {
+        self.spread.then(|| IpAddr::V4(Ipv4Addr::new(127, 77, (index / 250) as u8, (index % 250 + 1) as u8)))
+    }
+
+    /// Waits until the run may send another request with its publish token.
+    pub(crate) async fn pace_publisher(&self) {
+        if self.publish_spacing.is_zero() {
+            return;
+        }
+        let mut next = self.next_publish.lock().await;
+        let now = tokio::time::Instant::now();
+        if *next > now {
+            tokio::time::sleep_until(*next).await;
+        }
+        *next = (*next).max(now) + self.publish_spacing;
     }
 
     pub(crate) fn publish_token(&self) -> &str {
@@ -186,7 +324,12 @@ impl Ctx {
         }
     }
 
+    /// Sends `request` on a connection of its own; one carrying the
+    /// publish token waits its turn (see [`Ctx::pace_publisher`]).
     pub(crate) async fn send(&self, request: &Request) -> anyhow::Result<Response> {
+        if request.authorization().is_some_and(|value| value.ends_with(self.publish_token())) {
+            self.pace_publisher().await;
+        }
         http::send(self.addr, request).await
     }
 
@@ -269,9 +412,12 @@ pub(crate) async fn run(ctx: &Ctx, cases: &[Case], only: Option<&str>) -> Tally 
     // Long enough for the cases that wait out the header-read timeout.
     let limit = Duration::from_secs(60) + ctx.header_read_timeout * 3;
     let width = cases.iter().map(|c| c.name.len()).max().unwrap_or(0);
-    for case in cases.iter().filter(|c| only.is_none_or(|text| c.name.contains(text))) {
+    for (index, case) in
+        cases.iter().enumerate().filter(|(_, c)| only.is_none_or(|text| c.name.contains(text)))
+    {
         let started = Instant::now();
-        let outcome = match tokio::time::timeout(limit, (case.run)(ctx)).await {
+        let attempt = http::from_source(ctx.source_of(index), tokio::time::timeout(limit, (case.run)(ctx)));
+        let outcome = match attempt.await {
             Ok(outcome) => outcome,
             Err(_) => Err(anyhow::anyhow!("no verdict within {} s", limit.as_secs())),
         };

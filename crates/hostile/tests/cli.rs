@@ -17,8 +17,18 @@ fn it_lists_over_a_hundred_cases_in_every_group() {
     let names = String::from_utf8(output.stdout).expect("utf-8");
     let names: Vec<&str> = names.lines().collect();
     assert!(names.len() > 100, "{} cases", names.len());
-    for group in ["routing/", "ingest/", "auth/", "limits/", "ws/", "sse/", "conn/", "footprint/", "health/"]
-    {
+    for group in [
+        "routing/",
+        "ingest/",
+        "auth/",
+        "limits/",
+        "ws/",
+        "sse/",
+        "conn/",
+        "ratelimit/",
+        "footprint/",
+        "health/",
+    ] {
         assert!(names.iter().any(|n| n.starts_with(group)), "no {group} case");
     }
     assert!(names.last().is_some_and(|n| n.starts_with("health/")), "health is checked last");

@@ -227,6 +227,7 @@ fn bad_chunk_size(ctx: &Ctx) -> Check<'_> {
             ctx.publish_token()
         );
         let mut conn = Conn::open(ctx.addr).await?;
+        ctx.pace_publisher().await;
         let response = conn.exchange(bytes.as_bytes()).await?;
         response.expect_error(400, "invalid_event")?;
         ctx.expect_head(&mut m).await?;

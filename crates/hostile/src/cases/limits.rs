@@ -69,6 +69,7 @@ fn body_cut_short(ctx: &Ctx) -> Check<'_> {
         let mut m = ctx.new_match("cut-short").await?;
         let event = foul(&m.id, 2).to_string();
         let mut conn = Conn::open(ctx.addr).await?;
+        ctx.pace_publisher().await;
         let head = format!(
             "POST /v1/events HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
             ctx.addr,

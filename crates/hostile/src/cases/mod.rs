@@ -1,8 +1,9 @@
 //! Every case, in the order they run: the request surface first (routing,
 //! ingest, auth, limits), then the live feed, then the connection layer,
-//! then the footprint cases, which multiply the cheap attacks and compare
-//! the gateway's memory and descriptors with what it had before the first
-//! case, and last whether the gateway is still healthy.
+//! then the rate limits, exceeded on purpose, then the footprint cases,
+//! which multiply the cheap attacks and compare the gateway's memory and
+//! descriptors with what it had before the first case, and last whether the
+//! gateway is still healthy.
 
 mod auth;
 mod connection;
@@ -10,6 +11,7 @@ mod footprint;
 mod ingest;
 mod limits;
 mod live;
+mod ratelimit;
 mod routing;
 
 use crate::suite::Case;
@@ -22,6 +24,7 @@ pub(crate) fn all() -> Vec<Case> {
         limits::CASES,
         live::CASES,
         connection::CASES,
+        ratelimit::CASES,
         footprint::CASES,
     ]
     .concat()
