@@ -8,7 +8,8 @@
 //!   are capped by the live feed's own limit, after authentication.)
 //! - A client must send a request's headers within the header-read timeout,
 //!   which also closes an HTTP/1 keep-alive connection that stays idle that
-//!   long; HTTP/2 connections are pinged and closed when the peer is gone.
+//!   long, and a new connection that sends nothing at all; HTTP/2
+//!   connections are pinged and closed when the peer is gone.
 //! - On shutdown the listener closes, each connection finishes its
 //!   in-flight requests and then closes.
 
@@ -60,6 +61,7 @@ pub fn serve(
         .timer(TokioTimer::new())
         .keep_alive_interval(Duration::from_secs(20))
         .keep_alive_timeout(Duration::from_secs(20));
+    let builder = Arc::new(builder);
     let open = Arc::new(Semaphore::new(limits.max_connections));
     let refused = metrics::counter!(crate::metrics::HTTP_CONNECTIONS_REFUSED);
     let connections = metrics::gauge!(crate::metrics::HTTP_CONNECTIONS);
@@ -99,13 +101,25 @@ pub fn serve(
                     request.extensions_mut().insert(ConnectInfo(peer));
                     app.clone().oneshot(request)
                 }));
-            let connection = graceful
-                .watch(builder.serve_connection_with_upgrades(TokioIo::new(tcp), service).into_owned());
+            let (builder, watcher, stop) = (Arc::clone(&builder), graceful.watcher(), stop.clone());
             let connections = connections.clone();
             connections.increment(1.0);
             tokio::spawn(async move {
-                if let Err(err) = connection.await {
-                    tracing::debug!(error = %err, "connection ended with an error");
+                // hyper's header-read timer starts only once the first bytes
+                // have told HTTP/1 from HTTP/2; until then nothing bounds
+                // the wait. A client that sends nothing must not hold its
+                // connection (and a slot under the cap) for longer.
+                let first = tokio::select! {
+                    first = tokio::time::timeout(limits.header_read_timeout, first_bytes(&tcp)) => first,
+                    () = stop.cancelled() => Ok(Ok(false)),
+                };
+                if matches!(first, Ok(Ok(true))) {
+                    let connection = watcher.watch(
+                        builder.serve_connection_with_upgrades(TokioIo::new(tcp), service).into_owned(),
+                    );
+                    if let Err(err) = connection.await {
+                        tracing::debug!(error = %err, "connection ended with an error");
+                    }
                 }
                 connections.decrement(1.0);
                 drop(permit);
@@ -114,5 +128,27 @@ pub fn serve(
         drop(listener);
         graceful.shutdown().await;
         Ok(())
+    }
+}
+
+/// The HTTP/2 connection preface, which hyper-util reads in full before it
+/// decides how to serve a connection.
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Waits, without consuming anything, until the client has sent enough to
+/// tell HTTP/1 from HTTP/2: `false` if it closed first.
+async fn first_bytes(tcp: &tokio::net::TcpStream) -> std::io::Result<bool> {
+    let mut seen = [0u8; 24];
+    loop {
+        let n = tcp.peek(&mut seen).await?;
+        if n == 0 {
+            return Ok(false);
+        }
+        if n == seen.len() || seen[..n] != H2_PREFACE[..n] {
+            return Ok(true);
+        }
+        // Only the start of the HTTP/2 preface so far; peeking again at once
+        // would see the same bytes, so wait a moment for the rest.
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

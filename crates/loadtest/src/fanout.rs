@@ -9,6 +9,10 @@
 //! Subscribers live in child processes (a process may open at most 20,000
 //! files), each binding its own 127.0.0.x source address so ephemeral ports
 //! never run out. Everything targets loopback and stops by itself.
+//!
+//! With `--rss-log` the coordinator also samples the servers' resident
+//! memory every few seconds for the whole run, which `loadtest/soak.sh`
+//! checks for growth.
 
 use std::{
     io::{BufRead as _, Write as _},
@@ -59,6 +63,12 @@ pub(crate) struct FanoutArgs {
     /// Server process ids whose memory is sampled (RSS per connection).
     #[arg(long = "server-pid")]
     pub(crate) server_pids: Vec<u32>,
+    /// Also samples the servers' RSS every `--rss-interval` seconds for the
+    /// whole run into this CSV file (for the soak).
+    #[arg(long)]
+    pub(crate) rss_log: Option<std::path::PathBuf>,
+    #[arg(long, default_value_t = 5)]
+    pub(crate) rss_interval: u64,
 }
 
 /// One subscriber process's share.
@@ -126,6 +136,16 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<()> {
 
     let rss_before = rss_kib(&args.server_pids);
     let started = Instant::now();
+    let phase = Arc::new(AtomicU64::new(PHASE_CONNECTING));
+    let sampler = match &args.rss_log {
+        Some(path) => Some(tokio::spawn(sample_rss(
+            path.clone(),
+            args.server_pids.clone(),
+            Duration::from_secs(args.rss_interval.max(1)),
+            Arc::clone(&phase),
+        ))),
+        None => None,
+    };
     let exe = std::env::current_exe().context("own executable")?;
     let per_process = args.subscribers.div_ceil(args.processes.max(1));
     let mut children = Vec::new();
@@ -173,6 +193,7 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<()> {
     // Publish: every second, one event per channel, each at the start of a
     // millisecond, spread evenly over the second.
     let spacing = Duration::from_micros(1_000_000 / args.channels.max(1) as u64);
+    phase.store(PHASE_PUBLISHING, Ordering::Release);
     let mut published = 0u64;
     let mut publish_errors = 0u64;
     for round in 0..args.duration {
@@ -197,6 +218,10 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<()> {
         }
     }
     let rss_end = rss_kib(&args.server_pids);
+    phase.store(PHASE_DONE, Ordering::Release);
+    if let Some(sampler) = sampler {
+        sampler.await.context("rss sampler")??;
+    }
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     let mut total = ClientReport::default();
@@ -256,6 +281,37 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<()> {
     });
     println!("{report}");
     Ok(())
+}
+
+const PHASE_CONNECTING: u64 = 0;
+const PHASE_PUBLISHING: u64 = 1;
+const PHASE_DONE: u64 = 2;
+
+/// Writes one CSV row per `interval` until publishing is over: seconds
+/// since the run began, the phase (`connecting` while subscribers connect,
+/// then `publishing`), and the servers' RSS in KiB (empty if unreadable).
+async fn sample_rss(
+    path: std::path::PathBuf,
+    pids: Vec<u32>,
+    interval: Duration,
+    phase: Arc<AtomicU64>,
+) -> anyhow::Result<()> {
+    let mut file = std::fs::File::create(&path).with_context(|| format!("create {}", path.display()))?;
+    writeln!(file, "t_secs,phase,rss_kib").context("write the csv header")?;
+    let started = Instant::now();
+    let mut tick = tokio::time::interval(interval);
+    loop {
+        tick.tick().await;
+        let name = match phase.load(Ordering::Acquire) {
+            PHASE_CONNECTING => "connecting",
+            PHASE_PUBLISHING => "publishing",
+            _ => return Ok(()),
+        };
+        let rss = rss_kib(&pids).map(|kib| kib.to_string()).unwrap_or_default();
+        writeln!(file, "{:.1},{name},{rss}", started.elapsed().as_secs_f64())
+            .context("write an rss sample")?;
+        file.flush().ok();
+    }
 }
 
 /// Sleeps (spinning for the last stretch) until the wall clock crosses into

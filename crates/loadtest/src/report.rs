@@ -188,6 +188,15 @@ fn columns(scenario: &str) -> &'static [(&'static str, &'static str, f64)] {
             ("errors", "errors", 1.0),
         ],
         "startup" => &[("p50 ms", "p50_ms", 1.0), ("max ms", "max_ms", 1.0), ("errors", "errors", 1.0)],
+        "soak" => &[
+            ("secs", "secs", 1.0),
+            ("RSS at warm-up end MiB", "rss_warmup_end_kib", 1.0 / 1024.0),
+            ("max RSS after MiB", "rss_max_after_kib", 1.0 / 1024.0),
+            ("growth MiB", "growth_kib", 1.0 / 1024.0),
+            ("bound MiB", "bound_kib", 1.0 / 1024.0),
+            ("p99 ms", "p99_ms", 1.0),
+            ("errors", "errors", 1.0),
+        ],
         "overhead" => &[
             ("req/s", "rps", 1.0),
             ("p50 ms", "p50_ms", 1.0),
@@ -199,12 +208,22 @@ fn columns(scenario: &str) -> &'static [(&'static str, &'static str, f64)] {
     }
 }
 
-const ORDER: &[&str] =
-    &["startup", "slow", "latency", "compute", "compute-small", "mixed", "fanout", "ingest", "overhead"];
+const ORDER: &[&str] = &[
+    "startup",
+    "slow",
+    "latency",
+    "compute",
+    "compute-small",
+    "mixed",
+    "fanout",
+    "ingest",
+    "overhead",
+    "soak",
+];
 
 fn x_label(scenario: &str) -> &'static str {
     match scenario {
-        "fanout" => "subscribers",
+        "fanout" | "soak" => "subscribers",
         "compute" | "compute-small" => "concurrency",
         "latency" | "mixed" => "offered req/s",
         _ => "connections",

@@ -19,7 +19,9 @@
 //! down, 4000 when the client stopped answering pings, 4008 when the client
 //! fell too far behind or stopped reading (slow consumer), 1011 when the
 //! store failed, 1008 after too many failed subscribes, 1009 for a message
-//! over the size limit and 1002 for a frame that breaks the protocol.
+//! over the size limit, 1007 for a text message that is not UTF-8 and 1002
+//! for a frame that breaks the protocol. A client's own close frame is
+//! answered with one, as RFC 6455 asks.
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -70,6 +72,7 @@ const MAX_FAILED_SUBSCRIBES: usize = 64;
 /// Close codes of RFC 6455 for a client that broke the protocol or its
 /// limits.
 pub const CLOSE_PROTOCOL_ERROR: u16 = 1002;
+pub const CLOSE_INVALID_PAYLOAD: u16 = 1007;
 pub const CLOSE_POLICY_VIOLATION: u16 = 1008;
 pub const CLOSE_TOO_BIG: u16 = 1009;
 /// This route's template, as the rate-limit metric names it.
@@ -243,6 +246,8 @@ type Sink = SplitSink<WebSocket, Message>;
 /// Why the connection loop ended, and how to say so.
 enum Ending {
     ClientGone,
+    /// The client sent a close frame; the reply is queued, to be flushed.
+    ClientClosed,
     Close(u16, String),
     /// A send did not complete within the write timeout: a client that
     /// stopped reading.
@@ -291,7 +296,7 @@ async fn connection(
                 last_heard = Instant::now();
                 let text = match message {
                     Message::Text(text) => text,
-                    Message::Close(_) => break Ending::ClientGone,
+                    Message::Close(_) => break Ending::ClientClosed,
                     Message::Binary(_) => {
                         let reply = Reply::error("invalid_message", "messages must be JSON text");
                         if let Err(failed) = send_json(&mut sink, &reply, &live).await { break failed.ending() }
@@ -360,6 +365,11 @@ async fn connection(
                 CloseFrame { code: CLOSE_SLOW_CONSUMER, reason: Utf8Bytes::from_static("stopped reading") };
             let _ = tokio::time::timeout(STUCK_CLOSE_TRY, sink.send(Message::Close(Some(frame)))).await;
         }
+        Ending::ClientClosed => {
+            // tungstenite queued the answering close frame when it read the
+            // client's; it goes out with the next flush.
+            let _ = tokio::time::timeout(STUCK_CLOSE_TRY, sink.flush()).await;
+        }
         Ending::ClientGone => {}
     }
     drop(streams);
@@ -376,6 +386,7 @@ fn ending_after(err: axum::Error) -> Ending {
         Ok(Error::Protocol(reason)) => {
             Ending::Close(CLOSE_PROTOCOL_ERROR, format!("protocol error: {reason}"))
         }
+        Ok(Error::Utf8(_)) => Ending::Close(CLOSE_INVALID_PAYLOAD, "text message is not UTF-8".into()),
         _ => Ending::ClientGone,
     }
 }

@@ -186,3 +186,52 @@ async fn a_percent_encoded_read_token_opens_guarded_bench_routes() {
     let allowed = app.get("/v1/bench/slow?token=reader%2Btoken%2F0123456789").await;
     assert_eq!(allowed.status(), StatusCode::OK);
 }
+
+/// Opens `/v1/live` by hand, so the test can write frames no WebSocket
+/// library would send.
+async fn raw_websocket(addr: std::net::SocketAddr) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream
+        .write_all(
+            b"GET /v1/live HTTP/1.1\r\nHost: courtside\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        )
+        .await
+        .expect("handshake");
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(stream.read_u8().await.expect("handshake answer"));
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    stream
+}
+
+/// The code of the server's close frame, skipping anything before it;
+/// `None` if the connection ends without one.
+async fn close_code(stream: &mut TcpStream) -> Option<u16> {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let mut head = [0u8; 2];
+            stream.read_exact(&mut head).await.ok()?;
+            let mut payload = vec![0u8; usize::from(head[1] & 0x7F)];
+            stream.read_exact(&mut payload).await.ok()?;
+            if head[0] & 0x0F == 0x8 {
+                return Some(u16::from_be_bytes([payload[0], payload[1]]));
+            }
+        }
+    })
+    .await
+    .expect("an answer within 5 s")
+}
+
+#[tokio::test]
+async fn a_client_close_is_answered_and_text_that_is_not_utf8_closes_with_1007() {
+    let app = spawn_app().await;
+    // Masked with an all-zero key, so the payload reads as sent.
+    let mut closing = raw_websocket(app.gateway.addr).await;
+    closing.write_all(&[0x88, 0x82, 0, 0, 0, 0, 0x03, 0xE8]).await.expect("close 1000");
+    assert_eq!(close_code(&mut closing).await, Some(1000), "the close was not answered");
+
+    let mut garbled = raw_websocket(app.gateway.addr).await;
+    garbled.write_all(&[0x81, 0x84, 0, 0, 0, 0, b'{', 0xFF, 0xFE, b'}']).await.expect("text frame");
+    assert_eq!(close_code(&mut garbled).await, Some(1007));
+}

@@ -98,6 +98,26 @@ async fn half_sent_headers_and_idle_keep_alive_connections_are_closed() {
 }
 
 #[tokio::test]
+async fn a_connection_that_sends_nothing_or_only_the_start_of_the_http2_preface_is_closed() {
+    let app = spawn_app_with(|_| {}, |gateway, _| gateway.header_read_timeout_ms = 300).await;
+    let addr = app.gateway.addr;
+
+    let mut silent = TcpStream::connect(addr).await.expect("connect");
+    closed_within(&mut silent, Duration::from_secs(5)).await;
+
+    let mut preface = TcpStream::connect(addr).await.expect("connect");
+    preface.write_all(b"PRI * HTTP/2.0\r\n").await.expect("write");
+    closed_within(&mut preface, Duration::from_secs(5)).await;
+
+    // Both kinds of client still get served when they do speak.
+    let mut http2 = TcpStream::connect(addr).await.expect("connect");
+    http2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0").await.expect("write");
+    let mut settings = [0u8; 9];
+    http2.read_exact(&mut settings).await.expect("the server's SETTINGS frame");
+    assert_eq!(settings[3], 0x04, "a SETTINGS frame: {settings:?}");
+}
+
+#[tokio::test]
 async fn connections_past_the_cap_are_closed_at_once_and_served_again_below_it() {
     let app = spawn_app_with(|_| {}, |gateway, _| gateway.max_http_connections = 2).await;
     let addr = app.gateway.addr;

@@ -1,0 +1,236 @@
+//! The connection layer: clients that never finish their headers, sit idle,
+//! speak HTTP/1.0, pipeline, or send what is not HTTP at all. A connection
+//! must not outlive the header-read timeout without sending a request, and
+//! what the HTTP parser refuses must end the connection, not the server.
+//!
+//! The parser's own refusals (431, 400) come from hyper before any handler
+//! runs, so they carry no JSON body; those cases check the status and that
+//! the connection is closed.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail, ensure};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+use crate::{
+    events::foul,
+    http::{Conn, Request},
+    suite::{Case, Check, Ctx},
+};
+
+pub(crate) const CASES: &[Case] = &[
+    Case { name: "conn/half-sent-headers-are-closed", run: slow_loris },
+    Case { name: "conn/dribbled-headers-are-closed", run: dribbled_headers },
+    Case { name: "conn/idle-keep-alive-is-closed", run: idle_keep_alive },
+    Case { name: "conn/http-1.0-is-served-and-closed", run: http_10 },
+    Case { name: "conn/pipelined-requests-answered-in-order", run: pipelined },
+    Case { name: "conn/huge-header-is-431", run: huge_header },
+    Case { name: "conn/too-many-headers-is-431", run: too_many_headers },
+    Case { name: "conn/raw-bytes-in-request-line-are-400", run: raw_bytes_in_target },
+    Case { name: "conn/folded-header-is-400", run: folded_header },
+    Case { name: "conn/not-http-is-closed", run: not_http },
+    Case { name: "conn/length-and-chunked-together-are-not-smuggled", run: length_and_chunked },
+    Case { name: "conn/bad-chunk-size-is-400-json", run: bad_chunk_size },
+];
+
+/// How much longer than the configured timeout a close may take: timers
+/// fire late on a busy machine, never early.
+fn slack(ctx: &Ctx) -> Duration {
+    (ctx.header_read_timeout / 2).max(Duration::from_secs(2))
+}
+
+fn slow_loris(ctx: &Ctx) -> Check<'_> {
+    Box::pin(async move {
+        let mut conn = Conn::open(ctx.addr).await?;
+        conn.write(format!("GET /healthz HTTP/1.1\r\nHost: {}\r\nX-Slow: ", ctx.addr).as_bytes()).await?;
+        let took = conn
+            .closed_within(ctx.header_read_timeout + slack(ctx))
+            .await
+            .context("half-sent headers kept the connection")?;
+        Ok(format!(
+            "closed after {} ms (header-read timeout {} ms)",
+            took.as_millis(),
+            ctx.header_read_timeout.as_millis()
+        ))
+    })
+}
+
+fn dribbled_headers(ctx: &Ctx) -> Check<'_> {
+    Box::pin(async move {
+        let conn = Conn::open(ctx.addr).await?;
+        let (mut reader, mut writer) = conn.into_parts();
+        writer
+            .write_all(format!("GET /healthz HTTP/1.1\r\nHost: {}\r\nX-Slow: ", ctx.addr).as_bytes())
+            .await?;
+        let started = Instant::now();
+        let limit = ctx.header_read_timeout + slack(ctx);
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        let mut sink = [0u8; 1024];
+        loop {
+            tokio::select! {
+                read = reader.read(&mut sink) => {
+                    if matches!(read, Ok(0) | Err(_)) { break; }
+                }
+                _ = tick.tick() => {
+                    if started.elapsed() > limit {
+                        bail!("a byte every 100 ms kept the connection open for {} ms", limit.as_millis());
+                    }
+                    // A write error means the server has closed; the read
+                    // side sees it next.
+                    let _ = writer.write_all(b"a").await;
+                }
+            }
+        }
+        Ok(format!("a header byte every 100 ms: closed after {} ms", started.elapsed().as_millis()))
+    })
+}
+
+fn idle_keep_alive(ctx: &Ctx) -> Check<'_> {
+    Box::pin(async move {
+        let mut conn = Conn::open(ctx.addr).await?;
+        let response = conn.request(&Request::get("/healthz").keep_alive()).await?;
+        ensure!(response.status() == 200, "/healthz answered {}", response.status());
+        let took = conn
+            .closed_within(ctx.header_read_timeout + slack(ctx))
+            .await
+            .context("an idle keep-alive connection stayed open")?;
+        Ok(format!("idle after one request: closed after {} ms", took.as_millis()))
+    })
+}
+
+fn http_10(ctx: &Ctx) -> Check<'_> {
+    Box::pin(async move {
+        let mut conn = Conn::open(ctx.addr).await?;
+        let response = conn.request(&Request::get("/healthz").version("HTTP/1.0").without_host()).await?;
+        ensure!(response.status() == 200, "HTTP/1.0 /healthz answered {}", response.status());
+        let body = response.json()?;
+        ensure!(body["status"] == "ok", "body {body}");
+        conn.closed_within(Duration::from_secs(2))
+            .await
+            .context("HTTP/1.0 without keep-alive stayed open")?;
+        Ok(format!("HTTP/1.0 without Host: 200 ({}), then closed", response.head.version))
+    })
+}
+
+fn pipelined(ctx: &Ctx) -> Check<'_> {
+    Box::pin(async move {
+        let host = ctx.addr.to_string();
+        let mut bytes = Request::get("/healthz").keep_alive().to_bytes(&host);
+        bytes.extend(Request::get("/v1/nope").keep_alive().to_bytes(&host));
+        bytes.extend(Request::new("QZXPIPE", "/healthz").to_bytes(&host));
+        let mut conn = Conn::open(ctx.addr).await?;
+        conn.write(&bytes).await?;
+        let first = conn.response().await.context("first response")?;
+        ensure!(first.status() == 200, "first: {}", first.status());
+        conn.response().await.context("second response")?.expect_error(404, "not_found")?;
+        conn.response().await.context("third response")?.expect_error(405, "method_not_allowed")?;
+        Ok("three requests in one write: 200, 404 not_found, 405 method_not_allowed, in order".into())
+    })
+}
+
+/// Sends `bytes` and expects the HTTP layer's `status` and the connection
+/// closed afterwards.
+async fn parser_refuses(ctx: &Ctx, bytes: &[u8], status: u16, what: &str) -> anyhow::Result<String> {
+    let mut conn = Conn::open(ctx.addr).await?;
+    let response = conn.exchange(bytes).await.with_context(|| format!("{what}: no answer"))?;
+    ensure!(response.status() == status, "{what}: expected {status}, got {}", response.status());
+    conn.closed_within(Duration::from_secs(5))
+        .await
+        .with_context(|| format!("{what}: connection kept open"))?;
+    Ok(format!("{what}: {status} from the HTTP layer, connection closed"))
+}
+
+fn huge_header(ctx: &Ctx) -> Check<'_> {
+    Box::pin(async move {
+        let request = Request::get("/healthz").header("X-Huge", "a".repeat(512 * 1024));
+        parser_refuses(ctx, &request.to_bytes(&ctx.addr.to_string()), 431, "a 512 KiB header").await
+    })
+}
+
+fn too_many_headers(ctx: &Ctx) -> Check<'_> {
+    Box::pin(async move {
+        let request = (0..200).fold(Request::get("/healthz"), |r, i| r.header(&format!("X-H{i}"), "1"));
+        parser_refuses(ctx, &request.to_bytes(&ctx.addr.to_string()), 431, "200 headers").await
+    })
+}
+
+fn raw_bytes_in_target(ctx: &Ctx) -> Check<'_> {
+    Box::pin(async move {
+        let mut bytes = b"GET /v1/matches/".to_vec();
+        bytes.extend_from_slice(&[0xFF, 0xFE, 0x00, 0x7F]);
+        bytes.extend_from_slice(format!(" HTTP/1.1\r\nHost: {}\r\n\r\n", ctx.addr).as_bytes());
+        parser_refuses(ctx, &bytes, 400, "raw 0xFF 0xFE 0x00 0x7F in the path").await
+    })
+}
+
+fn folded_header(ctx: &Ctx) -> Check<'_> {
+    Box::pin(async move {
+        let bytes = format!("GET /healthz HTTP/1.1\r\nHost: {}\r\nX-Folded: a\r\n b\r\n\r\n", ctx.addr);
+        parser_refuses(ctx, bytes.as_bytes(), 400, "an obs-fold continuation line").await
+    })
+}
+
+fn not_http(ctx: &Ctx) -> Check<'_> {
+    Box::pin(async move {
+        // The start of a TLS ClientHello: a client speaking HTTPS to a
+        // plain-HTTP port.
+        let mut bytes = vec![0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03];
+        bytes.extend_from_slice(&[0u8; 64]);
+        let mut conn = Conn::open(ctx.addr).await?;
+        conn.write(&bytes).await?;
+        let answer = match conn.response().await {
+            Ok(response) => {
+                ensure!(response.status() == 400, "answered {}", response.status());
+                "400, then closed"
+            }
+            Err(_) => "closed without an answer",
+        };
+        conn.closed_within(Duration::from_secs(5)).await.context("kept open")?;
+        Ok(format!("a TLS ClientHello: {answer}"))
+    })
+}
+
+fn length_and_chunked(ctx: &Ctx) -> Check<'_> {
+    Box::pin(async move {
+        // Read by its length, the body would swallow the second request;
+        // read as chunked, the second request is a request. RFC 9112 6.1
+        // lets a server refuse such a message, and requires it to close the
+        // connection after answering it either way.
+        let smuggled = format!("GET /v1/smuggled HTTP/1.1\r\nHost: {}\r\n\r\n", ctx.addr);
+        let body = format!("0\r\n\r\n{smuggled}");
+        let bytes = format!(
+            "POST /v1/events HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nTransfer-Encoding: chunked\r\n\r\n{body}",
+            ctx.addr,
+            body.len()
+        );
+        let mut conn = Conn::open(ctx.addr).await?;
+        conn.write(bytes.as_bytes()).await?;
+        let first = conn.response().await.context("no answer")?;
+        ensure!(matches!(first.status(), 400 | 401), "first answer {}", first.status());
+        if let Ok(second) = conn.response().await {
+            bail!("answered a second, smuggled request: {} {}", second.status(), second.text());
+        }
+        Ok(format!(
+            "Content-Length with Transfer-Encoding: {}, then closed; nothing smuggled",
+            first.status()
+        ))
+    })
+}
+
+fn bad_chunk_size(ctx: &Ctx) -> Check<'_> {
+    Box::pin(async move {
+        let mut m = ctx.new_match("bad-chunk").await?;
+        let event = foul(&m.id, 2).to_string();
+        let bytes = format!(
+            "POST /v1/events HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nzz\r\n{event}\r\n0\r\n\r\n",
+            ctx.addr,
+            ctx.publish_token()
+        );
+        let mut conn = Conn::open(ctx.addr).await?;
+        ctx.pace_publisher().await;
+        let response = conn.exchange(bytes.as_bytes()).await?;
+        response.expect_error(400, "invalid_event")?;
+        ctx.expect_head(&mut m).await?;
+        Ok("chunk size `zz`: 400 invalid_event, nothing applied".into())
+    })
+}

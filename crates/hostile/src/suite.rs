@@ -1,0 +1,443 @@
+//! The runner: the settings, the context every case gets, how a case
+//! reports (a one-line reason, passed or failed, or why it was skipped), and
+//! the loop that runs the cases in order and prints one line each, then the
+//! total.
+
+use std::{
+    future::Future,
+    io::Write as _,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    pin::Pin,
+    str::FromStr,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail, ensure};
+use secrecy::{ExposeSecret as _, SecretString};
+use serde_json::Value;
+
+use crate::{
+    events,
+    http::{self, Request, Response},
+};
+
+/// How the gateway under attack was configured, as far as the cases need to
+/// know. Defaults are the gateway's own.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Settings {
+    /// The gateway, `host:port` (plain HTTP).
+    #[arg(long, env = "COURTSIDE_HOSTILE_ADDR", default_value = "127.0.0.1:8080")]
+    pub(crate) addr: String,
+
+    /// A publish token the gateway accepts (one of its
+    /// COURTSIDE_PUBLISH_TOKENS). Never printed.
+    #[arg(
+        long,
+        env = "COURTSIDE_HOSTILE_PUBLISH_TOKEN",
+        hide_env_values = true,
+        required_unless_present = "list"
+    )]
+    pub(crate) publish_token: Option<SecretString>,
+
+    /// A read token, when the gateway has COURTSIDE_READ_TOKENS; without it
+    /// reads are sent anonymously and the read-token cases are skipped.
+    #[arg(long, env = "COURTSIDE_HOSTILE_READ_TOKEN", hide_env_values = true)]
+    pub(crate) read_token: Option<SecretString>,
+
+    /// The gateway's COURTSIDE_HEADER_READ_TIMEOUT_MS: half-sent headers and
+    /// idle keep-alive connections must be closed within it.
+    #[arg(long, env = "COURTSIDE_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000)]
+    pub(crate) header_read_timeout_ms: u64,
+
+    /// The gateway's COURTSIDE_BODY_LIMIT_BYTES.
+    #[arg(long, env = "COURTSIDE_BODY_LIMIT_BYTES", default_value_t = 1024 * 1024)]
+    pub(crate) body_limit_bytes: usize,
+
+    /// The gateway's COURTSIDE_MAX_LINE_BYTES (longest NDJSON line).
+    #[arg(long, env = "COURTSIDE_MAX_LINE_BYTES", default_value_t = 64 * 1024)]
+    pub(crate) max_line_bytes: usize,
+
+    /// The gateway's process id, when it runs on this machine: its resident
+    /// memory and open descriptors are then read from /proc before and after
+    /// the attack.
+    #[arg(long)]
+    pub(crate) pid: Option<u32>,
+
+    /// How much the gateway's resident memory may grow over the whole run,
+    /// in MiB (checked only with --pid).
+    #[arg(long, default_value_t = 64)]
+    pub(crate) max_rss_growth_mib: u64,
+
+    /// The gateway's COURTSIDE_RATE_LIMIT: `on` or `off`.
+    #[arg(long, env = "COURTSIDE_RATE_LIMIT", default_value = "on")]
+    pub(crate) rate_limit: String,
+
+    /// The gateway's COURTSIDE_RATE_LIMIT_INGEST (`COUNT/s`, `/min`, `/h`
+    /// or `off`), and so on for the other lanes.
+    #[arg(long, env = "COURTSIDE_RATE_LIMIT_INGEST", default_value = "100/s")]
+    pub(crate) rate_limit_ingest: Rate,
+
+    #[arg(long, env = "COURTSIDE_RATE_LIMIT_SUBSCRIBE", default_value = "3000/min")]
+    pub(crate) rate_limit_subscribe: Rate,
+
+    #[arg(long, env = "COURTSIDE_RATE_LIMIT_COMPUTE", default_value = "300/min")]
+    pub(crate) rate_limit_compute: Rate,
+
+    #[arg(long, env = "COURTSIDE_RATE_LIMIT_PER_TOKEN", default_value = "200/s")]
+    pub(crate) rate_limit_per_token: Rate,
+
+    /// Gives each case a loopback source address of its own
+    /// (127.77.x.y), so the per-address rate limits see each case as one
+    /// client and the cases that exhaust a lane on purpose disturb no
+    /// other. On by default when the gateway is on a loopback address.
+    #[arg(long, value_parser = clap::builder::BoolishValueParser::new())]
+    pub(crate) spread_sources: Option<bool>,
+
+    /// Runs only the cases whose name contains this text.
+    #[arg(long)]
+    pub(crate) only: Option<String>,
+}
+
+/// A case that cannot run against this gateway (no read token given, no
+/// pid, benchmark routes turned off): neither passed nor failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct Skip(pub(crate) String);
+
+/// What a case returns: a one-line account of what it saw when the
+/// gateway kept its promise, an error saying how it did not, or [`Skip`].
+pub(crate) type Check<'a> = Pin<Box<dyn Future<Output = anyhow::Result<String>> + Send + 'a>>;
+
+/// One named check.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Case {
+    pub(crate) name: &'static str,
+    pub(crate) run: for<'a> fn(&'a Ctx) -> Check<'a>,
+}
+
+/// A rate as the gateway takes it: a burst of `count`, refilled evenly
+/// over the window.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Rate {
+    Off,
+    Limited { count: u32, window: Duration },
+}
+
+impl Rate {
+    /// Requests per second once the burst is spent.
+    pub(crate) fn per_second(self) -> Option<f64> {
+        match self {
+            Self::Off => None,
+            Self::Limited { count, window } => Some(f64::from(count) / window.as_secs_f64()),
+        }
+    }
+
+    /// How long an empty bucket takes to fill again.
+    pub(crate) fn refill(self) -> Duration {
+        match self {
+            Self::Off => Duration::ZERO,
+            Self::Limited { window, .. } => window,
+        }
+    }
+}
+
+impl FromStr for Rate {
+    type Err = String;
+
+    fn from_str(raw: &str) -> Result<Self, String> {
+        let raw = raw.trim();
+        if raw.eq_ignore_ascii_case("off") {
+            return Ok(Self::Off);
+        }
+        let expected = || format!("expected COUNT/s, COUNT/min, COUNT/h or off, got {raw:?}");
+        let (count, per) = raw.split_once('/').ok_or_else(expected)?;
+        let window = match per.trim() {
+            "s" => Duration::from_secs(1),
+            "min" => Duration::from_secs(60),
+            "h" => Duration::from_secs(3600),
+            _ => return Err(expected()),
+        };
+        match count.trim().parse::<u32>().map_err(|_| expected())? {
+            0 => Ok(Self::Off),
+            count => Ok(Self::Limited { count, window }),
+        }
+    }
+}
+
+/// The gateway's rates, lane by lane (all off when its limits are off).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Rates {
+    pub(crate) ingest: Rate,
+    pub(crate) subscribe: Rate,
+    pub(crate) compute: Rate,
+    pub(crate) per_token: Rate,
+}
+
+/// A match this run created, and its head as far as the run knows.
+#[derive(Debug)]
+pub(crate) struct Match {
+    pub(crate) id: String,
+    pub(crate) head: u64,
+}
+
+/// The gateway process's footprint, read from /proc.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Usage {
+    pub(crate) rss_kib: u64,
+    pub(crate) fds: usize,
+}
+
+/// Everything a case may use.
+#[derive(Debug)]
+pub(crate) struct Ctx {
+    pub(crate) addr: SocketAddr,
+    publish_token: SecretString,
+    read_token: Option<SecretString>,
+    pub(crate) header_read_timeout: Duration,
+    pub(crate) body_limit: usize,
+    pub(crate) max_line_bytes: usize,
+    pub(crate) pid: Option<u32>,
+    pub(crate) max_rss_growth_kib: u64,
+    /// Prefix of every match id this run creates, so runs never collide.
+    pub(crate) run: String,
+    /// The footprint before the first case.
+    pub(crate) baseline: Option<Usage>,
+    pub(crate) rates: Rates,
+    /// Whether each case connects from a source address of its own.
+    pub(crate) spread: bool,
+    /// When the next request carrying the publish token may go: the run
+    /// keeps its token below the gateway's per-token rate, as a publisher
+    /// should, so only the cases meant to exceed it are refused.
+    next_publish: tokio::sync::Mutex<tokio::time::Instant>,
+    publish_spacing: Duration,
+}
+
+/// How a run went.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Tally {
+    pub(crate) passed: usize,
+    pub(crate) failed: usize,
+    pub(crate) skipped: usize,
+}
+
+impl Ctx {
+    pub(crate) async fn new(settings: Settings) -> anyhow::Result<Self> {
+        let addr = tokio::net::lookup_host(&settings.addr)
+            .await
+            .with_context(|| format!("cannot resolve {}", settings.addr))?
+            .next()
+            .with_context(|| format!("{} resolves to no address", settings.addr))?;
+        let millis =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+        let pid = settings.pid;
+        let rates = if settings.rate_limit.trim().eq_ignore_ascii_case("off") {
+            Rates { ingest: Rate::Off, subscribe: Rate::Off, compute: Rate::Off, per_token: Rate::Off }
+        } else {
+            Rates {
+                ingest: settings.rate_limit_ingest,
+                subscribe: settings.rate_limit_subscribe,
+                compute: settings.rate_limit_compute,
+                per_token: settings.rate_limit_per_token,
+            }
+        };
+        let spread = settings.spread_sources.unwrap_or(addr.ip().is_loopback() && addr.is_ipv4());
+        // Below the token's rate and, when all cases share one address,
+        // below that address's ingest rate too; with a margin for the
+        // gateway's clock and ours disagreeing.
+        let sustained = [Some(rates.per_token), (!spread).then_some(rates.ingest)]
+            .into_iter()
+            .flatten()
+            .filter_map(Rate::per_second)
+            .fold(f64::INFINITY, f64::min);
+        let publish_spacing = if sustained.is_finite() {
+            Duration::from_secs_f64(1.0 / (sustained * 0.8))
+        } else {
+            Duration::ZERO
+        };
+        let publish_token = settings.publish_token.context("a publish token is needed (--publish-token)")?;
+        Ok(Self {
+            addr,
+            publish_token,
+            read_token: settings.read_token.filter(|t| !t.expose_secret().is_empty()),
+            header_read_timeout: Duration::from_millis(settings.header_read_timeout_ms),
+            body_limit: settings.body_limit_bytes,
+            max_line_bytes: settings.max_line_bytes,
+            pid,
+            max_rss_growth_kib: settings.max_rss_growth_mib * 1024,
+            run: format!("hostile-{millis}-{}", std::process::id()),
+            baseline: pid.and_then(usage),
+            rates,
+            spread,
+            next_publish: tokio::sync::Mutex::new(tokio::time::Instant::now()),
+            publish_spacing,
+        })
+    }
+
+    /// The source address of case number `index`, when cases get their own.
+    pub(crate) fn source_of(&self, index: usize) -> Option<IpAddr> {
+        self.spread.then(|| IpAddr::V4(Ipv4Addr::new(127, 77, (index / 250) as u8, (index % 250 + 1) as u8)))
+    }
+
+    /// Waits until the run may send another request with its publish token.
+    pub(crate) async fn pace_publisher(&self) {
+        if self.publish_spacing.is_zero() {
+            return;
+        }
+        let mut next = self.next_publish.lock().await;
+        let now = tokio::time::Instant::now();
+        if *next > now {
+            tokio::time::sleep_until(*next).await;
+        }
+        *next = (*next).max(now) + self.publish_spacing;
+    }
+
+    pub(crate) fn publish_token(&self) -> &str {
+        self.publish_token.expose_secret()
+    }
+
+    pub(crate) fn read_token(&self) -> Option<&str> {
+        self.read_token.as_ref().map(|t| t.expose_secret())
+    }
+
+    /// The read token, or a skip for cases that need one.
+    pub(crate) fn require_read_token(&self) -> anyhow::Result<&str> {
+        self.read_token().ok_or_else(|| Skip("no --read-token given".into()).into())
+    }
+
+    /// A GET as a reader sends it: with the read token, if there is one.
+    pub(crate) fn read(&self, target: &str) -> Request {
+        match self.read_token() {
+            Some(token) => Request::get(target).bearer(token),
+            None => Request::get(target),
+        }
+    }
+
+    /// `target` with the read token in the query string, as browsers send
+    /// it on WebSocket and EventSource requests.
+    pub(crate) fn with_token(&self, target: &str) -> String {
+        match self.read_token() {
+            Some(token) => {
+                let separator = if target.contains('?') { '&' } else { '?' };
+                format!("{target}{separator}token={}", percent_encode(token))
+            }
+            None => target.to_owned(),
+        }
+    }
+
+    /// Sends `request` on a connection of its own; one carrying the
+    /// publish token waits its turn (see [`Ctx::pace_publisher`]).
+    pub(crate) async fn send(&self, request: &Request) -> anyhow::Result<Response> {
+        if request.authorization().is_some_and(|value| value.ends_with(self.publish_token())) {
+            self.pace_publisher().await;
+        }
+        http::send(self.addr, request).await
+    }
+
+    pub(crate) async fn get(&self, target: &str) -> anyhow::Result<Response> {
+        self.send(&self.read(target)).await
+    }
+
+    /// `POST /v1/events` with the publish token.
+    pub(crate) fn publisher(&self, body: &[u8], content_type: &str) -> Request {
+        Request::post("/v1/events").bearer(self.publish_token()).body(content_type, body.to_vec())
+    }
+
+    pub(crate) async fn publish(&self, body: &Value) -> anyhow::Result<Response> {
+        self.send(&self.publisher(body.to_string().as_bytes(), "application/json")).await
+    }
+
+    pub(crate) async fn publish_ok(&self, body: &Value) -> anyhow::Result<Value> {
+        let response = self.publish(body).await?;
+        response.expect_ok_json().context("publishing a valid event")
+    }
+
+    /// A match id of this run.
+    pub(crate) fn match_id(&self, tag: &str) -> String {
+        format!("{}-{tag}", self.run)
+    }
+
+    /// Starts a match of this run (its kickoff is seq 1).
+    pub(crate) async fn new_match(&self, tag: &str) -> anyhow::Result<Match> {
+        let id = self.match_id(tag);
+        let ack = self.publish_ok(&events::kickoff(&id)).await?;
+        ensure!(ack["status"] == "applied", "kickoff of {id}: {ack}");
+        Ok(Match { id, head: 1 })
+    }
+
+    /// Proves that the match's head is exactly `m.head`, through the
+    /// store's own sequencing rule rather than a read that a cache might
+    /// answer: the event at `head + 1` must be applied now (a `duplicate`
+    /// means something was applied behind the run's back, a gap that less
+    /// was). Advances the head by one.
+    pub(crate) async fn expect_head(&self, m: &mut Match) -> anyhow::Result<()> {
+        let probe = m.head + 1;
+        let response = self.publish(&events::foul(&m.id, probe)).await?;
+        let body = response.json().unwrap_or(Value::Null);
+        if response.status() == 200 && body["status"] == "applied" {
+            m.head = probe;
+            return Ok(());
+        }
+        if body["status"] == "duplicate" {
+            bail!("something was applied: seq {probe} of {} already existed", m.id);
+        }
+        bail!("head of {} is not {}: seq {probe} answered {} {body}", m.id, m.head, response.status())
+    }
+}
+
+/// The process's resident memory and open descriptors.
+pub(crate) fn usage(pid: u32) -> Option<Usage> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss_kib =
+        status.lines().find(|line| line.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count();
+    Some(Usage { rss_kib, fds })
+}
+
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// Runs `cases` in order, printing one line each; the caller prints the
+/// total.
+pub(crate) async fn run(ctx: &Ctx, cases: &[Case], only: Option<&str>) -> Tally {
+    let mut tally = Tally::default();
+    // Long enough for the cases that wait out the header-read timeout.
+    let limit = Duration::from_secs(60) + ctx.header_read_timeout * 3;
+    let width = cases.iter().map(|c| c.name.len()).max().unwrap_or(0);
+    for (index, case) in
+        cases.iter().enumerate().filter(|(_, c)| only.is_none_or(|text| c.name.contains(text)))
+    {
+        let started = Instant::now();
+        let attempt = http::from_source(ctx.source_of(index), tokio::time::timeout(limit, (case.run)(ctx)));
+        let outcome = match attempt.await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(anyhow::anyhow!("no verdict within {} s", limit.as_secs())),
+        };
+        let millis = started.elapsed().as_millis();
+        let (word, reason) = match outcome {
+            Ok(detail) => {
+                tally.passed += 1;
+                ("pass", detail)
+            }
+            Err(err) if err.downcast_ref::<Skip>().is_some() => {
+                tally.skipped += 1;
+                ("skip", err.to_string())
+            }
+            Err(err) => {
+                tally.failed += 1;
+                ("FAIL", format!("{err:#}"))
+            }
+        };
+        println!("{word}  {:<width$}  {} ({millis} ms)", case.name, http::clip(&reason, 240));
+        std::io::stdout().flush().ok();
+    }
+    tally
+}
