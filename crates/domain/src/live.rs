@@ -12,7 +12,7 @@
 //!
 //! [`MatchState::apply`] folds an event into the state of its match. It is a
 //! pure function; ordering and idempotency (by match id and sequence number)
-//! are enforced by whoever stores the state, see [`Sequencing`].
+//! are enforced by whoever stores the state, see `livefeed::ingest`.
 
 use std::fmt;
 
@@ -470,7 +470,7 @@ impl MatchState {
     }
 
     /// Folds the event into the state. The caller has checked that
-    /// `event.seq() == self.seq + 1` (see [`Sequencing`]).
+    /// `event.seq() == self.seq + 1` (the live-feed engine checks it).
     pub fn apply(&self, event: &MatchEvent) -> Result<Self, ApplyError> {
         let match_id = || self.id.to_string();
         if self.status == MatchStatus::Finished {
@@ -516,35 +516,6 @@ impl MatchState {
         next.seq = event.seq;
         next.updated_ms = event.timestamp_ms;
         Ok(next)
-    }
-}
-
-/// The ordering rule for a match's events, given the last applied sequence
-/// number (`head`, 0 before the kickoff):
-///
-/// - `seq <= head`: a replay. Acknowledged, not applied again.
-/// - `seq == head + 1`: the next event. Applied.
-/// - `seq > head + 1`: a gap. Rejected, nothing applied; the publisher must
-///   send the missing events first.
-///
-/// Refusing gaps keeps every match's history gapless, which is what lets a
-/// subscriber resume from any sequence number and know it missed nothing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Sequencing {
-    Duplicate,
-    Next,
-    Gap { expected: u64 },
-}
-
-impl Sequencing {
-    pub fn of(seq: u64, head: u64) -> Self {
-        if seq <= head {
-            Self::Duplicate
-        } else if seq == head + 1 {
-            Self::Next
-        } else {
-            Self::Gap { expected: head + 1 }
-        }
     }
 }
 
@@ -659,13 +630,5 @@ mod tests {
         let stranger = MatchEvent::parse(RawEvent { team: Some(77), ..raw("foul", 2) }, 0).expect("event");
         assert_eq!(state.apply(&stranger), Err(ApplyError::UnknownTeam { team: 77, match_id: "m1".into() }));
         assert_eq!(state.apply(&event("kickoff", 2)), Err(ApplyError::AlreadyStarted("m1".into())));
-    }
-
-    #[test]
-    fn sequencing_rule() {
-        assert_eq!(Sequencing::of(1, 0), Sequencing::Next);
-        assert_eq!(Sequencing::of(5, 5), Sequencing::Duplicate);
-        assert_eq!(Sequencing::of(3, 5), Sequencing::Duplicate);
-        assert_eq!(Sequencing::of(8, 5), Sequencing::Gap { expected: 6 });
     }
 }

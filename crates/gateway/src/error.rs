@@ -17,7 +17,10 @@ use serde::Serialize;
 use crate::{
     auth::AuthError,
     limits::{Lane, RateLimited},
-    live::{ingest::Rejected, subscription::SubscribeError},
+    live::{
+        Rejected, SubscribeError,
+        wire::{rejection_code, subscribe_code},
+    },
     worker::WorkerError,
 };
 
@@ -117,8 +120,8 @@ impl ApiError {
                     | ApplyError::TooManyGoals { .. }
                     | ApplyError::TooManyRedCards { .. },
                 ),
-            ) => (StatusCode::UNPROCESSABLE_ENTITY, rejected.code()),
-            Self::Rejected(rejected) => (StatusCode::CONFLICT, rejected.code()),
+            ) => (StatusCode::UNPROCESSABLE_ENTITY, rejection_code(rejected)),
+            Self::Rejected(rejected) => (StatusCode::CONFLICT, rejection_code(rejected)),
             Self::UnknownMatch(_) => (StatusCode::NOT_FOUND, "unknown_match"),
             Self::NotRated(_) => (StatusCode::NOT_FOUND, "not_rated"),
             Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
@@ -126,9 +129,11 @@ impl ApiError {
             Self::TooManyConnections(_) => (StatusCode::SERVICE_UNAVAILABLE, "too_many_connections"),
             Self::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
             Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
-            Self::Subscribe(err @ SubscribeError::UnknownMatch(_)) => (StatusCode::NOT_FOUND, err.code()),
+            Self::Subscribe(err @ SubscribeError::UnknownTopic { .. }) => {
+                (StatusCode::NOT_FOUND, subscribe_code(err))
+            }
             Self::Subscribe(err @ SubscribeError::SinceBeyondHead { .. }) => {
-                (StatusCode::BAD_REQUEST, err.code())
+                (StatusCode::BAD_REQUEST, subscribe_code(err))
             }
             Self::Subscribe(SubscribeError::Store(store::StoreError::Unavailable(_)))
             | Self::Store(store::StoreError::Unavailable(_)) => {

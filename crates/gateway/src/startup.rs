@@ -13,7 +13,7 @@ use crate::{
     config::GatewayConfig,
     fit::RuntimeFit,
     limits::{Limits, Rate},
-    live::{self, LiveConfig, LiveState},
+    live::{LiveConfig, LiveState},
     router::router_with,
     server::{self, ServerLimits},
     state::{AppState, Shared},
@@ -98,7 +98,7 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let live = Arc::clone(&self.state.live);
         let draining = self.state.draining.clone();
-        let bridge = tokio::spawn(live::hub::run_bridge(
+        let bridge = tokio::spawn(livefeed::run_bridge(
             Arc::clone(&live.subscriptions.hub),
             Arc::clone(&self.state.store),
             live.stop.clone(),

@@ -1,24 +1,37 @@
-//! The live score feed: ingest, reads, and delivery over WebSocket and SSE.
+//! The live score feed: football on the live-feed engine, delivered over
+//! WebSocket and SSE.
 //!
 //! # Layout
-//! - [`wire`]: the JSON shapes, and conversions to and from `domain`.
+//! - [`wire`]: the JSON shapes, conversions to and from `domain`, and
+//!   [`Football`], the engine's domain.
 //! - [`ndjson`]: a bulk body cut into bounded, numbered lines.
-//! - [`ingest`]: events → atomic appends to the shared state.
-//! - [`hub`]: one store subscription per gateway, fanned out in process.
-//! - [`subscription`]: subscription logic shared by both transports (snapshot,
-//!   replay from `since`, gap filling, slow-consumer detection).
 //! - [`ws`], [`sse`]: the two transports.
+//!
+//! The engine ([`livefeed`]) does the rest, knowing nothing of football:
+//! ingest (events → atomic appends to the shared state), the hub (one store
+//! subscription per gateway, fanned out in process), and subscriptions
+//! (snapshot, replay from `since`, gap filling, slow-consumer detection).
 //!
 //! The plain HTTP handlers for publishing and reading matches are in
 //! [`crate::routes::matches`].
 
-pub mod hub;
-pub mod ingest;
 pub mod ndjson;
 pub mod sse;
-pub mod subscription;
 pub mod wire;
 pub mod ws;
+
+pub use livefeed::{Hub, Subscriptions, hub, subscription};
+pub use wire::Football;
+
+/// The engine's ingest, for football.
+pub type Ingestor = livefeed::Ingestor<Football>;
+/// What one request has learnt of the matches it publishes to.
+pub type Session = livefeed::Session<Football>;
+/// What a commit did to each event of a chunk.
+pub type Committed = livefeed::Committed<Football>;
+/// Why one event was not applied.
+pub type Rejected = livefeed::Rejected<domain::live::ApplyError>;
+pub use livefeed::{Accepted, IngestFailure, SubscribeError};
 
 use std::{
     sync::{
@@ -28,12 +41,12 @@ use std::{
     time::Duration,
 };
 
+use livefeed::Domain as _;
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 use store::{HistoryLimits, StateStore};
 use tokio::sync::Semaphore;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use self::{hub::Hub, ingest::Ingestor, subscription::Subscriptions};
 use crate::config::GatewayConfig;
 
 /// Settings of the live feed, taken from the gateway's configuration.
@@ -147,10 +160,11 @@ impl TransportMetrics {
 
 impl LiveState {
     pub fn new(store: Arc<dyn StateStore>, config: LiveConfig, stop: CancellationToken) -> Self {
-        let hub = Arc::new(Hub::new(config.ring_capacity, config.cached_matches));
+        let hub = Arc::new(Hub::new(Football::TOPIC, config.ring_capacity, config.cached_matches));
         Self {
             ingestor: Ingestor::new(Arc::clone(&store), config.history, Arc::clone(&hub)),
             subscriptions: Subscriptions {
+                topic_key: Football::TOPIC,
                 hub,
                 store: Arc::clone(&store),
                 limits: config.history,
@@ -202,5 +216,59 @@ impl LiveState {
     /// Messages sent to subscribers since start.
     pub fn delivered(&self) -> u64 {
         self.delivered.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use domain::live::MatchEvent;
+    use serde_json::json;
+    use store::MemoryStore;
+
+    use super::*;
+    use crate::live::{
+        Accepted,
+        wire::{EventBody, MatchView},
+    };
+
+    fn event(body: serde_json::Value) -> MatchEvent {
+        let body: EventBody = serde_json::from_value(body).expect("an event body");
+        MatchEvent::parse(body.into(), 0).expect("a valid event")
+    }
+
+    fn cached_seq(hub: &Hub, id: &str) -> Option<u64> {
+        let state = hub.cached_state(id)?;
+        Some(serde_json::from_slice::<MatchView>(&state).expect("a cached state").seq)
+    }
+
+    #[tokio::test]
+    async fn the_state_cache_learns_each_applied_state_before_the_acknowledgement() {
+        // No update stream runs here: only the ingest itself can fill the
+        // cache, as when the stream is slower than the client's next read.
+        let hub = Arc::new(Hub::new(Football::TOPIC, 16, 100));
+        let ingestor =
+            Ingestor::new(Arc::new(MemoryStore::new()), HistoryLimits::default(), Arc::clone(&hub));
+        let kickoff = json!({
+            "match_id": "ryw", "seq": 1, "kind": "kickoff", "minute": 0,
+            "home": {"id": 1, "name": "Rovers"}, "away": {"id": 2, "name": "United"}
+        });
+        let results = ingestor.ingest(&[event(kickoff)]).await.expect("stored");
+        assert!(matches!(results[..], [Ok(Accepted::Applied)]), "{results:?}");
+        assert_eq!(cached_seq(&hub, "ryw"), Some(1));
+        for seq in 2..=3 {
+            let pass = json!({
+                "match_id": "ryw", "seq": seq, "kind": "pass", "minute": 3, "team": 1, "player": 7,
+                "start": {"x": 40.0, "y": 30.0}, "end": {"x": 60.5, "y": 20.0}, "success": true
+            });
+            ingestor.ingest(&[event(pass)]).await.expect("stored");
+            assert_eq!(cached_seq(&hub, "ryw"), Some(seq), "the cache missed the write it acknowledged");
+        }
+
+        // The update stream delivers an older state late: the cache keeps
+        // the newer one.
+        let late = json!({"type": "event", "match": "ryw", "seq": 2, "state": {}});
+        hub.dispatch(Bytes::from(late.to_string()));
+        assert_eq!(cached_seq(&hub, "ryw"), Some(3));
     }
 }

@@ -7,7 +7,7 @@
 //! and the gateway replays what it missed exactly as for `since` on the
 //! WebSocket.
 
-use std::{collections::VecDeque, convert::Infallible, sync::Arc, time::Duration};
+use std::{convert::Infallible, sync::Arc, time::Duration};
 
 use axum::{
     extract::State,
@@ -21,12 +21,10 @@ use domain::live::MatchId;
 use futures::{Stream, StreamExt as _};
 use serde::Deserialize;
 use tokio::sync::OwnedSemaphorePermit;
-use tokio_stream::wrappers::{BroadcastStream, errors::BroadcastStreamRecvError};
 
 use super::{
     LiveState, Transport,
-    hub::Frame,
-    subscription::{Cursor, Disconnect, Outgoing},
+    subscription::{Disconnect, Outgoing},
 };
 use crate::{
     auth::Auth,
@@ -82,24 +80,9 @@ pub async fn live_sse(
         .map_err(|_| ApiError::TooManyConnections(live.config.max_connections))?;
     let opened = live.subscriptions.open(id.as_str(), since).await?;
     live.metrics_connections(Transport::Sse, 1);
-    let stream = events(SseState {
-        live: Arc::clone(&live),
-        cursor: opened.cursor,
-        receiver: BroadcastStream::new(opened.receiver),
-        pending: opened.first.into(),
-        done: false,
-        _connection: Connection { live, _permit: permit },
-    });
+    let connection = Connection { live: Arc::clone(&live), _permit: permit };
+    let stream = events(live.subscriptions.follow(opened), connection);
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response())
-}
-
-struct SseState {
-    live: Arc<LiveState>,
-    cursor: Cursor,
-    receiver: BroadcastStream<Arc<Frame>>,
-    pending: VecDeque<Outgoing>,
-    done: bool,
-    _connection: Connection,
 }
 
 /// Counts the connection while the response body lives.
@@ -115,44 +98,31 @@ impl Drop for Connection {
     }
 }
 
-fn events(state: SseState) -> impl Stream<Item = Result<Event, Infallible>> {
-    futures::stream::unfold(state, |mut state| async move {
-        loop {
-            if let Some(message) = state.pending.pop_front() {
-                state.live.metrics_delivered(Transport::Sse, &message);
-                let event = Event::default()
-                    .event(message.kind)
-                    .id(message.seq.to_string())
-                    .data(message.text.as_str());
-                return Some((Ok(event), state));
+/// The subscription's messages as SSE events, until it ends, the client must
+/// be cut off (one last `error` event says why), or the gateway stops.
+fn events(
+    messages: impl Stream<Item = Result<Outgoing, Disconnect>> + Send + 'static,
+    connection: Connection,
+) -> impl Stream<Item = Result<Event, Infallible>> {
+    let stop = connection.live.stop.clone().cancelled_owned();
+    messages.take_until(stop).map(move |message| {
+        let live = &connection.live;
+        Ok(match message {
+            Ok(message) => {
+                live.metrics_delivered(Transport::Sse, &message);
+                Event::default().event(message.kind).id(message.seq.to_string()).data(message.text.as_str())
             }
-            if state.done {
-                return None;
-            }
-            tokio::select! {
-                item = state.receiver.next() => {
-                    let outgoing = match item {
-                        Some(Ok(frame)) => state.live.subscriptions.on_frame(&mut state.cursor, &frame).await,
-                        Some(Err(BroadcastStreamRecvError::Lagged(missed))) => Err(Disconnect::Lagged(missed)),
-                        None => return None,
-                    };
-                    match outgoing {
-                        Ok(messages) => state.pending.extend(messages),
-                        Err(reason) => {
-                            // Say why, then end the stream; the client's
-                            // EventSource reconnects and resumes.
-                            tracing::info!(match_id = state.cursor.match_id(), %reason, "closing an SSE subscriber");
-                            if !matches!(reason, Disconnect::StoreUnavailable) {
-                                state.live.metrics_slow_disconnect(Transport::Sse);
-                            }
-                            state.done = true;
-                            let event = Event::default().event("error").data(format!("{{\"type\":\"error\",\"code\":\"slow_consumer\",\"message\":\"{reason}\"}}"));
-                            return Some((Ok(event), state));
-                        }
-                    }
+            Err(reason) => {
+                // Say why; the stream ends after this, and the client's
+                // EventSource reconnects and resumes.
+                tracing::info!(%reason, "closing an SSE subscriber");
+                if !matches!(reason, Disconnect::StoreUnavailable) {
+                    live.metrics_slow_disconnect(Transport::Sse);
                 }
-                () = state.live.stop.cancelled() => return None,
+                Event::default().event("error").data(format!(
+                    "{{\"type\":\"error\",\"code\":\"slow_consumer\",\"message\":\"{reason}\"}}"
+                ))
             }
-        }
+        })
     })
 }

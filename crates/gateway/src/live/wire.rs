@@ -1,10 +1,12 @@
 //! The JSON shapes of the live feed: what publishers send, what readers and
 //! subscribers receive. Conversions to and from `domain` types live here, so
-//! handlers never build JSON by hand and the domain never sees serde.
+//! handlers never build JSON by hand and the domain never sees serde; and
+//! [`Football`], which plugs football into the live-feed engine.
 
 use anyhow::Context as _;
 use domain::live::{
-    CardColor, EventDetail, MatchEvent, MatchId, MatchState, MatchStatus, MoveKind, RawEvent, Team,
+    ApplyError, CardColor, EventDetail, MatchEvent, MatchId, MatchState, MatchStatus, MoveKind, RawEvent,
+    Team,
 };
 use serde::{Deserialize, Serialize};
 
@@ -284,7 +286,8 @@ pub struct Score {
 }
 
 /// One update on the live feed, as `/v1/live` and `/v1/matches/{id}/live`
-/// send it (documentation only; [`UpdateFrame`] writes it).
+/// send it (documentation only; the engine writes it from [`EventView`]
+/// and [`MatchView`], see [`Football`]).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UpdateMessage {
     /// Always `"event"`.
@@ -374,27 +377,76 @@ impl TryFrom<MatchView> for MatchState {
     }
 }
 
-/// One update on the live feed: the event and the match state after it.
-/// Serialised once per event at ingest, stored in history, published to
-/// every gateway, and forwarded to subscribers byte for byte.
-#[derive(Debug, Serialize)]
-pub struct UpdateFrame<'a> {
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    #[serde(rename = "match")]
-    pub match_id: &'a str,
-    pub seq: u64,
-    pub event: EventView,
-    pub state: &'a MatchView,
+/// Football on the live-feed engine: a topic is a match, an event is a
+/// [`MatchEvent`], and its state is the [`MatchState`] readers see as a
+/// [`MatchView`]. This is the one place the engine learns about football.
+#[derive(Debug, Clone, Copy)]
+pub struct Football;
+
+impl livefeed::Domain for Football {
+    type Event = MatchEvent;
+    type State = MatchState;
+    type Rejection = ApplyError;
+
+    const TOPIC: &'static str = "match";
+
+    fn topic(event: &MatchEvent) -> &str {
+        event.match_id().as_str()
+    }
+
+    fn seq(event: &MatchEvent) -> u64 {
+        event.seq()
+    }
+
+    fn start(event: &MatchEvent) -> Result<MatchState, ApplyError> {
+        MatchState::kickoff(event)
+    }
+
+    fn apply(state: &MatchState, event: &MatchEvent) -> Result<MatchState, ApplyError> {
+        state.apply(event)
+    }
+
+    fn event_json(event: &MatchEvent) -> serde_json::Result<Vec<u8>> {
+        serde_json::to_vec(&EventView::from(event))
+    }
+
+    fn state_json(state: &MatchState) -> serde_json::Result<Vec<u8>> {
+        serde_json::to_vec(&MatchView::from(state))
+    }
+
+    fn state_from_json(json: &[u8]) -> anyhow::Result<MatchState> {
+        let view: MatchView = serde_json::from_slice(json).context("stored match state is not valid json")?;
+        MatchState::try_from(view)
+    }
+
+    fn stream_entry(event: &MatchEvent, before: Option<&MatchState>, traceparent: &str) -> bytes::Bytes {
+        use prost::Message as _;
+        bytes::Bytes::from(stream_entry(event, before, traceparent.to_owned()).encode_to_vec())
+    }
 }
 
-/// What a gateway needs to route an update without decoding all of it.
-#[derive(Debug, Deserialize)]
-pub struct FrameHeader {
-    #[serde(rename = "match")]
-    pub match_id: String,
-    pub seq: u64,
-    pub state: Box<serde_json::value::RawValue>,
+/// The stable code clients get for an event that does not apply.
+pub fn rejection_code(rejected: &livefeed::Rejected<ApplyError>) -> &'static str {
+    use livefeed::Rejected;
+    match rejected {
+        Rejected::Gap { .. } => "sequence_gap",
+        Rejected::Apply(ApplyError::NotStarted(_)) => "match_not_started",
+        Rejected::Apply(ApplyError::AlreadyStarted(_)) => "match_already_started",
+        Rejected::Apply(ApplyError::Finished(_)) => "match_finished",
+        Rejected::Apply(ApplyError::UnknownTeam { .. }) => "unknown_team",
+        Rejected::Apply(ApplyError::TooManyGoals { .. }) => "too_many_goals",
+        Rejected::Apply(ApplyError::TooManyRedCards { .. }) => "too_many_red_cards",
+        Rejected::Conflict { .. } => "conflict",
+    }
+}
+
+/// The stable code clients get for a subscription refused: the engine's,
+/// with football's word for a topic.
+pub fn subscribe_code(err: &livefeed::SubscribeError) -> &'static str {
+    match err {
+        livefeed::SubscribeError::UnknownTopic { .. } => "unknown_match",
+        other => other.code(),
+    }
 }
 
 /// The protobuf entry of the durable event stream. `before` is the match's

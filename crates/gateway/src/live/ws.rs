@@ -45,7 +45,9 @@ use tokio_stream::{
 
 use super::{
     LiveState, Transport,
+    hub::Frame,
     subscription::{Cursor, Disconnect, Outgoing},
+    wire::subscribe_code,
 };
 use crate::{
     auth::{Auth, TokenQuery},
@@ -278,7 +280,7 @@ async fn connection(
     subscriber: Subscriber,
 ) {
     let (mut sink, mut incoming) = socket.split();
-    let mut streams: StreamMap<String, BroadcastStream<Arc<super::hub::Frame>>> = StreamMap::new();
+    let mut streams: StreamMap<String, BroadcastStream<Arc<Frame>>> = StreamMap::new();
     let mut cursors: HashMap<String, Cursor> = HashMap::new();
     let mut ping = tokio::time::interval(live.config.ping_interval);
     let mut last_heard = Instant::now();
@@ -395,7 +397,7 @@ async fn handle_command(
     text: &str,
     live: &LiveState,
     subscriber: &Subscriber,
-    streams: &mut StreamMap<String, BroadcastStream<Arc<super::hub::Frame>>>,
+    streams: &mut StreamMap<String, BroadcastStream<Arc<Frame>>>,
     cursors: &mut HashMap<String, Cursor>,
 ) -> Result<Vec<Outgoing>, Reply<'static>> {
     let command =
@@ -419,7 +421,7 @@ async fn handle_command(
             }
             let opened = live.subscriptions.open(id.as_str(), since).await.map_err(|err| Reply {
                 failed_subscribe: true,
-                ..Reply::error(err.code(), err.to_string())
+                ..Reply::error(subscribe_code(&err), err.to_string())
             })?;
             streams.insert(id.to_string(), BroadcastStream::new(opened.receiver));
             cursors.insert(id.to_string(), opened.cursor);

@@ -35,11 +35,10 @@ use crate::{
     extract::{Path, Query},
     limits::{Lane, Limits},
     live::{
-        LiveState,
-        ingest::{Accepted, IngestFailure, Rejected, Session},
+        Accepted, Committed, IngestFailure, LiveState, Rejected, Session,
         ndjson::{Line, LineSplitter},
         sse::LiveQuery,
-        wire::{EventBody, MatchView, Publication, parse_line, parse_publication},
+        wire::{EventBody, MatchView, Publication, parse_line, parse_publication, rejection_code},
     },
     state::BodyLimit,
 };
@@ -122,7 +121,7 @@ struct RejectedReason {
 
 impl From<Rejected> for RejectedReason {
     fn from(rejected: Rejected) -> Self {
-        Self { code: rejected.code(), message: rejected.to_string() }
+        Self { code: rejection_code(&rejected), message: rejected.to_string() }
     }
 }
 
@@ -208,7 +207,7 @@ pub async fn publish(
                 live.ingestor.ingest(std::slice::from_ref(&event)).await.map_err(ingest_failure)?;
             let result =
                 results.pop().ok_or_else(|| ApiError::Unexpected(anyhow::anyhow!("no ingest result")))?;
-            count_outcome(result.as_ref().map(|accepted| *accepted).map_err(Rejected::code));
+            count_outcome(result.as_ref().map(|accepted| *accepted).map_err(rejection_code));
             let status = match result.map_err(ApiError::Rejected)? {
                 Accepted::Applied => "applied",
                 Accepted::Duplicate => "duplicate",
@@ -312,7 +311,7 @@ pub async fn publish_bulk(
 /// A chunk whose appends are on their way to the store.
 struct InFlight {
     numbers: Vec<u64>,
-    commit: tokio::task::JoinHandle<Result<crate::live::ingest::Committed, IngestFailure>>,
+    commit: tokio::task::JoinHandle<Result<Committed, IngestFailure>>,
 }
 
 impl InFlight {

@@ -1,44 +1,52 @@
-//! The subscription logic shared by the WebSocket and SSE endpoints:
+//! The subscription logic shared by every transport (WebSocket, SSE):
 //! opening a subscription (snapshot, or replay from a sequence number) and
 //! turning each broadcast frame into what the client must receive next.
 //!
 //! Every subscription tracks the next sequence number its client expects.
 //! Frames at or below it are replays and are skipped; a frame beyond it
 //! means something was lost (a pub/sub reconnect, a race between history
-//! and live), and the gap is filled from the match's history before the
+//! and live), and the gap is filled from the topic's history before the
 //! frame is sent. So a client sees each event once, in order, or is told
 //! with a `resync` that it must start again from a fresh state.
 
-use std::{sync::Arc, time::Instant};
+use std::{collections::VecDeque, sync::Arc, time::Instant};
 
 use axum::extract::ws::Utf8Bytes;
-use serde::Serialize;
+use futures::Stream;
+use serde::{Serialize, ser::SerializeMap as _};
 use serde_json::value::RawValue;
 use store::{HistoryLimits, StateStore, StoreError};
 use tokio::sync::broadcast;
+use tokio_stream::{
+    StreamExt as _,
+    wrappers::{BroadcastStream, errors::BroadcastStreamRecvError},
+};
 
-use super::hub::{Channel, Frame, Hub};
+use crate::hub::{Channel, Frame, Hub};
 
 /// Why a subscription could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum SubscribeError {
-    #[error("match {0} does not exist")]
-    UnknownMatch(String),
-    #[error("since {since} is beyond the head of match {match_id} ({head})")]
-    SinceBeyondHead { match_id: String, since: u64, head: u64 },
+    /// `topic` is the domain's word for it ([`crate::Domain::TOPIC`]).
+    #[error("{topic} {id} does not exist")]
+    UnknownTopic { topic: &'static str, id: String },
+    #[error("since {since} is beyond the head of {topic} {id} ({head})")]
+    SinceBeyondHead { topic: &'static str, id: String, since: u64, head: u64 },
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("stored match state is not valid json")]
-    CorruptState,
+    #[error("stored {0} state is not valid json")]
+    CorruptState(&'static str),
 }
 
 impl SubscribeError {
+    /// Stable code for clients. A domain may name `unknown_topic` after its
+    /// own topics (`unknown_match`).
     pub fn code(&self) -> &'static str {
         match self {
-            Self::UnknownMatch(_) => "unknown_match",
+            Self::UnknownTopic { .. } => "unknown_topic",
             Self::SinceBeyondHead { .. } => "since_beyond_head",
             Self::Store(_) => "store_unavailable",
-            Self::CorruptState => "internal",
+            Self::CorruptState(_) => "internal",
         }
     }
 }
@@ -81,29 +89,30 @@ pub struct Opened {
 /// Where one subscription stands.
 #[derive(Debug)]
 pub struct Cursor {
-    match_id: String,
+    topic: String,
     channel: Arc<Channel>,
     next_seq: u64,
 }
 
 impl Cursor {
-    pub fn match_id(&self) -> &str {
-        &self.match_id
+    /// The topic subscribed to.
+    pub fn topic(&self) -> &str {
+        &self.topic
     }
 }
 
-/// Releases a match's channel unless the subscription opened: the error
+/// Releases a topic's channel unless the subscription opened: the error
 /// path and a cancelled call alike leave no channel behind.
 struct Pending<'a> {
     hub: &'a Hub,
-    match_id: &'a str,
+    topic: &'a str,
     opened: bool,
 }
 
 impl Drop for Pending<'_> {
     fn drop(&mut self) {
         if !self.opened {
-            self.hub.release(self.match_id);
+            self.hub.release(self.topic);
         }
     }
 }
@@ -111,6 +120,9 @@ impl Drop for Pending<'_> {
 /// The live feed as subscribers see it.
 #[derive(Debug, Clone)]
 pub struct Subscriptions {
+    /// What a topic is called ([`crate::Domain::TOPIC`]): the key naming it
+    /// in messages.
+    pub topic_key: &'static str,
     pub hub: Arc<Hub>,
     pub store: Arc<dyn StateStore>,
     pub limits: HistoryLimits,
@@ -118,62 +130,83 @@ pub struct Subscriptions {
     pub max_lag_bytes: u64,
 }
 
-#[derive(Serialize)]
+/// The first message of a subscription, or a `resync`. Written by hand
+/// because the topic's key is the domain's.
 struct Subscribed<'a> {
-    #[serde(rename = "type")]
     kind: &'static str,
-    #[serde(rename = "match")]
-    match_id: &'a str,
-    /// Sequence number of the state below: the match's head.
+    topic_key: &'static str,
+    topic: &'a str,
+    /// Sequence number of the state below: the topic's head.
     seq: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
     since: Option<u64>,
     /// With `since`: whether every missed event follows (`true`), or history
     /// no longer has them and the state below replaces them (`false`).
-    #[serde(skip_serializing_if = "Option::is_none")]
     recovered: Option<bool>,
     /// How many missed events follow this message.
     replayed: usize,
     state: &'a RawValue,
 }
 
+impl Serialize for Subscribed<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("type", self.kind)?;
+        map.serialize_entry(self.topic_key, self.topic)?;
+        map.serialize_entry("seq", &self.seq)?;
+        if let Some(since) = self.since {
+            map.serialize_entry("since", &since)?;
+        }
+        if let Some(recovered) = self.recovered {
+            map.serialize_entry("recovered", &recovered)?;
+        }
+        map.serialize_entry("replayed", &self.replayed)?;
+        map.serialize_entry("state", self.state)?;
+        map.end()
+    }
+}
+
 impl Subscriptions {
-    /// Subscribes to `match_id`, from its current state or, with `since`,
+    /// Subscribes to `topic`, from its current state or, with `since`,
     /// replaying what the client missed after that sequence number.
-    pub async fn open(&self, match_id: &str, since: Option<u64>) -> Result<Opened, SubscribeError> {
+    pub async fn open(&self, topic: &str, since: Option<u64>) -> Result<Opened, SubscribeError> {
         // Live first, then history: anything published in between arrives
         // on the receiver and is skipped by sequence number if already sent.
-        // The channel is made before the match is known to exist, so every
-        // way out but success (an unknown match, a store error, the client
+        // The channel is made before the topic is known to exist, so every
+        // way out but success (an unknown topic, a store error, the client
         // gone mid-call) releases it again.
-        let mut pending = Pending { hub: &self.hub, match_id, opened: false };
-        let (channel, receiver) = self.hub.subscribe(match_id);
-        let opened = self.open_from(match_id, since, channel, receiver).await;
+        let mut pending = Pending { hub: &self.hub, topic, opened: false };
+        let (channel, receiver) = self.hub.subscribe(topic);
+        let opened = self.open_from(topic, since, channel, receiver).await;
         pending.opened = opened.is_ok();
         opened
     }
 
     async fn open_from(
         &self,
-        match_id: &str,
+        topic: &str,
         since: Option<u64>,
         channel: Arc<Channel>,
         receiver: broadcast::Receiver<Arc<Frame>>,
     ) -> Result<Opened, SubscribeError> {
-        let Some((head, state)) = self.store.log_state(match_id).await? else {
-            return Err(SubscribeError::UnknownMatch(match_id.to_owned()));
+        let Some((head, state)) = self.store.log_state(topic).await? else {
+            return Err(SubscribeError::UnknownTopic { topic: self.topic_key, id: topic.to_owned() });
         };
-        let state = parse_raw(&state)?;
+        let state = parse_raw(&state).ok_or(SubscribeError::CorruptState(self.topic_key))?;
 
         let mut first = Vec::new();
         let mut replay = Vec::new();
         let recovered = match since {
             None => None,
             Some(since) if since > head => {
-                return Err(SubscribeError::SinceBeyondHead { match_id: match_id.to_owned(), since, head });
+                return Err(SubscribeError::SinceBeyondHead {
+                    topic: self.topic_key,
+                    id: topic.to_owned(),
+                    since,
+                    head,
+                });
             }
             Some(since) => {
-                let slice = self.store.read_log(match_id, since, self.limits.max_entries).await?;
+                let slice = self.store.read_log(topic, since, self.limits.max_entries).await?;
                 let complete = slice.is_complete_after(since);
                 if complete {
                     replay = slice.entries;
@@ -185,17 +218,73 @@ impl Subscriptions {
         // The state is always the head's; replayed events follow, each with
         // the state after it, for clients that show what they missed.
         let replayed = replay.len();
-        let subscribed =
-            Subscribed { kind: "subscribed", match_id, seq: head, since, recovered, replayed, state: &state };
-        first.push(Outgoing { seq: head, kind: "subscribed", text: to_text(&subscribed)?, received: None });
+        let subscribed = Subscribed {
+            kind: "subscribed",
+            topic_key: self.topic_key,
+            topic,
+            seq: head,
+            since,
+            recovered,
+            replayed,
+            state: &state,
+        };
+        let text = to_text(&subscribed).ok_or(SubscribeError::CorruptState(self.topic_key))?;
+        first.push(Outgoing { seq: head, kind: "subscribed", text, received: None });
         let mut next_seq = head + 1;
         for (seq, entry) in replay {
             next_seq = seq + 1;
-            let text = Utf8Bytes::try_from(entry).map_err(|_| SubscribeError::CorruptState)?;
+            let text =
+                Utf8Bytes::try_from(entry).map_err(|_| SubscribeError::CorruptState(self.topic_key))?;
             first.push(Outgoing { seq, kind: "event", text, received: None });
         }
-        let cursor = Cursor { match_id: match_id.to_owned(), channel, next_seq };
+        let cursor = Cursor { topic: topic.to_owned(), channel, next_seq };
         Ok(Opened { first, cursor, receiver })
+    }
+
+    /// Everything one subscription must receive, in order: the opening
+    /// messages, then each live update. When the subscriber must be cut off
+    /// the last item says why; the stream also ends if the hub goes away.
+    /// Transports with one subscription per connection (SSE) send this as
+    /// it comes; a transport multiplexing several calls [`Subscriptions::on_frame`].
+    pub fn follow(
+        &self,
+        opened: Opened,
+    ) -> impl Stream<Item = Result<Outgoing, Disconnect>> + Send + 'static {
+        struct Following {
+            subscriptions: Subscriptions,
+            cursor: Cursor,
+            receiver: BroadcastStream<Arc<Frame>>,
+            pending: VecDeque<Outgoing>,
+            done: bool,
+        }
+        let state = Following {
+            subscriptions: self.clone(),
+            cursor: opened.cursor,
+            receiver: BroadcastStream::new(opened.receiver),
+            pending: opened.first.into(),
+            done: false,
+        };
+        futures::stream::unfold(state, |mut state| async move {
+            loop {
+                if let Some(message) = state.pending.pop_front() {
+                    return Some((Ok(message), state));
+                }
+                if state.done {
+                    return None;
+                }
+                let outgoing = match state.receiver.next().await? {
+                    Ok(frame) => state.subscriptions.on_frame(&mut state.cursor, &frame).await,
+                    Err(BroadcastStreamRecvError::Lagged(missed)) => Err(Disconnect::Lagged(missed)),
+                };
+                match outgoing {
+                    Ok(messages) => state.pending.extend(messages),
+                    Err(reason) => {
+                        state.done = true;
+                        return Some((Err(reason), state));
+                    }
+                }
+            }
+        })
     }
 
     /// What to send for a frame received on the cursor's channel.
@@ -223,7 +312,7 @@ impl Subscriptions {
         let after = cursor.next_seq - 1;
         let slice = self
             .store
-            .read_log(&cursor.match_id, after, self.limits.max_entries)
+            .read_log(&cursor.topic, after, self.limits.max_entries)
             .await
             .map_err(|_| Disconnect::StoreUnavailable)?;
         let contiguous = slice.entries.first().is_some_and(|(seq, _)| *seq == cursor.next_seq)
@@ -237,29 +326,30 @@ impl Subscriptions {
                     cursor.next_seq = seq + 1;
                 }
             }
-            tracing::debug!(match_id = %cursor.match_id, filled = out.len(), "filled a gap from history");
+            tracing::debug!(topic = %cursor.topic, filled = out.len(), "filled a gap from history");
             recovery("gap_filled");
             return Ok(out);
         }
         // History no longer covers the gap: start the client over.
         let (head, state) = self
             .store
-            .log_state(&cursor.match_id)
+            .log_state(&cursor.topic)
             .await
             .map_err(|_| Disconnect::StoreUnavailable)?
             .ok_or(Disconnect::StoreUnavailable)?;
-        let state = parse_raw(&state).map_err(|_| Disconnect::StoreUnavailable)?;
+        let state = parse_raw(&state).ok_or(Disconnect::StoreUnavailable)?;
         cursor.next_seq = head + 1;
         let resync = Subscribed {
             kind: "resync",
-            match_id: &cursor.match_id,
+            topic_key: self.topic_key,
+            topic: &cursor.topic,
             seq: head,
             since: None,
             recovered: Some(false),
             replayed: 0,
             state: &state,
         };
-        let text = to_text(&resync).map_err(|_| Disconnect::StoreUnavailable)?;
+        let text = to_text(&resync).ok_or(Disconnect::StoreUnavailable)?;
         recovery("resync");
         Ok(vec![Outgoing { seq: head, kind: "resync", text, received: None }])
     }
@@ -268,14 +358,14 @@ impl Subscriptions {
 /// Counts a resume (`recovered`, or `reset` when history no longer covers
 /// it) or a gap met live (`gap_filled`, or `resync`).
 fn recovery(outcome: &'static str) {
-    metrics::counter!(crate::metrics::LIVE_RECOVERIES, "outcome" => outcome).increment(1);
+    metrics::counter!(crate::metrics::RECOVERIES, "outcome" => outcome).increment(1);
 }
 
-fn parse_raw(state: &[u8]) -> Result<Box<RawValue>, SubscribeError> {
-    let text = std::str::from_utf8(state).map_err(|_| SubscribeError::CorruptState)?;
-    RawValue::from_string(text.to_owned()).map_err(|_| SubscribeError::CorruptState)
+fn parse_raw(state: &[u8]) -> Option<Box<RawValue>> {
+    let text = std::str::from_utf8(state).ok()?;
+    RawValue::from_string(text.to_owned()).ok()
 }
 
-fn to_text<T: Serialize>(message: &T) -> Result<Utf8Bytes, SubscribeError> {
-    serde_json::to_string(message).map(Utf8Bytes::from).map_err(|_| SubscribeError::CorruptState)
+fn to_text<T: Serialize>(message: &T) -> Option<Utf8Bytes> {
+    serde_json::to_string(message).map(Utf8Bytes::from).ok()
 }

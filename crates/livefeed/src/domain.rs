@@ -1,0 +1,55 @@
+//! What a domain tells the engine: its events, its state, and how one
+//! folds into the other.
+
+use bytes::Bytes;
+
+/// A kind of live feed: football matches, auction lots, deliveries.
+///
+/// Each event belongs to one topic (a match, a lot) and carries that topic's
+/// next sequence number, starting at 1. The engine checks the sequence,
+/// folds the event into the topic's state with [`Domain::start`] or
+/// [`Domain::apply`], and stores and publishes what [`Domain::event_json`]
+/// and [`Domain::state_json`] render.
+///
+/// Parsing a publisher's request is not here: it belongs to the HTTP side,
+/// which owns the request's shape and its error messages.
+pub trait Domain: Send + Sync + 'static {
+    /// An accepted event.
+    type Event: Send + Sync + 'static;
+    /// A topic's state after its latest event.
+    type State: Clone + Send + Sync + 'static;
+    /// Why an event does not apply to a state; the client sees its message.
+    type Rejection: std::error::Error + Send + Sync + 'static;
+
+    /// What a topic is called on the wire and in messages: `"match"`,
+    /// `"lot"`.
+    const TOPIC: &'static str;
+
+    /// The topic `event` belongs to.
+    fn topic(event: &Self::Event) -> &str;
+
+    /// `event`'s sequence number within its topic.
+    fn seq(event: &Self::Event) -> u64;
+
+    /// A topic's first state, from its first event (sequence number 1).
+    fn start(event: &Self::Event) -> Result<Self::State, Self::Rejection>;
+
+    /// The state after `event`.
+    fn apply(state: &Self::State, event: &Self::Event) -> Result<Self::State, Self::Rejection>;
+
+    /// The event as subscribers see it: a JSON object.
+    fn event_json(event: &Self::Event) -> serde_json::Result<Vec<u8>>;
+
+    /// The state as readers and subscribers see it, and as the store keeps
+    /// it: a JSON object.
+    fn state_json(state: &Self::State) -> serde_json::Result<Vec<u8>>;
+
+    /// A state back from what [`Domain::state_json`] wrote.
+    fn state_from_json(json: &[u8]) -> anyhow::Result<Self::State>;
+
+    /// The event's entry in the durable event stream, in whatever encoding
+    /// that stream's consumers read. `before` is the topic's state before
+    /// the event (none for its first). `traceparent` continues the
+    /// publisher's trace in the consumer.
+    fn stream_entry(event: &Self::Event, before: Option<&Self::State>, traceparent: &str) -> Bytes;
+}

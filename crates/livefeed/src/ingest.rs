@@ -1,0 +1,368 @@
+//! Turning published events into stored, fanned-out updates.
+//!
+//! For each event: read its topic's state, check its sequence number, fold
+//! it into the state ([`Domain::start`], [`Domain::apply`]), and hand the
+//! store one atomic append (state, history entry, durable stream entry, live
+//! publication). The event is acknowledged only after the append returns.
+//! Batches keep the running state of each topic in memory and send their
+//! appends in one pipelined round trip per chunk.
+
+use std::{collections::HashMap, fmt, sync::Arc};
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use store::{AppendOutcome, HistoryLimits, LogAppend, StateStore, StoreError};
+
+use crate::{Domain, hub::Hub};
+
+/// The ordering rule for a topic's events, given the last applied sequence
+/// number (`head`, 0 before the first event):
+///
+/// - `seq <= head`: a replay. Acknowledged, not applied again.
+/// - `seq == head + 1`: the next event. Applied.
+/// - `seq > head + 1`: a gap. Rejected, nothing applied; the publisher must
+///   send the missing events first.
+///
+/// Refusing gaps keeps every topic's history gapless, which is what lets a
+/// subscriber resume from any sequence number and know it missed nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sequencing {
+    Duplicate,
+    Next,
+    Gap { expected: u64 },
+}
+
+impl Sequencing {
+    fn of(seq: u64, head: u64) -> Self {
+        if seq <= head {
+            Self::Duplicate
+        } else if seq == head + 1 {
+            Self::Next
+        } else {
+            Self::Gap { expected: head + 1 }
+        }
+    }
+}
+
+/// What happened to one accepted event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accepted {
+    /// Stored and published now.
+    Applied,
+    /// Already stored earlier: acknowledged, not applied again.
+    Duplicate,
+}
+
+/// Why one event was not applied. `R` is the domain's
+/// [`Domain::Rejection`]; `topic` the domain's word for a topic.
+#[derive(Debug, thiserror::Error)]
+pub enum Rejected<R: std::error::Error + 'static> {
+    #[error(
+        "sequence gap in {topic} {id}: expected seq {expected}, got {got}; send the missing events first"
+    )]
+    Gap { topic: &'static str, id: String, expected: u64, got: u64 },
+    #[error(transparent)]
+    Apply(R),
+    #[error("another publisher wrote {topic} {id} at the same time; retry")]
+    Conflict { topic: &'static str, id: String },
+}
+
+/// A failure that stops a whole request, not just one event.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestFailure {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+/// What one request has learnt of the topics it publishes to.
+pub struct Session<D: Domain> {
+    /// Each topic's head and state; `None` for a topic that does not exist
+    /// yet.
+    states: HashMap<String, Option<(u64, D::State)>>,
+}
+
+impl<D: Domain> Default for Session<D> {
+    fn default() -> Self {
+        Self { states: HashMap::new() }
+    }
+}
+
+impl<D: Domain> fmt::Debug for Session<D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session").field("topics", &self.states.len()).finish()
+    }
+}
+
+impl<D: Domain> Session<D> {
+    /// Forgets what a commit showed to be stale: topics another publisher
+    /// wrote meanwhile, or everything when the store failed (some appends
+    /// may have landed).
+    pub fn settle(&mut self, committed: &Result<Committed<D>, IngestFailure>) {
+        match committed {
+            Ok(committed) => {
+                for id in &committed.stale {
+                    self.states.remove(id);
+                }
+            }
+            Err(_) => self.states.clear(),
+        }
+    }
+}
+
+/// What happened to each event, at its index.
+pub type Results<D> = Vec<Result<Accepted, Rejected<<D as Domain>::Rejection>>>;
+
+/// Events checked, folded and encoded, ready for one store round trip.
+#[derive(Debug)]
+pub struct Prepared<D: Domain> {
+    results: Vec<Option<Result<Accepted, Rejected<D::Rejection>>>>,
+    appends: Vec<LogAppend>,
+    appended_at: Vec<usize>,
+}
+
+/// What a commit did to each event of its chunk.
+#[derive(Debug)]
+pub struct Committed<D: Domain> {
+    pub results: Results<D>,
+    stale: Vec<String>,
+}
+
+/// Applies events to the shared state. Cheap to clone.
+pub struct Ingestor<D> {
+    store: Arc<dyn StateStore>,
+    limits: HistoryLimits,
+    /// Whose state cache learns each applied state from the append itself,
+    /// before the acknowledgement: a read from this process after a `200`
+    /// sees the write, without waiting for the update stream to bring it.
+    hub: Arc<Hub>,
+    domain: std::marker::PhantomData<fn() -> D>,
+}
+
+impl<D> Clone for Ingestor<D> {
+    fn clone(&self) -> Self {
+        Self {
+            store: Arc::clone(&self.store),
+            limits: self.limits,
+            hub: Arc::clone(&self.hub),
+            domain: self.domain,
+        }
+    }
+}
+
+impl<D> fmt::Debug for Ingestor<D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ingestor")
+            .field("store", &self.store.backend())
+            .field("limits", &self.limits)
+            .finish()
+    }
+}
+
+impl<D: Domain> Ingestor<D> {
+    pub fn new(store: Arc<dyn StateStore>, limits: HistoryLimits, hub: Arc<Hub>) -> Self {
+        Self { store, limits, hub, domain: std::marker::PhantomData }
+    }
+
+    /// Applies `events` in order. Each result says what happened to the
+    /// event at the same index; an `Err` of the whole call means the store
+    /// failed and some of the batch may have been applied (retrying it is
+    /// safe: replays are acknowledged as duplicates).
+    pub async fn ingest(&self, events: &[D::Event]) -> Result<Results<D>, IngestFailure> {
+        self.ingest_in(&mut Session::default(), events).await
+    }
+
+    /// [`Ingestor::ingest`] within a session: a request that ingests in
+    /// chunks (bulk NDJSON) keeps the running state of each topic between
+    /// chunks instead of reading it back from the store every time. A
+    /// concurrent publisher of the same topic is still caught: the store
+    /// refuses an append whose sequence number is not the head's next, and
+    /// the session forgets that topic.
+    pub async fn ingest_in(
+        &self,
+        session: &mut Session<D>,
+        events: &[D::Event],
+    ) -> Result<Results<D>, IngestFailure> {
+        let prepared = self.prepare(session, events).await?;
+        let committed = self.commit(prepared).await;
+        session.settle(&committed);
+        committed.map(|c| c.results)
+    }
+
+    /// The CPU half of ingesting: checks sequence numbers, folds each event
+    /// into its topic's running state and encodes the appends. The session
+    /// moves ahead as if they will all be stored; [`Session::settle`] puts it
+    /// right when they are not.
+    pub async fn prepare(
+        &self,
+        session: &mut Session<D>,
+        events: &[D::Event],
+    ) -> Result<Prepared<D>, IngestFailure> {
+        let traceparent = telemetry::propagation::traceparent(&tracing::Span::current());
+        self.load_missing(session, events).await?;
+        let mut prepared = Prepared {
+            results: Vec::with_capacity(events.len()),
+            appends: Vec::new(),
+            appended_at: Vec::new(),
+        };
+        for (index, event) in events.iter().enumerate() {
+            let (topic, seq) = (D::topic(event), D::seq(event));
+            let known = session.states.get(topic).and_then(Option::as_ref);
+            let head = known.map_or(0, |(head, _)| *head);
+            let result = match Sequencing::of(seq, head) {
+                Sequencing::Duplicate => Some(Ok(Accepted::Duplicate)),
+                Sequencing::Gap { expected } => {
+                    Some(Err(Rejected::Gap { topic: D::TOPIC, id: topic.to_owned(), expected, got: seq }))
+                }
+                Sequencing::Next => {
+                    let state = known.map(|(_, state)| state.clone());
+                    let next = match &state {
+                        None => D::start(event),
+                        Some(state) => D::apply(state, event),
+                    };
+                    match next {
+                        Err(err) => Some(Err(Rejected::Apply(err))),
+                        Ok(next) => {
+                            prepared.appends.push(self.build_append(
+                                event,
+                                state.as_ref(),
+                                &next,
+                                &traceparent,
+                            )?);
+                            prepared.appended_at.push(index);
+                            session.states.insert(topic.to_owned(), Some((seq, next)));
+                            None
+                        }
+                    }
+                }
+            };
+            prepared.results.push(result);
+        }
+        Ok(prepared)
+    }
+
+    /// The I/O half: one pipelined round trip to the store. Owns its input,
+    /// so a caller can prepare the next chunk while this one is in flight;
+    /// commits of one request must still complete in order.
+    pub async fn commit(&self, prepared: Prepared<D>) -> Result<Committed<D>, IngestFailure> {
+        let Prepared { mut results, appends, appended_at } = prepared;
+        let outcomes = self.store.append_batch(&appends, self.limits).await?;
+        let mut stale = Vec::new();
+        for ((index, outcome), append) in appended_at.into_iter().zip(outcomes).zip(&appends) {
+            results[index] = Some(match outcome {
+                AppendOutcome::Applied => {
+                    self.hub.cache_state(&append.log, append.seq, append.state.clone());
+                    Ok(Accepted::Applied)
+                }
+                // Another publisher stored this sequence number between our
+                // read and our append.
+                AppendOutcome::Duplicate { .. } => Ok(Accepted::Duplicate),
+                AppendOutcome::Gap { .. } => {
+                    Err(Rejected::Conflict { topic: D::TOPIC, id: append.log.clone() })
+                }
+            });
+            if !matches!(outcome, AppendOutcome::Applied) {
+                stale.push(append.log.clone());
+            }
+        }
+        let results = results
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(Rejected::Conflict { topic: D::TOPIC, id: String::new() })))
+            .collect();
+        Ok(Committed { results, stale })
+    }
+
+    /// Reads, in one round trip, the state of every topic of `events` the
+    /// session does not know yet.
+    async fn load_missing(&self, session: &mut Session<D>, events: &[D::Event]) -> Result<(), IngestFailure> {
+        let mut missing: Vec<String> = Vec::new();
+        for event in events {
+            let topic = D::topic(event);
+            if !session.states.contains_key(topic) && !missing.iter().any(|m| m == topic) {
+                missing.push(topic.to_owned());
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let loaded = self.store.log_states_of(&missing).await?;
+        for (id, stored) in missing.into_iter().zip(loaded) {
+            let state = match stored {
+                None => None,
+                Some((head, bytes)) => Some((
+                    head,
+                    D::state_from_json(&bytes)
+                        .with_context(|| format!("stored {} state is invalid", D::TOPIC))?,
+                )),
+            };
+            session.states.insert(id, state);
+        }
+        Ok(())
+    }
+
+    fn build_append(
+        &self,
+        event: &D::Event,
+        before: Option<&D::State>,
+        next: &D::State,
+        traceparent: &str,
+    ) -> anyhow::Result<LogAppend> {
+        let state = D::state_json(next).with_context(|| format!("cannot encode the {} state", D::TOPIC))?;
+        let rendered = D::event_json(event).context("cannot encode the event")?;
+        let entry = update(D::TOPIC, D::topic(event), D::seq(event), &rendered, &state)?;
+        Ok(LogAppend {
+            log: D::topic(event).to_owned(),
+            seq: D::seq(event),
+            entry: Bytes::from(entry),
+            state: Bytes::from(state),
+            stream_entry: D::stream_entry(event, before, traceparent),
+        })
+    }
+}
+
+/// One update on the live feed, `{"type":"event","<topic_key>":"<topic>",
+/// "seq":N,"event":{..},"state":{..}}`: the event and the topic's state
+/// after it. Written once per event at ingest, stored in history, published
+/// to every process, and forwarded to subscribers byte for byte. `event` and
+/// `state` are the domain's JSON, pasted in as written.
+fn update(topic_key: &str, topic: &str, seq: u64, event: &[u8], state: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(48 + topic_key.len() + topic.len() + event.len() + state.len());
+    out.extend_from_slice(b"{\"type\":\"event\",");
+    serde_json::to_writer(&mut out, topic_key)?;
+    out.push(b':');
+    serde_json::to_writer(&mut out, topic)?;
+    out.extend_from_slice(b",\"seq\":");
+    out.extend_from_slice(seq.to_string().as_bytes());
+    out.extend_from_slice(b",\"event\":");
+    out.extend_from_slice(event);
+    out.extend_from_slice(b",\"state\":");
+    out.extend_from_slice(state);
+    out.push(b'}');
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_update_carries_the_domains_json_under_its_topic_key() {
+        let entry = update("lot", "l\"1", 7, br#"{"bid":5}"#, br#"{"leading":5}"#).expect("an update");
+        let value: serde_json::Value = serde_json::from_slice(&entry).expect("valid json");
+        assert_eq!(
+            value,
+            serde_json::json!({"type": "event", "lot": "l\"1", "seq": 7, "event": {"bid": 5}, "state": {"leading": 5}})
+        );
+        let text = String::from_utf8(entry).expect("utf-8");
+        assert!(text.starts_with(r#"{"type":"event","lot":"#), "the field order changed: {text}");
+    }
+
+    #[test]
+    fn a_sequence_number_is_next_a_duplicate_or_beyond_a_gap() {
+        assert_eq!(Sequencing::of(1, 0), Sequencing::Next);
+        assert_eq!(Sequencing::of(5, 5), Sequencing::Duplicate);
+        assert_eq!(Sequencing::of(3, 5), Sequencing::Duplicate);
+        assert_eq!(Sequencing::of(8, 5), Sequencing::Gap { expected: 6 });
+    }
+}
