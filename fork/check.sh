@@ -7,9 +7,10 @@
 #
 #   fork/check.sh NAME     NAME: the name given to fork/rename.sh
 #
-# Builds the debug all-in-one (CARGO_TARGET_DIR is honoured, so a shared
-# target directory saves rebuilding the dependencies). Run by .ci/run on a
-# renamed copy of the repository.
+# Builds the debug all-in-one; CARGO_TARGET_DIR is honoured, but give it a
+# directory of its own: the renamed copy's crates keep their names (store,
+# gateway, ...), and cargo would take their objects for up to date in the
+# original checkout's target directory. Run by .ci/run on a renamed clone.
 set -euo pipefail
 
 name=${1:-}

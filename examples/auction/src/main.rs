@@ -20,7 +20,7 @@ async fn main() -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     let app = auction::App::new(store::open(&cli.store)?, stop.clone());
     let listener = tokio::net::TcpListener::bind(cli.listen).await?;
-    tracing::info!(addr = %listener.local_addr()?, "auction listening");
+    println!("auction listening on http://{}", listener.local_addr()?);
     axum::serve(listener, app.router())
         .with_graceful_shutdown(async move {
             let _ = tokio::signal::ctrl_c().await;
