@@ -24,6 +24,13 @@ pub struct GatewayConfig {
     )]
     pub listen_addr: SocketAddr,
 
+    /// Address of the admin listener, which then serves `/metrics` and
+    /// `/v1/debug/*` in place of the public one (the Kubernetes manifests
+    /// set `0.0.0.0:9090` and expose it to Prometheus only). Unset: they are
+    /// on the public address, as a one-machine run expects.
+    #[arg(long, env = "COURTSIDE_ADMIN_ADDR")]
+    pub admin_addr: Option<SocketAddr>,
+
     /// gRPC address of the analytics worker.
     #[arg(long, env = "COURTSIDE_WORKER_URL", default_value = "http://127.0.0.1:50051", value_parser = parse_worker_url)]
     pub worker_url: String,
@@ -225,6 +232,7 @@ impl GatewayConfig {
     pub fn for_tests(worker_url: impl Into<String>) -> Self {
         Self {
             listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin_addr: None,
             worker_url: worker_url.into(),
             request_timeout_ms: 30_000,
             worker_deadline_ms: 10_000,

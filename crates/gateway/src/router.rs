@@ -22,9 +22,34 @@ use crate::{
     state::AppState,
 };
 
+/// Where the operators' routes (`/metrics`, `/v1/debug/*`) are served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpsRoutes {
+    /// On the public listener, beside everything else.
+    Public,
+    /// On the admin listener only ([`admin_router`]).
+    Admin,
+}
+
 /// The whole HTTP surface. Public so tests can drive it without a socket.
 pub fn router(state: AppState) -> Router {
-    router_with(state, Router::new())
+    router_with(state, Router::new(), OpsRoutes::Public)
+}
+
+/// The admin listener's routes: what operators read, and the probes. No
+/// rate limits and no request timeout: it is reached from the monitoring
+/// network only.
+pub fn admin_router(state: AppState) -> Router {
+    let (routes, _) = OpenApiRouter::<AppState>::new()
+        .routes(routes!(health::healthz))
+        .routes(routes!(ops::metrics))
+        .routes(routes!(ops::runtime_fit))
+        .split_for_parts();
+    routes
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .with_state(state)
 }
 
 /// The HTTP surface plus `extra` routes, all behind the same middleware.
@@ -34,8 +59,8 @@ pub fn router(state: AppState) -> Router {
 /// response, the request is measured (metrics, runtime fit), and request
 /// bodies read whole are capped. Ordinary requests get the request timeout;
 /// streams (bulk ingest, WebSocket, SSE) do not, as they are meant to last.
-pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
-    let (routes, openapi) = documented_routes(state.clone()).split_for_parts();
+pub fn router_with(state: AppState, extra: Router<AppState>, ops: OpsRoutes) -> Router {
+    let (routes, openapi) = documented_routes(state.clone(), ops).split_for_parts();
     // Rendered once: the document never changes while the process runs.
     let document = bytes::Bytes::from(openapi.to_json().unwrap_or_else(|_| "{}".into()));
     routes
@@ -66,7 +91,7 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
 /// (a route layer, so it runs before the handler's token check and body
 /// read): ingest, subscribe (the WebSocket and SSE feeds) and compute (the
 /// analytics routes and the compute benchmark).
-fn documented_routes(state: AppState) -> OpenApiRouter<AppState> {
+fn documented_routes(state: AppState, ops_routes: OpsRoutes) -> OpenApiRouter<AppState> {
     let limited = |lane: Lane| {
         middleware::from_fn_with_state(
             LaneLimit { limits: std::sync::Arc::clone(&state.limits), lane },
@@ -110,6 +135,10 @@ fn documented_routes(state: AppState) -> OpenApiRouter<AppState> {
         // A job's progress may be streamed for as long as the job runs.
         .merge(OpenApiRouter::new().routes(routes!(jobs::job)).route_layer(limited(Lane::Compute)));
 
+    let ops = match ops_routes {
+        OpsRoutes::Public => OpenApiRouter::new().routes(routes!(ops::metrics)).routes(routes!(ops::runtime_fit)),
+        OpsRoutes::Admin => OpenApiRouter::new(),
+    };
     OpenApiRouter::with_openapi(crate::openapi::ApiDoc::openapi())
         .routes(routes!(dashboard::index))
         .routes(routes!(dashboard::app_js))
@@ -117,8 +146,7 @@ fn documented_routes(state: AppState) -> OpenApiRouter<AppState> {
         .merge(dashboard::pages())
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
-        .routes(routes!(ops::metrics))
-        .routes(routes!(ops::runtime_fit))
+        .merge(ops)
         .merge(requests)
         .merge(streams)
 }

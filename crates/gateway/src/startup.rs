@@ -14,7 +14,7 @@ use crate::{
     fit::RuntimeFit,
     limits::{Limits, Rate},
     live::{LiveConfig, LiveState},
-    router::router_with,
+    router::{OpsRoutes, admin_router, router_with},
     server::{self, ServerLimits},
     state::{AppState, Shared},
     worker::WorkerClient,
@@ -25,6 +25,9 @@ use crate::{
 pub struct Application {
     listener: TcpListener,
     local_addr: SocketAddr,
+    /// The admin listener, when configured: `/metrics` and `/v1/debug/*`
+    /// move there.
+    admin: Option<(TcpListener, SocketAddr)>,
     state: AppState,
     config: GatewayConfig,
     extra_routes: Router<AppState>,
@@ -64,7 +67,15 @@ impl Application {
         let listener = bind(config.listen_addr)
             .with_context(|| format!("failed to bind the http listener on {}", config.listen_addr))?;
         let local_addr = listener.local_addr().context("listener has no local address")?;
-        Ok(Self { listener, local_addr, state, config, extra_routes: Router::new() })
+        let admin = match config.admin_addr {
+            None => None,
+            Some(addr) => {
+                let admin = bind(addr).with_context(|| format!("failed to bind the admin listener on {addr}"))?;
+                let admin_addr = admin.local_addr().context("admin listener has no local address")?;
+                Some((admin, admin_addr))
+            }
+        };
+        Ok(Self { listener, local_addr, admin, state, config, extra_routes: Router::new() })
     }
 
     /// Adds routes of your own, served behind the same middleware (request
@@ -78,11 +89,20 @@ impl Application {
         self.local_addr
     }
 
+    /// The admin listener's address, when one is configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|(_, addr)| *addr)
+    }
+
+    fn ops_routes(&self) -> OpsRoutes {
+        if self.admin.is_some() { OpsRoutes::Admin } else { OpsRoutes::Public }
+    }
+
     /// The whole HTTP surface with its middleware, as
     /// [`Application::run_until_stopped`] serves it: for benchmarks and
     /// tests that drive it without a socket.
     pub fn router(&self) -> Router {
-        router_with(self.state.clone(), self.extra_routes.clone())
+        router_with(self.state.clone(), self.extra_routes.clone(), self.ops_routes())
     }
 
     /// The live feed's shared state, for tests and the all-in-one binary.
@@ -105,7 +125,17 @@ impl Application {
         ));
         let probe = telemetry::metrics::spawn_runtime_probe("gateway");
         let sweeper = tokio::spawn(Arc::clone(&self.state.limits).sweep_periodically());
-        let app = router_with(self.state, self.extra_routes);
+        let ops = self.ops_routes();
+        let admin = self.admin.map(|(listener, addr)| {
+            tracing::info!(%addr, "admin listener: /metrics and /v1/debug/* are served here only");
+            let limits = ServerLimits {
+                max_connections: 64,
+                header_read_timeout: self.config.header_read_timeout(),
+                send_buffer_bytes: 64 * 1024,
+            };
+            tokio::spawn(server::serve(listener, admin_router(self.state.clone()), limits, live.stop.clone()))
+        });
+        let app = router_with(self.state, self.extra_routes, ops);
         tracing::info!(addr = %self.local_addr, worker = %self.config.worker_url, "gateway listening");
 
         let stop = CancellationToken::new();
@@ -144,6 +174,11 @@ impl Application {
         let served = lifecycle::run_with_grace(server, signal, self.config.shutdown_grace()).await;
         live.stop.cancel();
         let _ = bridge.await;
+        if let Some(admin) = admin {
+            // It stopped with the live feed: monitoring could still scrape
+            // during the drain.
+            let _ = admin.await;
+        }
         probe.abort();
         sweeper.abort();
         served.context("http server failed")?;

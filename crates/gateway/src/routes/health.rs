@@ -2,8 +2,13 @@
 //!
 //! `/healthz` says the process is alive and its runtime answers; it touches
 //! nothing else, so a Redis outage never gets a healthy gateway restarted.
-//! `/readyz` says whether the gateway can do its job right now: the state
-//! store and the worker both answer. Load balancers route on it.
+//! `/readyz` says whether the gateway can do its job right now, and reports
+//! each dependency. Load balancers route on it, so it fails only for what
+//! every route needs: the state store. A worker outage leaves the gateway in
+//! rotation, `degraded`: the live feed needs only the store, and the
+//! analytics routes answer `503` with `Retry-After` until the worker is
+//! back. Taking every gateway out of rotation for it would turn an analytics
+//! outage into a total one.
 
 use std::{sync::Arc, time::Duration};
 
@@ -30,7 +35,9 @@ pub async fn healthz() -> Json<Health> {
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Readiness {
-    /// `"ready"`, `"not_ready"`, or `"draining"` once shutdown has begun.
+    /// `"ready"`; `"degraded"` (still `200`) when only the worker does not
+    /// answer; `"not_ready"` when the store does not; `"draining"` once
+    /// shutdown has begun.
     pub status: &'static str,
     pub checks: Checks,
 }
@@ -74,11 +81,11 @@ impl Check {
     }
 }
 
-/// Readiness: the state store and the analytics worker both answer.
+/// Readiness: the state store answers; the worker is reported, not required.
 #[utoipa::path(get, path = "/readyz", tag = "health",
     responses(
-        (status = 200, description = "ready", body = Readiness),
-        (status = 503, description = "a dependency does not answer; the body says which and why", body = Readiness),
+        (status = 200, description = "ready, or degraded: the worker does not answer and the analytics routes say 503 meanwhile; the body says which", body = Readiness),
+        (status = 503, description = "the state store does not answer, or the gateway is draining; the body says which and why", body = Readiness),
     ))]
 pub async fn readyz(
     State(store): State<Arc<dyn StateStore>>,
@@ -97,9 +104,10 @@ pub async fn readyz(
     let store = Check { backend: Some(backend), ..Check::from_result(store) };
     let worker = Check::from_result(worker);
 
-    let ready = store.reason.is_none() && worker.reason.is_none();
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    let readiness =
-        Readiness { status: if ready { "ready" } else { "not_ready" }, checks: Checks { store, worker } };
-    (status, Json(readiness))
+    let (code, status) = match (store.reason.is_none(), worker.reason.is_none()) {
+        (true, true) => (StatusCode::OK, "ready"),
+        (true, false) => (StatusCode::OK, "degraded"),
+        (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
+    };
+    (code, Json(Readiness { status, checks: Checks { store, worker } }))
 }

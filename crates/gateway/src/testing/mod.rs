@@ -19,6 +19,8 @@ use crate::{Application, GatewayConfig, live::LiveState};
 #[derive(Debug)]
 pub struct RunningGateway {
     pub addr: SocketAddr,
+    /// The admin listener's address, when the config asked for one.
+    pub admin_addr: Option<SocketAddr>,
     pub live: Arc<LiveState>,
     pub store: Arc<dyn StateStore>,
     stop: Option<oneshot::Sender<()>>,
@@ -35,12 +37,13 @@ impl RunningGateway {
     /// Serves an already built gateway (one with extra routes, say).
     pub fn spawn_app(app: Application, store: Arc<dyn StateStore>) -> Self {
         let addr = app.local_addr();
+        let admin_addr = app.admin_addr();
         let live = app.live();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(app.run_until_stopped(async move {
             let _ = stopped.await;
         }));
-        Self { addr, live, store, stop: Some(stop), task }
+        Self { addr, admin_addr, live, store, stop: Some(stop), task }
     }
 
     /// Signals shutdown and waits until the gateway has drained.

@@ -113,15 +113,42 @@ async fn readiness_reports_each_dependency() {
 }
 
 #[tokio::test]
-async fn readiness_is_503_with_a_reason_when_the_worker_is_down() {
+async fn a_worker_outage_degrades_the_analytics_routes_and_keeps_the_gateway_in_rotation() {
     let app = spawn_app_without_worker().await;
     let response = app.get("/readyz").await;
-    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.status(), StatusCode::OK, "the live feed needs only the store");
     let body: Value = response.json().await.expect("json");
-    assert_eq!(body["status"], "not_ready");
+    assert_eq!(body["status"], "degraded");
     assert_eq!(body["checks"]["store"]["status"], "ok");
     assert_eq!(body["checks"]["worker"]["status"], "error");
     assert!(body["checks"]["worker"]["reason"].is_string(), "{body}");
+
+    // What needs the worker says so, retryably; what does not still works.
+    let analytics = app.get("/v1/bench/compute?n=1000").await;
+    assert_eq!(analytics.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(analytics.headers().contains_key("retry-after"), "{:?}", analytics.headers());
+    assert_eq!(error_of(analytics).await.0, "worker_unavailable");
+    assert_eq!(app.get("/v1/matches").await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn with_an_admin_listener_metrics_and_debug_leave_the_public_port() {
+    let app = spawn_app_with(|_| {}, |gateway, _| gateway.admin_addr = Some(([127, 0, 0, 1], 0).into())).await;
+    let admin = app.gateway.admin_addr.expect("an admin listener");
+    for path in ["/metrics", "/v1/debug/runtime-fit"] {
+        let public = app.get(path).await;
+        assert_eq!(public.status(), StatusCode::NOT_FOUND, "{path} is still public");
+        let private = app.client.get(format!("http://{admin}{path}")).send().await.expect("admin answers");
+        assert_eq!(private.status(), StatusCode::OK, "{path} on the admin listener");
+    }
+    let metrics = app.client.get(format!("http://{admin}/metrics")).send().await.expect("admin answers");
+    assert!(metrics.text().await.expect("text").contains("http_server_request_duration_seconds"));
+    // The public document no longer offers them; the probes stay public.
+    let document: Value = app.get("/openapi.json").await.json().await.expect("json");
+    assert!(document["paths"].get("/metrics").is_none(), "the public document lists /metrics");
+    assert_eq!(app.get("/readyz").await.status(), StatusCode::OK);
+    let unknown = app.client.get(format!("http://{admin}/v1/matches")).send().await.expect("admin answers");
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND, "the admin listener serves only what operators read");
 }
 
 #[tokio::test]
