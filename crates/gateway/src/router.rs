@@ -136,7 +136,9 @@ fn documented_routes(state: AppState, ops_routes: OpsRoutes) -> OpenApiRouter<Ap
         .merge(OpenApiRouter::new().routes(routes!(jobs::job)).route_layer(limited(Lane::Compute)));
 
     let ops = match ops_routes {
-        OpsRoutes::Public => OpenApiRouter::new().routes(routes!(ops::metrics)).routes(routes!(ops::runtime_fit)),
+        OpsRoutes::Public => {
+            OpenApiRouter::new().routes(routes!(ops::metrics)).routes(routes!(ops::runtime_fit))
+        }
         OpsRoutes::Admin => OpenApiRouter::new(),
     };
     OpenApiRouter::with_openapi(crate::openapi::ApiDoc::openapi())

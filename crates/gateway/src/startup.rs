@@ -70,7 +70,8 @@ impl Application {
         let admin = match config.admin_addr {
             None => None,
             Some(addr) => {
-                let admin = bind(addr).with_context(|| format!("failed to bind the admin listener on {addr}"))?;
+                let admin =
+                    bind(addr).with_context(|| format!("failed to bind the admin listener on {addr}"))?;
                 let admin_addr = admin.local_addr().context("admin listener has no local address")?;
                 Some((admin, admin_addr))
             }

@@ -133,7 +133,8 @@ async fn a_worker_outage_degrades_the_analytics_routes_and_keeps_the_gateway_in_
 
 #[tokio::test]
 async fn with_an_admin_listener_metrics_and_debug_leave_the_public_port() {
-    let app = spawn_app_with(|_| {}, |gateway, _| gateway.admin_addr = Some(([127, 0, 0, 1], 0).into())).await;
+    let app =
+        spawn_app_with(|_| {}, |gateway, _| gateway.admin_addr = Some(([127, 0, 0, 1], 0).into())).await;
     let admin = app.gateway.admin_addr.expect("an admin listener");
     for path in ["/metrics", "/v1/debug/runtime-fit"] {
         let public = app.get(path).await;
