@@ -31,7 +31,10 @@ pub struct GatewayConfig {
     #[arg(long, env = "COURTSIDE_ADMIN_ADDR")]
     pub admin_addr: Option<SocketAddr>,
 
-    /// gRPC address of the analytics worker.
+    /// gRPC address of the analytics worker; several, comma-separated, for
+    /// replicas at fixed addresses. A host name is resolved to every address
+    /// it has (a Kubernetes headless Service: every ready pod) and calls are
+    /// spread over them.
     #[arg(long, env = "COURTSIDE_WORKER_URL", default_value = "http://127.0.0.1:50051", value_parser = parse_worker_url)]
     pub worker_url: String,
 
@@ -320,13 +323,21 @@ fn secret(raw: &str) -> Result<SecretString, std::convert::Infallible> {
     Ok(SecretString::from(raw))
 }
 
+/// One worker URL, or several separated by commas (static replicas).
 fn parse_worker_url(raw: &str) -> Result<String, String> {
-    let url = url::Url::parse(raw).map_err(|e| format!("not a url: {e}"))?;
-    match url.scheme() {
-        "http" | "https" if url.host().is_some() => Ok(raw.to_owned()),
-        "http" | "https" => Err("the url has no host".into()),
-        other => Err(format!("scheme must be http or https, got {other:?}")),
+    let urls: Vec<&str> = raw.split(',').map(str::trim).filter(|u| !u.is_empty()).collect();
+    if urls.is_empty() {
+        return Err("no url given".into());
     }
+    for one in urls {
+        let url = url::Url::parse(one).map_err(|e| format!("{one:?} is not a url: {e}"))?;
+        match url.scheme() {
+            "http" | "https" if url.host().is_some() => {}
+            "http" | "https" => return Err(format!("{one:?} has no host")),
+            other => return Err(format!("scheme must be http or https, got {other:?}")),
+        }
+    }
+    Ok(raw.to_owned())
 }
 
 #[cfg(test)]

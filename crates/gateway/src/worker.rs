@@ -6,10 +6,14 @@
 //! nobody waits for) and is also bounded here, so a hung connection cannot
 //! hold a request forever. gRPC statuses become [`WorkerError`]s; generated
 //! types go no further than this module.
+//!
+//! Calls are spread over every replica of the worker ([`balance`]); one
+//! that finds its replica unavailable is tried once more on another.
+
+mod balance;
 
 use std::{sync::Arc, time::Duration};
 
-use anyhow::Context as _;
 use contracts::v1::{
     self as pb, ComputeRequest, GetJobRequest, JobKind, RunJobRequest, WatchJobRequest,
     WinProbabilityRequest, XtGridRequest, analytics_service_client::AnalyticsServiceClient,
@@ -145,41 +149,43 @@ impl From<pb::JobProgress> for JobStatus {
     }
 }
 
-/// A cheap-to-clone handle on the worker. Connects lazily, so the gateway
-/// starts (and serves everything else) while the worker is down.
+/// A cheap-to-clone handle on the worker's replicas. Connects lazily, so
+/// the gateway starts (and serves everything else) while the worker is
+/// down.
 ///
-/// The tonic clients sit behind an `Arc` and are cloned only to make a
-/// call: a `Channel` clone is a queue sender and a semaphore, and every
-/// request clones the gateway's state (which holds this) a few times on its
-/// way through the middleware, whether it calls the worker or not.
+/// The replicas sit behind an `Arc`, and a call clones only its replica's
+/// channel: every request clones the gateway's state (which holds this) a
+/// few times on its way through the middleware, whether it calls the worker
+/// or not.
 #[derive(Debug, Clone)]
 pub struct WorkerClient {
-    analytics: Arc<AnalyticsServiceClient<Channel>>,
-    health: Arc<HealthClient<Channel>>,
+    replicas: Arc<balance::Replicas>,
     deadline: Duration,
 }
 
 impl WorkerClient {
-    pub fn connect_lazy(url: &str, deadline: Duration) -> anyhow::Result<Self> {
-        let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
-            .with_context(|| format!("invalid worker url {url:?}"))?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true)
-            .connect_lazy();
-        Ok(Self {
-            analytics: Arc::new(AnalyticsServiceClient::new(channel.clone())),
-            health: Arc::new(HealthClient::new(channel)),
-            deadline,
-        })
+    /// `urls`: one worker URL, or several separated by commas. A host name
+    /// is resolved to every address it has (a Kubernetes headless Service's
+    /// name, to every ready pod), again every few seconds.
+    pub fn connect_lazy(urls: &str, deadline: Duration) -> anyhow::Result<Self> {
+        let replicas = balance::Replicas::new(urls, CONNECT_TIMEOUT)?;
+        if replicas.has_names() {
+            replicas.spawn_refresh();
+        }
+        Ok(Self { replicas, deadline })
+    }
+
+    /// The worker addresses calls are spread over, as last resolved.
+    pub fn replica_addrs(&self) -> Vec<std::net::SocketAddr> {
+        self.replicas.addrs()
     }
 
     /// Runs the compute benchmark on the worker.
     pub async fn compute(&self, n: ComputeSize) -> Result<ComputeOutcome, WorkerError> {
-        let mut client = (*self.analytics).clone();
-        let request = tonic::Request::new(ComputeRequest { n: n.get() });
+        let request = ComputeRequest { n: n.get() };
         let response = self
-            .call("courtside.v1.AnalyticsService/Compute", request, async move |request| {
-                client.compute(request).await
+            .call("courtside.v1.AnalyticsService/Compute", request, async |channel, request| {
+                AnalyticsServiceClient::new(channel).compute(request).await
             })
             .await?;
         Ok(ComputeOutcome {
@@ -196,8 +202,7 @@ impl WorkerClient {
         state: ScoreLine,
         samples: u64,
     ) -> Result<WinProbabilities, WorkerError> {
-        let mut client = (*self.analytics).clone();
-        let request = tonic::Request::new(WinProbabilityRequest {
+        let request = WinProbabilityRequest {
             minute: u32::from(state.minute),
             home_goals: u32::from(state.home_goals),
             away_goals: u32::from(state.away_goals),
@@ -205,10 +210,10 @@ impl WorkerClient {
             away_red_cards: u32::from(state.away_red_cards),
             samples,
             seed: 0,
-        });
+        };
         let response = self
-            .call("courtside.v1.AnalyticsService/WinProbability", request, async move |request| {
-                client.win_probability(request).await
+            .call("courtside.v1.AnalyticsService/WinProbability", request, async |channel, request| {
+                AnalyticsServiceClient::new(channel).win_probability(request).await
             })
             .await?;
         let outcome = |o: Option<pb::Outcome>| {
@@ -226,11 +231,9 @@ impl WorkerClient {
     /// The current xT surface. Checked for shape here, so callers can index
     /// it without looking.
     pub async fn xt_grid(&self) -> Result<XtGrid, WorkerError> {
-        let mut client = (*self.analytics).clone();
-        let request = tonic::Request::new(XtGridRequest {});
         let response = self
-            .call("courtside.v1.AnalyticsService/XtGrid", request, async move |request| {
-                client.xt_grid(request).await
+            .call("courtside.v1.AnalyticsService/XtGrid", XtGridRequest {}, async |channel, request| {
+                AnalyticsServiceClient::new(channel).xt_grid(request).await
             })
             .await?;
         let cells = u64::from(response.columns) * u64::from(response.rows);
@@ -257,11 +260,11 @@ impl WorkerClient {
     /// Starts the batch recompute (or joins the one running) and returns its
     /// first progress report; the job goes on without us.
     pub async fn start_recompute(&self) -> Result<JobStatus, WorkerError> {
-        let mut client = (*self.analytics).clone();
-        let request = tonic::Request::new(RunJobRequest { kind: JobKind::Recompute as i32 });
+        let request = RunJobRequest { kind: JobKind::Recompute as i32 };
+        // Safe to send twice: it starts the recompute or joins the running one.
         let first = self
-            .call("courtside.v1.AnalyticsService/RunJob", request, async move |request| {
-                let mut stream = client.run_job(request).await?.into_inner();
+            .call("courtside.v1.AnalyticsService/RunJob", request, async |channel, request| {
+                let mut stream = AnalyticsServiceClient::new(channel).run_job(request).await?.into_inner();
                 match stream.message().await? {
                     Some(first) => Ok(tonic::Response::new(first)),
                     None => Err(Status::internal("the job stream ended before its first report")),
@@ -273,11 +276,10 @@ impl WorkerClient {
 
     /// The latest progress of a job.
     pub async fn job(&self, id: &str) -> Result<JobStatus, WorkerError> {
-        let mut client = (*self.analytics).clone();
-        let request = tonic::Request::new(GetJobRequest { job_id: id.to_owned() });
+        let request = GetJobRequest { job_id: id.to_owned() };
         let response = self
-            .call("courtside.v1.AnalyticsService/GetJob", request, async move |request| {
-                client.get_job(request).await
+            .call("courtside.v1.AnalyticsService/GetJob", request, async |channel, request| {
+                AnalyticsServiceClient::new(channel).get_job(request).await
             })
             .await?;
         Ok(JobStatus::from(response.progress.unwrap_or_default()))
@@ -287,7 +289,9 @@ impl WorkerClient {
     /// deadline: a recompute may take minutes, and the stream says so as it
     /// goes.
     pub async fn watch_job(&self, id: &str) -> Result<impl Stream<Item = JobStatus> + use<>, WorkerError> {
-        let mut client = (*self.analytics).clone();
+        let unavailable = || WorkerError::Unavailable("no worker address resolved".into());
+        let replica = self.replicas.pick(None).await.ok_or_else(unavailable)?;
+        let mut client = AnalyticsServiceClient::new(replica.0.channel.clone());
         let mut request = tonic::Request::new(WatchJobRequest { job_id: id.to_owned() });
         telemetry::propagation::inject_into_metadata(&tracing::Span::current(), request.metadata_mut());
         let stream = client
@@ -302,10 +306,11 @@ impl WorkerClient {
 
     /// Asks the worker's health service whether it serves.
     pub async fn check_health(&self) -> Result<(), WorkerError> {
-        let mut client = (*self.health).clone();
-        let request = tonic::Request::new(HealthCheckRequest { service: String::new() });
+        let request = HealthCheckRequest { service: String::new() };
         let response = self
-            .call("grpc.health.v1.Health/Check", request, async move |request| client.check(request).await)
+            .call("grpc.health.v1.Health/Check", request, async |channel, request| {
+                HealthClient::new(channel).check(request).await
+            })
             .await?;
         match response.status() {
             ServingStatus::Serving => Ok(()),
@@ -314,13 +319,42 @@ impl WorkerClient {
     }
 
     /// The shared part of every call (`path` is `package.Service/Method`):
-    /// span, context propagation, deadline, status mapping.
-    async fn call<Req, Resp>(
+    /// a replica, span, context propagation, deadline, status mapping, and
+    /// one more try on another replica when the first is unavailable. Every
+    /// call sent through here must be safe to send twice.
+    async fn call<Req: Clone, Resp>(
         &self,
         path: &'static str,
-        mut request: tonic::Request<Req>,
-        send: impl AsyncFnOnce(tonic::Request<Req>) -> Result<tonic::Response<Resp>, Status>,
+        message: Req,
+        send: impl AsyncFn(Channel, tonic::Request<Req>) -> Result<tonic::Response<Resp>, Status>,
     ) -> Result<Resp, WorkerError> {
+        let started = std::time::Instant::now();
+        let first = self.replicas.pick(None).await;
+        let Some(first) = first else {
+            return Err(WorkerError::Unavailable("no worker address resolved".into()));
+        };
+        let failed = first.0.addr;
+        let result = self.attempt(path, message.clone(), first, self.deadline, &send).await;
+        if !matches!(result, Err(WorkerError::Unavailable(_))) {
+            return result;
+        }
+        let left = self.deadline.saturating_sub(started.elapsed());
+        match self.replicas.pick(Some(failed)).await {
+            Some(second) if !left.is_zero() => self.attempt(path, message, second, left, &send).await,
+            _ => result,
+        }
+    }
+
+    /// One try of a call on one replica, within `deadline`.
+    async fn attempt<Req, Resp>(
+        &self,
+        path: &'static str,
+        message: Req,
+        replica: balance::InFlight,
+        deadline: Duration,
+        send: &impl AsyncFn(Channel, tonic::Request<Req>) -> Result<tonic::Response<Resp>, Status>,
+    ) -> Result<Resp, WorkerError> {
+        let mut request = tonic::Request::new(message);
         let (service, method) = path.split_once('/').unwrap_or((path, ""));
         let span = tracing::info_span!(
             "grpc.client",
@@ -330,15 +364,15 @@ impl WorkerClient {
             rpc.service = service,
             rpc.method = method,
             rpc.grpc.status_code = tracing::field::Empty,
+            server.address = %replica.0.addr,
         );
-        let deadline = self.deadline;
-        let deadline_ms = u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX);
+        let deadline_ms = u64::try_from(self.deadline.as_millis()).unwrap_or(u64::MAX);
         request.set_timeout(deadline);
         telemetry::propagation::inject_into_metadata(&span, request.metadata_mut());
 
         async move {
             let started = std::time::Instant::now();
-            let outcome = tokio::time::timeout(deadline, send(request)).await;
+            let outcome = tokio::time::timeout(deadline, send(replica.0.channel.clone(), request)).await;
             let code = match &outcome {
                 Err(_elapsed) => tonic::Code::DeadlineExceeded,
                 Ok(Ok(_)) => tonic::Code::Ok,
@@ -362,6 +396,9 @@ impl WorkerClient {
                 }
             };
             if let Err(err) = &result {
+                if matches!(err, WorkerError::Unavailable(_)) {
+                    replica.0.bench();
+                }
                 tracing::warn!(%err, "worker call failed");
             }
             result

@@ -10,7 +10,10 @@
 use std::{
     net::SocketAddr,
     pin::Pin,
-    sync::{Arc, OnceLock},
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Instant,
 };
 
@@ -47,6 +50,7 @@ impl Default for StandInConfig {
 #[derive(Debug)]
 pub struct StandInWorker {
     pub addr: SocketAddr,
+    computes: Arc<AtomicU64>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
 }
@@ -58,9 +62,14 @@ impl StandInWorker {
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<AnalyticsServiceServer<StandIn>>().await;
         let (stop, stopped) = oneshot::channel::<()>();
+        let computes = Arc::new(AtomicU64::new(0));
         let server = tonic::transport::Server::builder()
             .add_service(health_service)
-            .add_service(AnalyticsServiceServer::new(StandIn { config, grid: Arc::default() }))
+            .add_service(AnalyticsServiceServer::new(StandIn {
+                config,
+                grid: Arc::default(),
+                computes: Arc::clone(&computes),
+            }))
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
                 let _ = stopped.await;
             });
@@ -69,7 +78,12 @@ impl StandInWorker {
                 eprintln!("stand-in worker stopped: {err}");
             }
         });
-        Self { addr, stop: Some(stop), task }
+        Self { addr, computes, stop: Some(stop), task }
+    }
+
+    /// `Compute` calls served so far: which replica a call reached.
+    pub fn computes(&self) -> u64 {
+        self.computes.load(Ordering::Relaxed)
     }
 
     /// The URL the gateway's `COURTSIDE_WORKER_URL` takes.
@@ -95,6 +109,7 @@ impl Drop for StandInWorker {
 #[derive(Debug)]
 struct StandIn {
     config: StandInConfig,
+    computes: Arc<AtomicU64>,
     /// The xT grid, fitted on first use.
     grid: Arc<OnceLock<Result<pb::XtGridResponse, String>>>,
 }
@@ -127,6 +142,7 @@ impl AnalyticsService for StandIn {
         &self,
         request: Request<pb::ComputeRequest>,
     ) -> Result<Response<pb::ComputeResponse>, Status> {
+        self.computes.fetch_add(1, Ordering::Relaxed);
         let n = ComputeSize::new(request.into_inner().n, self.config.compute_max_n)
             .map_err(|err| Status::invalid_argument(err.to_string()))?;
         let started = Instant::now();

@@ -6,6 +6,13 @@ use super::helpers;
 use std::time::{Duration, Instant};
 
 use domain::compute::{ComputeSize, sum_of_square_roots};
+use gateway::{
+    GatewayConfig,
+    testing::{
+        RunningGateway,
+        stand_in::{StandInConfig, StandInWorker},
+    },
+};
 use helpers::{error_of, spawn_app, spawn_app_with, spawn_app_without_worker};
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -129,6 +136,36 @@ async fn a_worker_outage_degrades_the_analytics_routes_and_keeps_the_gateway_in_
     assert!(analytics.headers().contains_key("retry-after"), "{:?}", analytics.headers());
     assert_eq!(error_of(analytics).await.0, "worker_unavailable");
     assert_eq!(app.get("/v1/matches").await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn calls_spread_over_worker_replicas_and_go_on_when_one_dies() {
+    let first = StandInWorker::spawn(StandInConfig::default()).await;
+    let second = StandInWorker::spawn(StandInConfig::default()).await;
+    let urls = format!("{},{}", first.url(), second.url());
+    let gateway =
+        RunningGateway::spawn(GatewayConfig::for_tests(urls), std::sync::Arc::new(store::MemoryStore::new()))
+            .await;
+    let client = reqwest::Client::new();
+    let compute = async || {
+        let url = format!("http://{}/v1/bench/compute?n=1000", gateway.addr);
+        client.get(url).send().await.expect("the gateway answers").status()
+    };
+
+    for _ in 0..200 {
+        assert_eq!(compute().await, StatusCode::OK);
+    }
+    let (a, b) = (first.computes(), second.computes());
+    assert_eq!(a + b, 200);
+    assert!(a >= 40 && b >= 40, "calls did not spread: {a} and {b}");
+
+    // A replica goes away: every call still succeeds, on the other.
+    first.stop().await;
+    for _ in 0..50 {
+        assert_eq!(compute().await, StatusCode::OK, "a call was lost with the replica");
+    }
+    assert_eq!(second.computes(), b + 50);
+    gateway.stop().await.expect("the gateway stops");
 }
 
 #[tokio::test]
