@@ -3,10 +3,16 @@
 //! progress observable while it runs.
 //!
 //! One recompute runs at a time per worker: asking for another while one
-//! runs joins it. The new leaderboards are built aside and swapped in
-//! atomically (`StateStore::replace_leaderboards`), together with the
-//! bookkeeping that keeps the stream consumers' concurrent increments from
-//! being lost or counted twice.
+//! runs joins it. Across worker replicas, a recompute runs under the
+//! `recompute` lease in the shared store, extended while it runs: a replica
+//! that finds another holding it does not start one (a scheduled run skips
+//! its turn, a requested one fails saying so), and a replica that dies
+//! mid-job lets another take over once the lease runs out. The new
+//! leaderboards are built aside and swapped in atomically
+//! (`StateStore::replace_leaderboards`) under the lease's fencing token, so
+//! a holder that lost its lease while paused cannot overwrite a newer
+//! holder's boards; the same step keeps the stream consumers' concurrent
+//! increments from being lost or counted twice.
 
 use std::{
     collections::VecDeque,
@@ -19,7 +25,7 @@ use std::{
 
 use bytes::Bytes;
 use domain::xt::{FitConfig, FitError, XtModel};
-use store::{LeaderboardReplace, StateStore, StoreError};
+use store::{Fence, LeaderboardReplace, StateStore, StoreError};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -32,6 +38,14 @@ use crate::{
 
 /// Finished jobs remembered for `GetJob` and `WatchJob`.
 const KEEP_JOBS: usize = 32;
+
+/// The lease a recompute runs under, across worker replicas.
+pub const RECOMPUTE_LEASE: &str = "recompute";
+/// How long the lease lasts without being extended: how soon another
+/// replica takes over from one that died mid-job.
+const LEASE_TTL: Duration = Duration::from_secs(30);
+/// How often a running recompute extends its lease.
+const LEASE_EXTEND: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobKind {
@@ -72,6 +86,10 @@ pub enum JobError {
     Fit(#[from] FitError),
     #[error("the worker is shutting down")]
     Stopped,
+    #[error("another worker replica is running the recompute; retry when it ends")]
+    LeaseHeld,
+    #[error("this worker lost the recompute lease to another replica; its results were discarded")]
+    LeaseLost,
 }
 
 /// The worker's jobs. Cheap to clone.
@@ -85,6 +103,8 @@ struct Inner {
     store: Arc<dyn StateStore>,
     pool: CpuPool,
     model: ModelHandle,
+    /// This worker's name as a lease holder (its stream consumer name).
+    holder: String,
     /// Fires on shutdown; a running job stops between pages.
     stop: CancellationToken,
     registry: Mutex<Registry>,
@@ -103,6 +123,7 @@ impl Jobs {
         store: Arc<dyn StateStore>,
         pool: CpuPool,
         model: ModelHandle,
+        holder: String,
         stop: CancellationToken,
     ) -> Self {
         Self {
@@ -110,6 +131,7 @@ impl Jobs {
                 store,
                 pool,
                 model,
+                holder,
                 stop,
                 registry: Mutex::default(),
                 counter: AtomicU64::new(0),
@@ -186,7 +208,8 @@ impl Jobs {
     }
 
     /// Starts a recompute every `interval` until `stop` fires. The first
-    /// runs one interval after start-up.
+    /// runs one interval after start-up. A turn on which another replica
+    /// holds the recompute lease is skipped: that replica is doing it.
     pub async fn run_schedule(self, interval: Duration, stop: CancellationToken) {
         if interval.is_zero() {
             return;
@@ -196,8 +219,15 @@ impl Jobs {
                 () = tokio::time::sleep(interval) => {}
                 () = stop.cancelled() => return,
             }
-            let progress = self.start(JobKind::Recompute);
-            tracing::info!(job = %progress.borrow().id, "scheduled recompute started");
+            let mut progress = self.start(JobKind::Recompute);
+            let id = progress.borrow().id.clone();
+            let finished = progress.wait_for(|p| p.state != JobState::Running).await.map(|p| p.error.clone());
+            match finished {
+                Ok(Some(error)) if error == JobError::LeaseHeld.to_string() => {
+                    tracing::info!(job = %id, "scheduled recompute skipped: another replica is running it");
+                }
+                _ => tracing::info!(job = %id, "scheduled recompute ran"),
+            }
         }
     }
 
@@ -208,8 +238,39 @@ impl Jobs {
     }
 }
 
-/// Refits xT on the whole stream and rebuilds every leaderboard.
+/// Runs the recompute under the recompute lease: takes it (or fails at
+/// once if another replica has it), extends it while the job runs, and
+/// gives it up at the end.
 async fn recompute(inner: &Inner, progress: &watch::Sender<JobProgress>) -> Result<(), JobError> {
+    let store = inner.store.as_ref();
+    let token =
+        store.acquire_lease(RECOMPUTE_LEASE, &inner.holder, LEASE_TTL).await?.ok_or(JobError::LeaseHeld)?;
+    // Returns only when the lease is lost.
+    let keep_lease = async {
+        loop {
+            tokio::time::sleep(LEASE_EXTEND).await;
+            match store.acquire_lease(RECOMPUTE_LEASE, &inner.holder, LEASE_TTL).await {
+                Ok(Some(still)) if still == token => {}
+                // Another holder, or a new token: it ran out meanwhile.
+                Ok(_) => return,
+                // The store is down: keep trying; should the lease run out
+                // meanwhile, the fence refuses the swap.
+                Err(err) => tracing::warn!(%err, "cannot extend the recompute lease"),
+            }
+        }
+    };
+    let outcome = tokio::select! {
+        outcome = rebuild(inner, progress, token) => outcome,
+        () = keep_lease => Err(JobError::LeaseLost),
+    };
+    if let Err(err) = store.release_lease(RECOMPUTE_LEASE, &inner.holder).await {
+        tracing::warn!(%err, "cannot release the recompute lease; it runs out by itself");
+    }
+    outcome
+}
+
+/// Refits xT on the whole stream and rebuilds every leaderboard.
+async fn rebuild(inner: &Inner, progress: &watch::Sender<JobProgress>, token: u64) -> Result<(), JobError> {
     let store = inner.store.as_ref();
     let total = store.stream_len().await?;
     progress.send_modify(|p| {
@@ -314,7 +375,10 @@ async fn recompute(inner: &Inner, progress: &watch::Sender<JobProgress>) -> Resu
         p.total = boards.len() as u64;
     });
     let board_count = boards.len() as u64;
-    store.replace_leaderboards(&LeaderboardReplace { boards, through }).await?;
+    let fence = Some(Fence { lease: RECOMPUTE_LEASE.to_owned(), token });
+    if !store.replace_leaderboards(&LeaderboardReplace { boards, through, fence }).await? {
+        return Err(JobError::LeaseLost);
+    }
     if let Some(model) = model {
         store.set(MODEL_KEY, Bytes::from(model.encode())).await?;
         inner.model.replace(model);

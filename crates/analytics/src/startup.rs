@@ -119,7 +119,13 @@ impl Application {
         // Background work (the stream consumer, scheduled and running jobs)
         // stops with the server.
         let background = CancellationToken::new();
-        let jobs = Jobs::new(Arc::clone(&self.store), self.pool.clone(), model.clone(), background.clone());
+        let jobs = Jobs::new(
+            Arc::clone(&self.store),
+            self.pool.clone(),
+            model.clone(),
+            self.config.consumer_name(),
+            background.clone(),
+        );
         let schedule =
             tokio::spawn(jobs.clone().run_schedule(self.config.batch_interval(), background.clone()));
         let consumer = self.config.consume.then(|| {

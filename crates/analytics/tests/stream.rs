@@ -350,3 +350,59 @@ async fn goals_credit_their_scorers_with_the_win_probability_they_added() {
     let rebuilt = store.leaderboard_score(boards::SEASON_WPA, "9").await.expect("score").expect("rebuilt");
     assert!((rebuilt - first).abs() < 1e-12, "{rebuilt} vs {first}");
 }
+
+/// Runs a recompute on `worker` and returns its last progress report.
+async fn run_recompute(worker: &helpers::Worker) -> contracts::v1::JobProgress {
+    let mut client = worker.client().await;
+    let mut stream =
+        client.run_job(RunJobRequest { kind: JobKind::Recompute as i32 }).await.expect("starts").into_inner();
+    let mut last = None;
+    while let Some(update) = stream.message().await.expect("progress") {
+        last = update.progress;
+    }
+    last.expect("at least one report")
+}
+
+#[tokio::test]
+async fn two_workers_recompute_in_turn_under_the_lease() {
+    let Some(store) = redis().await else { return };
+    append(store.as_ref(), "lease", 1, pass("lease", 1, 7)).await;
+    let named = |name: &str| WorkerConfig {
+        consume: false,
+        consumer_name: Some(name.into()),
+        ..WorkerConfig::for_tests()
+    };
+    let a = spawn_worker(named("worker-a"), Arc::clone(&store)).await;
+    let b = spawn_worker(named("worker-b"), Arc::clone(&store)).await;
+    let lease = analytics::jobs::RECOMPUTE_LEASE;
+
+    // A third replica is mid-recompute: neither starts another.
+    let held =
+        store.acquire_lease(lease, "worker-c", Duration::from_secs(30)).await.expect("store").expect("free");
+    for worker in [&a, &b] {
+        let last = run_recompute(worker).await;
+        assert_eq!(last.state(), JobState::Failed, "{last:?}");
+        assert!(last.error.contains("another worker replica"), "{last:?}");
+    }
+
+    // Once it is done, each takes the lease in turn, with a new token each.
+    store.release_lease(lease, "worker-c").await.expect("store");
+    for worker in [&a, &b] {
+        let last = run_recompute(worker).await;
+        assert_eq!(last.state(), JobState::Succeeded, "{last:?}");
+    }
+    let probe =
+        store.acquire_lease(lease, "probe", Duration::from_secs(1)).await.expect("store").expect("released");
+    assert_eq!(probe, held + 3, "a and b each took the lease once, then gave it up");
+
+    // A holder that lost the lease cannot swap over a newer holder's boards.
+    let stale = store::LeaderboardReplace {
+        boards: vec![(boards::SEASON_XT.to_owned(), vec![("stale".into(), 1.0)])],
+        through: None,
+        fence: Some(store::Fence { lease: lease.into(), token: held }),
+    };
+    assert!(!store.replace_leaderboards(&stale).await.expect("store"), "a stale token swapped");
+    assert!(!season_board(store.as_ref()).await.contains_key("stale"));
+    a.stop().await.expect("stops");
+    b.stop().await.expect("stops");
+}

@@ -36,7 +36,7 @@ use std::{fmt, pin::Pin, time::Duration};
 use bytes::Bytes;
 use futures::{Stream, StreamExt as _};
 pub use log::{AppendOutcome, HistoryLimits, LIVE_CHANNEL, LogAppend, LogSlice};
-pub use stream::{ApplyOutcome, LeaderboardReplace, Ranked, ScoreApply, ScoreIncrement, StreamEntry};
+pub use stream::{ApplyOutcome, Fence, LeaderboardReplace, Ranked, ScoreApply, ScoreIncrement, StreamEntry};
 
 pub use args::{StoreArgs, open};
 pub use memory::MemoryStore;
@@ -177,8 +177,21 @@ pub trait StateStore: Send + Sync + fmt::Debug + 'static {
 
     /// Replaces leaderboards atomically; see [`LeaderboardReplace`] and the
     /// [`stream`] module for what else happens in the same step. Readers see
-    /// either every old board or every new one.
-    async fn replace_leaderboards(&self, replace: &LeaderboardReplace) -> Result<(), StoreError>;
+    /// either every old board or every new one. Returns `false`, and changes
+    /// nothing, when the replace carries a [`Fence`] older than one already
+    /// used: a later holder of its lease has written since.
+    async fn replace_leaderboards(&self, replace: &LeaderboardReplace) -> Result<bool, StoreError>;
+
+    /// Takes lease `name` for `holder` for `ttl`, or extends it when
+    /// `holder` has it already. Returns the lease's fencing token while
+    /// `holder` holds it (the same one on every extension, a larger one for
+    /// each new holder), or `None` when another holder has it. A holder that
+    /// stops extending loses the lease when `ttl` runs out.
+    async fn acquire_lease(&self, name: &str, holder: &str, ttl: Duration)
+    -> Result<Option<u64>, StoreError>;
+
+    /// Gives lease `name` up, if `holder` has it.
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError>;
 }
 
 /// A live subscription to one channel. Dropping it unsubscribes.

@@ -46,6 +46,12 @@ struct Inner {
     journal: VecDeque<(usize, Vec<ScoreIncrement>)>,
     /// Feed position the last rebuild covers.
     rebuilt_through: Option<usize>,
+    /// Leases by name: holder, token, and when it runs out.
+    leases: HashMap<String, (String, u64, Instant)>,
+    /// The last token handed out per lease name.
+    lease_tokens: HashMap<String, u64>,
+    /// The highest fencing token a write has carried, per lease name.
+    fences: HashMap<String, u64>,
 }
 
 #[derive(Debug)]
@@ -368,9 +374,16 @@ impl StateStore for MemoryStore {
         Ok(self.lock().boards.get(board).and_then(|scores| scores.get(member)).copied())
     }
 
-    async fn replace_leaderboards(&self, replace: &LeaderboardReplace) -> Result<(), StoreError> {
+    async fn replace_leaderboards(&self, replace: &LeaderboardReplace) -> Result<bool, StoreError> {
         let through = replace.through.as_deref().map(parse_feed_id).transpose()?;
         let mut inner = self.lock();
+        if let Some(fence) = &replace.fence {
+            let seen = inner.fences.entry(fence.lease.clone()).or_default();
+            if fence.token < *seen {
+                return Ok(false);
+            }
+            *seen = fence.token;
+        }
         for (board, rows) in &replace.boards {
             if rows.is_empty() {
                 inner.boards.remove(board);
@@ -398,6 +411,38 @@ impl StateStore for MemoryStore {
                 kept.push_back((position, increments));
             }
             inner.journal = kept;
+        }
+        Ok(true)
+    }
+
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<Option<u64>, StoreError> {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        if let Some((current, token, until)) = inner.leases.get_mut(name)
+            && *until > now
+        {
+            if current != holder {
+                return Ok(None);
+            }
+            *until = now + ttl;
+            return Ok(Some(*token));
+        }
+        let token = inner.lease_tokens.entry(name.to_owned()).or_default();
+        *token += 1;
+        let token = *token;
+        inner.leases.insert(name.to_owned(), (holder.to_owned(), token, now + ttl));
+        Ok(Some(token))
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        if inner.leases.get(name).is_some_and(|(current, _, _)| current == holder) {
+            inner.leases.remove(name);
         }
         Ok(())
     }

@@ -75,12 +75,19 @@ return 1
 "#;
 
 /// Swaps rebuilt leaderboards in (see `feed.rs`). Keys: the rebuilt-through
-/// marker, the journal, then (live, temporary) per board. Args: the feed id
-/// the rebuild covers, or '' for none. A journal record is lines of
+/// marker, the journal, the fence's highest token seen, then (live,
+/// temporary) per board. Args: the feed id the rebuild covers, or '' for
+/// none; the fencing token, or '' for none. Returns -1, changing nothing,
+/// for a token below the highest seen. A journal record is lines of
 /// `board TAB member TAB delta`, boards as full key names.
 const SWAP_BODY: &str = r#"
+if ARGV[2] ~= '' then
+  local seen = tonumber(redis.call('GET', KEYS[3]) or '0')
+  if tonumber(ARGV[2]) < seen then return -1 end
+  redis.call('SET', KEYS[3], ARGV[2])
+end
 local replaced = {}
-for i = 3, #KEYS, 2 do
+for i = 4, #KEYS, 2 do
   replaced[KEYS[i]] = true
   if redis.call('EXISTS', KEYS[i + 1]) == 1 then
     redis.call('RENAME', KEYS[i + 1], KEYS[i])
@@ -108,6 +115,32 @@ for _, record in ipairs(redis.call('XRANGE', KEYS[2], '-', '+')) do
   end
 end
 return replayed
+"#;
+
+/// Takes or extends a lease. Keys: the lease, its token counter. Args:
+/// holder, ttl in ms. The lease's value is `<token>:<holder>`. Returns the
+/// token, or -1 when another holder has the lease.
+const LEASE_SCRIPT: &str = r#"
+local current = redis.call('GET', KEYS[1])
+if current then
+  local token, holder = string.match(current, '^(%d+):(.*)$')
+  if holder ~= ARGV[1] then return -1 end
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return tonumber(token)
+end
+local token = redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], token .. ':' .. ARGV[1], 'PX', ARGV[2])
+return token
+"#;
+
+/// Gives a lease up if its holder is the caller. Keys: the lease. Args:
+/// holder.
+const RELEASE_SCRIPT: &str = r#"
+local current = redis.call('GET', KEYS[1])
+if current and string.match(current, '^%d+:(.*)$') == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+end
+return 0
 "#;
 
 /// Rows written per ZADD while filling a temporary board.
@@ -588,7 +621,7 @@ impl StateStore for RedisStore {
         conn.zscore(self.key(board), member).await.map_err(map_error)
     }
 
-    async fn replace_leaderboards(&self, replace: &LeaderboardReplace) -> Result<(), StoreError> {
+    async fn replace_leaderboards(&self, replace: &LeaderboardReplace) -> Result<bool, StoreError> {
         let mut conn = self.commands.clone();
         // A name of this swap's own for the temporary boards, so two
         // rebuilds running at once cannot fill each other's.
@@ -621,12 +654,44 @@ impl StateStore for RedisStore {
         }
 
         let mut invocation = self.swap_script.prepare_invoke();
-        invocation.key(self.key("rebuilt-through")).key(self.key("journal"));
+        let fence_key =
+            self.key(&format!("lease-fence:{}", replace.fence.as_ref().map_or("", |f| f.lease.as_str())));
+        invocation.key(self.key("rebuilt-through")).key(self.key("journal")).key(fence_key);
         for key in &keys {
             invocation.key(key);
         }
         invocation.arg(replace.through.as_deref().unwrap_or(""));
-        invocation.invoke_async::<i64>(&mut conn).await.map_err(map_error)?;
+        invocation.arg(replace.fence.as_ref().map_or(String::new(), |f| f.token.to_string()));
+        let swapped = invocation.invoke_async::<i64>(&mut conn).await.map_err(map_error)?;
+        Ok(swapped >= 0)
+    }
+
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<Option<u64>, StoreError> {
+        let mut conn = self.commands.clone();
+        let token: i64 = redis::Script::new(LEASE_SCRIPT)
+            .key(self.key(&format!("lease:{name}")))
+            .key(self.key(&format!("lease-token:{name}")))
+            .arg(holder)
+            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
+            .invoke_async(&mut conn)
+            .await
+            .map_err(map_error)?;
+        Ok(u64::try_from(token).ok())
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        let mut conn = self.commands.clone();
+        redis::Script::new(RELEASE_SCRIPT)
+            .key(self.key(&format!("lease:{name}")))
+            .arg(holder)
+            .invoke_async::<i64>(&mut conn)
+            .await
+            .map_err(map_error)?;
         Ok(())
     }
 }

@@ -86,6 +86,19 @@ pub struct LeaderboardReplace {
     pub boards: Vec<(String, Vec<(String, f64)>)>,
     /// The last feed entry the new contents account for, if any.
     pub through: Option<String>,
+    /// The lease the rebuild ran under, if any: a replace whose token is
+    /// older than one the store has seen for the lease is refused, so a
+    /// holder that lost its lease (paused, partitioned) cannot overwrite a
+    /// newer holder's boards.
+    pub fence: Option<Fence>,
+}
+
+/// A lease's fencing token ([`crate::StateStore::acquire_lease`]), carried
+/// by a write made under the lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    pub lease: String,
+    pub token: u64,
 }
 
 /// One leaderboard row.

@@ -416,9 +416,10 @@ async fn a_rebuild_swaps_boards_and_keeps_later_increments(store: &dyn StateStor
             ("match:gone".into(), vec![]),
         ],
         through: Some(entries[2].id.clone()),
+        fence: None,
     };
     store.apply_once(GROUP, &[apply(&entries[1], &[("other", "9", 9.0)])]).await.expect("before the swap");
-    store.replace_leaderboards(&replace).await.expect("swap");
+    assert!(store.replace_leaderboards(&replace).await.expect("swap"));
 
     // Entry 4's increments, applied after what the rebuild covers, survive.
     assert_eq!(
@@ -439,6 +440,55 @@ async fn a_rebuild_swaps_boards_and_keeps_later_increments(store: &dyn StateStor
     // A second swap does not replay entry 4 twice.
     store.replace_leaderboards(&late).await.expect("swap again");
     assert_eq!(store.leaderboard_score("season", "2").await.expect("score"), Some(4.0));
+}
+
+async fn a_lease_has_one_holder_and_each_new_holder_a_larger_token(store: &dyn StateStore) {
+    let ttl = Duration::from_secs(30);
+    let first = store.acquire_lease("recompute", "a", ttl).await.expect("store").expect("free: a takes it");
+    assert_eq!(store.acquire_lease("recompute", "b", ttl).await.expect("store"), None, "b took a's lease");
+    assert_eq!(store.acquire_lease("recompute", "a", ttl).await.expect("store"), Some(first), "a extends it");
+    assert!(store.acquire_lease("other", "b", ttl).await.expect("store").is_some(), "leases are independent");
+
+    store.release_lease("recompute", "b").await.expect("store");
+    assert_eq!(
+        store.acquire_lease("recompute", "b", ttl).await.expect("store"),
+        None,
+        "b released a's lease"
+    );
+    store.release_lease("recompute", "a").await.expect("store");
+    let second =
+        store.acquire_lease("recompute", "b", ttl).await.expect("store").expect("released: b takes it");
+    assert!(second > first, "tokens must grow: {first} then {second}");
+}
+
+async fn an_expired_lease_goes_to_the_next_holder(store: &dyn StateStore) {
+    let first = store
+        .acquire_lease("job", "a", Duration::from_millis(100))
+        .await
+        .expect("store")
+        .expect("a takes it");
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let second = store
+        .acquire_lease("job", "b", Duration::from_secs(30))
+        .await
+        .expect("store")
+        .expect("a stopped extending: b takes it");
+    assert!(second > first);
+    assert_eq!(store.acquire_lease("job", "a", Duration::from_secs(30)).await.expect("store"), None);
+}
+
+async fn a_swap_under_an_older_lease_token_changes_nothing(store: &dyn StateStore) {
+    let fenced = |token: u64, score: f64| LeaderboardReplace {
+        boards: vec![("fenced".into(), vec![("p".into(), score)])],
+        through: None,
+        fence: Some(store::Fence { lease: "recompute".into(), token }),
+    };
+    assert!(store.replace_leaderboards(&fenced(2, 2.0)).await.expect("swap"));
+    // A holder that lost the lease (token 1) finishes late.
+    assert!(!store.replace_leaderboards(&fenced(1, 1.0)).await.expect("refused"), "a stale holder swapped");
+    assert_eq!(store.leaderboard_score("fenced", "p").await.expect("score"), Some(2.0));
+    assert!(store.replace_leaderboards(&fenced(3, 3.0)).await.expect("swap"));
+    assert_eq!(store.leaderboard_score("fenced", "p").await.expect("score"), Some(3.0));
 }
 
 macro_rules! conformance {
@@ -473,6 +523,9 @@ macro_rules! conformance {
                 idle_entries_are_claimed_by_another_consumer,
                 increments_apply_once_and_acknowledge,
                 a_rebuild_swaps_boards_and_keeps_later_increments,
+                a_lease_has_one_holder_and_each_new_holder_a_larger_token,
+                an_expired_lease_goes_to_the_next_holder,
+                a_swap_under_an_older_lease_token_changes_nothing,
             );
         }
     };

@@ -126,6 +126,7 @@ async fn seed_leaderboards(store: &Arc<dyn StateStore>, match_id: &str) {
             (boards::SEASON_WPA.to_owned(), rows(&[("9", 1.35), ("11", 0.82)])),
         ],
         through: None,
+        fence: None,
     };
     store.replace_leaderboards(&replace).await.expect("leaderboards written");
 }
