@@ -13,6 +13,11 @@
 //! a holder that lost its lease while paused cannot overwrite a newer
 //! holder's boards; the same step keeps the stream consumers' concurrent
 //! increments from being lost or counted twice.
+//!
+//! Every job's progress is also kept in the shared store (`jobs:<id>`), so
+//! any replica answers `GetJob` and `WatchJob` for any job. A running job's
+//! record is rewritten at least every [`HEARTBEAT`]; one not rewritten for
+//! [`LEASE_TTL`] belonged to a worker that died, and is reported failed.
 
 use std::{
     collections::VecDeque,
@@ -46,6 +51,13 @@ pub const RECOMPUTE_LEASE: &str = "recompute";
 const LEASE_TTL: Duration = Duration::from_secs(30);
 /// How often a running recompute extends its lease.
 const LEASE_EXTEND: Duration = Duration::from_secs(10);
+/// How often a running job's record in the store is rewritten, changed or
+/// not: proof that its worker is alive.
+const HEARTBEAT: Duration = Duration::from_secs(5);
+/// Least time between two writes of a job's record while it runs.
+const RECORD_EVERY: Duration = Duration::from_millis(500);
+/// How often a replica watching another's job reads its record.
+const POLL_EVERY: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobKind {
@@ -90,6 +102,92 @@ pub enum JobError {
     LeaseHeld,
     #[error("this worker lost the recompute lease to another replica; its results were discarded")]
     LeaseLost,
+}
+
+/// A job's progress as the store keeps it.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Record {
+    id: String,
+    state: String,
+    phase: String,
+    done: u64,
+    total: u64,
+    unit: String,
+    error: Option<String>,
+    started_ms: i64,
+    finished_ms: i64,
+    /// When the worker running it last wrote this record.
+    updated_ms: i64,
+}
+
+impl Record {
+    fn of(p: &JobProgress) -> Self {
+        Self {
+            id: p.id.clone(),
+            state: match p.state {
+                JobState::Running => "running",
+                JobState::Succeeded => "succeeded",
+                JobState::Failed => "failed",
+            }
+            .into(),
+            phase: p.phase.into(),
+            done: p.done,
+            total: p.total,
+            unit: p.unit.into(),
+            error: p.error.clone(),
+            started_ms: p.started_ms,
+            finished_ms: p.finished_ms,
+            updated_ms: now_ms(),
+        }
+    }
+
+    /// The progress this record says, or that its worker died if a running
+    /// job's record is older than the lease.
+    fn progress(self) -> JobProgress {
+        // The labels are a closed set; anything else reads as "unknown".
+        let label = |text: &str, known: &[&'static str]| known.iter().find(|k| **k == text).copied();
+        let mut progress = JobProgress {
+            id: self.id,
+            kind: JobKind::Recompute,
+            state: match self.state.as_str() {
+                "succeeded" => JobState::Succeeded,
+                "failed" => JobState::Failed,
+                _ => JobState::Running,
+            },
+            phase: label(&self.phase, &["starting", "reading", "fitting", "rating", "swapping", "done"])
+                .unwrap_or("unknown"),
+            done: self.done,
+            total: self.total,
+            unit: label(&self.unit, &["", "events", "matches", "boards"]).unwrap_or(""),
+            error: self.error,
+            started_ms: self.started_ms,
+            finished_ms: self.finished_ms,
+        };
+        let silent_ms = now_ms().saturating_sub(self.updated_ms);
+        if progress.state == JobState::Running && silent_ms > LEASE_TTL.as_millis() as i64 {
+            progress.state = JobState::Failed;
+            progress.error = Some(format!(
+                "the worker running it stopped answering {} s ago; start the job again",
+                silent_ms / 1000
+            ));
+            progress.finished_ms = self.updated_ms;
+        }
+        progress
+    }
+}
+
+fn record_key(id: &str) -> String {
+    format!("jobs:{id}")
+}
+
+/// Whether `id` has the shape this worker gives job ids, so a client's
+/// text never becomes a store key unchecked.
+fn valid_job_id(id: &str) -> bool {
+    id.len() <= 64
+        && id.strip_prefix("recompute-").is_some_and(|rest| {
+            !rest.is_empty()
+                && rest.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b) || b == b'-')
+        })
 }
 
 /// The worker's jobs. Cheap to clone.
@@ -149,7 +247,12 @@ impl Jobs {
             return running.clone();
         }
         let started_ms = now_ms();
-        let id = format!("recompute-{started_ms}-{}", self.inner.counter.fetch_add(1, Ordering::Relaxed));
+        // Unique across replicas: the holder's name and a counter, hashed.
+        use std::hash::BuildHasher as _;
+        let unique = std::collections::hash_map::RandomState::new()
+            .hash_one((&self.inner.holder, self.inner.counter.fetch_add(1, Ordering::Relaxed)))
+            as u32;
+        let id = format!("recompute-{started_ms}-{unique:08x}");
         let (progress, watcher) = watch::channel(JobProgress {
             id: id.clone(),
             kind,
@@ -163,12 +266,14 @@ impl Jobs {
             finished_ms: 0,
         });
         registry.jobs.push_back((id, progress.clone()));
+        let mut forgotten = Vec::new();
         while registry.jobs.len() > KEEP_JOBS {
-            registry.jobs.pop_front();
+            forgotten.extend(registry.jobs.pop_front().map(|(id, _)| id));
         }
         registry.running = Some(watcher.clone());
         drop(registry);
 
+        let recorder = tokio::spawn(keep_record(Arc::clone(&self.inner.store), watcher.clone(), forgotten));
         let inner = Arc::clone(&self.inner);
         tokio::spawn(async move {
             let started = std::time::Instant::now();
@@ -179,32 +284,83 @@ impl Jobs {
                 "outcome" => if outcome.is_ok() { "succeeded" } else { "failed" },
             )
             .record(started.elapsed().as_secs_f64());
-            progress.send_modify(|p| {
-                p.finished_ms = now_ms();
-                match outcome {
-                    Ok(()) => {
-                        p.state = JobState::Succeeded;
-                        p.phase = "done";
-                    }
-                    Err(err) => {
-                        tracing::error!(job = %p.id, error = %err, "batch job failed");
-                        p.state = JobState::Failed;
-                        p.error = Some(err.to_string());
-                    }
+            let mut last = progress.borrow().clone();
+            last.finished_ms = now_ms();
+            match outcome {
+                Ok(()) => {
+                    last.state = JobState::Succeeded;
+                    last.phase = "done";
                 }
-            });
+                Err(err) => {
+                    tracing::error!(job = %last.id, error = %err, "batch job failed");
+                    last.state = JobState::Failed;
+                    last.error = Some(err.to_string());
+                }
+            }
+            // The store learns the end before anyone here is told of it, so a
+            // client who saw it end here sees it ended on every replica; and
+            // the recorder is stopped first, so no older snapshot of its can
+            // land after the last one.
+            recorder.abort();
+            let _ = recorder.await;
+            write_record(inner.store.as_ref(), &last).await;
+            progress.send_replace(last);
         });
         watcher
     }
 
-    /// The latest progress of a job this worker remembers.
-    pub fn get(&self, id: &str) -> Option<JobProgress> {
-        self.watch(id).map(|w| w.borrow().clone())
+    /// The latest progress of a job, this worker's or another replica's.
+    pub async fn get(&self, id: &str) -> Result<Option<JobProgress>, StoreError> {
+        if let Some(local) = self.local(id) {
+            return Ok(Some(local.borrow().clone()));
+        }
+        self.stored(id).await
     }
 
-    /// Progress updates of a job this worker remembers.
-    pub fn watch(&self, id: &str) -> Option<watch::Receiver<JobProgress>> {
+    /// Progress updates of a job, this worker's or another replica's (read
+    /// from the store every [`POLL_EVERY`] until it ends).
+    pub async fn watch(&self, id: &str) -> Result<Option<watch::Receiver<JobProgress>>, StoreError> {
+        if let Some(local) = self.local(id) {
+            return Ok(Some(local));
+        }
+        let Some(first) = self.stored(id).await? else { return Ok(None) };
+        let (sender, receiver) = watch::channel(first);
+        let (jobs, id) = (self.clone(), id.to_owned());
+        tokio::spawn(async move {
+            while sender.borrow().state == JobState::Running && !sender.is_closed() {
+                tokio::time::sleep(POLL_EVERY).await;
+                match jobs.stored(&id).await {
+                    Ok(Some(progress)) => {
+                        sender.send_if_modified(|p| {
+                            let changed = *p != progress;
+                            *p = progress;
+                            changed
+                        });
+                    }
+                    Ok(None) => return,
+                    Err(err) => tracing::debug!(%err, job = %id, "cannot read a job's record; retrying"),
+                }
+            }
+        });
+        Ok(Some(receiver))
+    }
+
+    fn local(&self, id: &str) -> Option<watch::Receiver<JobProgress>> {
         self.registry().jobs.iter().find(|(job, _)| job == id).map(|(_, sender)| sender.subscribe())
+    }
+
+    async fn stored(&self, id: &str) -> Result<Option<JobProgress>, StoreError> {
+        if !valid_job_id(id) {
+            return Ok(None);
+        }
+        let Some(bytes) = self.inner.store.get(&record_key(id)).await? else { return Ok(None) };
+        match serde_json::from_slice::<Record>(&bytes) {
+            Ok(record) => Ok(Some(record.progress())),
+            Err(err) => {
+                tracing::warn!(%err, job = %id, "a job record in the store is unreadable");
+                Ok(None)
+            }
+        }
     }
 
     /// Starts a recompute every `interval` until `stop` fires. The first
@@ -235,6 +391,35 @@ impl Jobs {
         // Every critical section is a few pushes and pops that cannot leave
         // the registry inconsistent, so a poisoned lock is still usable.
         self.inner.registry.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Mirrors a job's progress into the store while it runs: on change (at
+/// most every [`RECORD_EVERY`]) and every [`HEARTBEAT`] regardless. Deletes
+/// the records of `forgotten`, jobs this worker no longer remembers, so the
+/// store keeps about as many as the registries do.
+async fn keep_record(
+    store: Arc<dyn StateStore>,
+    mut progress: watch::Receiver<JobProgress>,
+    forgotten: Vec<String>,
+) {
+    for id in forgotten {
+        let _ = store.delete(&record_key(&id)).await;
+    }
+    loop {
+        let snapshot = progress.borrow_and_update().clone();
+        write_record(store.as_ref(), &snapshot).await;
+        tokio::time::sleep(RECORD_EVERY).await;
+        // A change or the heartbeat, whichever first; the job's task stops
+        // this one before it writes the end.
+        let _ = tokio::time::timeout(HEARTBEAT, progress.changed()).await;
+    }
+}
+
+async fn write_record(store: &dyn StateStore, progress: &JobProgress) {
+    let record = serde_json::to_vec(&Record::of(progress)).unwrap_or_default();
+    if let Err(err) = store.set(&record_key(&progress.id), Bytes::from(record)).await {
+        tracing::warn!(%err, job = %progress.id, "cannot write the job's record; other replicas see it late");
     }
 }
 
@@ -409,4 +594,52 @@ fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_ids_of_the_workers_own_shape_reach_the_store() {
+        assert!(valid_job_id("recompute-1764806400000-0a1b2c3d"));
+        for hostile in [
+            "",
+            "recompute-",
+            "jobs:x",
+            "recompute-1-*",
+            "recompute-1-G",
+            &format!("recompute-{}", "1".repeat(80)),
+        ] {
+            assert!(!valid_job_id(hostile), "{hostile:?} passed");
+        }
+    }
+
+    #[test]
+    fn a_running_job_whose_record_went_quiet_reads_as_failed() {
+        let running = JobProgress {
+            id: "recompute-1-ab".into(),
+            kind: JobKind::Recompute,
+            state: JobState::Running,
+            phase: "rating",
+            done: 3,
+            total: 9,
+            unit: "matches",
+            error: None,
+            started_ms: 1,
+            finished_ms: 0,
+        };
+        let fresh = Record::of(&running);
+        assert_eq!(fresh.progress(), running, "a fresh record reads back as written");
+
+        let quiet =
+            Record { updated_ms: now_ms() - 2 * LEASE_TTL.as_millis() as i64, ..Record::of(&running) };
+        let read = quiet.progress();
+        assert_eq!(read.state, JobState::Failed);
+        assert!(read.error.as_deref().is_some_and(|e| e.contains("stopped answering")), "{read:?}");
+
+        let odd = Record { phase: "<script>".into(), unit: "x".repeat(9), ..Record::of(&running) };
+        let odd = odd.progress();
+        assert_eq!((odd.phase, odd.unit), ("unknown", ""));
+    }
 }

@@ -52,7 +52,7 @@ pub enum RpcError {
     Store(#[from] StoreError),
     #[error("the job was cancelled because its caller stopped waiting")]
     Cancelled,
-    #[error("no job {0:?} on this worker")]
+    #[error("no job {0:?}")]
     JobNotFound(String),
 }
 
@@ -230,7 +230,7 @@ impl AnalyticsService for Analytics {
 
     async fn get_job(&self, request: Request<GetJobRequest>) -> Result<Response<GetJobResponse>, Status> {
         let id = request.into_inner().job_id;
-        let progress = self.jobs.get(&id).ok_or(RpcError::JobNotFound(id))?;
+        let progress = self.jobs.get(&id).await.map_err(RpcError::Store)?.ok_or(RpcError::JobNotFound(id))?;
         Ok(Response::new(GetJobResponse { progress: Some(job_progress(&progress)) }))
     }
 
@@ -241,7 +241,8 @@ impl AnalyticsService for Analytics {
         request: Request<WatchJobRequest>,
     ) -> Result<Response<Self::WatchJobStream>, Status> {
         let id = request.into_inner().job_id;
-        let progress = self.jobs.watch(&id).ok_or(RpcError::JobNotFound(id))?;
+        let progress =
+            self.jobs.watch(&id).await.map_err(RpcError::Store)?.ok_or(RpcError::JobNotFound(id))?;
         Ok(Response::new(progress_stream(progress, |p| WatchJobResponse { progress: Some(p) })))
     }
 

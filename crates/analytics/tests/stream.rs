@@ -406,3 +406,63 @@ async fn two_workers_recompute_in_turn_under_the_lease() {
     a.stop().await.expect("stops");
     b.stop().await.expect("stops");
 }
+
+/// Every backend: a job is known to every replica, and one whose worker
+/// died reads as failed instead of running forever.
+async fn any_replica_answers_for_any_job(store: Arc<dyn StateStore>) {
+    append(store.as_ref(), "jobs", 1, pass("jobs", 1, 7)).await;
+    let named = |name: &str| WorkerConfig {
+        consume: false,
+        consumer_name: Some(name.into()),
+        ..WorkerConfig::for_tests()
+    };
+    let a = spawn_worker(named("worker-a"), Arc::clone(&store)).await;
+    let b = spawn_worker(named("worker-b"), Arc::clone(&store)).await;
+
+    let done = run_recompute(&a).await;
+    assert_eq!(done.state(), JobState::Succeeded, "{done:?}");
+    let mut other = b.client().await;
+    let seen = other.get_job(GetJobRequest { job_id: done.job_id.clone() }).await.expect("b knows a's job");
+    let seen = seen.into_inner().progress.expect("set");
+    assert_eq!(
+        (seen.state(), seen.phase.as_str(), seen.started_ms),
+        (JobState::Succeeded, "done", done.started_ms)
+    );
+    let mut watched = other
+        .watch_job(contracts::v1::WatchJobRequest { job_id: done.job_id.clone() })
+        .await
+        .expect("b streams a's job")
+        .into_inner();
+    let last = watched.message().await.expect("a report").expect("one").progress.expect("set");
+    assert_eq!(last.state(), JobState::Succeeded);
+    assert!(watched.message().await.expect("ends").is_none(), "the stream ends with the job");
+
+    // A worker died mid-job a minute ago: its record stopped being rewritten.
+    let record = serde_json::json!({
+        "id": "recompute-1-dead", "state": "running", "phase": "reading", "done": 5, "total": 9,
+        "unit": "events", "error": null, "started_ms": 1, "finished_ms": 0,
+        "updated_ms": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as i64 - 60_000,
+    });
+    store.set("jobs:recompute-1-dead", bytes::Bytes::from(record.to_string())).await.expect("store");
+    let dead = other.get_job(GetJobRequest { job_id: "recompute-1-dead".into() }).await.expect("known");
+    let dead = dead.into_inner().progress.expect("set");
+    assert_eq!(dead.state(), JobState::Failed, "{dead:?}");
+    assert!(dead.error.contains("stopped answering"), "{dead:?}");
+
+    // Client text that is no job id never becomes a store key.
+    let err = other.get_job(GetJobRequest { job_id: "../jobs:*".into() }).await.expect_err("unknown");
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    a.stop().await.expect("stops");
+    b.stop().await.expect("stops");
+}
+
+#[tokio::test]
+async fn any_replica_answers_for_any_job_in_process() {
+    any_replica_answers_for_any_job(Arc::new(store::MemoryStore::new())).await;
+}
+
+#[tokio::test]
+async fn any_replica_answers_for_any_job_on_redis() {
+    let Some(store) = redis().await else { return };
+    any_replica_answers_for_any_job(store).await;
+}
