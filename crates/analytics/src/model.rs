@@ -267,6 +267,48 @@ impl ModelHandle {
     pub fn replace(&self, model: RatingModel) {
         *self.0.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(model);
     }
+
+    /// Takes up the model stored under [`MODEL_KEY`] whenever it changes,
+    /// checking every `every` until `stop`: a recompute on another replica
+    /// refits it, and every replica must rate with the same one. Between
+    /// the refit and the next check, this replica still rates with the old.
+    pub async fn follow(
+        self,
+        store: Arc<dyn store::StateStore>,
+        every: std::time::Duration,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
+        let mut last = self.current().encode();
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(every) => {}
+                () = stop.cancelled() => return,
+            }
+            let stored = match store.get(MODEL_KEY).await {
+                Ok(Some(stored)) => stored,
+                Ok(None) => continue,
+                Err(err) => {
+                    tracing::debug!(%err, "cannot read the stored xt model; trying again later");
+                    continue;
+                }
+            };
+            if stored.as_ref() == last.as_slice() {
+                continue;
+            }
+            match RatingModel::decode(&stored) {
+                Ok(model) => {
+                    tracing::info!(
+                        source = model.source().as_str(),
+                        trained_on = model.trained_on(),
+                        "xt model updated from the store"
+                    );
+                    last = stored.to_vec();
+                    self.replace(model);
+                }
+                Err(err) => tracing::warn!(%err, "ignoring the stored xt model"),
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -276,6 +318,36 @@ mod tests {
     use domain::xt::player_totals;
 
     use super::*;
+
+    #[tokio::test]
+    async fn a_handle_takes_up_a_model_another_replica_stored() {
+        let store: Arc<dyn store::StateStore> = Arc::new(store::MemoryStore::new());
+        let ours = RatingModel::bootstrap(SeasonConfig::new(4, 4, 200, 1).expect("config")).expect("fits");
+        let handle = ModelHandle::new(ours.clone());
+        let stop = tokio_util::sync::CancellationToken::new();
+        let following = tokio::spawn(handle.clone().follow(
+            Arc::clone(&store),
+            std::time::Duration::from_millis(10),
+            stop.clone(),
+        ));
+
+        let refit = RatingModel { source: ModelSource::Feed, trained_on: 99, ..ours.clone() };
+        store.set(MODEL_KEY, bytes::Bytes::from(refit.encode())).await.expect("stored");
+        let taken = store::testing::eventually(std::time::Duration::from_secs(5), || {
+            let handle = handle.clone();
+            async move { handle.current().trained_on() == 99 }
+        })
+        .await;
+        assert!(taken, "the stored model was not taken up");
+        assert_eq!(handle.current().source(), ModelSource::Feed);
+
+        // Unreadable bytes are ignored: the handle keeps the last good model.
+        store.set(MODEL_KEY, bytes::Bytes::from_static(b"garbage")).await.expect("stored");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert_eq!(handle.current().trained_on(), 99);
+        stop.cancel();
+        following.await.expect("the follower stops");
+    }
 
     fn small_season() -> domain::season::SeasonRecord {
         Season::new(SeasonConfig::new(4, 4, 500, 11).expect("config")).play_all()

@@ -24,6 +24,9 @@ use crate::{
 const CONSUMER_BATCH: usize = 256;
 /// How long one consumer read waits for new entries.
 const CONSUMER_BLOCK: Duration = Duration::from_secs(2);
+/// How often a worker checks the stored xt model for a refit done by
+/// another replica.
+const MODEL_FOLLOW_EVERY: Duration = Duration::from_secs(2);
 
 /// A worker that has bound its port and is ready to serve.
 #[derive(Debug)]
@@ -128,6 +131,12 @@ impl Application {
         );
         let schedule =
             tokio::spawn(jobs.clone().run_schedule(self.config.batch_interval(), background.clone()));
+        // Another replica's recompute refits the model: take it up.
+        let follower = tokio::spawn(model.clone().follow(
+            Arc::clone(&self.store),
+            MODEL_FOLLOW_EVERY,
+            background.clone(),
+        ));
         let consumer = self.config.consume.then(|| {
             let consumer = Consumer::new(
                 Arc::clone(&self.store),
@@ -204,6 +213,7 @@ impl Application {
             tracing::warn!(error = %err, "metrics listener failed");
         }
         let _ = schedule.await;
+        let _ = follower.await;
         if let Some(consumer) = consumer {
             let _ = consumer.await;
         }
