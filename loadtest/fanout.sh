@@ -12,6 +12,12 @@
 #                                            no cross-process fan-out)
 #   SYSTEMS="courtside node-ws" ...          a subset (courtside, node-ws,
 #                                            fastapi-ws, courtside-2-replicas)
+#   BURST=1 loadtest/fanout.sh 15000         each second's publishes back to
+#                                            back (a goal in every match at
+#                                            once): per-event latency and each
+#                                            round's completion, first publish
+#                                            to last delivery, in
+#                                            $RESULTS/fanout-burst.jsonl
 #
 # The server under test is pinned to core 0, subscribers and the publisher to
 # core 1 (taskset); Redis, a service already running, stays unpinned.
@@ -43,6 +49,11 @@ if [ "$replicas" -gt 1 ]; then
   replica_point=""
 fi
 out=fanout.jsonl
+scenario=fanout
+burst=()
+if [ "${BURST:-0}" = 1 ]; then
+  out=fanout-burst.jsonl scenario=fanout-burst burst=(--burst)
+fi
 
 raise_fd_limit
 build gateway loadtest
@@ -60,7 +71,7 @@ failures=0
 failed_line() { # system subscribers message
   failures=$((failures + 1))
   echo "$1: $3 (servers' output: $LOGS/fanout-servers.log)" >&2
-  emit $out "{$(common_fields fanout "$1"),\"x\":$2,\"errors\":1,\"failed\":true,\"error\":$(json_str "$3")}"
+  emit $out "{$(common_fields $scenario "$1"),\"x\":$2,\"errors\":1,\"failed\":true,\"error\":$(json_str "$3")}"
 }
 
 # The tool's nested report, flattened onto the common fields; its own fields
@@ -105,8 +116,8 @@ measure() { # system subscribers ws-args... -- publish-url token server-pid...
   # shellcheck disable=SC2086
   if report=$(timeout $((seconds + 300)) $PIN_CLIENT "$LT" fanout --label "$system" "${ws[@]}" --publish "$publish" \
     ${token:+--token "$token"} --subscribers "$subs" --channels "$channels" --duration "$seconds" \
-    --processes "$processes" "${pids[@]}") && [ -n "$report" ] &&
-    line=$(normalize "$report" "$(common_fields fanout "$system"),\"secs\":$seconds"); then
+    --processes "$processes" "${burst[@]}" "${pids[@]}") && [ -n "$report" ] &&
+    line=$(normalize "$report" "$(common_fields $scenario "$system"),\"secs\":$seconds"); then
     emit $out "$line"
   else
     failed_line "$system" "$subs" "the fan-out client failed"

@@ -69,6 +69,15 @@ pub(crate) struct FanoutArgs {
     pub(crate) rss_log: Option<std::path::PathBuf>,
     #[arg(long, default_value_t = 5)]
     pub(crate) rss_interval: u64,
+    /// Publishes each second's events back to back, as when a goal lands in
+    /// many matches at once, instead of spreading them over the second. The
+    /// report then adds each round's completion: from its first publish to
+    /// its last delivery to any subscriber. That figure compares systems
+    /// that queue in different places: one that acknowledges before fanning
+    /// out queues the burst inside itself, one that answers after writing
+    /// every socket queues it in the publisher.
+    #[arg(long)]
+    pub(crate) burst: bool,
 }
 
 /// One subscriber process's share.
@@ -89,6 +98,9 @@ pub(crate) struct ClientArgs {
     pub(crate) source_ip: IpAddr,
     #[arg(long)]
     pub(crate) ramp_per_second: u64,
+    /// Keeps, per sequence number, when the last subscriber received it.
+    #[arg(long)]
+    pub(crate) track_rounds: bool,
 }
 
 /// What a subscriber process reports when told to stop.
@@ -101,6 +113,10 @@ struct ClientReport {
     disconnects: u64,
     /// `(latency_us, count)` pairs of the process's histogram.
     latencies: Vec<(u64, u64)>,
+    /// With `--track-rounds`: `(seq, µs since the epoch)` of the last
+    /// delivery of each sequence number in this process.
+    #[serde(default)]
+    last_delivery: Vec<(u64, u64)>,
 }
 
 fn channel_id(run_id: &str, index: usize) -> String {
@@ -171,6 +187,9 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<()> {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .kill_on_drop(true);
+        if args.burst {
+            command.arg("--track-rounds");
+        }
         children.push(command.spawn().context("start a subscriber process")?);
     }
     let mut readers = Vec::new();
@@ -196,12 +215,21 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<()> {
     phase.store(PHASE_PUBLISHING, Ordering::Release);
     let mut published = 0u64;
     let mut publish_errors = 0u64;
+    // Burst mode: when each round's first publish left, by sequence number.
+    let mut round_started_us: Vec<(u64, u64)> = Vec::new();
     for round in 0..args.duration {
         let round_start = Instant::now();
+        if args.burst {
+            round_started_us.push((round + 2, now_micros()));
+        }
         for channel in 0..args.channels {
-            let due = round_start + spacing * channel as u32;
-            tokio::time::sleep_until(due.into()).await;
-            let ts_ms = wait_for_millisecond_boundary();
+            let ts_ms = if args.burst {
+                now_micros() / 1000
+            } else {
+                let due = round_start + spacing * channel as u32;
+                tokio::time::sleep_until(due.into()).await;
+                wait_for_millisecond_boundary()
+            };
             let event = serde_json::json!({
                 "match_id": channel_id(&run_id, channel), "seq": round + 2, "kind": "pass", "minute": 1,
                 "ts": ts_ms, "team": 1, "player": 7,
@@ -225,6 +253,7 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     let mut total = ClientReport::default();
+    let mut last_delivery: std::collections::HashMap<u64, u64> = std::collections::HashMap::new();
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 120_000_000, 3)?;
     for (child, mut lines) in children.iter_mut().zip(readers) {
         if let Some(stdin) = child.stdin.as_mut() {
@@ -242,6 +271,10 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<()> {
         total.disconnects += report.disconnects;
         for (value, count) in report.latencies {
             histogram.record_n(value.max(1), count)?;
+        }
+        for (seq, at) in report.last_delivery {
+            let last = last_delivery.entry(seq).or_default();
+            *last = (*last).max(at);
         }
         child.wait().await.ok();
     }
@@ -278,9 +311,32 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<()> {
         "server_rss_kib": {"before": rss_before, "connected": rss_connected, "end": rss_end},
         "rss_bytes_per_connection": per_connection(rss_connected),
         "rss_bytes_per_connection_end": per_connection(rss_end),
+        "mode": if args.burst { "burst" } else { "spread" },
+        "round_completion_ms": args.burst.then(|| round_completion(&round_started_us, &last_delivery)),
     });
     println!("{report}");
     Ok(())
+}
+
+/// Each burst round's completion, first publish to last delivery: its
+/// median and maximum in milliseconds over the rounds, and how many rounds
+/// no subscriber received at all.
+fn round_completion(
+    started: &[(u64, u64)],
+    last_delivery: &std::collections::HashMap<u64, u64>,
+) -> serde_json::Value {
+    let mut completions: Vec<f64> = started
+        .iter()
+        .filter_map(|(seq, at)| last_delivery.get(seq).map(|last| last.saturating_sub(*at) as f64 / 1e3))
+        .collect();
+    completions.sort_by(f64::total_cmp);
+    let median = completions.get(completions.len() / 2).copied();
+    serde_json::json!({
+        "p50": median,
+        "max": completions.last().copied(),
+        "rounds": started.len(),
+        "undelivered_rounds": started.len() - completions.len(),
+    })
 }
 
 const PHASE_CONNECTING: u64 = 0;
@@ -354,6 +410,16 @@ struct IncomingEvent {
     ts: Option<u64>,
 }
 
+/// What a subscriber process times, shared by its subscribers (its runtime
+/// has one thread: the locks are never contended).
+#[derive(Debug)]
+struct Timings {
+    latency: std::sync::Mutex<Histogram<u64>>,
+    /// With `--track-rounds`: the last delivery of each sequence number, in
+    /// µs since the epoch.
+    rounds: Option<std::sync::Mutex<std::collections::HashMap<u64, u64>>>,
+}
+
 #[derive(Debug, Default)]
 struct Counters {
     connected: AtomicU64,
@@ -367,7 +433,10 @@ struct Counters {
 /// subscribed, and reports when told to stop (a line on stdin).
 pub(crate) async fn client(args: ClientArgs) -> anyhow::Result<()> {
     let counters = Arc::new(Counters::default());
-    let histograms = Arc::new(std::sync::Mutex::new(Histogram::<u64>::new_with_bounds(1, 120_000_000, 3)?));
+    let timings = Arc::new(Timings {
+        latency: std::sync::Mutex::new(Histogram::<u64>::new_with_bounds(1, 120_000_000, 3)?),
+        rounds: args.track_rounds.then(Default::default),
+    });
     let (subscribed_tx, mut subscribed_rx) = tokio::sync::mpsc::channel::<()>(args.count.max(1));
     let stop = tokio_util_free_token();
     let pause = Duration::from_micros(1_000_000 / args.ramp_per_second.max(1));
@@ -377,12 +446,12 @@ pub(crate) async fn client(args: ClientArgs) -> anyhow::Result<()> {
         let global = args.first + i;
         let url = args.ws[global % args.ws.len()].clone();
         let channel = channel_id(&args.run_id, global % args.channels.max(1));
-        let (counters, histograms, subscribed, stop) =
-            (Arc::clone(&counters), Arc::clone(&histograms), subscribed_tx.clone(), stop.clone());
+        let (counters, timings, subscribed, stop) =
+            (Arc::clone(&counters), Arc::clone(&timings), subscribed_tx.clone(), stop.clone());
         let source = args.source_ip;
         tasks.push(tokio::spawn(async move {
             if let Err(err) =
-                subscriber(url, source, channel, counters.clone(), histograms, subscribed, stop).await
+                subscriber(url, source, channel, counters.clone(), timings, subscribed, stop).await
             {
                 counters.disconnects.fetch_add(1, Ordering::Relaxed);
                 eprintln!("subscriber {global}: {err:#}");
@@ -405,7 +474,7 @@ pub(crate) async fn client(args: ClientArgs) -> anyhow::Result<()> {
     let mut line = String::new();
     tokio::task::spawn_blocking(move || std::io::stdin().lock().read_line(&mut line)).await??;
     stop.store(true, Ordering::Release);
-    let histogram = histograms.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.clone();
+    let histogram = timings.latency.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.clone();
     let report = ClientReport {
         connected: counters.connected.load(Ordering::Relaxed) as usize,
         received: counters.received.load(Ordering::Relaxed),
@@ -413,6 +482,11 @@ pub(crate) async fn client(args: ClientArgs) -> anyhow::Result<()> {
         duplicates: counters.duplicates.load(Ordering::Relaxed),
         disconnects: counters.disconnects.load(Ordering::Relaxed),
         latencies: histogram.iter_recorded().map(|v| (v.value_iterated_to(), v.count_at_value())).collect(),
+        last_delivery: timings
+            .rounds
+            .as_ref()
+            .and_then(|rounds| rounds.lock().ok().map(|r| r.iter().map(|(s, t)| (*s, *t)).collect()))
+            .unwrap_or_default(),
     };
     println!("{}", serde_json::to_string(&report)?);
     std::io::stdout().flush().ok();
@@ -431,7 +505,7 @@ async fn subscriber(
     source: IpAddr,
     channel: String,
     counters: Arc<Counters>,
-    histograms: Arc<std::sync::Mutex<Histogram<u64>>>,
+    timings: Arc<Timings>,
     subscribed: tokio::sync::mpsc::Sender<()>,
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) -> anyhow::Result<()> {
@@ -486,8 +560,14 @@ async fn subscriber(
                 counters.received.fetch_add(1, Ordering::Relaxed);
                 // The subscriber runtime has one thread: this lock is never
                 // contended.
-                if let (Some(ts), Ok(mut shared)) = (incoming.event.and_then(|e| e.ts), histograms.lock()) {
+                if let (Some(ts), Ok(mut shared)) =
+                    (incoming.event.and_then(|e| e.ts), timings.latency.lock())
+                {
                     shared.saturating_record(received_at.saturating_sub(ts * 1000).max(1));
+                }
+                if let Some(Ok(mut rounds)) = timings.rounds.as_ref().map(|r| r.lock()) {
+                    let last = rounds.entry(seq).or_default();
+                    *last = (*last).max(received_at);
                 }
             }
             _ => {}
