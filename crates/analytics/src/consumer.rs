@@ -76,6 +76,9 @@ pub struct ConsumerStats {
     pub undecodable: AtomicU64,
     /// Entries claimed from dead consumers.
     pub claimed: AtomicU64,
+    /// Entries in a format newer than this worker reads: left pending, for
+    /// a newer replica to claim (see `stream::FeedError::NewerFormat`).
+    pub newer: AtomicU64,
 }
 
 /// A consumer of the event stream. Cheap to clone.
@@ -221,9 +224,11 @@ impl Consumer {
         // are served first and the stream catches up after.
         let applies =
             self.pool.run_background("rate stream batch", move |_| rate_batch(&entries, &model)).await?.value;
-        let (applies, undecodable): (Vec<ScoreApply>, u64) = applies;
+        let Rated { applies, undecodable, newer } = applies;
         self.stats.undecodable.fetch_add(undecodable, Ordering::Relaxed);
         metrics::counter!(CONSUMER_APPLIED, "outcome" => "undecodable").increment(undecodable);
+        self.stats.newer.fetch_add(newer, Ordering::Relaxed);
+        metrics::counter!(CONSUMER_APPLIED, "outcome" => "newer_format").increment(newer);
         let outcomes = self.store.apply_once(&self.config.group, &applies).await?;
         for outcome in outcomes {
             let (counter, label) = match outcome {
@@ -238,14 +243,25 @@ impl Consumer {
     }
 }
 
-/// The leaderboard increments of each entry, and how many entries could not
-/// be decoded (they are acknowledged without increments: retrying cannot
-/// fix them, and they must not block the stream).
-fn rate_batch(entries: &[StreamEntry], model: &RatingModel) -> (Vec<ScoreApply>, u64) {
+/// What rating a batch gave.
+struct Rated {
+    /// One per entry to acknowledge.
+    applies: Vec<ScoreApply>,
+    /// Entries that could not be decoded: acknowledged without increments,
+    /// since retrying cannot fix them and they must not block the stream.
+    undecodable: u64,
+    /// Entries written by a newer release: left out of `applies`, so they
+    /// stay pending until a replica that reads them claims them.
+    newer: u64,
+}
+
+/// The leaderboard increments of each entry.
+fn rate_batch(entries: &[StreamEntry], model: &RatingModel) -> Rated {
     let mut undecodable = 0;
+    let mut newer = 0;
     let applies = entries
         .iter()
-        .map(|entry| {
+        .filter_map(|entry| {
             let increments = match stream::decode(entry) {
                 Ok(event) => match event.detail {
                     StreamDetail::Move(action) => model
@@ -283,19 +299,24 @@ fn rate_batch(entries: &[StreamEntry], model: &RatingModel) -> (Vec<ScoreApply>,
                     }
                     _ => Vec::new(),
                 },
+                Err(err @ stream::FeedError::NewerFormat { .. }) => {
+                    tracing::warn!(error = %err, "leaving a stream entry for a newer worker");
+                    newer += 1;
+                    return None;
+                }
                 Err(err) => {
                     tracing::warn!(error = %err, "skipping an undecodable stream entry");
                     undecodable += 1;
                     Vec::new()
                 }
             };
-            ScoreApply {
+            Some(ScoreApply {
                 entry_id: entry.id.clone(),
                 scope: entry.log.clone(),
                 token: entry.seq.to_string(),
                 increments,
-            }
+            })
         })
         .collect();
-    (applies, undecodable)
+    Rated { applies, undecodable, newer }
 }

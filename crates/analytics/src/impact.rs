@@ -154,6 +154,8 @@ pub struct StreamTally {
     /// must be emptied on rebuild).
     pub matches: HashMap<String, ImpactTally>,
     pub undecodable: u64,
+    /// Entries written by a newer release, which this worker cannot count.
+    pub newer: u64,
 }
 
 impl StreamTally {
@@ -163,6 +165,7 @@ impl StreamTally {
             self.matches.entry(match_id).or_default().absorb(tally);
         }
         self.undecodable += other.undecodable;
+        self.newer += other.newer;
     }
 
     fn of_actions(actions: &[(String, Action)]) -> Self {
@@ -187,12 +190,14 @@ pub fn tally_page(page: &[StreamEntry], builder: &mut ActionBuilder, cancel: &Ca
     let mut actions = Vec::new();
     let mut seen = HashMap::new();
     let mut undecodable = 0;
+    let mut newer = 0;
     for event in &decoded {
         match event {
             Ok(event) => {
                 seen.entry(event.match_id.clone()).or_insert_with(ImpactTally::default);
                 builder.push(event, &mut actions);
             }
+            Err(stream::FeedError::NewerFormat { .. }) => newer += 1,
             Err(_) => undecodable += 1,
         }
     }
@@ -207,7 +212,7 @@ pub fn tally_page(page: &[StreamEntry], builder: &mut ActionBuilder, cancel: &Ca
                 Some(a)
             },
         )?;
-    tally.absorb(StreamTally { matches: seen, undecodable, ..StreamTally::default() });
+    tally.absorb(StreamTally { matches: seen, undecodable, newer, ..StreamTally::default() });
     Some(tally)
 }
 

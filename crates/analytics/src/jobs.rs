@@ -102,6 +102,12 @@ pub enum JobError {
     LeaseHeld,
     #[error("this worker lost the recompute lease to another replica; its results were discarded")]
     LeaseLost,
+    /// Rebuilt boards mark every entry they cover as counted, so boards
+    /// that skipped entries this worker cannot read would lose them for good.
+    #[error(
+        "the stream holds {0} entries in a newer format than this worker reads; a newer replica must run the recompute"
+    )]
+    NewerEntries(u64),
 }
 
 /// A job's progress as the store keeps it.
@@ -497,6 +503,9 @@ async fn rebuild(inner: &Inner, progress: &watch::Sender<JobProgress>, token: u6
         }
     }
     tally.absorb(impact::finish(builder));
+    if tally.newer > 0 {
+        return Err(JobError::NewerEntries(tally.newer));
+    }
     if tally.undecodable > 0 {
         tracing::warn!(undecodable = tally.undecodable, "recompute skipped undecodable stream entries");
     }

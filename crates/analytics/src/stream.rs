@@ -55,6 +55,11 @@ pub enum FeedError {
     Missing { id: String, field: &'static str },
     #[error("stream entry {id}: {source}")]
     Invalid { id: String, source: ActionError },
+    /// Written by a newer release (a rolling deploy upgraded the gateway
+    /// first). Not an error of the entry: a newer replica can read it, so it
+    /// must be neither counted nor acknowledged here.
+    #[error("stream entry {id} has format {format}, newer than this worker reads ({known})", known = contracts::STREAM_ENTRY_FORMAT)]
+    NewerFormat { id: String, format: u32 },
 }
 
 /// The W3C trace context the gateway stored with an entry, if any.
@@ -68,6 +73,10 @@ pub fn decode(entry: &StreamEntry) -> Result<StreamEvent, FeedError> {
     let id = || entry.id.clone();
     let event = pb::MatchEvent::decode(entry.entry.as_ref())
         .map_err(|err| FeedError::Undecodable { id: id(), reason: err.to_string() })?;
+    // 0 is an entry from before the field existed: the layout of format 1.
+    if event.format > contracts::STREAM_ENTRY_FORMAT {
+        return Err(FeedError::NewerFormat { id: id(), format: event.format });
+    }
     let point = |p: Option<pb::Point>, field: &'static str| {
         let p = p.ok_or(FeedError::Missing { id: id(), field })?;
         Point::new(p.x, p.y).map_err(|source| FeedError::Invalid { id: id(), source })
@@ -185,6 +194,7 @@ pub fn encode_move(
         start: Some(pb::Point { x: start.0, y: start.1 }),
         end: Some(pb::Point { x: end.0, y: end.1 }),
         success,
+        format: contracts::STREAM_ENTRY_FORMAT,
         ..Default::default()
     }
     .encode_to_vec()
@@ -200,6 +210,7 @@ pub fn encode_shot(match_id: &str, seq: u64, team: u32, player: u32, start: (f64
         player_id: Some(player),
         start: Some(pb::Point { x: start.0, y: start.1 }),
         on_target: true,
+        format: contracts::STREAM_ENTRY_FORMAT,
         ..Default::default()
     }
     .encode_to_vec()
@@ -212,6 +223,7 @@ pub fn encode_goal(match_id: &str, seq: u64, team: u32, player: u32) -> Vec<u8> 
         team_id: team,
         kind: pb::EventKind::Goal as i32,
         player_id: Some(player),
+        format: contracts::STREAM_ENTRY_FORMAT,
         ..Default::default()
     }
     .encode_to_vec()
@@ -241,6 +253,7 @@ pub fn encode_goal_in_context(
             away_goals: score_before.1,
             ..Default::default()
         }),
+        format: contracts::STREAM_ENTRY_FORMAT,
         ..Default::default()
     }
     .encode_to_vec()
@@ -278,6 +291,31 @@ mod tests {
         ));
         let off_pitch = encode_move("m", 1, 1, 1, (1e6, 0.0), (0.0, 0.0), true);
         assert!(matches!(decode(&entry(off_pitch)), Err(FeedError::Invalid { .. })));
+    }
+
+    #[test]
+    fn entries_from_before_the_format_field_still_decode() {
+        let current = encode_move("m", 3, 1, 9, (10.0, 20.0), (50.0, 30.0), true);
+        let mut previous = pb::MatchEvent::decode(current.as_slice()).expect("decodes");
+        assert_eq!(previous.format, contracts::STREAM_ENTRY_FORMAT, "helpers write the current format");
+        // What a release without the field wrote: the same entry, format unset.
+        previous.format = 0;
+        let from_previous = decode(&entry(previous.encode_to_vec())).expect("the previous format decodes");
+        assert_eq!(from_previous, decode(&entry(current)).expect("the current format decodes"));
+    }
+
+    #[test]
+    fn entries_newer_than_the_reader_are_refused_not_guessed() {
+        let mut newer =
+            pb::MatchEvent::decode(encode_move("m", 3, 1, 9, (10.0, 20.0), (50.0, 30.0), true).as_slice())
+                .expect("decodes");
+        newer.format = contracts::STREAM_ENTRY_FORMAT + 1;
+        let err = decode(&entry(newer.encode_to_vec())).expect_err("a newer format");
+        assert_eq!(
+            err,
+            FeedError::NewerFormat { id: "1-0".into(), format: contracts::STREAM_ENTRY_FORMAT + 1 }
+        );
+        assert!(err.to_string().contains("newer than this worker reads"), "{err}");
     }
 
     #[test]

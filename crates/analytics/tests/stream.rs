@@ -466,3 +466,47 @@ async fn any_replica_answers_for_any_job_on_redis() {
     let Some(store) = redis().await else { return };
     any_replica_answers_for_any_job(store).await;
 }
+
+/// A pass written as another release would: `format` set to the given
+/// value (0 is a release from before the field existed).
+fn pass_in_format(match_id: &str, seq: u64, player: u32, format: u32) -> Vec<u8> {
+    use prost::Message as _;
+    let mut event =
+        contracts::v1::MatchEvent::decode(pass(match_id, seq, player).as_slice()).expect("decodes");
+    event.format = format;
+    event.encode_to_vec()
+}
+
+#[tokio::test]
+async fn entries_of_the_previous_format_count_and_newer_ones_wait_for_a_newer_worker() {
+    let Some(store) = redis().await else { return };
+    let current = contracts::STREAM_ENTRY_FORMAT;
+    append(store.as_ref(), "mixed", 1, pass_in_format("mixed", 1, 7, current)).await;
+    append(store.as_ref(), "mixed", 2, pass_in_format("mixed", 2, 8, 0)).await;
+    append(store.as_ref(), "mixed", 3, pass_in_format("mixed", 3, 9, current + 1)).await;
+
+    let config = WorkerConfig::for_tests();
+    let expected = expected_totals(&bootstrap_model(&config), &[("mixed", 1, 7), ("mixed", 2, 8)]);
+    let worker = spawn_worker(config, Arc::clone(&store)).await;
+    let store_ref = store.as_ref();
+    let expected_ref = &expected;
+    let counted =
+        eventually(
+            Duration::from_secs(20),
+            || async move { close(&season_board(store_ref).await, expected_ref) },
+        )
+        .await;
+    assert!(counted, "board {:?}, expected {expected:?}", season_board(store.as_ref()).await);
+    // The newer entry is neither counted nor acknowledged: it stays pending
+    // for a replica that reads its format.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(store.feed_pending(GROUP).await.expect("pending"), 1);
+    assert_eq!(store.leaderboard_score(boards::SEASON_XT, "9").await.expect("score"), None);
+
+    // A recompute would mark the newer entry as counted: it refuses instead.
+    let last = run_recompute(&worker).await;
+    assert_eq!(last.state(), JobState::Failed, "{last:?}");
+    assert!(last.error.contains("newer format"), "{last:?}");
+    assert!(close(&season_board(store.as_ref()).await, &expected), "a failed recompute changed the board");
+    worker.stop().await.expect("stops");
+}

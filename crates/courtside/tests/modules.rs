@@ -131,6 +131,11 @@ impl<'ast> Visit<'ast> for Paths<'_> {
         syn::visit::visit_path(self, path);
     }
 
+    fn visit_visibility(&mut self, visibility: &'ast syn::Visibility) {
+        // `pub(super)` names who may see an item, not something it uses.
+        let _ = visibility;
+    }
+
     fn visit_item_mod(&mut self, item: &'ast syn::ItemMod) {
         // Inline modules are tests here; their `super` is this file.
         let _ = item;
@@ -264,4 +269,18 @@ fn the_checker_finds_a_cycle_it_is_shown() {
         cycle.contains(&"state".to_owned()) && cycle.contains(&"live::subscription".to_owned()),
         "{cycle:?}"
     );
+}
+
+#[test]
+fn a_restricted_visibility_is_not_an_import() {
+    let dir = std::env::temp_dir().join(format!("courtside-visibility-{}", std::process::id()));
+    fs::create_dir_all(dir.join("worker")).expect("temp dir");
+    fs::write(dir.join("lib.rs"), "pub mod worker;\n").expect("write");
+    fs::write(dir.join("worker.rs"), "mod balance;\npub fn call() { balance::pick(); }\n").expect("write");
+    fs::write(dir.join("worker/balance.rs"), "pub(super) fn pick() {}\n").expect("write");
+    let edges = graph(&dir);
+    fs::remove_dir_all(&dir).expect("cleanup");
+    assert_eq!(find_cycle(&edges), None, "{edges:?}");
+    let worker = vec!["worker".to_owned()];
+    assert!(edges[&worker].contains(&vec!["worker".to_owned(), "balance".to_owned()]), "{edges:?}");
 }

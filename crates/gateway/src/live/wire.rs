@@ -466,6 +466,7 @@ pub fn stream_entry(
         timestamp_ms: event.timestamp_ms(),
         team_id: event.detail().team().unwrap_or(0),
         traceparent,
+        format: contracts::STREAM_ENTRY_FORMAT,
         before: before.map(|state| pb::MatchContext {
             home_team_id: state.home.id,
             away_team_id: state.away.id,

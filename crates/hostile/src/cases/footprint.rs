@@ -41,7 +41,9 @@ fn readyz_categories(ctx: &Ctx) -> Check<'_> {
         ensure!(matches!(response.status(), 200 | 503), "status {}", response.status());
         let body = response.json()?;
         ensure!(
-            body["status"].as_str().is_some_and(|s| ["ready", "degraded", "not_ready", "draining"].contains(&s)),
+            body["status"]
+                .as_str()
+                .is_some_and(|s| ["ready", "degraded", "not_ready", "draining"].contains(&s)),
             "status field {}",
             body["status"]
         );
