@@ -72,9 +72,11 @@ pub async fn compute(
     let mut scanned = 0u64;
     let mut after: Option<String> = None;
     loop {
-        let page = store.read_feed(after.as_deref(), PAGE).await?;
-        let Some(last) = page.last() else { break };
-        after = Some(last.id.clone());
+        let store::FeedPage { entries: page, position } = store.read_feed(after.as_deref(), PAGE).await?;
+        if page.is_empty() {
+            break;
+        }
+        after = position;
         scanned += page.len() as u64;
         let full = page.len() == PAGE;
         // A match's entries can be picked out by the stream's `log` field

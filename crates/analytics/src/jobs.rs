@@ -480,9 +480,11 @@ async fn rebuild(inner: &Inner, progress: &watch::Sender<JobProgress>, token: u6
         if inner.stop.is_cancelled() {
             return Err(JobError::Stopped);
         }
-        let page = store.read_feed(through.as_deref(), PAGE).await?;
-        let Some(last) = page.last() else { break };
-        through = Some(last.id.clone());
+        let store::FeedPage { entries: page, position } = store.read_feed(through.as_deref(), PAGE).await?;
+        if page.is_empty() {
+            break;
+        }
+        through = position;
         let read = page.len();
         let (returned, page_tally, page_wpa) = run_on_pool(inner, "recompute page", move |cancel| {
             let tally = impact::tally_page(&page, &mut builder, cancel);

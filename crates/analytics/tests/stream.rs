@@ -58,6 +58,16 @@ fn close(a: &BTreeMap<String, f64>, b: &BTreeMap<String, f64>) -> bool {
 #[tokio::test]
 async fn the_consumer_puts_each_event_on_the_leaderboards() {
     let Some(store) = redis().await else { return };
+    the_consumer_counts_each_event(store).await;
+}
+
+#[tokio::test]
+async fn on_a_redis_cluster_the_consumer_puts_each_event_on_the_leaderboards() {
+    let Some(store) = cluster().await else { return };
+    the_consumer_counts_each_event(store).await;
+}
+
+async fn the_consumer_counts_each_event(store: Arc<dyn StateStore>) {
     let passes = [("m1", 1, 7), ("m1", 2, 8), ("m1", 3, 7), ("m2", 1, 7)];
     for &(match_id, seq, player) in &passes {
         append(store.as_ref(), match_id, seq, pass(match_id, seq, player)).await;
@@ -97,9 +107,24 @@ async fn the_consumer_puts_each_event_on_the_leaderboards() {
     worker.stop().await.expect("stops");
 }
 
+async fn cluster() -> Option<Arc<dyn StateStore>> {
+    let config = testing::cluster_config().await?;
+    Some(Arc::new(store::ClusterStore::connect_lazy(&config).expect("valid test config")))
+}
+
 #[tokio::test]
 async fn entries_of_a_consumer_that_died_mid_batch_are_claimed_and_counted_once() {
     let Some(store) = redis().await else { return };
+    a_dead_consumers_entries_are_claimed_and_counted_once(store).await;
+}
+
+#[tokio::test]
+async fn on_a_redis_cluster_a_dead_consumers_entries_are_claimed_and_counted_once() {
+    let Some(store) = cluster().await else { return };
+    a_dead_consumers_entries_are_claimed_and_counted_once(store).await;
+}
+
+async fn a_dead_consumers_entries_are_claimed_and_counted_once(store: Arc<dyn StateStore>) {
     let passes: Vec<(&str, u64, u32)> = (1..=40).map(|seq| ("dead", seq, 1 + (seq % 5) as u32)).collect();
     for &(match_id, seq, player) in &passes {
         append(store.as_ref(), match_id, seq, pass(match_id, seq, player)).await;
@@ -174,6 +199,16 @@ async fn entries_of_a_consumer_that_died_mid_batch_are_claimed_and_counted_once(
 #[tokio::test]
 async fn a_recompute_refits_on_the_stream_and_swaps_the_boards_in() {
     let Some(store) = redis().await else { return };
+    a_recompute_refits_and_swaps(store).await;
+}
+
+#[tokio::test]
+async fn on_a_redis_cluster_a_recompute_refits_on_the_stream_and_swaps_the_boards_in() {
+    let Some(store) = cluster().await else { return };
+    a_recompute_refits_and_swaps(store).await;
+}
+
+async fn a_recompute_refits_and_swaps(store: Arc<dyn StateStore>) {
     // Two matches with moves, shots and goals, so there is a model to fit.
     let mut actions = Vec::new();
     let point = |x: f64, y: f64| Point::new(x, y).expect("on the pitch");

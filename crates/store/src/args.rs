@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use clap::Args;
 use secrecy::{ExposeSecret as _, SecretString};
 
-use crate::{MemoryStore, RedisConfig, RedisStore, StateStore};
+use crate::{ClusterConfig, ClusterStore, MemoryStore, RedisConfig, RedisStore, StateStore};
 
 /// Where shared state lives.
 #[derive(Debug, Clone, Args)]
@@ -27,12 +27,41 @@ pub struct StoreArgs {
     /// Prefix for every Redis key and channel this deployment uses.
     #[arg(long, env = "COURTSIDE_REDIS_PREFIX", default_value = "courtside:")]
     pub redis_prefix: String,
+
+    /// The Redis is a Redis Cluster: the URL is then a comma-separated list
+    /// of seed nodes (`redis://a:6379,redis://b:6379`; one is enough, the
+    /// client discovers the rest).
+    #[arg(long, env = "COURTSIDE_REDIS_CLUSTER", default_value_t = false)]
+    pub redis_cluster: bool,
+
+    /// On a cluster: partitions of the matches, the event stream and the
+    /// live channel (each partition is one hash slot). Fixed for the life
+    /// of a deployment's data: a match's partition follows from it.
+    #[arg(long, env = "COURTSIDE_REDIS_PARTITIONS", default_value_t = DEFAULT_PARTITIONS,
+          value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub redis_partitions: u16,
 }
+
+/// Partitions on a cluster unless configured: a few per master of a
+/// typical 3 to 6 master cluster, so the load spreads.
+pub const DEFAULT_PARTITIONS: u16 = 16;
 
 impl Default for StoreArgs {
     fn default() -> Self {
-        Self { redis_url: None, redis_prefix: "courtside:".into() }
+        Self {
+            redis_url: None,
+            redis_prefix: "courtside:".into(),
+            redis_cluster: false,
+            redis_partitions: DEFAULT_PARTITIONS,
+        }
     }
+}
+
+/// Which Redis the settings name.
+#[derive(Debug, Clone)]
+pub enum RedisSettings {
+    Single(RedisConfig),
+    Cluster(ClusterConfig),
 }
 
 impl StoreArgs {
@@ -45,10 +74,24 @@ impl StoreArgs {
             .map_err(|reason| format!("invalid --redis-url / COURTSIDE_REDIS_URL: {reason}"))
     }
 
+    /// The Redis settings, single server or cluster, if Redis is
+    /// configured. The error is one line and never echoes a URL.
+    pub fn redis_settings(&self) -> Result<Option<RedisSettings>, String> {
+        if !self.redis_cluster {
+            return Ok(self.redis_config()?.map(RedisSettings::Single));
+        }
+        let Some(urls) = &self.redis_url else {
+            return Err("COURTSIDE_REDIS_CLUSTER is set but no COURTSIDE_REDIS_URL names its nodes".into());
+        };
+        ClusterConfig::from_settings(urls.expose_secret(), &self.redis_prefix, self.redis_partitions)
+            .map(|config| Some(RedisSettings::Cluster(config)))
+            .map_err(|reason| format!("invalid --redis-url / COURTSIDE_REDIS_URL for a cluster: {reason}"))
+    }
+
     /// Checks the settings without connecting; call it before starting
     /// anything.
     pub fn validate(&self) -> Result<(), String> {
-        self.redis_config().map(|_| ())
+        self.redis_settings().map(|_| ())
     }
 }
 
@@ -60,10 +103,21 @@ fn secret(raw: &str) -> Result<SecretString, std::convert::Infallible> {
 /// The store these settings name: Redis (connected lazily, so a process
 /// starts while Redis is down) or the in-process backend.
 pub fn open(args: &StoreArgs) -> anyhow::Result<Arc<dyn StateStore>> {
-    match args.redis_config().map_err(anyhow::Error::msg)? {
-        Some(redis) => {
+    match args.redis_settings().map_err(anyhow::Error::msg)? {
+        Some(RedisSettings::Single(redis)) => {
             tracing::info!(url = %redis.redacted_url(), prefix = %redis.key_prefix, "state store: redis");
             Ok(Arc::new(RedisStore::connect_lazy(&redis).context("failed to set up the redis store")?))
+        }
+        Some(RedisSettings::Cluster(cluster)) => {
+            tracing::info!(
+                nodes = %cluster.redacted_nodes(),
+                prefix = %cluster.key_prefix,
+                partitions = cluster.partitions,
+                "state store: redis cluster"
+            );
+            Ok(Arc::new(
+                ClusterStore::connect_lazy(&cluster).context("failed to set up the redis cluster store")?,
+            ))
         }
         None => {
             tracing::info!(
@@ -105,6 +159,34 @@ mod tests {
         let config = cli.store.redis_config().expect("valid").expect("configured");
         assert_eq!(config.key_prefix, "demo:");
         assert_eq!(config.url, "redis://cache:6379/2");
+    }
+
+    #[test]
+    fn a_cluster_takes_a_list_of_seed_nodes() {
+        let cli = Cli::try_parse_from([
+            "x",
+            "--redis-cluster",
+            "--redis-url",
+            "redis://a:7000,redis://b:7001",
+            "--redis-partitions",
+            "8",
+        ])
+        .expect("parses");
+        let Some(RedisSettings::Cluster(config)) = cli.store.redis_settings().expect("valid") else {
+            panic!("not a cluster")
+        };
+        assert_eq!((config.nodes.len(), config.partitions), (2, 8));
+        let no_nodes = Cli::try_parse_from(["x", "--redis-cluster"]).expect("parses");
+        assert!(no_nodes.store.validate().expect_err("no nodes").contains("COURTSIDE_REDIS_URL"));
+        assert!(Cli::try_parse_from(["x", "--redis-partitions", "0"]).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_cluster_opens_without_connecting() {
+        let cli = Cli::try_parse_from(["x", "--redis-cluster", "--redis-url", "redis://127.0.0.1:1"])
+            .expect("parses");
+        let store = open(&cli.store).expect("opens lazily");
+        assert_eq!(store.backend(), "redis-cluster");
     }
 
     #[tokio::test]

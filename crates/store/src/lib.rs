@@ -4,6 +4,8 @@
 //! - [`StateStore`]: the one interface both tiers program against;
 //!   [`open`] picks its backend from [`StoreArgs`].
 //! - [`RedisStore`]: the deployed backend; every replica sees the same state.
+//! - [`ClusterStore`]: the same on a Redis Cluster, every atomic step kept
+//!   in one hash slot (its module explains the key layout).
 //! - [`MemoryStore`]: an in-process backend, the default for a one-process
 //!   run. It passes the same conformance suite (`tests/conformance.rs`), so
 //!   code written against it behaves the same on Redis.
@@ -25,6 +27,7 @@
 
 mod args;
 pub mod boards;
+mod cluster_store;
 pub mod log;
 mod memory;
 mod observed;
@@ -36,9 +39,12 @@ use std::{fmt, pin::Pin, time::Duration};
 use bytes::Bytes;
 use futures::{Stream, StreamExt as _};
 pub use log::{AppendOutcome, HistoryLimits, LIVE_CHANNEL, LogAppend, LogSlice};
-pub use stream::{ApplyOutcome, Fence, LeaderboardReplace, Ranked, ScoreApply, ScoreIncrement, StreamEntry};
+pub use stream::{
+    ApplyOutcome, FeedPage, Fence, LeaderboardReplace, Ranked, ScoreApply, ScoreIncrement, StreamEntry,
+};
 
-pub use args::{StoreArgs, open};
+pub use args::{DEFAULT_PARTITIONS, RedisSettings, StoreArgs, open};
+pub use cluster_store::{ClusterConfig, ClusterStore};
 pub use memory::MemoryStore;
 pub use observed::DB_DURATION;
 pub use redis_store::{RedisConfig, RedisStore};
@@ -58,7 +64,8 @@ pub enum StoreError {
 /// a namespace prefix of its own, invisible to callers.
 #[async_trait::async_trait]
 pub trait StateStore: Send + Sync + fmt::Debug + 'static {
-    /// A short name for logs and readiness reports: `"memory"` or `"redis"`.
+    /// A short name for logs and readiness reports: `"memory"`, `"redis"`
+    /// or `"redis-cluster"`.
     fn backend(&self) -> &'static str;
 
     /// Succeeds when the backend answers.
@@ -123,9 +130,12 @@ pub trait StateStore: Send + Sync + fmt::Debug + 'static {
     /// Number of entries in the durable event stream.
     async fn stream_len(&self) -> Result<u64, StoreError>;
 
-    /// Up to `count` entries of the durable event stream after `after`
-    /// (from the start when `None`), oldest first: a page of a full scan.
-    async fn read_feed(&self, after: Option<&str>, count: usize) -> Result<Vec<StreamEntry>, StoreError>;
+    /// Up to `count` entries of the durable event stream after position
+    /// `after` (from the start when `None`): a page of a full scan. Each
+    /// log's entries come in order; fewer than `count` means the scan is
+    /// done. The page's position resumes the scan, and as a rebuild's
+    /// [`LeaderboardReplace::through`] it covers everything read so far.
+    async fn read_feed(&self, after: Option<&str>, count: usize) -> Result<FeedPage, StoreError>;
 
     /// Creates consumer group `group` on the event stream, reading from its
     /// first entry. Does nothing if the group exists.

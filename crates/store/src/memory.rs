@@ -14,8 +14,8 @@ use tokio::sync::{Notify, broadcast};
 use tokio_stream::wrappers::{BroadcastStream, errors::BroadcastStreamRecvError};
 
 use crate::{
-    AppendOutcome, ApplyOutcome, HistoryLimits, LIVE_CHANNEL, LeaderboardReplace, LogAppend, LogSlice,
-    Ranked, ScoreApply, ScoreIncrement, StateStore, StoreError, StreamEntry, Subscription,
+    AppendOutcome, ApplyOutcome, FeedPage, HistoryLimits, LIVE_CHANNEL, LeaderboardReplace, LogAppend,
+    LogSlice, Ranked, ScoreApply, ScoreIncrement, StateStore, StoreError, StreamEntry, Subscription,
     stream::{JOURNAL_MAX_LEN, MAX_BLOCK},
 };
 
@@ -277,11 +277,14 @@ impl StateStore for MemoryStore {
         Ok(self.lock().feed.len() as u64)
     }
 
-    async fn read_feed(&self, after: Option<&str>, count: usize) -> Result<Vec<StreamEntry>, StoreError> {
-        let after = after.map(parse_feed_id).transpose()?.unwrap_or(0);
+    async fn read_feed(&self, after: Option<&str>, count: usize) -> Result<FeedPage, StoreError> {
+        let start = after.map(parse_feed_id).transpose()?.unwrap_or(0);
         let inner = self.lock();
-        let last = inner.feed.len().min(after.saturating_add(count));
-        Ok((after + 1..=last).filter_map(|position| inner.stream_entry(position)).collect())
+        let last = inner.feed.len().min(start.saturating_add(count));
+        let entries: Vec<StreamEntry> =
+            (start + 1..=last).filter_map(|position| inner.stream_entry(position)).collect();
+        let position = entries.last().map(|e| e.id.clone()).or_else(|| after.map(str::to_owned));
+        Ok(FeedPage { entries, position })
     }
 
     async fn feed_group_create(&self, group: &str) -> Result<(), StoreError> {

@@ -44,6 +44,7 @@ const KNOWN: &[&str] = &[
     "PUBLISH",
     "SCRIPT",
     "SET",
+    "SPUBLISH",
     "XACK",
     "XADD",
     "XAUTOCLAIM",
@@ -157,7 +158,7 @@ fn refused_credentials(err: &RedisError) -> bool {
     err.kind() == ErrorKind::AuthenticationFailed || matches!(err.code(), Some("NOAUTH" | "WRONGPASS"))
 }
 
-async fn observe<T>(
+pub(crate) async fn observe<T>(
     name: &'static str,
     batch: usize,
     command: impl Future<Output = RedisResult<T>>,
@@ -196,7 +197,7 @@ async fn observe<T>(
     result
 }
 
-fn command_name(cmd: &Cmd) -> &'static str {
+pub(crate) fn command_name(cmd: &Cmd) -> &'static str {
     let Some(redis::Arg::Simple(first)) = cmd.args_iter().next() else { return "OTHER" };
     KNOWN.iter().find(|known| known.as_bytes().eq_ignore_ascii_case(first)).copied().unwrap_or("OTHER")
 }

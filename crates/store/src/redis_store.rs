@@ -17,8 +17,8 @@ use redis::{
 };
 
 use crate::{
-    AppendOutcome, ApplyOutcome, HistoryLimits, LIVE_CHANNEL, LeaderboardReplace, LogAppend, LogSlice,
-    Ranked, ScoreApply, StateStore, StoreError, StreamEntry, Subscription,
+    AppendOutcome, ApplyOutcome, FeedPage, HistoryLimits, LIVE_CHANNEL, LeaderboardReplace, LogAppend,
+    LogSlice, Ranked, ScoreApply, StateStore, StoreError, StreamEntry, Subscription,
     observed::Observed,
     stream::{JOURNAL_MAX_LEN, MAX_BLOCK},
 };
@@ -27,7 +27,7 @@ use crate::{
 /// the log's history stream, the feed stream. History entries use the
 /// sequence number as their stream id (`<seq>-1`), so a range read by
 /// sequence number is a plain XRANGE.
-const APPEND_SCRIPT: &str = r#"
+pub(crate) const APPEND_SCRIPT: &str = r#"
 local head = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
 local seq = tonumber(ARGV[2])
 if seq <= head then return {0, head} end
@@ -59,7 +59,7 @@ end
 /// board per increment. Args: group, entry id, token, journal record, then
 /// member and delta per increment, and the journal's length cap. Returns 1
 /// applied, 0 duplicate, 2 covered by the last rebuild.
-const APPLY_BODY: &str = r#"
+pub(crate) const APPLY_BODY: &str = r#"
 local added = redis.call('SADD', KEYS[2], ARGV[3])
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 if added == 0 then return 0 end
@@ -80,7 +80,7 @@ return 1
 /// none; the fencing token, or '' for none. Returns -1, changing nothing,
 /// for a token below the highest seen. A journal record is lines of
 /// `board TAB member TAB delta`, boards as full key names.
-const SWAP_BODY: &str = r#"
+pub(crate) const SWAP_BODY: &str = r#"
 if ARGV[2] ~= '' then
   local seen = tonumber(redis.call('GET', KEYS[3]) or '0')
   if tonumber(ARGV[2]) < seen then return -1 end
@@ -120,7 +120,7 @@ return replayed
 /// Takes or extends a lease. Keys: the lease, its token counter. Args:
 /// holder, ttl in ms. The lease's value is `<token>:<holder>`. Returns the
 /// token, or -1 when another holder has the lease.
-const LEASE_SCRIPT: &str = r#"
+pub(crate) const LEASE_SCRIPT: &str = r#"
 local current = redis.call('GET', KEYS[1])
 if current then
   local token, holder = string.match(current, '^(%d+):(.*)$')
@@ -135,7 +135,7 @@ return token
 
 /// Gives a lease up if its holder is the caller. Keys: the lease. Args:
 /// holder.
-const RELEASE_SCRIPT: &str = r#"
+pub(crate) const RELEASE_SCRIPT: &str = r#"
 local current = redis.call('GET', KEYS[1])
 if current and string.match(current, '^%d+:(.*)$') == ARGV[1] then
   redis.call('DEL', KEYS[1])
@@ -144,7 +144,7 @@ return 0
 "#;
 
 /// Rows written per ZADD while filling a temporary board.
-const ZADD_CHUNK: usize = 1_000;
+pub(crate) const ZADD_CHUNK: usize = 1_000;
 
 /// How to reach Redis and how long to wait for it.
 #[derive(Clone)]
@@ -451,9 +451,12 @@ impl StateStore for RedisStore {
         conn.xlen(self.stream_key()).await.map_err(map_error)
     }
 
-    async fn read_feed(&self, after: Option<&str>, count: usize) -> Result<Vec<StreamEntry>, StoreError> {
+    async fn read_feed(&self, after: Option<&str>, count: usize) -> Result<FeedPage, StoreError> {
+        let position = |entries: &[StreamEntry]| {
+            entries.last().map(|e| e.id.clone()).or_else(|| after.map(str::to_owned))
+        };
         if count == 0 {
-            return Ok(Vec::new());
+            return Ok(FeedPage { entries: Vec::new(), position: position(&[]) });
         }
         let mut conn = self.commands.clone();
         let start = after.map_or_else(|| "-".to_owned(), |id| format!("({id}"));
@@ -466,7 +469,8 @@ impl StateStore for RedisStore {
             .query_async(&mut conn)
             .await
             .map_err(map_error)?;
-        Ok(reply.ids.iter().filter_map(stream_entry).collect())
+        let entries: Vec<StreamEntry> = reply.ids.iter().filter_map(stream_entry).collect();
+        Ok(FeedPage { position: position(&entries), entries })
     }
 
     async fn feed_group_create(&self, group: &str) -> Result<(), StoreError> {
@@ -704,15 +708,15 @@ fn stream_entry(id: &StreamId) -> Option<StreamEntry> {
     Some(StreamEntry { id: id.id.clone(), log, seq, entry: Bytes::from(entry) })
 }
 
-fn value_text(value: &redis::Value) -> Option<String> {
+pub(crate) fn value_text(value: &redis::Value) -> Option<String> {
     redis::from_redis_value_ref::<String>(value).ok()
 }
 
-fn value_int(value: &redis::Value) -> Option<u64> {
+pub(crate) fn value_int(value: &redis::Value) -> Option<u64> {
     redis::from_redis_value_ref::<u64>(value).ok()
 }
 
-fn outcome((code, head): (i64, u64)) -> AppendOutcome {
+pub(crate) fn outcome((code, head): (i64, u64)) -> AppendOutcome {
     match code {
         1 => AppendOutcome::Applied,
         0 => AppendOutcome::Duplicate { head },
@@ -721,7 +725,7 @@ fn outcome((code, head): (i64, u64)) -> AppendOutcome {
 }
 
 /// `(seq, entry)` of a history stream entry whose id is `<seq>-1`.
-fn history_entry(id: &redis::streams::StreamId) -> Option<(u64, Bytes)> {
+pub(crate) fn history_entry(id: &redis::streams::StreamId) -> Option<(u64, Bytes)> {
     let seq = id.id.split_once('-')?.0.parse().ok()?;
     let entry: Vec<u8> = id.get("e")?;
     Some((seq, Bytes::from(entry)))
@@ -746,7 +750,7 @@ const RETRYABLE_CODES: &[&str] = &[
     "WRONGPASS",
 ];
 
-fn map_error(err: RedisError) -> StoreError {
+pub(crate) fn map_error(err: RedisError) -> StoreError {
     let retryable_code = err.code().is_some_and(|code| RETRYABLE_CODES.contains(&code));
     if retryable_code
         || err.is_io_error()
@@ -762,7 +766,7 @@ fn map_error(err: RedisError) -> StoreError {
 }
 
 /// Replaces the password of a URL, if any, with `***`.
-fn redact_url(url: &str) -> String {
+pub(crate) fn redact_url(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut parsed) if parsed.password().is_some() => {
             // Cannot fail: the URL already has a password, so it has a host.

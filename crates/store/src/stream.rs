@@ -47,6 +47,16 @@ pub struct StreamEntry {
     pub entry: Bytes,
 }
 
+/// One page of a full scan of the stream ([`crate::StateStore::read_feed`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FeedPage {
+    pub entries: Vec<StreamEntry>,
+    /// Where the scan stands after this page: pass it as `after` for the
+    /// next page, or as a rebuild's `through`. Opaque; `None` only while
+    /// nothing has been read.
+    pub position: Option<String>,
+}
+
 /// Add `delta` to `member`'s score on `board`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScoreIncrement {
@@ -84,7 +94,9 @@ pub enum ApplyOutcome {
 pub struct LeaderboardReplace {
     /// Each board's full new contents; an empty list deletes the board.
     pub boards: Vec<(String, Vec<(String, f64)>)>,
-    /// The last feed entry the new contents account for, if any.
+    /// The part of the stream the new contents account for, if any: a
+    /// [`FeedPage::position`], or an entry id (that entry and those before
+    /// it in its log's part of the stream).
     pub through: Option<String>,
     /// The lease the rebuild ran under, if any: a replace whose token is
     /// older than one the store has seen for the lease is refused, so a

@@ -3,14 +3,16 @@
 //! Tests talk to the server named by `COURTSIDE_TEST_REDIS_URL` (default
 //! `redis://127.0.0.1:6379`), each under a key prefix of its own so tests can
 //! run in parallel against one server. When no Redis answers, the test fails
-//! if `CI` is set and is skipped with a notice otherwise.
+//! if `CI` is set and is skipped with a notice otherwise. The Redis Cluster
+//! tests do the same with `COURTSIDE_TEST_REDIS_CLUSTER_URL`, a list of seed
+//! nodes (`.ci/redis-cluster start DIR` starts a cluster and prints it).
 
 use std::{
     sync::atomic::{AtomicU64, Ordering},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use crate::{RedisConfig, RedisStore, StateStore as _};
+use crate::{ClusterConfig, ClusterStore, RedisConfig, RedisStore, StateStore as _};
 
 /// Where tests find Redis.
 pub const ENV_TEST_REDIS_URL: &str = "COURTSIDE_TEST_REDIS_URL";
@@ -42,6 +44,46 @@ pub async fn redis_config() -> Option<RedisConfig> {
             );
             None
         }
+    }
+}
+
+/// Where tests find a Redis Cluster: seed node URLs, comma-separated.
+pub const ENV_TEST_REDIS_CLUSTER_URL: &str = "COURTSIDE_TEST_REDIS_CLUSTER_URL";
+
+/// Partitions the cluster tests use: more than the cluster has masters, so
+/// the logs of a test spread over every node.
+pub const TEST_PARTITIONS: u16 = 4;
+
+/// A Redis Cluster configuration with a fresh key prefix, or `None` (after
+/// printing why) when no cluster is configured or answers outside CI.
+///
+/// # Panics
+/// When no cluster is configured or answers and the `CI` variable is set.
+pub async fn cluster_config() -> Option<ClusterConfig> {
+    let skip = |reason: String| {
+        if std::env::var_os("CI").is_some() {
+            panic!("CI is set but the Redis Cluster tests cannot run: {reason}");
+        }
+        eprintln!("note: skipping the Redis Cluster backend: {reason}");
+        None
+    };
+    let Ok(urls) = std::env::var(ENV_TEST_REDIS_CLUSTER_URL) else {
+        return skip(format!(
+            "{ENV_TEST_REDIS_CLUSTER_URL} is not set (`.ci/redis-cluster start DIR` starts one)"
+        ));
+    };
+    let mut config = match ClusterConfig::from_settings(&urls, &unique_prefix(), TEST_PARTITIONS) {
+        Ok(config) => config,
+        Err(reason) => return skip(format!("{ENV_TEST_REDIS_CLUSTER_URL}: {reason}")),
+    };
+    config.timeout = Duration::from_secs(2);
+    let reachable = match ClusterStore::connect_lazy(&config) {
+        Ok(store) => store.ping().await.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    match reachable {
+        Ok(()) => Some(config),
+        Err(reason) => skip(format!("{} is unreachable ({reason})", config.redacted_nodes())),
     }
 }
 

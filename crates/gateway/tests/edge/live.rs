@@ -351,11 +351,34 @@ async fn the_connection_limit_refuses_with_a_clear_503() {
 #[tokio::test]
 async fn two_gateways_sharing_redis_deliver_to_subscribers_on_both_in_order() {
     let Some(redis) = store::testing::redis_config().await else { return };
+    let store = StoreArgs {
+        redis_url: Some(redis.url.clone().into()),
+        redis_prefix: redis.key_prefix.clone(),
+        ..StoreArgs::default()
+    };
+    two_gateways_deliver_to_subscribers_on_both_in_order(&store).await;
+}
+
+#[tokio::test]
+async fn two_gateways_sharing_a_redis_cluster_deliver_to_subscribers_on_both_in_order() {
+    let Some(cluster) = store::testing::cluster_config().await else { return };
+    two_gateways_deliver_to_subscribers_on_both_in_order(&cluster_args(&cluster)).await;
+}
+
+/// The settings a gateway needs for the test cluster.
+fn cluster_args(cluster: &store::ClusterConfig) -> StoreArgs {
+    StoreArgs {
+        redis_url: Some(cluster.nodes.join(",").into()),
+        redis_prefix: cluster.key_prefix.clone(),
+        redis_cluster: true,
+        redis_partitions: cluster.partitions,
+    }
+}
+
+async fn two_gateways_deliver_to_subscribers_on_both_in_order(store: &StoreArgs) {
     let worker = StandInWorker::spawn(StandInConfig::default()).await;
-    let store =
-        StoreArgs { redis_url: Some(redis.url.clone().into()), redis_prefix: redis.key_prefix.clone() };
-    let a = spawn_gateway(GatewayConfig::for_tests(worker.url()), &store).await;
-    let b = spawn_gateway(GatewayConfig::for_tests(worker.url()), &store).await;
+    let a = spawn_gateway(GatewayConfig::for_tests(worker.url()), store).await;
+    let b = spawn_gateway(GatewayConfig::for_tests(worker.url()), store).await;
     let client = reqwest::Client::new();
     start_match(&client, a.addr, "shared", 1).await;
 
@@ -540,8 +563,19 @@ async fn a_read_after_an_acknowledged_write_sees_it_in_process() {
 async fn a_read_after_an_acknowledged_write_sees_it_with_redis() {
     let Some(redis) = store::testing::redis_config().await else { return };
     let worker = StandInWorker::spawn(StandInConfig::default()).await;
-    let store =
-        StoreArgs { redis_url: Some(redis.url.clone().into()), redis_prefix: redis.key_prefix.clone() };
+    let store = StoreArgs {
+        redis_url: Some(redis.url.clone().into()),
+        redis_prefix: redis.key_prefix.clone(),
+        ..StoreArgs::default()
+    };
     let gateway = spawn_gateway(GatewayConfig::for_tests(worker.url()), &store).await;
     every_acknowledged_write_is_read_back(&reqwest::Client::new(), gateway.addr, "ryw-redis").await;
+}
+
+#[tokio::test]
+async fn a_read_after_an_acknowledged_write_sees_it_on_a_redis_cluster() {
+    let Some(cluster) = store::testing::cluster_config().await else { return };
+    let worker = StandInWorker::spawn(StandInConfig::default()).await;
+    let gateway = spawn_gateway(GatewayConfig::for_tests(worker.url()), &cluster_args(&cluster)).await;
+    every_acknowledged_write_is_read_back(&reqwest::Client::new(), gateway.addr, "ryw-cluster").await;
 }
