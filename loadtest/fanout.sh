@@ -18,6 +18,11 @@
 #                                            round's completion, first publish
 #                                            to last delivery, in
 #                                            $RESULTS/fanout-burst.jsonl
+#   REDIS_CLUSTER_URL=... REPLICAS=2 loadtest/fanout.sh 30000
+#                                            the gateways on a Redis Cluster
+#                                            (seed nodes, as .ci/redis-cluster
+#                                            start DIR prints them):
+#                                            courtside-cluster-2-replicas
 #
 # The server under test is pinned to core 0, subscribers and the publisher to
 # core 1 (taskset); Redis, a service already running, stays unpinned.
@@ -128,16 +133,25 @@ redis_up() { [ "$(redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null)" = PONG ]; }
 
 courtside() { # replicas subscribers
   local n=$1 subs=$2 system=courtside i port ws=() token=fanout-benchmark-token-0123456789
-  [ "$n" -gt 1 ] && system="courtside-${n}-replicas"
+  local redis_env=(COURTSIDE_REDIS_URL=redis://127.0.0.1:6379) redis_ports=6379
+  if [ -n "${REDIS_CLUSTER_URL:-}" ]; then
+    system=courtside-cluster
+    redis_env=(COURTSIDE_REDIS_CLUSTER=true "COURTSIDE_REDIS_URL=$REDIS_CLUSTER_URL")
+    redis_ports=$(tr ',' '\n' <<<"$REDIS_CLUSTER_URL" | sed -E 's#.*:([0-9]+)/?$#\1#')
+  fi
+  [ "$n" -gt 1 ] && system="${system}-${n}-replicas"
   want "$system" "$default_systems" || return 0
-  if ! redis_up; then failed_line "$system" "$subs" "no Redis at 127.0.0.1:6379"; return; fi
+  if [ -z "${REDIS_CLUSTER_URL:-}" ] && ! redis_up; then
+    failed_line "$system" "$subs" "no Redis at 127.0.0.1:6379"
+    return
+  fi
   local prefix
   prefix="fanout-$(date +%s%N):"
   server_pids=""
   for ((i = 0; i < n; i++)); do
     port=$((18080 + i))
     if ! port_free $port; then stop_system; failed_line "$system" "$subs" "port $port in use"; return; fi
-    COURTSIDE_GATEWAY_ADDR=127.0.0.1:$port COURTSIDE_REDIS_URL=redis://127.0.0.1:6379 COURTSIDE_REDIS_PREFIX="$prefix" \
+    env "${redis_env[@]}" COURTSIDE_GATEWAY_ADDR=127.0.0.1:$port COURTSIDE_REDIS_PREFIX="$prefix" \
       COURTSIDE_PUBLISH_TOKENS=$token COURTSIDE_LOG_FORMAT=json RUST_LOG=warn COURTSIDE_MAX_CONNECTIONS=40000 \
       $PIN_SERVER "$BIN/courtside-gateway" >>"$LOGS/fanout-servers.log" 2>&1 &
     server_pids="$server_pids $!"
@@ -149,7 +163,9 @@ courtside() { # replicas subscribers
   # shellcheck disable=SC2086
   measure "$system" "$subs" "${ws[@]}" -- http://127.0.0.1:18080/v1/events "$token" $server_pids
   stop_system
-  redis-cli --scan --pattern "${prefix}*" | xargs -r -n 500 redis-cli del >/dev/null
+  for p in $redis_ports; do
+    redis-cli -p "$p" --scan --pattern "${prefix}*" | xargs -r -n 500 redis-cli -p "$p" del >/dev/null 2>&1 || true
+  done
 }
 
 peer() { # system port command...

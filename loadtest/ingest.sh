@@ -12,6 +12,11 @@
 # PROFILE, QUICK, BUILD: see lib.sh. Loopback only. One JSON line per run
 # goes to $RESULTS/ingest.jsonl; errors counts rejected events, plus one if
 # the request itself failed.
+#
+# REDIS_CLUSTER_URL (seed nodes, comma-separated, as `.ci/redis-cluster
+# start DIR` prints them) ingests into that Redis Cluster instead, labelled
+# courtside-cluster-bulk-ingest; REDIS_WAIT_REPLICAS sets
+# COURTSIDE_REDIS_WAIT_REPLICAS for it (default 0).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -27,16 +32,30 @@ failed_line() { # message
   exit 1
 }
 
-[ "$(redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null)" = PONG ] || failed_line "no Redis at 127.0.0.1:6379"
+if [ -n "${REDIS_CLUSTER_URL:-}" ]; then
+  redis_env=(COURTSIDE_REDIS_CLUSTER=true "COURTSIDE_REDIS_URL=$REDIS_CLUSTER_URL"
+    "COURTSIDE_REDIS_WAIT_REPLICAS=${REDIS_WAIT_REPLICAS:-0}")
+  label=courtside-cluster-bulk-ingest
+  redis_ports=$(tr ',' '\n' <<<"$REDIS_CLUSTER_URL" | sed -E 's#.*:([0-9]+)/?$#\1#')
+else
+  [ "$(redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null)" = PONG ] || failed_line "no Redis at 127.0.0.1:6379"
+  redis_env=(COURTSIDE_REDIS_URL=redis://127.0.0.1:6379)
+  label=courtside-bulk-ingest
+  redis_ports=6379
+fi
 port_free 18081 || failed_line "port 18081 in use"
 token=ingest-benchmark-token-0123456789
 prefix="ingest-$(date +%s%N):"
-COURTSIDE_GATEWAY_ADDR=127.0.0.1:18081 COURTSIDE_REDIS_URL=redis://127.0.0.1:6379 COURTSIDE_REDIS_PREFIX="$prefix" \
+env "${redis_env[@]}" COURTSIDE_GATEWAY_ADDR=127.0.0.1:18081 COURTSIDE_REDIS_PREFIX="$prefix" \
 COURTSIDE_PUBLISH_TOKENS=$token COURTSIDE_LOG_FORMAT=json RUST_LOG=warn \
   "$BIN/courtside-gateway" >>"$LOGS/ingest-server.log" 2>&1 & server_pid=$!
 cleanup() {
   stop_tree "$server_pid"
-  redis-cli --scan --pattern "${prefix}*" | xargs -r -n 500 redis-cli del >/dev/null
+  # Every node: on a cluster each master holds some of the keys (replicas
+  # refuse the DEL, which is fine).
+  for p in $redis_ports; do
+    redis-cli -p "$p" --scan --pattern "${prefix}*" | xargs -r -n 500 redis-cli -p "$p" del >/dev/null 2>&1 || true
+  done
 }
 trap cleanup EXIT
 wait_http http://127.0.0.1:18081/healthz 200 || failed_line "did not start"
@@ -54,4 +73,4 @@ accepted=$(sed -nE 's/.*"accepted":([0-9]+).*/\1/p' <<<"$report")
 rejected=$(sed -nE 's/.*"rejected_count":([0-9]+).*/\1/p' <<<"$report")
 [ -n "$accepted" ] && [ -n "$rejected" ] || failed_line "unexpected answer: ${report:0:300}"
 line=$(awk -v s="$start" -v e="$end" -v a="$accepted" 'BEGIN { printf "\"seconds\":%.3f,\"events_per_second\":%.0f", e - s, a / (e - s) }')
-emit $out "{$(common_fields ingest courtside),$line,\"rss_peak_kib\":$peak,\"errors\":$rejected,\"label\":\"courtside-bulk-ingest\",\"bytes\":$bytes,\"matches\":$matches,\"accepted\":$accepted,\"rejected\":$rejected,\"rss_start_kib\":$rss_start}"
+emit $out "{$(common_fields ingest courtside),$line,\"rss_peak_kib\":$peak,\"errors\":$rejected,\"label\":\"$label\",\"bytes\":$bytes,\"matches\":$matches,\"accepted\":$accepted,\"rejected\":$rejected,\"rss_start_kib\":$rss_start}"

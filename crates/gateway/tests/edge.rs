@@ -6,6 +6,7 @@
 
 mod edge {
     mod api;
+    mod cluster_failover;
     mod dashboard_browser;
     mod fit;
     mod helpers;

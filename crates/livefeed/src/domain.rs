@@ -53,3 +53,15 @@ pub trait Domain: Send + Sync + 'static {
     /// publisher's trace in the consumer.
     fn stream_entry(event: &Self::Event, before: Option<&Self::State>, traceparent: &str) -> Bytes;
 }
+
+/// A stored state (or entry) written by a newer release than this one, as
+/// during a rolling deploy. [`Domain::state_from_json`] returns it (inside
+/// its `anyhow::Error`) instead of guessing at fields it does not know;
+/// ingest then answers with a retryable `503`, for a replica that reads it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the stored {what} has format {format}, newer than this release reads ({known})")]
+pub struct NewerFormat {
+    pub what: &'static str,
+    pub format: u32,
+    pub known: u32,
+}

@@ -290,11 +290,9 @@ impl<D: Domain> Ingestor<D> {
         for (id, stored) in missing.into_iter().zip(loaded) {
             let state = match stored {
                 None => None,
-                Some((head, bytes)) => Some((
-                    head,
-                    D::state_from_json(&bytes)
-                        .with_context(|| format!("stored {} state is invalid", D::TOPIC))?,
-                )),
+                Some((head, bytes)) => {
+                    Some((head, D::state_from_json(&bytes).map_err(|err| unreadable::<D>(err))?))
+                }
             };
             session.states.insert(id, state);
         }
@@ -319,6 +317,15 @@ impl<D: Domain> Ingestor<D> {
             stream_entry: D::stream_entry(event, before, traceparent),
         })
     }
+}
+
+/// Why a stored state cannot be built on: written by a newer release (a
+/// retryable 503: a replica of that release can) or corrupt.
+fn unreadable<D: Domain>(err: anyhow::Error) -> IngestFailure {
+    if let Some(newer) = err.downcast_ref::<crate::NewerFormat>() {
+        return IngestFailure::Store(StoreError::Unavailable(newer.to_string()));
+    }
+    IngestFailure::Unexpected(err.context(format!("stored {} state is invalid", D::TOPIC)))
 }
 
 /// One update on the live feed, `{"type":"event","<topic_key>":"<topic>",

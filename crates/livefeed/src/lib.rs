@@ -30,7 +30,7 @@ pub mod hub;
 pub mod ingest;
 pub mod subscription;
 
-pub use domain::Domain;
+pub use domain::{Domain, NewerFormat};
 pub use hub::{Hub, run_bridge};
 pub use ingest::{Accepted, Committed, IngestFailure, Ingestor, Prepared, Rejected, Session};
 pub use subscription::{Cursor, Disconnect, Opened, Outgoing, SubscribeError, Subscriptions};

@@ -40,6 +40,13 @@ pub struct StoreArgs {
     #[arg(long, env = "COURTSIDE_REDIS_PARTITIONS", default_value_t = DEFAULT_PARTITIONS,
           value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub redis_partitions: u16,
+
+    /// On a cluster: replicas that must hold an event before its ingest is
+    /// acknowledged (Redis `WAIT`; fewer when a shard has fewer). 0 takes
+    /// the master's word, as Redis does by default: a failover can then
+    /// lose the last acknowledged events.
+    #[arg(long, env = "COURTSIDE_REDIS_WAIT_REPLICAS", default_value_t = 0)]
+    pub redis_wait_replicas: u8,
 }
 
 /// Partitions on a cluster unless configured: a few per master of a
@@ -53,6 +60,7 @@ impl Default for StoreArgs {
             redis_prefix: "courtside:".into(),
             redis_cluster: false,
             redis_partitions: DEFAULT_PARTITIONS,
+            redis_wait_replicas: 0,
         }
     }
 }
@@ -78,13 +86,24 @@ impl StoreArgs {
     /// configured. The error is one line and never echoes a URL.
     pub fn redis_settings(&self) -> Result<Option<RedisSettings>, String> {
         if !self.redis_cluster {
+            if self.redis_wait_replicas > 0 {
+                return Err(
+                    "COURTSIDE_REDIS_WAIT_REPLICAS applies to a cluster only (set COURTSIDE_REDIS_CLUSTER)"
+                        .into(),
+                );
+            }
             return Ok(self.redis_config()?.map(RedisSettings::Single));
         }
         let Some(urls) = &self.redis_url else {
             return Err("COURTSIDE_REDIS_CLUSTER is set but no COURTSIDE_REDIS_URL names its nodes".into());
         };
         ClusterConfig::from_settings(urls.expose_secret(), &self.redis_prefix, self.redis_partitions)
-            .map(|config| Some(RedisSettings::Cluster(config)))
+            .map(|config| {
+                Some(RedisSettings::Cluster(ClusterConfig {
+                    wait_replicas: self.redis_wait_replicas,
+                    ..config
+                }))
+            })
             .map_err(|reason| format!("invalid --redis-url / COURTSIDE_REDIS_URL for a cluster: {reason}"))
     }
 
@@ -179,6 +198,10 @@ mod tests {
         let no_nodes = Cli::try_parse_from(["x", "--redis-cluster"]).expect("parses");
         assert!(no_nodes.store.validate().expect_err("no nodes").contains("COURTSIDE_REDIS_URL"));
         assert!(Cli::try_parse_from(["x", "--redis-partitions", "0"]).is_err());
+        let single_waiting =
+            Cli::try_parse_from(["x", "--redis-url", "redis://a:6379", "--redis-wait-replicas", "1"])
+                .expect("parses");
+        assert!(single_waiting.store.validate().expect_err("not a cluster").contains("cluster only"));
     }
 
     #[tokio::test]

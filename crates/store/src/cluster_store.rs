@@ -102,6 +102,23 @@ local function at_or_before(a, b)
 end
 "#;
 
+/// Heads and states of some logs of one partition, read together. A
+/// script rather than MULTI: a transaction redirected mid-failover aborts
+/// as a whole, and the client follows redirects for plain commands only.
+/// Keys: heads, states. Args: the logs.
+const READ_STATES_SCRIPT: &str = r#"
+return {redis.call('HMGET', KEYS[1], unpack(ARGV)), redis.call('HMGET', KEYS[2], unpack(ARGV))}
+"#;
+
+/// A log's head and a page of its history (see `read_log`), read together.
+/// Keys: heads, the history. Args: log, exclusive start id, count.
+const READ_LOG_SCRIPT: &str = r#"
+local head = redis.call('HGET', KEYS[1], ARGV[1])
+local entries = redis.call('XRANGE', KEYS[2], ARGV[2], '+', 'COUNT', ARGV[3])
+local oldest = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
+return {head, entries, oldest}
+"#;
+
 /// The single-node acknowledgement inside the apply script; on a cluster
 /// the entry is acknowledged in its own slot afterwards.
 const APPLY_ACK: &str = "redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])\n";
@@ -119,6 +136,9 @@ pub struct ClusterConfig {
     pub partitions: u16,
     /// Bound on connecting and on each command.
     pub timeout: Duration,
+    /// Replicas that must hold an append before it is acknowledged (see
+    /// [`ClusterStore`]); 0 acknowledges on the master's word alone.
+    pub wait_replicas: u8,
 }
 
 impl ClusterConfig {
@@ -145,7 +165,13 @@ impl ClusterConfig {
         if partitions == 0 {
             return Err("partitions must be at least 1".into());
         }
-        Ok(Self { nodes, key_prefix: key_prefix.to_owned(), partitions, timeout: Duration::from_secs(1) })
+        Ok(Self {
+            nodes,
+            key_prefix: key_prefix.to_owned(),
+            partitions,
+            timeout: Duration::from_secs(1),
+            wait_replicas: 0,
+        })
     }
 
     /// The seed nodes with passwords replaced by `***`, safe to log.
@@ -173,12 +199,27 @@ impl fmt::Debug for ClusterConfig {
             .field("key_prefix", &self.key_prefix)
             .field("partitions", &self.partitions)
             .field("timeout", &self.timeout)
+            .field("wait_replicas", &self.wait_replicas)
             .finish()
     }
 }
 
 /// The Redis Cluster [`StateStore`]. Cheap to clone; clones share the
 /// connection.
+///
+/// # Durability
+/// A cluster replicates asynchronously: a master acknowledges a write
+/// before its replicas have it, and if it dies in that window the replica
+/// promoted in its place never had the write. With
+/// [`ClusterConfig::wait_replicas`] set, each batch of appends is followed
+/// by `WAIT` on the same node, and the appends are acknowledged only once
+/// that many replicas hold them (or every replica the master has, when it
+/// has fewer: a shard that just failed over keeps taking writes with the
+/// durability it has). A `WAIT` that times out is a retryable error; the
+/// caller's retry finds the appends done (they are idempotent) and waits
+/// again. `WAIT` narrows the window, it is not consensus: a master that
+/// loses its replicas between the two steps, or a partition that promotes
+/// a lagging replica, can still lose writes, as Redis documents.
 #[derive(Clone)]
 pub struct ClusterStore {
     config: Arc<ClusterConfig>,
@@ -198,6 +239,8 @@ struct Scripts {
     apply: String,
     apply_sha: String,
     swap: redis::Script,
+    read_states: redis::Script,
+    read_log: redis::Script,
 }
 
 impl fmt::Debug for ClusterStore {
@@ -231,6 +274,8 @@ impl ClusterStore {
                 apply_sha: redis::Script::new(&apply).get_hash().to_owned(),
                 apply,
                 swap: redis::Script::new(&format!("{COVERED_BY}{SWAP_BODY}")),
+                read_states: redis::Script::new(READ_STATES_SCRIPT),
+                read_log: redis::Script::new(READ_LOG_SCRIPT),
             }),
             sweep: Arc::new(AtomicUsize::new(0)),
         })
@@ -281,6 +326,16 @@ impl ClusterStore {
     async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, StoreError> {
         let mut conn = self.conn().await?;
         observe(command_name(cmd), 1, cmd.query_async(&mut conn)).await.map_err(map_error)
+    }
+
+    /// Runs a script (loading it first where the node lacks it, as a
+    /// replica promoted since may).
+    async fn invoke<T: FromRedisValue>(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.conn().await?;
+        observe("EVALSHA", 1, invocation.invoke_async(&mut conn)).await.map_err(map_error)
     }
 
     /// Sends a pipeline whose commands all live in one slot.
@@ -392,6 +447,21 @@ impl ClusterStore {
     }
 }
 
+/// The longest an append waits for its replicas.
+const MAX_WAIT: Duration = Duration::from_millis(250);
+
+/// Replicas connected to a master, from its `ROLE` reply
+/// (`["master", offset, [[ip, port, offset], ..]]`); 0 for anything else.
+fn connected_replicas(role: &redis::Value) -> u64 {
+    let Ok(parts) = redis::from_redis_value_ref::<Vec<redis::Value>>(role) else { return 0 };
+    match parts.as_slice() {
+        [kind, _, replicas, ..] if value_text(kind).as_deref() == Some("master") => {
+            redis::from_redis_value_ref::<Vec<redis::Value>>(replicas).map_or(0, |r| r.len() as u64)
+        }
+        _ => 0,
+    }
+}
+
 #[async_trait::async_trait]
 impl StateStore for ClusterStore {
     fn backend(&self) -> &'static str {
@@ -433,13 +503,23 @@ impl StateStore for ClusterStore {
             vec![self.key(channel)]
         };
         let (sender, receiver) = tokio::sync::mpsc::channel::<Bytes>(SUBSCRIPTION_BUFFER);
+        // A node connection dropped (a failover, a restart): end the
+        // subscription, so its owner subscribes again, to whichever node
+        // serves each partition now, and fills what it missed from history.
+        let lost = Arc::new(tokio::sync::Notify::new());
+        let lost_in_push = Arc::clone(&lost);
         let push = move |info: PushInfo| -> Result<(), ()> {
-            if info.kind == PushKind::SMessage
-                && let Some(payload) = info.data.get(1)
-                && let Ok(bytes) = redis::from_redis_value_ref::<Vec<u8>>(payload)
-            {
-                // Full: dropped, as Redis drops a client that far behind.
-                let _ = sender.try_send(Bytes::from(bytes));
+            match info.kind {
+                PushKind::SMessage => {
+                    if let Some(payload) = info.data.get(1)
+                        && let Ok(bytes) = redis::from_redis_value_ref::<Vec<u8>>(payload)
+                    {
+                        // Full: dropped, as Redis drops a client that far behind.
+                        let _ = sender.try_send(Bytes::from(bytes));
+                    }
+                }
+                PushKind::Disconnection | PushKind::SUnsubscribe => lost_in_push.notify_one(),
+                _ => {}
             }
             Ok(())
         };
@@ -464,9 +544,14 @@ impl StateStore for ClusterStore {
             .map_err(|_| StoreError::Unavailable("timed out subscribing".into()))?
             .map_err(map_error)?;
         // The stream owns the connection: it stays subscribed while read.
-        let messages = futures::stream::unfold((receiver, conn), |(mut receiver, conn)| async move {
-            receiver.recv().await.map(|message| (message, (receiver, conn)))
-        });
+        let messages =
+            futures::stream::unfold((receiver, conn, lost), |(mut receiver, conn, lost)| async move {
+                tokio::select! {
+                    biased;
+                    message = receiver.recv() => message.map(|message| (message, (receiver, conn, lost))),
+                    () = lost.notified() => None,
+                }
+            });
         Ok(Subscription::new(messages))
     }
 
@@ -475,20 +560,45 @@ impl StateStore for ClusterStore {
         outcomes.into_iter().next().ok_or_else(|| StoreError::Backend("empty reply to an append".into()))
     }
 
-    /// One pipeline per partition, all at once: each is one slot.
+    /// One pipeline per partition, all at once: each is one slot, and its
+    /// `WAIT` runs on the node that took its appends.
     async fn append_batch(
         &self,
         appends: &[LogAppend],
         limits: HistoryLimits,
     ) -> Result<Vec<AppendOutcome>, StoreError> {
         let groups = self.by_partition(appends.iter().map(|a| a.log.as_str()));
+        let wait = self.config.wait_replicas;
+        let wait_ms = u64::try_from((self.config.timeout / 2).min(MAX_WAIT).as_millis()).unwrap_or(0).max(1);
         let replies = try_join_all(groups.iter().map(|(_, indexes)| {
             let mut pipe = redis::pipe();
             pipe.cmd("SCRIPT").arg("LOAD").arg(&self.scripts.append).ignore();
             for &i in indexes {
                 self.push_append(&mut pipe, &appends[i], limits);
             }
-            async move { self.query_pipe::<Vec<(i64, u64)>>(&pipe).await }
+            if wait > 0 {
+                pipe.cmd("ROLE").cmd("WAIT").arg(wait).arg(wait_ms);
+            }
+            async move {
+                let mut values: Vec<redis::Value> = self.query_pipe(&pipe).await?;
+                if wait > 0 {
+                    let acked = values.pop().and_then(|v| value_int(&v)).unwrap_or(0);
+                    let replicas = values.pop().map_or(0, |role| connected_replicas(&role));
+                    let needed = u64::from(wait).min(replicas);
+                    if acked < needed {
+                        return Err(StoreError::Unavailable(format!(
+                            "an append reached {acked} of {needed} replicas within {wait_ms} ms"
+                        )));
+                    }
+                }
+                values
+                    .iter()
+                    .map(|v| {
+                        redis::from_redis_value_ref::<(i64, u64)>(v)
+                            .map_err(|e| StoreError::Backend(e.to_string()))
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            }
         }))
         .await?;
         let mut outcomes = vec![AppendOutcome::Gap { head: 0 }; appends.len()];
@@ -508,17 +618,13 @@ impl StateStore for ClusterStore {
     async fn log_states_of(&self, logs: &[String]) -> Result<Vec<Option<(u64, Bytes)>>, StoreError> {
         let groups = self.by_partition(logs.iter().map(String::as_str));
         let replies = try_join_all(groups.iter().map(|(k, indexes)| {
-            let names: Vec<&str> = indexes.iter().map(|&i| logs[i].as_str()).collect();
-            let mut pipe = redis::pipe();
-            // Heads and states agree: both read in one transaction.
-            pipe.atomic()
-                .cmd("HMGET")
-                .arg(self.part_key(*k, "log-heads"))
-                .arg(&names)
-                .cmd("HMGET")
-                .arg(self.part_key(*k, "log-states"))
-                .arg(&names);
-            async move { self.query_pipe::<(Vec<Option<u64>>, Vec<Option<Vec<u8>>>)>(&pipe).await }
+            // Heads and states agree: both read in one script.
+            let mut invocation = self.scripts.read_states.key(self.part_key(*k, "log-heads"));
+            invocation.key(self.part_key(*k, "log-states"));
+            for &i in indexes {
+                invocation.arg(&logs[i]);
+            }
+            async move { self.invoke::<(Vec<Option<u64>>, Vec<Option<Vec<u8>>>)>(&invocation).await }
         }))
         .await?;
         let mut states = vec![None; logs.len()];
@@ -541,26 +647,14 @@ impl StateStore for ClusterStore {
 
     async fn read_log(&self, log: &str, after: u64, limit: usize) -> Result<LogSlice, StoreError> {
         let k = self.partition_of(log);
-        let history = self.part_key(k, &format!("log:{log}"));
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .cmd("HGET")
-            .arg(self.part_key(k, "log-heads"))
+        let mut invocation = self.scripts.read_log.key(self.part_key(k, "log-heads"));
+        invocation
+            .key(self.part_key(k, &format!("log:{log}")))
             .arg(log)
-            .cmd("XRANGE")
-            .arg(&history)
             .arg(format!("({after}-1"))
-            .arg("+")
-            .arg("COUNT")
-            .arg(limit.max(1))
-            .cmd("XRANGE")
-            .arg(&history)
-            .arg("-")
-            .arg("+")
-            .arg("COUNT")
-            .arg(1);
+            .arg(limit.max(1));
         let (head, entries, oldest): (Option<u64>, StreamRangeReply, StreamRangeReply) =
-            self.query_pipe(&pipe).await?;
+            self.invoke(&invocation).await?;
         let entries =
             if limit == 0 { Vec::new() } else { entries.ids.iter().filter_map(history_entry).collect() };
         Ok(LogSlice {
@@ -826,9 +920,7 @@ impl StateStore for ClusterStore {
         }
         invocation.arg(replace.through.as_deref().unwrap_or(""));
         invocation.arg(replace.fence.as_ref().map_or(String::new(), |f| f.token.to_string()));
-        let mut conn = self.conn().await?;
-        let swapped: i64 =
-            observe("EVALSHA", 1, invocation.invoke_async(&mut conn)).await.map_err(map_error)?;
+        let swapped: i64 = self.invoke(&invocation).await?;
         Ok(swapped >= 0)
     }
 
@@ -839,22 +931,19 @@ impl StateStore for ClusterStore {
         ttl: Duration,
     ) -> Result<Option<u64>, StoreError> {
         let (held, token) = self.lease_keys(name);
-        let mut conn = self.conn().await?;
         let script = redis::Script::new(LEASE_SCRIPT);
         let mut invocation = script.key(held);
         invocation.key(token).arg(holder).arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1));
-        let token: i64 =
-            observe("EVALSHA", 1, invocation.invoke_async(&mut conn)).await.map_err(map_error)?;
+        let token: i64 = self.invoke(&invocation).await?;
         Ok(u64::try_from(token).ok())
     }
 
     async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
         let (held, _) = self.lease_keys(name);
-        let mut conn = self.conn().await?;
         let script = redis::Script::new(RELEASE_SCRIPT);
         let mut invocation = script.key(held);
         invocation.arg(holder);
-        observe("EVALSHA", 1, invocation.invoke_async::<i64>(&mut conn)).await.map_err(map_error)?;
+        self.invoke::<i64>(&invocation).await?;
         Ok(())
     }
 }
@@ -913,6 +1002,20 @@ mod tests {
         assert!(ClusterConfig::from_settings("", "x:", 16).is_err());
         assert!(ClusterConfig::from_settings("redis://a:7000", "{x}:", 16).is_err());
         assert!(ClusterConfig::from_settings("redis://a:7000", "x:", 0).is_err());
+    }
+
+    #[test]
+    fn replicas_are_counted_from_a_masters_role_only() {
+        use redis::Value;
+        let text = |t: &str| Value::BulkString(t.as_bytes().to_vec());
+        let replica = Value::Array(vec![text("127.0.0.1"), text("7001"), text("42")]);
+        let master =
+            Value::Array(vec![text("master"), Value::Int(42), Value::Array(vec![replica.clone(), replica])]);
+        assert_eq!(connected_replicas(&master), 2);
+        let alone = Value::Array(vec![text("master"), Value::Int(42), Value::Array(vec![])]);
+        assert_eq!(connected_replicas(&alone), 0);
+        let a_replica = Value::Array(vec![text("slave"), text("127.0.0.1"), Value::Int(7000)]);
+        assert_eq!(connected_replicas(&a_replica), 0);
     }
 
     #[test]

@@ -752,7 +752,16 @@ const RETRYABLE_CODES: &[&str] = &[
 
 pub(crate) fn map_error(err: RedisError) -> StoreError {
     let retryable_code = err.code().is_some_and(|code| RETRYABLE_CODES.contains(&code));
+    // On a cluster: a slot moving or without a master (mid-failover), or
+    // no connection to the node that serves it yet.
+    // A transaction aborts as a whole when one of its commands was
+    // redirected (redis-rs follows redirects for plain commands only).
+    let cluster_in_flux = err.is_cluster_error()
+        || err.kind() == redis::ErrorKind::ClusterConnectionNotFound
+        || (err.code() == Some("EXECABORT")
+            && ["Moved", "Ask", "TryAgain", "ClusterDown"].iter().any(|kind| err.to_string().contains(kind)));
     if retryable_code
+        || cluster_in_flux
         || err.is_io_error()
         || err.is_timeout()
         || err.is_connection_dropped()

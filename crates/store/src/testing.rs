@@ -189,3 +189,238 @@ fn spawn_redis(port: u16, dir: &std::path::Path, args: &[String]) -> std::io::Re
         .stderr(std::process::Stdio::null())
         .spawn()
 }
+
+/// A Redis Cluster of the test's own (three masters, three replicas on free
+/// ports, a one-second node timeout so a failover takes a few seconds), for
+/// tests that kill a node: the shared cluster is never touched. Needs
+/// `redis-server` and `redis-cli`. Killed and its folder removed on drop.
+#[derive(Debug)]
+pub struct ThrowawayCluster {
+    nodes: Vec<ClusterNode>,
+    dir: std::path::PathBuf,
+}
+
+#[derive(Debug)]
+struct ClusterNode {
+    port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl ThrowawayCluster {
+    /// Starts and joins the six servers. `None` (with a notice) when they
+    /// cannot start outside CI.
+    ///
+    /// # Panics
+    /// When they cannot start and `CI` is set.
+    pub fn start() -> Option<Self> {
+        match Self::try_start() {
+            Ok(cluster) => Some(cluster),
+            Err(err) if std::env::var_os("CI").is_some() => {
+                panic!("CI is set but a cluster cannot start: {err}")
+            }
+            Err(err) => {
+                eprintln!("note: skipping a throwaway-cluster test: {err}");
+                None
+            }
+        }
+    }
+
+    fn try_start() -> Result<Self, String> {
+        let dir = std::env::temp_dir().join(unique_prefix().replace(':', "-"));
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let mut cluster = Self { nodes: Vec::new(), dir };
+        while cluster.nodes.len() < 6 {
+            let port = free_port().ok_or("no free port")?;
+            // The cluster bus listens on port + 10000: it must be free too.
+            if port > 55_000 || std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_err() {
+                continue;
+            }
+            let node_dir = cluster.dir.join(port.to_string());
+            std::fs::create_dir_all(&node_dir).map_err(|e| e.to_string())?;
+            let child =
+                spawn_redis(port, &node_dir, &cluster_args()).map_err(|e| format!("redis-server: {e}"))?;
+            cluster.nodes.push(ClusterNode { port, child: Some(child) });
+        }
+        for node in &cluster.nodes {
+            wait_until(Duration::from_secs(5), || {
+                redis_cli(node.port, &["ping"]).is_ok_and(|r| r.contains("PONG"))
+            })
+            .then_some(())
+            .ok_or_else(|| format!("node {} did not start", node.port))?;
+        }
+        let mut create: Vec<String> = vec!["--cluster".into(), "create".into()];
+        create.extend(cluster.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)));
+        create.extend(["--cluster-replicas", "1", "--cluster-yes"].map(String::from));
+        let output = std::process::Command::new("redis-cli")
+            .args(&create)
+            .output()
+            .map_err(|e| format!("redis-cli: {e}"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "redis-cli --cluster create failed: {}",
+                String::from_utf8_lossy(&output.stdout)
+            ));
+        }
+        if !cluster.wait_ok(Duration::from_secs(20)) {
+            return Err("the cluster did not reach cluster_state:ok".into());
+        }
+        // A replica attaches after the slots are assigned: wait for every
+        // link, or the first writes would have no replica to wait for.
+        let linked = wait_until(Duration::from_secs(20), || {
+            cluster.nodes.iter().all(|n| {
+                redis_cli(n.port, &["info", "replication"]).is_ok_and(|info| {
+                    info.contains("connected_slaves:1") || info.contains("master_link_status:up")
+                })
+            })
+        });
+        if !linked {
+            return Err("the replicas did not attach to their masters".into());
+        }
+        Ok(cluster)
+    }
+
+    /// Seed node URLs, comma-separated, as `COURTSIDE_REDIS_URL` takes them.
+    pub fn urls(&self) -> String {
+        self.nodes.iter().map(|n| format!("redis://127.0.0.1:{}", n.port)).collect::<Vec<_>>().join(",")
+    }
+
+    /// Waits until every running node reports `cluster_state:ok`.
+    pub fn wait_ok(&self, within: Duration) -> bool {
+        wait_until(within, || {
+            self.nodes.iter().filter(|n| n.child.is_some()).all(|n| {
+                redis_cli(n.port, &["cluster", "info"]).is_ok_and(|info| info.contains("cluster_state:ok"))
+            })
+        })
+    }
+
+    /// The port of the master serving `key`, as a running node sees it.
+    pub fn master_of(&self, key: &str) -> Option<u16> {
+        let node = self.nodes.iter().find(|n| n.child.is_some())?;
+        let slot: u16 = redis_cli(node.port, &["cluster", "keyslot", key]).ok()?.trim().parse().ok()?;
+        let nodes = redis_cli(node.port, &["cluster", "nodes"]).ok()?;
+        nodes.lines().find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let flags = fields.get(2)?;
+            if !flags.contains("master") || flags.contains("fail") {
+                return None;
+            }
+            let serves = fields.iter().skip(8).any(|range| match range.split_once('-') {
+                Some((lo, hi)) => {
+                    lo.parse::<u16>().is_ok_and(|lo| lo <= slot)
+                        && hi.parse::<u16>().is_ok_and(|hi| slot <= hi)
+                }
+                None => range.parse::<u16>().is_ok_and(|one| one == slot),
+            });
+            let port = fields.get(1)?.split(['@', ':']).nth(1)?.parse().ok()?;
+            serves.then_some(port)
+        })
+    }
+
+    /// The port of a replica of the master on `master`.
+    pub fn replica_of(&self, master: u16) -> Option<u16> {
+        let node = self.nodes.iter().find(|n| n.child.is_some())?;
+        let nodes = redis_cli(node.port, &["cluster", "nodes"]).ok()?;
+        let port_of =
+            |line: &str| line.split_whitespace().nth(1)?.split(['@', ':']).nth(1)?.parse::<u16>().ok();
+        let master_id =
+            nodes.lines().find(|l| port_of(l) == Some(master))?.split_whitespace().next()?.to_owned();
+        nodes.lines().find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields.get(2)?.contains("slave") && *fields.get(3)? == master_id)
+                .then(|| port_of(line))
+                .flatten()
+        })
+    }
+
+    /// SIGSTOP (`resume`: SIGCONT) the node on `port`: it holds its
+    /// connections but answers nothing, as a node stuck in a long pause.
+    ///
+    /// # Panics
+    /// When no running node has that port.
+    pub fn pause(&self, port: u16) {
+        self.signal(port, "-STOP");
+    }
+
+    /// See [`ThrowawayCluster::pause`].
+    ///
+    /// # Panics
+    /// When no running node has that port.
+    pub fn resume(&self, port: u16) {
+        self.signal(port, "-CONT");
+    }
+
+    fn signal(&self, port: u16, signal: &str) {
+        let node = self.nodes.iter().find(|n| n.port == port).expect("a node");
+        let pid = node.child.as_ref().expect("running").id().to_string();
+        let status = std::process::Command::new("kill").args([signal, &pid]).status().expect("kill runs");
+        assert!(status.success(), "kill {signal} {pid}");
+    }
+
+    /// SIGKILL the node on `port`: no chance to hand anything over.
+    ///
+    /// # Panics
+    /// When no running node has that port.
+    pub fn kill(&mut self, port: u16) {
+        let node =
+            self.nodes.iter_mut().find(|n| n.port == port && n.child.is_some()).expect("a running node");
+        let mut child = node.child.take().expect("running");
+        child.kill().expect("kill redis");
+        child.wait().expect("reap redis");
+    }
+}
+
+impl Drop for ThrowawayCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn cluster_args() -> Vec<String> {
+    [
+        "--cluster-enabled",
+        "yes",
+        "--cluster-config-file",
+        "nodes.conf",
+        "--cluster-node-timeout",
+        "1000",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+fn free_port() -> Option<u16> {
+    std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok().map(|a| a.port())
+}
+
+fn redis_cli(port: u16, args: &[&str]) -> Result<String, String> {
+    let output = std::process::Command::new("redis-cli")
+        .arg("-p")
+        .arg(port.to_string())
+        .args(args)
+        .output()
+        .map_err(|e| e.to_string())?;
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+fn wait_until(within: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if check() {
+            return true;
+        }
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -624,3 +624,35 @@ async fn a_refused_password_is_retried_once_redis_accepts_it_again() {
         testing::eventually(Duration::from_secs(10), || async { store.ping().await.is_ok() }).await;
     assert!(recovered, "the refused password stuck: the store never tried again");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_an_append_is_acknowledged_once_a_replica_holds_it() {
+    let Some(cluster) = testing::ThrowawayCluster::start() else { return };
+    let config = store::ClusterConfig {
+        wait_replicas: 1,
+        timeout: Duration::from_millis(500),
+        ..store::ClusterConfig::from_settings(&cluster.urls(), "wait:", testing::TEST_PARTITIONS)
+            .expect("valid")
+    };
+    let store = ClusterStore::connect_lazy(&config).expect("config");
+    assert_eq!(store.append(&entry("w1", 1), LIMITS).await.expect("append"), AppendOutcome::Applied);
+
+    // Its replica stops answering: the master still counts it, so the
+    // append is done there but not acknowledged.
+    let master = cluster.master_of(&format!("wait:{{p{}}}events", store.partition_of("w1"))).expect("master");
+    let replica = cluster.replica_of(master).expect("a replica");
+    cluster.pause(replica);
+    let err = store.append(&entry("w1", 2), LIMITS).await.expect_err("no replica acknowledged it");
+    cluster.resume(replica);
+    assert!(matches!(&err, store::StoreError::Unavailable(m) if m.contains("replicas")), "{err:?}");
+
+    // The caller's retries (the replica takes a moment to catch up) find it
+    // done, and in the end held by the replica too.
+    let store_ref = &store;
+    let retried = testing::eventually(Duration::from_secs(10), || async move {
+        store_ref.append(&entry("w1", 2), LIMITS).await == Ok(AppendOutcome::Duplicate { head: 2 })
+    })
+    .await;
+    assert!(retried, "the retry never succeeded");
+    assert_eq!(store.read_log("w1", 0, 10).await.expect("history").head, 2);
+}

@@ -257,6 +257,11 @@ impl From<&MatchEvent> for EventView {
     }
 }
 
+/// The layout of [`MatchView`] that this release writes to the store.
+/// States stored before the layout carried a number read as 0: they had no
+/// red cards, which then count as none.
+pub const STATE_FORMAT: u32 = 1;
+
 /// A match as readers see it, and as the store keeps it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MatchView {
@@ -266,10 +271,17 @@ pub struct MatchView {
     pub status: String,
     pub minute: u16,
     pub score: Score,
+    /// Absent from states stored by releases before format 1.
+    #[serde(default)]
     pub red_cards: Score,
     /// Sequence number of the last event applied.
     pub seq: u64,
     pub updated_ms: i64,
+    /// The layout of this document as stored (see `STATE_FORMAT`); 0 for
+    /// one stored before the field existed. A gateway refuses to build on a
+    /// state newer than it knows rather than drop what it cannot read.
+    #[serde(default)]
+    pub format: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -279,7 +291,7 @@ pub struct TeamView {
 }
 
 /// A count for each side: goals, or red cards.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Score {
     pub home: u16,
     pub away: u16,
@@ -346,6 +358,7 @@ impl From<&MatchState> for MatchView {
             red_cards: Score { home: u16::from(state.home_red_cards), away: u16::from(state.away_red_cards) },
             seq: state.seq,
             updated_ms: state.updated_ms,
+            format: STATE_FORMAT,
         }
     }
 }
@@ -354,6 +367,14 @@ impl TryFrom<MatchView> for MatchState {
     type Error = anyhow::Error;
 
     fn try_from(view: MatchView) -> Result<Self, Self::Error> {
+        if view.format > STATE_FORMAT {
+            return Err(livefeed::NewerFormat {
+                what: "match state",
+                format: view.format,
+                known: STATE_FORMAT,
+            }
+            .into());
+        }
         let status = match view.status.as_str() {
             "first_half" => MatchStatus::FirstHalf,
             "half_time" => MatchStatus::HalfTime,
@@ -533,6 +554,32 @@ pub fn stream_entry(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A state as releases before the format number stored it: no
+    /// `format`, no `red_cards`.
+    const PREVIOUS_STATE: &str = r#"{"id":"legacy","home":{"id":1,"name":"Rovers"},
+        "away":{"id":2,"name":"United"},"status":"first_half","minute":3,
+        "score":{"home":1,"away":0},"seq":4,"updated_ms":0}"#;
+
+    #[test]
+    fn a_state_stored_in_the_previous_format_is_read() {
+        use livefeed::Domain as _;
+        let state = Football::state_from_json(PREVIOUS_STATE.as_bytes()).expect("the previous format reads");
+        assert_eq!((state.home_goals, state.home_red_cards, state.seq), (1, 0, 4));
+        let rewritten: MatchView =
+            serde_json::from_slice(&Football::state_json(&state).expect("encodes")).expect("json");
+        assert_eq!(rewritten.format, STATE_FORMAT, "written back in the current format");
+    }
+
+    #[test]
+    fn a_state_newer_than_this_release_is_refused_not_guessed() {
+        use livefeed::Domain as _;
+        let newer =
+            PREVIOUS_STATE.replace(r#""seq":4"#, &format!(r#""seq":4,"format":{}"#, STATE_FORMAT + 1));
+        let err = Football::state_from_json(newer.as_bytes()).expect_err("a newer format");
+        let newer_format = err.downcast_ref::<livefeed::NewerFormat>().expect("says why");
+        assert_eq!(newer_format.format, STATE_FORMAT + 1);
+    }
 
     const PASS: &str = r#"{"match_id":"m1","seq":2,"kind":"pass","team":1,"player":9,
         "start":{"x":50,"y":34},"end":{"x":70,"y":40},"success":true}"#;

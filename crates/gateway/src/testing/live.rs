@@ -52,6 +52,33 @@ pub async fn publish_ok(client: &reqwest::Client, addr: SocketAddr, body: &Value
     body
 }
 
+/// Publishes as a well-behaved publisher does while a dependency is down:
+/// on `503` it waits and sends the same event again (appends are
+/// idempotent), for up to `within`. Returns how many `503`s it met; panics
+/// on any other failure, on a `503` without `Retry-After`, or past `within`.
+pub async fn publish_retrying(
+    client: &reqwest::Client,
+    addr: SocketAddr,
+    body: &Value,
+    within: Duration,
+) -> u32 {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut unavailable = 0;
+    loop {
+        let response = publish(client, addr, body).await;
+        match response.status() {
+            reqwest::StatusCode::OK => return unavailable,
+            reqwest::StatusCode::SERVICE_UNAVAILABLE => {
+                assert!(response.headers().contains_key("retry-after"), "503 without Retry-After");
+                unavailable += 1;
+                assert!(tokio::time::Instant::now() < deadline, "still 503 after {within:?}: {body}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => panic!("unexpected {other}: {}", response.text().await.unwrap_or_default()),
+        }
+    }
+}
+
 /// A kickoff followed by passes up to `last_seq`.
 pub async fn start_match(client: &reqwest::Client, addr: SocketAddr, match_id: &str, last_seq: u64) {
     publish_ok(client, addr, &kickoff(match_id)).await;

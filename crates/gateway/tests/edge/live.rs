@@ -365,13 +365,14 @@ async fn two_gateways_sharing_a_redis_cluster_deliver_to_subscribers_on_both_in_
     two_gateways_deliver_to_subscribers_on_both_in_order(&cluster_args(&cluster)).await;
 }
 
-/// The settings a gateway needs for the test cluster.
-fn cluster_args(cluster: &store::ClusterConfig) -> StoreArgs {
+/// The settings a gateway needs for a test cluster.
+pub(crate) fn cluster_args(cluster: &store::ClusterConfig) -> StoreArgs {
     StoreArgs {
         redis_url: Some(cluster.nodes.join(",").into()),
         redis_prefix: cluster.key_prefix.clone(),
         redis_cluster: true,
         redis_partitions: cluster.partitions,
+        redis_wait_replicas: cluster.wait_replicas,
     }
 }
 
@@ -578,4 +579,72 @@ async fn a_read_after_an_acknowledged_write_sees_it_on_a_redis_cluster() {
     let worker = StandInWorker::spawn(StandInConfig::default()).await;
     let gateway = spawn_gateway(GatewayConfig::for_tests(worker.url()), &cluster_args(&cluster)).await;
     every_acknowledged_write_is_read_back(&reqwest::Client::new(), gateway.addr, "ryw-cluster").await;
+}
+
+/// A match whose state a previous release stored: `red_cards` and `format`
+/// missing, as before the state carried a format number.
+const PREVIOUS_STATE: &str = r#"{"id":"legacy","home":{"id":1,"name":"Rovers"},"away":{"id":2,"name":"United"},"status":"first_half","minute":3,"score":{"home":1,"away":0},"seq":1,"updated_ms":0}"#;
+
+/// Stores `state` as match `id`'s state at seq 1, as another release would.
+async fn store_state_directly(redis: &store::RedisConfig, id: &str, state: &str) {
+    let direct = store::RedisStore::connect_lazy(redis).expect("config");
+    let append = store::LogAppend {
+        log: id.into(),
+        seq: 1,
+        entry: bytes::Bytes::from_static(b"{}"),
+        state: bytes::Bytes::from(state.to_owned()),
+        stream_entry: bytes::Bytes::new(),
+    };
+    let outcome =
+        store::StateStore::append(&direct, &append, store::HistoryLimits::default()).await.expect("append");
+    assert_eq!(outcome, store::AppendOutcome::Applied);
+}
+
+#[tokio::test]
+async fn a_match_stored_by_the_previous_release_takes_new_events() {
+    let Some(redis) = store::testing::redis_config().await else { return };
+    store_state_directly(&redis, "legacy", PREVIOUS_STATE).await;
+    let url = redis.url.clone();
+    let prefix = redis.key_prefix.clone();
+    let app = helpers::spawn_app_with(
+        |_| {},
+        |_, store| {
+            store.redis_url = Some(url.into());
+            store.redis_prefix = prefix;
+        },
+    )
+    .await;
+    publish_ok(&app.client, app.gateway.addr, &pass("legacy", 2)).await;
+    let state: Value = app.get("/v1/matches/legacy").await.json().await.expect("json");
+    assert_eq!((state["seq"].clone(), state["score"]["home"].clone()), (json!(2), json!(1)));
+    assert_eq!(state["red_cards"], json!({"home": 0, "away": 0}), "{state}");
+    assert_eq!(
+        state["format"],
+        json!(gateway::live::wire::STATE_FORMAT),
+        "written back in the current format"
+    );
+}
+
+#[tokio::test]
+async fn a_match_stored_by_a_newer_release_is_a_retryable_503_not_a_guess() {
+    let Some(redis) = store::testing::redis_config().await else { return };
+    let newer = PREVIOUS_STATE.replace(r#""seq":1"#, r#""seq":1,"format":99"#);
+    store_state_directly(&redis, "future", &newer.replace("legacy", "future")).await;
+    let url = redis.url.clone();
+    let prefix = redis.key_prefix.clone();
+    let app = helpers::spawn_app_with(
+        |_| {},
+        |_, store| {
+            store.redis_url = Some(url.into());
+            store.redis_prefix = prefix;
+        },
+    )
+    .await;
+    let refused = publish(&app.client, app.gateway.addr, &pass("future", 2)).await;
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(refused.headers().contains_key("retry-after"));
+    // The store answers: the 503 comes from the state it cannot read,
+    // which the gateway's log names (the client is not told store details).
+    assert_eq!(error_of(refused).await.0, "store_unavailable");
+    assert_eq!(app.get("/readyz").await.status(), StatusCode::OK, "redis itself is up");
 }
