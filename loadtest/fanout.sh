@@ -49,7 +49,7 @@ else
   replica_point=$([ -z "${1:-}" ] && echo 30000 || true)
 fi
 if [ "$replicas" -gt 1 ]; then
-  default_systems="courtside-${replicas}-replicas"
+  default_systems="courtside-${REDIS_CLUSTER_URL:+cluster-}${replicas}-replicas"
   [ -z "${1:-}" ] && subscriber_counts=$((15000 * replicas))
   replica_point=""
 fi
