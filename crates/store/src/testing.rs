@@ -132,7 +132,7 @@ impl ThrowawayRedis {
     /// # Panics
     /// When it cannot start and `CI` is set.
     pub fn start(args: &[&str]) -> Option<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
+        let port = server_port()?;
         let dir = std::env::temp_dir().join(unique_prefix().replace(':', "-"));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
@@ -230,11 +230,7 @@ impl ThrowawayCluster {
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         let mut cluster = Self { nodes: Vec::new(), dir };
         while cluster.nodes.len() < 6 {
-            let port = free_port().ok_or("no free port")?;
-            // The cluster bus listens on port + 10000: it must be free too.
-            if port > 55_000 || std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_err() {
-                continue;
-            }
+            let port = server_port().ok_or("no free port")?;
             let node_dir = cluster.dir.join(port.to_string());
             std::fs::create_dir_all(&node_dir).map_err(|e| e.to_string())?;
             let child =
@@ -398,8 +394,30 @@ fn cluster_args() -> Vec<String> {
     .to_vec()
 }
 
-fn free_port() -> Option<u16> {
-    std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok().map(|a| a.port())
+/// A free port for a throwaway server, with port + 10000 free too (a
+/// cluster node's bus), both below the kernel's ephemeral range. Tests bind
+/// their own servers to port 0, and one that restarts on its address
+/// leaves the port free for a moment: a port picked the same way could be
+/// that one, taken for good by a server started meanwhile.
+fn server_port() -> Option<u16> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let ephemeral_from = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    let (from, to) = (1_024u16, ephemeral_from.saturating_sub(10_000));
+    if to <= from + 1_000 {
+        return std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok().map(|a| a.port());
+    }
+    let seed = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos().into())
+        ^ u64::from(std::process::id()).rotate_left(20);
+    (0..500).find_map(|attempt| {
+        let step = NEXT.fetch_add(1, Ordering::Relaxed) + attempt;
+        let port = from
+            + u16::try_from((seed.wrapping_add(step.wrapping_mul(7_919))) % u64::from(to - from)).ok()?;
+        let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
+        (free(port) && free(port + 10_000)).then_some(port)
+    })
 }
 
 fn redis_cli(port: u16, args: &[&str]) -> Result<String, String> {
