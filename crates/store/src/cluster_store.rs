@@ -62,7 +62,7 @@ use crate::{
     LogSlice, Ranked, ScoreApply, StateStore, StoreError, StreamEntry, Subscription,
     observed::{command_name, observe},
     redis_store::{
-        APPEND_SCRIPT, APPLY_BODY, LEASE_SCRIPT, RELEASE_SCRIPT, SWAP_BODY, ZADD_CHUNK, history_entry,
+        self, APPEND_SCRIPT, APPLY_BODY, LEASE_SCRIPT, RELEASE_SCRIPT, SWAP_BODY, ZADD_CHUNK, history_entry,
         map_error, outcome, redact_url, value_int, value_text,
     },
     stream::{JOURNAL_MAX_LEN, MAX_BLOCK},
@@ -359,10 +359,7 @@ impl ClusterStore {
     }
 
     fn stream_entry(k: usize, id: &StreamId) -> Option<StreamEntry> {
-        let log: String = id.get("log")?;
-        let seq: u64 = id.get("seq")?;
-        let entry: Vec<u8> = id.get("e")?;
-        Some(StreamEntry { id: Self::entry_id(k, &id.id), log, seq, entry: Bytes::from(entry) })
+        redis_store::stream_entry(id).map(|entry| StreamEntry { id: Self::entry_id(k, &entry.id), ..entry })
     }
 
     fn push_append(&self, pipe: &mut Pipeline, append: &LogAppend, limits: HistoryLimits) {

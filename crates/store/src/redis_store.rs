@@ -701,7 +701,7 @@ impl StateStore for RedisStore {
 }
 
 /// A feed entry from its stream entry; `None` if a field is missing.
-fn stream_entry(id: &StreamId) -> Option<StreamEntry> {
+pub(crate) fn stream_entry(id: &StreamId) -> Option<StreamEntry> {
     let log: String = id.get("log")?;
     let seq: u64 = id.get("seq")?;
     let entry: Vec<u8> = id.get("e")?;
