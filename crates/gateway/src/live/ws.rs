@@ -62,6 +62,13 @@ pub const CLOSE_SLOW_CONSUMER: u16 = 4008;
 pub const CLOSE_NO_PONG: u16 = 4000;
 /// How long a close frame to a client that stopped reading may take.
 const STUCK_CLOSE_TRY: std::time::Duration = std::time::Duration::from_millis(100);
+/// How long a connection closed for a bad frame stays open after its close
+/// frame. The rest of that frame is still unread in the socket, and closing
+/// a socket with unread data sends a reset, which can reach the client
+/// before it has read the close frame and so hide the close code from it.
+/// Nothing more is read meanwhile: the frame's remaining length is the
+/// client's to choose.
+const REFUSED_LINGER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Largest client message accepted; commands are tiny.
 const MAX_CLIENT_MESSAGE: usize = 4 * 1024;
@@ -251,6 +258,9 @@ enum Ending {
     /// The client sent a close frame; the reply is queued, to be flushed.
     ClientClosed,
     Close(u16, String),
+    /// The client broke the protocol or a limit: closed like `Close`, then
+    /// held open a moment (see [`REFUSED_LINGER`]).
+    Refused(u16, String),
     /// A send did not complete within the write timeout: a client that
     /// stopped reading.
     Stuck,
@@ -354,6 +364,15 @@ async fn connection(
             let frame = CloseFrame { code, reason: Utf8Bytes::from(reason) };
             let _ = send(&mut sink, Message::Close(Some(frame)), &live).await;
         }
+        Ending::Refused(code, reason) => {
+            let frame = CloseFrame { code, reason: Utf8Bytes::from(reason) };
+            if send(&mut sink, Message::Close(Some(frame)), &live).await.is_ok() {
+                tokio::select! {
+                    () = tokio::time::sleep(REFUSED_LINGER) => {}
+                    () = live.stop.cancelled() => {}
+                }
+            }
+        }
         Ending::Stuck => {
             // A slow consumer like one that fell behind: counted, logged, and
             // told so if a close frame still fits (its socket is full, so
@@ -384,11 +403,11 @@ async fn connection(
 fn ending_after(err: axum::Error) -> Ending {
     use tokio_tungstenite::tungstenite::Error;
     match err.into_inner().downcast::<Error>().map(|err| *err) {
-        Ok(Error::Capacity(reason)) => Ending::Close(CLOSE_TOO_BIG, format!("message too big: {reason}")),
+        Ok(Error::Capacity(reason)) => Ending::Refused(CLOSE_TOO_BIG, format!("message too big: {reason}")),
         Ok(Error::Protocol(reason)) => {
-            Ending::Close(CLOSE_PROTOCOL_ERROR, format!("protocol error: {reason}"))
+            Ending::Refused(CLOSE_PROTOCOL_ERROR, format!("protocol error: {reason}"))
         }
-        Ok(Error::Utf8(_)) => Ending::Close(CLOSE_INVALID_PAYLOAD, "text message is not UTF-8".into()),
+        Ok(Error::Utf8(_)) => Ending::Refused(CLOSE_INVALID_PAYLOAD, "text message is not UTF-8".into()),
         _ => Ending::ClientGone,
     }
 }
