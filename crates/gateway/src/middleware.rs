@@ -1,7 +1,7 @@
 //! The middleware every request passes through, outermost first: a request
 //! id is set (or kept, if the client sent one), the request span opens with
-//! it, the trace id is put on the response, the request is measured
-//! (metrics, runtime fit), and ordinary requests get the request timeout.
+//! it, the request is measured (metrics, runtime fit) and its response gets
+//! the trace id, and ordinary requests get the request timeout.
 //! [`crate::router`] stacks them; each is a plain function here.
 
 use std::{sync::Arc, time::Duration, time::Instant};
@@ -53,7 +53,7 @@ pub fn method_label(method: &Method) -> &'static str {
 /// per route: their path is the client's, not ours.
 pub async fn track(State(fit): State<Arc<RuntimeFit>>, request: Request, next: Next) -> Response<Body> {
     let Some(path) = request.extensions().get::<MatchedPath>().cloned() else {
-        return next.run(request).await;
+        return with_trace_id(next.run(request).await);
     };
     let method = method_label(request.method());
     let route = fit.route(method, path.as_str());
@@ -68,7 +68,7 @@ pub async fn track(State(fit): State<Arc<RuntimeFit>>, request: Request, next: N
     if let Some(RateLimitedIn(lane)) = response.extensions().get() {
         crate::metrics::count_rate_limited(path.as_str(), *lane);
     }
-    response
+    with_trace_id(response)
 }
 
 /// The state of [`rate_limit`]: the limits and the lane a route spends.
@@ -115,9 +115,10 @@ pub async fn request_timeout(
 }
 
 /// Tells the client which trace its request is in, so a bug report can
-/// point straight at it. Runs inside the request span; absent when the
-/// request is not traced.
-pub async fn trace_id_header(mut response: Response<Body>) -> Response<Body> {
+/// point straight at it. Called from [`track`], inside the request span
+/// (a layer of its own cost a boxed future and a service clone per
+/// request); absent when the request is not traced.
+fn with_trace_id(mut response: Response<Body>) -> Response<Body> {
     if let Some(id) = telemetry::propagation::trace_id(&Span::current())
         && let Ok(value) = http::HeaderValue::from_str(&id)
     {
@@ -140,7 +141,7 @@ pub fn http_span(request: &Request<Body>) -> Span {
         .unwrap_or_default();
     let span = tracing::info_span!(
         "http.server",
-        otel.name = %format!("{method} {}", route.unwrap_or("unmatched")),
+        otel.name = %SpanName { method, route },
         otel.kind = "server",
         otel.status_code = Empty,
         http.request.method = %method,
@@ -152,6 +153,22 @@ pub fn http_span(request: &Request<Body>) -> Span {
     );
     telemetry::propagation::set_remote_parent(&span, request.headers());
     span
+}
+
+/// `GET /v1/matches/{id}`: the span's name as the conventions spell it,
+/// written only when a layer reads it (no string built per request when no
+/// exporter is on).
+struct SpanName<'a> {
+    method: &'static str,
+    route: Option<&'a str>,
+}
+
+impl std::fmt::Display for SpanName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.method)?;
+        f.write_str(" ")?;
+        f.write_str(self.route.unwrap_or("unmatched"))
+    }
 }
 
 pub fn record_status<B>(response: &Response<B>, latency: Duration, span: &Span) {

@@ -16,7 +16,7 @@ use crate::{
     live,
     middleware::{
         LaneLimit, REQUEST_ID, http_span, method_not_allowed, not_found, rate_limit, record_status,
-        request_timeout, require_reader, trace_id_header, track,
+        request_timeout, require_reader, track,
     },
     routes::{bench, dashboard, health, impact, jobs, matches, ops, views},
     state::AppState,
@@ -56,8 +56,8 @@ pub fn admin_router(state: AppState) -> Router {
 ///
 /// Middleware, outermost first: a request id is set (or kept, if the client
 /// sent one), the request span opens with it, the id is copied onto the
-/// response, the request is measured (metrics, runtime fit), and request
-/// bodies read whole are capped. Ordinary requests get the request timeout;
+/// response, the request is measured (metrics, runtime fit) and given the
+/// trace id header, and request bodies read whole are capped. Ordinary requests get the request timeout;
 /// streams (bulk ingest, WebSocket, SSE) do not, as they are meant to last.
 pub fn router_with(state: AppState, extra: Router<AppState>, ops: OpsRoutes) -> Router {
     let (routes, openapi) = documented_routes(state.clone(), ops).split_for_parts();
@@ -79,8 +79,7 @@ pub fn router_with(state: AppState, extra: Router<AppState>, ops: OpsRoutes) -> 
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
                 .layer(TraceLayer::new_for_http().make_span_with(http_span).on_response(record_status))
-                .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-                .layer(middleware::map_response(trace_id_header)),
+                .layer(PropagateRequestIdLayer::new(REQUEST_ID)),
         )
         .with_state(state)
 }

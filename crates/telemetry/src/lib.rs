@@ -157,19 +157,32 @@ struct PlainVisitor<'w> {
     result: fmt::Result,
 }
 
+impl PlainVisitor<'_> {
+    /// Starts a field, returning whether to write it. Plain `write_str`
+    /// calls, not `write!`: this runs for every field of every request span.
+    fn start(&mut self, name: &str) -> bool {
+        if self.result.is_err() || name.starts_with("otel.") {
+            return false;
+        }
+        if !self.first {
+            self.result = self.writer.write_str(" ");
+        }
+        self.first = false;
+        if name != "message" {
+            self.result = self
+                .result
+                .and_then(|()| self.writer.write_str(name))
+                .and_then(|()| self.writer.write_str("="));
+        }
+        self.result.is_ok()
+    }
+}
+
 impl tracing::field::Visit for PlainVisitor<'_> {
     fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn fmt::Debug) {
-        let name = field.name();
-        if self.result.is_err() || name.starts_with("otel.") {
-            return;
+        if self.start(field.name()) {
+            self.result = write!(self.writer, "{value:?}");
         }
-        let space = if self.first { "" } else { " " };
-        self.first = false;
-        self.result = if name == "message" {
-            write!(self.writer, "{space}{value:?}")
-        } else {
-            write!(self.writer, "{space}{name}={value:?}")
-        };
     }
 }
 
