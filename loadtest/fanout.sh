@@ -105,6 +105,11 @@ if rss.get("end") is not None:
     line["rss_kib"] = rss["end"]
 if report.get("rss_bytes_per_connection_end") is not None:
     line["rss_per_conn_bytes"] = round(report["rss_bytes_per_connection_end"])
+# Burst mode: each round's completion, first publish to last delivery.
+completion = report.get("round_completion_ms") or {}
+for ours, theirs in (("completion_p50_ms", "p50"), ("completion_max_ms", "max")):
+    if completion.get(theirs) is not None:
+        line[ours] = completion[theirs]
 for key, value in report.items():
     line.setdefault(key, value)
 print(json.dumps(line, separators=(",", ":")))

@@ -22,7 +22,8 @@
 #                  connections) alone, then again while wrk keeps 4 compute
 #                  requests (n = 20,000,000) in flight: loaded p99 against
 #                  unloaded p99. Server on core 0, oha and wrk on core 1.
-# Systems (SYSTEMS): courtside, bare-axum (slow only), node and fastapi
+# Systems (SYSTEMS): courtside (gateway + worker), courtside-all-in-one (the
+# one-process binary; slow and latency only), bare-axum (slow only), node and fastapi
 # (/compute off the event loop: worker_threads, process pool), node-blocking
 # and fastapi-blocking (/compute-blocking, the loop in the handler; compute
 # and mixed only, their /slow is node's and fastapi's).
@@ -52,15 +53,27 @@ else
 fi
 [[ "$secs" =~ ^[1-9][0-9]*$ ]] || { echo "seconds per point must be a whole number, not '$secs'" >&2; exit 2; }
 small_n=1000
-default_systems="courtside bare-axum node node-blocking fastapi fastapi-blocking"
+default_systems="courtside courtside-all-in-one bare-axum node node-blocking fastapi fastapi-blocking"
 out=http.jsonl
 
 command -v wrk >/dev/null || { echo "wrk is required (Debian package wrk)" >&2; exit 1; }
 if [[ " $scenarios " == *" latency "* ]] || [[ " $scenarios " == *" mixed "* ]]; then ensure_oha; fi
 raise_fd_limit
-build gateway analytics loadtest
+build gateway analytics loadtest courtside
 if want node "$default_systems" || want node-blocking "$default_systems"; then node_peers; fi
 if want fastapi "$default_systems" || want fastapi-blocking "$default_systems"; then python_peers; fi
+
+# courtside runs as `cargo run --release` runs it (default log level and
+# format, metrics, the runtime-fit monitor), plus what production adds:
+# traces exported by OTLP, 10 % of them sampled, to a stand-in collector on
+# the client's core. Only the connection cap is raised, for the load.
+observed=()
+if want courtside "$default_systems" || want courtside-all-in-one "$default_systems"; then
+  port_free 14327 || exit 1
+  $PIN_CLIENT "$LT" otlp-sink --addr 127.0.0.1:14327 >"$LOGS/otlp-sink.json" 2>>"$LOGS/http-servers.log" &
+  observed=(OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:14327 OTEL_TRACES_SAMPLER=parentbased_traceidratio
+    OTEL_TRACES_SAMPLER_ARG=0.1)
+fi
 
 server_pids=""
 # Only this shell's own live jobs (wrk under timeout, servers) are stopped:
@@ -82,12 +95,19 @@ start_system() { # system pin
     courtside)
       port=18100
       port_free 18100 && port_free 15100 && port_free 19100 || return 1
-      COURTSIDE_ANALYTICS_ADDR=127.0.0.1:15100 COURTSIDE_ANALYTICS_METRICS_ADDR=127.0.0.1:19100 \
-        RUST_LOG=warn COURTSIDE_LOG_FORMAT=json $pin "$BIN/courtside-analytics" >>"$LOGS/http-servers.log" 2>&1 &
+      env "${observed[@]}" COURTSIDE_ANALYTICS_ADDR=127.0.0.1:15100 COURTSIDE_ANALYTICS_METRICS_ADDR=127.0.0.1:19100 \
+        $pin "$BIN/courtside-analytics" >>"$LOGS/http-servers.log" 2>&1 &
       server_pids=$!
-      COURTSIDE_GATEWAY_ADDR=127.0.0.1:18100 COURTSIDE_WORKER_URL=http://127.0.0.1:15100 RUST_LOG=warn \
-        COURTSIDE_LOG_FORMAT=json COURTSIDE_MAX_CONNECTIONS=40000 $pin "$BIN/courtside-gateway" >>"$LOGS/http-servers.log" 2>&1 &
+      env "${observed[@]}" COURTSIDE_GATEWAY_ADDR=127.0.0.1:18100 COURTSIDE_WORKER_URL=http://127.0.0.1:15100 \
+        COURTSIDE_MAX_CONNECTIONS=40000 $pin "$BIN/courtside-gateway" >>"$LOGS/http-servers.log" 2>&1 &
       server_pids="$server_pids $!"
+      ;;
+    courtside-all-in-one)
+      port=18110
+      port_free 18110 && port_free 15110 || return 1
+      env "${observed[@]}" COURTSIDE_GATEWAY_ADDR=127.0.0.1:18110 COURTSIDE_ANALYTICS_ADDR=127.0.0.1:15110 \
+        COURTSIDE_MAX_CONNECTIONS=40000 $pin "$BIN/courtside" >>"$LOGS/http-servers.log" 2>&1 &
+      server_pids=$!
       ;;
     bare-axum)
       port=18400; port_free $port || return 1
@@ -113,7 +133,7 @@ stop_system() {
   server_pids=""
 }
 
-slow_path() { case $1 in courtside) echo /v1/bench/slow ;; *) echo /slow ;; esac; }
+slow_path() { case $1 in courtside*) echo /v1/bench/slow ;; *) echo /slow ;; esac; }
 compute_path() { # system n
   case $1 in
     courtside) echo "/v1/bench/compute?n=$2" ;;
@@ -333,13 +353,13 @@ echo "http: $(nproc) cores, $(uname -sr); scenarios: $scenarios; ${secs}s per po
 for scenario in $scenarios; do
   case $scenario in
     slow)
-      for system in courtside bare-axum node fastapi; do
+      for system in courtside courtside-all-in-one bare-axum node fastapi; do
         want "$system" "$default_systems" || continue
         for c in $slow_conns; do slow_point "$system" "$c"; done
       done
       ;;
     latency)
-      for system in courtside bare-axum node fastapi; do
+      for system in courtside courtside-all-in-one bare-axum node fastapi; do
         want "$system" "$default_systems" || continue
         for r in $rates; do latency_point "$system" "$r"; done
       done

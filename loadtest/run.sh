@@ -123,7 +123,7 @@ http_scenarios=()
 for s in slow latency compute compute-small mixed; do has $s && http_scenarios+=("$s"); done
 has startup && supersede startup.jsonl startup
 [ ${#http_scenarios[@]} -gt 0 ] && supersede http.jsonl "${http_scenarios[@]}"
-has fanout && supersede fanout.jsonl fanout
+has fanout && supersede fanout.jsonl fanout && supersede fanout-burst.jsonl fanout-burst
 has ingest && supersede ingest.jsonl ingest
 
 # --- the runs -----------------------------------------------------------------
@@ -143,6 +143,10 @@ for ((i = 1; i <= runs; i++)); do
     SCENARIOS="${http_scenarios[*]}" step "${http_scenarios[*]}" loadtest/http.sh
   fi
   has fanout && step fanout loadtest/fanout.sh
+  # The burst mode at the issue's one point (the peers' ramp is above).
+  if has fanout; then
+    if [ $quick = 1 ]; then BURST=1 step fanout-burst loadtest/fanout.sh; else BURST=1 step fanout-burst loadtest/fanout.sh 15000; fi
+  fi
   has ingest && step ingest loadtest/ingest.sh
 done
 

@@ -182,6 +182,15 @@ fn columns(scenario: &str) -> &'static [(&'static str, &'static str, f64)] {
             ("errors", "errors", 1.0),
             ("RSS/conn KB", "rss_per_conn_bytes", 1.0 / 1000.0),
         ],
+        "fanout-burst" => &[
+            ("p50 ms", "p50_ms", 1.0),
+            ("p99 ms", "p99_ms", 1.0),
+            ("max ms", "max_ms", 1.0),
+            ("round completion p50 ms", "completion_p50_ms", 1.0),
+            ("round completion max ms", "completion_max_ms", 1.0),
+            ("gaps", "gaps", 1.0),
+            ("errors", "errors", 1.0),
+        ],
         "ingest" => &[
             ("events/s", "events_per_second", 1.0),
             ("peak RSS MiB", "rss_peak_kib", 1.0 / 1024.0),
@@ -216,6 +225,7 @@ const ORDER: &[&str] = &[
     "compute-small",
     "mixed",
     "fanout",
+    "fanout-burst",
     "ingest",
     "overhead",
     "soak",
@@ -223,7 +233,7 @@ const ORDER: &[&str] = &[
 
 fn x_label(scenario: &str) -> &'static str {
     match scenario {
-        "fanout" | "soak" => "subscribers",
+        "fanout" | "fanout-burst" | "soak" => "subscribers",
         "compute" | "compute-small" => "concurrency",
         "latency" | "mixed" => "offered req/s",
         _ => "connections",
@@ -389,6 +399,7 @@ fn targets(points: &[Point]) -> Vec<Verdict> {
             false,
         );
     }
+    edge_targets(points, &mut out);
     let compute = |system: &str| find(points, "compute", system, Some(2.0)).and_then(|p| p.get("rps"));
     ratio(&mut out, "compute@2 req/s vs node".into(), compute("courtside"), compute("node"), 3.0, true);
     if let Some(mixed) = find(points, "mixed", "courtside", None).and_then(|p| p.get("ratio")) {
@@ -452,6 +463,91 @@ fn targets(points: &[Point]) -> Vec<Verdict> {
         }
     }
     out
+}
+
+/// The edge's own targets, for the gateway and the all-in-one alike, each
+/// against the bare axum ceiling and the Node.js peer measured beside it.
+fn edge_targets(points: &[Point], out: &mut Vec<Verdict>) {
+    let figure = |scenario: &str, system: &str, x: f64, key: &str| {
+        find(points, scenario, system, Some(x)).and_then(|p| p.get(key))
+    };
+    for system in ["courtside", "courtside-all-in-one"] {
+        for conns in [5000.0, 10000.0] {
+            let ours = |key: &str| figure("slow", system, conns, key);
+            if system != "courtside" {
+                // The gateway's rows are among the argument's targets above.
+                ratio(
+                    out,
+                    format!("slow@{conns} {system} req/s vs bare axum"),
+                    ours("rps"),
+                    figure("slow", "bare-axum", conns, "rps"),
+                    0.9,
+                    true,
+                );
+                ratio(
+                    out,
+                    format!("slow@{conns} {system} RSS/conn vs node"),
+                    ours("rss_per_conn_bytes"),
+                    figure("slow", "node", conns, "rss_per_conn_bytes"),
+                    1.0,
+                    false,
+                );
+            }
+            ratio(
+                out,
+                format!("slow@{conns} {system} p99 vs bare axum"),
+                ours("p99_ms"),
+                figure("slow", "bare-axum", conns, "p99_ms"),
+                1.2,
+                false,
+            );
+            if conns == 10000.0 {
+                ratio(
+                    out,
+                    format!("slow@{conns} {system} req/s vs node"),
+                    ours("rps"),
+                    figure("slow", "node", conns, "rps"),
+                    1.5,
+                    true,
+                );
+            }
+        }
+        ratio(
+            out,
+            format!("latency@20000 {system} p99 vs bare axum"),
+            figure("latency", system, 20000.0, "p99_ms"),
+            figure("latency", "bare-axum", 20000.0, "p99_ms"),
+            1.1,
+            false,
+        );
+    }
+    ratio(
+        out,
+        "fanout@15000 RSS/conn vs half of node ws".into(),
+        figure("fanout", "courtside", 15000.0, "rss_per_conn_bytes"),
+        figure("fanout", "node-ws", 15000.0, "rss_per_conn_bytes").map(|b| b / 2.0),
+        1.0,
+        false,
+    );
+    ratio(
+        out,
+        "fanout-burst@15000 round completion vs node ws".into(),
+        figure("fanout-burst", "courtside", 15000.0, "completion_p50_ms"),
+        figure("fanout-burst", "node-ws", 15000.0, "completion_p50_ms"),
+        1.0,
+        false,
+    );
+    if let Some(rate) = find(points, "ingest", "courtside", None).and_then(|p| p.get("events_per_second")) {
+        out.push((
+            "bulk ingest into one Redis ≥ 100000 events/s".into(),
+            format!("{rate:.0} events/s"),
+            if rate >= 100_000.0 {
+                "met".into()
+            } else {
+                format!("missed by {:.0}%", (1.0 - rate / 100_000.0) * 100.0)
+            },
+        ));
+    }
 }
 
 /// One plot of the report: a figure of a scenario against its x axis.
