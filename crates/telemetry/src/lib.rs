@@ -298,7 +298,18 @@ pub fn otel_layer<S>(
 where
     S: Subscriber + for<'span> LookupSpan<'span>,
 {
-    tracing_opentelemetry::layer().with_tracer(provider.tracer(service_name))
+    // Every request span passes through this layer, sampled or not, so it
+    // keeps to what a trace needs. Off: source locations and thread names
+    // (allocated attributes on every span, the same for every request),
+    // busy/idle timing (two clock reads each time a span is entered or
+    // left) and context activation on entry (nothing here reads the ambient
+    // context: propagation takes a span's context explicitly).
+    tracing_opentelemetry::layer()
+        .with_location(false)
+        .with_threads(false)
+        .with_tracked_inactivity(false)
+        .with_context_activation(false)
+        .with_tracer(provider.tracer(service_name))
 }
 
 fn otlp_provider(service_name: &'static str) -> anyhow::Result<SdkTracerProvider> {
