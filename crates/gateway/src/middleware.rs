@@ -4,7 +4,12 @@
 //! the trace id, and ordinary requests get the request timeout.
 //! [`crate::router`] stacks them; each is a plain function here.
 
-use std::{sync::Arc, time::Duration, time::Instant};
+use std::{
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll, ready},
+    time::{Duration, Instant},
+};
 
 use axum::{
     body::Body,
@@ -22,7 +27,6 @@ use crate::{
     fit::RuntimeFit,
     limits::{ClientKey, Lane, Limits},
     metrics::RouteSeries,
-    state::RequestTimeout,
 };
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -49,26 +53,138 @@ pub fn method_label(method: &Method) -> &'static str {
 
 /// Measures every routed request: in-flight gauge, duration histogram by
 /// route template and status, and the route's runtime-fit monitor around
-/// the handler's future. Requests that matched no route are not measured
-/// per route: their path is the client's, not ours.
-pub async fn track(State(fit): State<Arc<RuntimeFit>>, request: Request, next: Next) -> Response<Body> {
-    let Some(path) = request.extensions().get::<MatchedPath>().cloned() else {
-        return with_trace_id(next.run(request).await);
-    };
-    let method = method_label(request.method());
-    let route = fit.route(method, path.as_str());
-    let series = Arc::clone(route.series.get_or_init(|| Arc::new(RouteSeries::new(method, path.as_str()))));
+/// the handler's future; and gives its response the trace id header.
+/// Requests that matched no route are not measured per route: their path is
+/// the client's, not ours.
+///
+/// A tower layer rather than `axum::middleware::from_fn`: every request
+/// passes here, and a function middleware costs a service clone and two
+/// boxed futures per request, which is most of what bare axum spends on the
+/// whole request.
+#[derive(Debug, Clone)]
+pub struct TrackLayer {
+    fit: Arc<RuntimeFit>,
+}
 
-    let _active = telemetry::metrics::InFlight::start(series.active());
-    let started = Instant::now();
-    let response = RuntimeFit::monitor(&route).instrument(next.run(request)).await;
-    let wall = started.elapsed();
-    fit.finished(&route, wall);
-    series.duration(response.status().as_u16()).record(wall.as_secs_f64());
-    if let Some(RateLimitedIn(lane)) = response.extensions().get() {
-        crate::metrics::count_rate_limited(path.as_str(), *lane);
+impl TrackLayer {
+    pub fn new(fit: Arc<RuntimeFit>) -> Self {
+        Self { fit }
     }
-    with_trace_id(response)
+}
+
+impl<S> tower::Layer<S> for TrackLayer {
+    type Service = Track<S>;
+
+    fn layer(&self, inner: S) -> Track<S> {
+        Track { inner, fit: Arc::clone(&self.fit) }
+    }
+}
+
+/// The service of [`TrackLayer`].
+#[derive(Debug, Clone)]
+pub struct Track<S> {
+    inner: S,
+    fit: Arc<RuntimeFit>,
+}
+
+impl<S> tower::Service<Request> for Track<S>
+where
+    S: tower::Service<Request, Response = Response<Body>>,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = TrackFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let Some(path) = request.extensions().get::<MatchedPath>().cloned() else {
+            return TrackFuture::Unmatched { inner: self.inner.call(request) };
+        };
+        let method = method_label(request.method());
+        let route = self.fit.route(method, path.as_str());
+        let series = Arc::clone(route.series.get_or_init(|| Arc::new(RouteSeries::new(method, path.as_str()))));
+        let measured = Measured {
+            _active: telemetry::metrics::InFlight::start(series.active()),
+            series,
+            fit: Arc::clone(&self.fit),
+            route: Arc::clone(&route),
+            method,
+            path,
+            started: Instant::now(),
+        };
+        let inner = RuntimeFit::monitor(&route).instrument(self.inner.call(request));
+        TrackFuture::Matched { inner, measured: Some(measured) }
+    }
+}
+
+/// What [`Track`] records once the response is ready.
+struct Measured {
+    /// Held while the request is in flight: the gauge goes down on drop,
+    /// also when the request is cancelled.
+    _active: telemetry::metrics::InFlight,
+    series: Arc<RouteSeries>,
+    fit: Arc<RuntimeFit>,
+    route: Arc<crate::fit::RouteFit>,
+    method: &'static str,
+    path: MatchedPath,
+    started: Instant,
+}
+
+impl Measured {
+    fn record(self, response: &mut Response<Body>) {
+        let wall = self.started.elapsed();
+        self.fit.finished(&self.route, wall);
+        self.series.duration(response.status().as_u16()).record(wall.as_secs_f64());
+        if let Some(RateLimitedIn(lane)) = response.extensions().get() {
+            crate::metrics::count_rate_limited(self.path.as_str(), *lane);
+        }
+        // For the failure's log line (`record_status`): the request span,
+        // which would name the route, is not logged at the default level.
+        if response.status().is_server_error() {
+            response.extensions_mut().insert(Served { method: self.method, route: self.path });
+        }
+    }
+}
+
+/// The method and route template of a request that failed on our side.
+#[derive(Debug, Clone)]
+struct Served {
+    method: &'static str,
+    route: MatchedPath,
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`Track`].
+    #[project = TrackProjection]
+    pub enum TrackFuture<F> {
+        Unmatched { #[pin] inner: F },
+        Matched { #[pin] inner: tokio_metrics::Instrumented<F>, measured: Option<Measured> },
+    }
+}
+
+impl<F, E> Future for TrackFuture<F>
+where
+    F: Future<Output = Result<Response<Body>, E>>,
+{
+    type Output = Result<Response<Body>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut response = match self.project() {
+            TrackProjection::Unmatched { inner } => ready!(inner.poll(cx))?,
+            TrackProjection::Matched { inner, measured } => {
+                let mut response = ready!(inner.poll(cx))?;
+                if let Some(measured) = measured.take() {
+                    measured.record(&mut response);
+                }
+                response
+            }
+        };
+        with_trace_id(&mut response);
+        Poll::Ready(Ok(response))
+    }
 }
 
 /// The state of [`rate_limit`]: the limits and the lane a route spends.
@@ -99,38 +215,99 @@ pub async fn rate_limit(
     }
 }
 
-/// Answers 504 with a JSON body when a request outlives the timeout.
-pub async fn request_timeout(
-    State(RequestTimeout(timeout)): State<RequestTimeout>,
-    request: Request,
-    next: Next,
-) -> Response<Body> {
-    match tokio::time::timeout(timeout, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => {
-            let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
-            ApiError::RequestTimeout(ms).into_response()
+/// Answers 504 with a JSON body when a request outlives the timeout. A
+/// tower layer for the reason [`TrackLayer`] is one: every ordinary request
+/// passes here.
+#[derive(Debug, Clone, Copy)]
+pub struct TimeoutLayer {
+    timeout: Duration,
+}
+
+impl TimeoutLayer {
+    pub fn new(timeout: Duration) -> Self {
+        Self { timeout }
+    }
+}
+
+impl<S> tower::Layer<S> for TimeoutLayer {
+    type Service = Timeout<S>;
+
+    fn layer(&self, inner: S) -> Timeout<S> {
+        Timeout { inner, timeout: self.timeout }
+    }
+}
+
+/// The service of [`TimeoutLayer`].
+#[derive(Debug, Clone)]
+pub struct Timeout<S> {
+    inner: S,
+    timeout: Duration,
+}
+
+impl<S> tower::Service<Request> for Timeout<S>
+where
+    S: tower::Service<Request, Response = Response<Body>>,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = TimeoutFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        TimeoutFuture { inner: tokio::time::timeout(self.timeout, self.inner.call(request)), timeout: self.timeout }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`Timeout`].
+    pub struct TimeoutFuture<F> {
+        #[pin]
+        inner: tokio::time::Timeout<F>,
+        timeout: Duration,
+    }
+}
+
+impl<F, E> Future for TimeoutFuture<F>
+where
+    F: Future<Output = Result<Response<Body>, E>>,
+{
+    type Output = Result<Response<Body>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        match ready!(this.inner.poll(cx)) {
+            Ok(response) => Poll::Ready(response),
+            Err(_elapsed) => {
+                let ms = u64::try_from(this.timeout.as_millis()).unwrap_or(u64::MAX);
+                Poll::Ready(Ok(ApiError::RequestTimeout(ms).into_response()))
+            }
         }
     }
 }
 
 /// Tells the client which trace its request is in, so a bug report can
-/// point straight at it. Called from [`track`], inside the request span
-/// (a layer of its own cost a boxed future and a service clone per
-/// request); absent when the request is not traced.
-fn with_trace_id(mut response: Response<Body>) -> Response<Body> {
+/// point straight at it. Called from [`Track`], inside the request span;
+/// absent when the request is not traced.
+fn with_trace_id(response: &mut Response<Body>) {
     if let Some(id) = telemetry::propagation::trace_id(&Span::current())
         && let Ok(value) = http::HeaderValue::from_str(&id)
     {
         response.headers_mut().insert(TRACE_ID, value);
     }
-    response
 }
 
 /// The server span of one request, named and attributed as the
 /// OpenTelemetry HTTP conventions ask (`GET /v1/bench/compute`, route
 /// template rather than raw path), and parented to the caller's span when the
 /// request carries W3C trace context.
+///
+/// At DEBUG under [`telemetry::REQUEST_SPAN_TARGET`]: exported whenever
+/// traces are, logged only when asked (`RUST_LOG=info,request=debug`), and
+/// not created at all at the default level without export. A failure's log
+/// line names its request itself ([`record_status`]).
 pub fn http_span(request: &Request<Body>) -> Span {
     let method = method_label(request.method());
     let route = request.extensions().get::<MatchedPath>().map(MatchedPath::as_str);
@@ -139,7 +316,8 @@ pub fn http_span(request: &Request<Body>) -> Span {
         .get::<RequestId>()
         .and_then(|id| id.header_value().to_str().ok())
         .unwrap_or_default();
-    let span = tracing::info_span!(
+    let span = tracing::debug_span!(
+        target: telemetry::REQUEST_SPAN_TARGET,
         "http.server",
         otel.name = %SpanName { method, route },
         otel.kind = "server",
@@ -171,15 +349,38 @@ impl std::fmt::Display for SpanName<'_> {
     }
 }
 
+/// Closes a request's span with its status, and logs the request: a warning
+/// when it failed on our side, naming the request (id, method, route) since
+/// the request span is not on the line at the default level; a debug line
+/// otherwise.
 pub fn record_status<B>(response: &Response<B>, latency: Duration, span: &Span) {
     let status = response.status();
     span.record("http.response.status_code", status.as_u16());
     if status.is_server_error() {
         span.record("otel.status_code", "ERROR");
         let cause = response.extensions().get::<ErrorCause>().map_or("", |cause| cause.0.as_str());
-        tracing::warn!(status = status.as_u16(), latency_ms = latency.as_millis(), cause, "request failed");
+        let request_id = response.headers().get(REQUEST_ID).and_then(|id| id.to_str().ok()).unwrap_or_default();
+        let (method, route) = response
+            .extensions()
+            .get::<Served>()
+            .map_or(("", ""), |served| (served.method, served.route.as_str()));
+        tracing::warn!(
+            target: telemetry::REQUEST_SPAN_TARGET,
+            status = status.as_u16(),
+            latency_ms = latency.as_millis(),
+            cause,
+            request_id,
+            method,
+            route,
+            "request failed"
+        );
     } else {
-        tracing::debug!(status = status.as_u16(), latency_ms = latency.as_millis(), "request done");
+        tracing::debug!(
+            target: telemetry::REQUEST_SPAN_TARGET,
+            status = status.as_u16(),
+            latency_ms = latency.as_millis(),
+            "request done"
+        );
     }
 }
 

@@ -15,8 +15,8 @@ use crate::{
     limits::Lane,
     live,
     middleware::{
-        LaneLimit, REQUEST_ID, http_span, method_not_allowed, not_found, rate_limit, record_status,
-        request_timeout, require_reader, track,
+        LaneLimit, REQUEST_ID, TimeoutLayer, TrackLayer, http_span, method_not_allowed, not_found, rate_limit,
+        record_status, require_reader,
     },
     routes::{bench, dashboard, health, impact, jobs, matches, ops, views},
     state::AppState,
@@ -74,7 +74,7 @@ pub fn router_with(state: AppState, extra: Router<AppState>, ops: OpsRoutes) -> 
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.body_limit))
-        .layer(middleware::from_fn_with_state(state.clone(), track))
+        .layer(TrackLayer::new(std::sync::Arc::clone(&state.fit)))
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
@@ -122,7 +122,7 @@ fn documented_routes(state: AppState, ops_routes: OpsRoutes) -> OpenApiRouter<Ap
         .routes(routes!(matches::list_matches))
         .routes(routes!(matches::get_match))
         .merge(views::documented())
-        .route_layer(middleware::from_fn_with_state(state.clone(), request_timeout));
+        .route_layer(TimeoutLayer::new(state.request_timeout));
     let streams = OpenApiRouter::new()
         .merge(OpenApiRouter::new().routes(routes!(matches::publish_bulk)).route_layer(limited(Lane::Ingest)))
         .merge(

@@ -63,16 +63,6 @@ impl FromRef<AppState> for Draining {
     }
 }
 
-/// How long an ordinary request may take before the gateway answers 504.
-#[derive(Debug, Clone, Copy)]
-pub struct RequestTimeout(pub Duration);
-
-impl FromRef<AppState> for RequestTimeout {
-    fn from_ref(state: &AppState) -> Self {
-        RequestTimeout(state.request_timeout)
-    }
-}
-
 /// The largest request body read whole, in bytes.
 #[derive(Debug, Clone, Copy)]
 pub struct BodyLimit(pub usize);

@@ -30,7 +30,7 @@ use tracing::Subscriber;
 use tracing_opentelemetry::OpenTelemetryLayer;
 use tracing_subscriber::{
     EnvFilter, Layer as _,
-    filter::LevelFilter,
+    filter::{LevelFilter, filter_fn},
     fmt::{FmtContext, FormatEvent, FormatFields, format::Writer},
     layer::SubscriberExt as _,
     registry::LookupSpan,
@@ -39,6 +39,15 @@ use tracing_subscriber::{
 
 /// The environment variable that switches OTLP export on.
 pub const ENV_OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+
+/// The target of the span each served request opens (`http.server` on the
+/// gateway). Those spans are at DEBUG: they are always exported when export
+/// is on, but the logs see them only when asked (`RUST_LOG=info,request=debug`
+/// adds the span to every line of a request and a line per request). At the
+/// default `info` a request then costs no span at all unless traces are
+/// exported: creating one and formatting its fields for logs that never
+/// print them was a fifth of the gateway's CPU per request.
+pub const REQUEST_SPAN_TARGET: &str = "request";
 
 /// How log lines are written to stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -112,6 +121,7 @@ pub fn init(service_name: &'static str, format: LogFormat) -> anyhow::Result<Tel
     let export = std::env::var_os(ENV_OTLP_ENDPOINT).is_some_and(|endpoint| !endpoint.is_empty());
     let provider = if export { Some(otlp_provider(service_name)?) } else { None };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let dispatch = DispatchHandle::default();
     let fmt = match format {
         // Colours only on a terminal: in a file or `docker logs` escape
         // codes are noise. Every request span's fields are formatted when
@@ -123,11 +133,11 @@ pub fn init(service_name: &'static str, format: LogFormat) -> anyhow::Result<Tel
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
             .fmt_fields(plain_fields())
             .boxed(),
-        LogFormat::Json => json_layer(std::io::stderr).boxed(),
+        LogFormat::Json => json_layer(std::io::stderr, dispatch.clone()).boxed(),
     };
-    subscriber(fmt, filter, provider.as_ref(), service_name)
-        .try_init()
-        .context("failed to install the tracing subscriber")?;
+    let installed = tracing::Dispatch::new(subscriber(fmt, filter, provider.as_ref(), service_name));
+    dispatch.set(&installed);
+    installed.try_init().context("failed to install the tracing subscriber")?;
     Ok(TelemetryGuard { provider })
 }
 
@@ -187,75 +197,81 @@ impl tracing::field::Visit for PlainVisitor<'_> {
 }
 
 /// Log lines filtered by `filter` (`RUST_LOG`), and spans for the exporter.
-/// Traces keep every INFO span whatever the log level: `RUST_LOG=warn`
-/// quiets the logs, it must not empty the traces.
+/// Traces keep every INFO span and every request span whatever the log
+/// level: `RUST_LOG=warn` quiets the logs, it must not empty the traces.
 fn subscriber(
     logs: Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync>,
     filter: EnvFilter,
     provider: Option<&SdkTracerProvider>,
     service_name: &'static str,
 ) -> Box<dyn Subscriber + Send + Sync> {
-    let otel = provider.map(|p| otel_layer(p, service_name).with_filter(LevelFilter::INFO));
+    let otel = provider.map(|p| otel_layer(p, service_name).with_filter(filter_fn(exported)));
     Box::new(tracing_subscriber::registry().with(logs.with_filter(filter)).with(otel))
 }
 
+/// What the exporter records: INFO and above, and the request spans (not
+/// the request target's events: a span event per request is noise).
+fn exported(metadata: &tracing::Metadata<'_>) -> bool {
+    *metadata.level() <= LevelFilter::INFO
+        || (metadata.is_span() && metadata.target() == REQUEST_SPAN_TARGET)
+}
+
 /// One JSON object per log line, with the event's fields flattened in, the
-/// current span's fields, and the trace id.
-fn json_layer<S, W>(writer: W) -> impl tracing_subscriber::Layer<S>
+/// current span's fields, and the trace id (asked of `dispatch`).
+fn json_layer<S, W>(writer: W, dispatch: DispatchHandle) -> impl tracing_subscriber::Layer<S>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
 {
-    let lines = tracing_subscriber::fmt::layer()
+    tracing_subscriber::fmt::layer()
         .json()
         .flatten_event(true)
         .with_current_span(true)
         .with_span_list(false)
-        .map_event_format(WithTraceId)
-        .with_writer(writer);
-    TraceIds::default().and_then(lines)
+        .map_event_format(|format| WithTraceId { format, dispatch })
+        .with_writer(writer)
 }
 
-/// Remembers, on the current span, the trace id of each event logged in it,
-/// for [`WithTraceId`] to print. Needs the dispatcher to ask the
-/// OpenTelemetry layer, which a formatter has no handle on; it sits inside
-/// the fmt layer so it sees each event first.
-#[derive(Default)]
-struct TraceIds {
-    dispatch: std::sync::OnceLock<tracing::dispatcher::WeakDispatch>,
-}
+/// The process's dispatcher, for [`WithTraceId`] to ask the OpenTelemetry
+/// layer for a span's trace: a formatter has no handle on it, asking the
+/// global default from inside the subscriber gets nothing, and a layer
+/// behind a per-layer filter is never told which dispatcher it is in. So
+/// whoever builds the dispatcher hands it over with [`DispatchHandle::set`].
+#[derive(Clone, Default)]
+struct DispatchHandle(std::sync::Arc<std::sync::OnceLock<tracing::dispatcher::WeakDispatch>>);
 
-/// The trace id of a span, as [`TraceIds`] last saw it.
-struct SpanTraceId(String);
-
-impl<S> tracing_subscriber::Layer<S> for TraceIds
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-{
-    fn on_register_dispatch(&self, subscriber: &tracing::Dispatch) {
-        let _ = self.dispatch.set(subscriber.downgrade());
+impl DispatchHandle {
+    fn set(&self, dispatch: &tracing::Dispatch) {
+        let _ = self.0.set(dispatch.downgrade());
     }
 
-    fn on_event(&self, event: &tracing::Event<'_>, ctx: tracing_subscriber::layer::Context<'_, S>) {
+    /// The trace of the span `event` is in: its explicit parent, else the
+    /// thread's current span. The current span is the subscriber's, not the
+    /// log layer's: the request span is filtered out of the logs at the
+    /// default level (see [`REQUEST_SPAN_TARGET`]) and still holds the trace.
+    /// Asked on every event, not cached at span creation: a span's parent
+    /// (and so its trace) may be set after it is created.
+    fn trace_id(&self, event: &tracing::Event<'_>) -> Option<String> {
         use opentelemetry::trace::TraceContextExt as _;
-        let Some(span) = ctx.event_span(event) else { return };
-        let Some(dispatch) = self.dispatch.get().and_then(tracing::dispatcher::WeakDispatch::upgrade) else {
-            return;
+        let dispatch = self.0.get()?.upgrade()?;
+        let id = match event.parent() {
+            Some(parent) => parent.clone(),
+            None if event.is_contextual() => dispatch.current_span().id()?.clone(),
+            None => return None,
         };
-        // Asked on every event, not cached at span creation: a span's parent
-        // (and so its trace) may be set after it is created.
-        let Some(cx) = tracing_opentelemetry::get_otel_context(&span.id(), &dispatch) else { return };
+        let cx = tracing_opentelemetry::get_otel_context(&id, &dispatch)?;
         let span_context = cx.span().span_context().clone();
-        if span_context.is_valid() {
-            span.extensions_mut().replace(SpanTraceId(span_context.trace_id().to_string()));
-        }
+        span_context.is_valid().then(|| span_context.trace_id().to_string())
     }
 }
 
 /// Puts the trace id of the current span first in each JSON log line, so
 /// a log search finds every line of a request, across both tiers, from the
 /// id a client got in `x-trace-id` (or a trace viewer shows).
-struct WithTraceId<F>(F);
+struct WithTraceId<F> {
+    format: F,
+    dispatch: DispatchHandle,
+}
 
 impl<S, N, F> FormatEvent<S, N> for WithTraceId<F>
 where
@@ -269,13 +285,11 @@ where
         mut writer: Writer<'_>,
         event: &tracing::Event<'_>,
     ) -> fmt::Result {
-        let trace_id = ctx
-            .event_scope()
-            .and_then(|scope| scope.from_root().last())
-            .and_then(|span| span.extensions().get::<SpanTraceId>().map(|id| id.0.clone()));
-        let Some(trace_id) = trace_id else { return self.0.format_event(ctx, writer, event) };
+        let Some(trace_id) = self.dispatch.trace_id(event) else {
+            return self.format.format_event(ctx, writer, event);
+        };
         let mut line = String::new();
-        self.0.format_event(ctx, Writer::new(&mut line), event)?;
+        self.format.format_event(ctx, Writer::new(&mut line), event)?;
         match line.strip_prefix('{') {
             Some(rest) => write!(writer, "{{\"trace_id\":\"{trace_id}\",{rest}"),
             None => writer.write_str(&line),
@@ -436,30 +450,76 @@ mod tests {
         assert_eq!(names, vec!["request".to_owned()], "info spans exported, debug ones not");
     }
 
+    /// Log lines written to memory.
+    #[derive(Clone, Default)]
+    struct Buffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("buffer lock").extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Buffer {
+        fn json_lines(&self) -> Vec<serde_json::Value> {
+            let text = String::from_utf8(self.0.lock().expect("buffer lock").clone()).expect("utf-8 logs");
+            text.lines().map(|line| serde_json::from_str(line).expect("each line is json")).collect()
+        }
+    }
+
+    /// The request span as the gateway opens it: exported, and named as
+    /// the trace of each JSON line inside it, but neither formatted nor
+    /// printed by the logs at the default level.
+    #[test]
+    fn request_spans_are_exported_and_trace_json_lines_without_being_logged() {
+        let exporter = opentelemetry_sdk::trace::InMemorySpanExporter::default();
+        let provider = SdkTracerProvider::builder().with_simple_exporter(exporter.clone()).build();
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let handle = DispatchHandle::default();
+        let logs = json_layer(move || writer.clone(), handle.clone()).boxed();
+        let default = tracing::Dispatch::new(subscriber(logs, EnvFilter::new("info"), Some(&provider), "request-test"));
+        handle.set(&default);
+
+        let expected = tracing::dispatcher::with_default(&default, || {
+            let span = tracing::debug_span!(target: REQUEST_SPAN_TARGET, "http.server", request_id = "r-2");
+            let _entered = span.enter();
+            tracing::debug!(target: REQUEST_SPAN_TARGET, "request done");
+            tracing::warn!(request_id = "r-2", "request failed");
+            propagation::trace_id(&span).expect("an exported span has a trace id")
+        });
+
+        let lines = buffer.json_lines();
+        assert_eq!(lines.len(), 1, "only the warning is logged: {lines:?}");
+        assert_eq!(lines[0]["message"], "request failed");
+        assert_eq!(lines[0]["trace_id"], expected.as_str());
+        assert!(lines[0].get("span").is_none(), "the request span is not logged at info: {lines:?}");
+        let spans = exporter.get_finished_spans().expect("spans");
+        assert_eq!(spans.len(), 1);
+        assert_eq!(spans[0].name, "http.server");
+        assert_eq!(spans[0].span_context.trace_id().to_string(), expected);
+        let events: Vec<&str> = spans[0].events.iter().map(|event| event.name.as_ref()).collect();
+        assert_eq!(events, ["request failed"], "the request target's debug events are not span events");
+    }
+
     #[test]
     fn json_lines_inside_a_traced_span_carry_its_trace_id() {
-        use std::sync::{Arc, Mutex};
-
-        #[derive(Clone, Default)]
-        struct Buffer(Arc<Mutex<Vec<u8>>>);
-        impl std::io::Write for Buffer {
-            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().expect("buffer lock").extend_from_slice(bytes);
-                Ok(bytes.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-
         let buffer = Buffer::default();
         let writer = buffer.clone();
         let provider = SdkTracerProvider::builder().build();
-        let subscriber = tracing_subscriber::registry()
-            .with(json_layer(move || writer.clone()))
-            .with(otel_layer(&provider, "log-test"));
+        let handle = DispatchHandle::default();
+        let subscriber = tracing::Dispatch::new(
+            tracing_subscriber::registry()
+                .with(json_layer(move || writer.clone(), handle.clone()))
+                .with(otel_layer(&provider, "log-test")),
+        );
+        handle.set(&subscriber);
 
-        let expected = tracing::subscriber::with_default(subscriber, || {
+        let expected = tracing::dispatcher::with_default(&subscriber, || {
             tracing::info!("outside any span");
             let span = tracing::info_span!("request", request_id = "r-1");
             let _entered = span.enter();
@@ -467,12 +527,10 @@ mod tests {
             propagation::trace_id(&span).expect("a traced span has a trace id")
         });
 
-        let text = String::from_utf8(buffer.0.lock().expect("buffer lock").clone()).expect("utf-8 logs");
-        let lines: Vec<serde_json::Value> =
-            text.lines().map(|line| serde_json::from_str(line).expect("each line is json")).collect();
-        assert_eq!(lines.len(), 2, "{text}");
+        let lines = buffer.json_lines();
+        assert_eq!(lines.len(), 2, "{lines:?}");
         assert_eq!(lines[0]["message"], "outside any span");
-        assert!(lines[0].get("trace_id").is_none(), "{text}");
+        assert!(lines[0].get("trace_id").is_none(), "{lines:?}");
         assert_eq!(lines[1]["trace_id"], expected.as_str());
         assert_eq!(lines[1]["answer"], 42);
         assert_eq!(lines[1]["span"]["request_id"], "r-1");

@@ -108,6 +108,56 @@ async fn a_request_outliving_the_timeout_is_a_504() {
     assert_eq!(code, "request_timeout");
 }
 
+/// Log lines written to memory, for the test below.
+#[derive(Clone, Default)]
+struct LogLines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogLines {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log lock").extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// At the default level the request span is neither created nor logged
+/// (it costs a fifth of a request), so a failure's line must name the
+/// request itself: its id, method and route template.
+#[tokio::test]
+async fn a_failed_request_is_logged_with_its_id_method_and_route() {
+    let lines = LogLines::default();
+    let writer = lines.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter("info")
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    // The test's runtime is single-threaded: the gateway's tasks log here.
+    let _logs = tracing::subscriber::set_default(subscriber);
+
+    let app = spawn_app_without_worker().await;
+    let response = app
+        .client
+        .get(app.url("/v1/bench/compute?n=1000"))
+        .header("x-request-id", "failing-request-7")
+        .send()
+        .await
+        .expect("request sent");
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(app.get("/healthz").await.status(), StatusCode::OK);
+
+    let text = String::from_utf8(lines.0.lock().expect("log lock").clone()).expect("utf-8 logs");
+    let failed: Vec<&str> = text.lines().filter(|line| line.contains("request failed")).collect();
+    assert_eq!(failed.len(), 1, "one failure line: {text}");
+    for part in ["failing-request-7", "GET", "/v1/bench/compute", "status=503"] {
+        assert!(failed[0].contains(part), "{part:?} missing from {:?}", failed[0]);
+    }
+    assert!(!text.contains("http.server"), "the request span is not logged at info: {text}");
+    assert!(!text.contains("request done"), "successes are logged at debug only: {text}");
+}
+
 #[tokio::test]
 async fn readiness_reports_each_dependency() {
     let app = spawn_app().await;
