@@ -10,8 +10,9 @@
 #   REPLICAS=2 loadtest/fanout.sh 30000      only courtside over two gateways
 #                                            sharing one Redis (the peers have
 #                                            no cross-process fan-out)
-#   SYSTEMS="courtside node-ws" ...          a subset (courtside, node-ws,
-#                                            fastapi-ws, courtside-2-replicas)
+#   SYSTEMS="courtside node-ws" ...          a subset (courtside, courtside-memory,
+#                                            node-ws, fastapi-ws,
+#                                            courtside-2-replicas)
 #   BURST=1 loadtest/fanout.sh 15000         each second's publishes back to
 #                                            back (a goal in every match at
 #                                            once): per-event latency and each
@@ -24,6 +25,11 @@
 #                                            start DIR prints them):
 #                                            courtside-cluster-2-replicas
 #
+# courtside runs with the Redis backend (`courtside`) and with the in-process
+# one (`courtside-memory`, one process, nothing stored outside it), in its
+# default configuration (log level and format, metrics, the runtime-fit
+# monitor) plus traces exported at 10 % to a stand-in collector, as in
+# `http.sh`; only the connection cap is raised.
 # The server under test is pinned to core 0, subscribers and the publisher to
 # core 1 (taskset); Redis, a service already running, stays unpinned.
 # Subscribers are spread over processes (a process may open at most 20,000
@@ -43,7 +49,7 @@ if [ "$QUICK" = 1 ]; then
   replica_point=""
 else
   subscriber_counts=${1:-"1000 5000 15000"}; channels=${2:-100}; seconds=${3:-30}
-  default_systems="courtside node-ws fastapi-ws courtside-2-replicas"
+  default_systems="courtside courtside-memory node-ws fastapi-ws courtside-2-replicas"
   # The two-replica point belongs to the default ramp only: an explicit
   # subscriber count asks for that count alone.
   replica_point=$([ -z "${1:-}" ] && echo 30000 || true)
@@ -64,6 +70,15 @@ raise_fd_limit
 build gateway loadtest
 if want node-ws "$default_systems"; then node_peers; fi
 if want fastapi-ws "$default_systems"; then python_peers; fi
+
+observed=()
+if want courtside "$default_systems" || want courtside-memory "$default_systems" ||
+  want "courtside-${REDIS_CLUSTER_URL:+cluster-}${replicas}-replicas" "$default_systems"; then
+  port_free 14328 || exit 1
+  $PIN_CLIENT "$LT" otlp-sink --addr 127.0.0.1:14328 >"$LOGS/fanout-otlp-sink.json" 2>>"$LOGS/fanout-servers.log" &
+  observed=(OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:14328 OTEL_TRACES_SAMPLER=parentbased_traceidratio
+    OTEL_TRACES_SAMPLER_ARG=0.1)
+fi
 
 server_pids=""
 cleanup() {
@@ -136,17 +151,19 @@ measure() { # system subscribers ws-args... -- publish-url token server-pid...
 
 redis_up() { [ "$(redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null)" = PONG ]; }
 
-courtside() { # replicas subscribers
+courtside() { # replicas subscribers [memory]
   local n=$1 subs=$2 system=courtside i port ws=() token=fanout-benchmark-token-0123456789
   local redis_env=(COURTSIDE_REDIS_URL=redis://127.0.0.1:6379) redis_ports=6379
-  if [ -n "${REDIS_CLUSTER_URL:-}" ]; then
+  if [ "${3:-}" = memory ]; then
+    system=courtside-memory redis_env=() redis_ports=""
+  elif [ -n "${REDIS_CLUSTER_URL:-}" ]; then
     system=courtside-cluster
     redis_env=(COURTSIDE_REDIS_CLUSTER=true "COURTSIDE_REDIS_URL=$REDIS_CLUSTER_URL")
     redis_ports=$(tr ',' '\n' <<<"$REDIS_CLUSTER_URL" | sed -E 's#.*:([0-9]+)/?$#\1#')
   fi
   [ "$n" -gt 1 ] && system="${system}-${n}-replicas"
   want "$system" "$default_systems" || return 0
-  if [ -z "${REDIS_CLUSTER_URL:-}" ] && ! redis_up; then
+  if [ -n "$redis_ports" ] && [ -z "${REDIS_CLUSTER_URL:-}" ] && ! redis_up; then
     failed_line "$system" "$subs" "no Redis at 127.0.0.1:6379"
     return
   fi
@@ -156,8 +173,8 @@ courtside() { # replicas subscribers
   for ((i = 0; i < n; i++)); do
     port=$((18080 + i))
     if ! port_free $port; then stop_system; failed_line "$system" "$subs" "port $port in use"; return; fi
-    env "${redis_env[@]}" COURTSIDE_GATEWAY_ADDR=127.0.0.1:$port COURTSIDE_REDIS_PREFIX="$prefix" \
-      COURTSIDE_PUBLISH_TOKENS=$token COURTSIDE_LOG_FORMAT=json RUST_LOG=warn COURTSIDE_MAX_CONNECTIONS=40000 \
+    env "${observed[@]}" "${redis_env[@]}" COURTSIDE_GATEWAY_ADDR=127.0.0.1:$port COURTSIDE_REDIS_PREFIX="$prefix" \
+      COURTSIDE_PUBLISH_TOKENS=$token COURTSIDE_MAX_CONNECTIONS=40000 \
       $PIN_SERVER "$BIN/courtside-gateway" >>"$LOGS/fanout-servers.log" 2>&1 &
     server_pids="$server_pids $!"
     ws+=("ws://127.0.0.1:$port/v1/live")
@@ -193,6 +210,7 @@ echo "fanout: $(nproc) cores, $(uname -sr); subscribers $subscriber_counts, $cha
 for subs in $subscriber_counts; do
   courtside "$replicas" "$subs"
   [ "$replicas" -gt 1 ] && continue
+  courtside 1 "$subs" memory
   peer node-ws 13001 "$subs" node loadtest/baselines/node/fanout.js
   peer fastapi-ws 13002 "$subs" "$VENV/bin/python" loadtest/baselines/python/fanout.py
 done

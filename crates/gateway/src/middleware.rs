@@ -311,25 +311,38 @@ fn with_trace_id(response: &mut Response<Body>) {
 pub fn http_span(request: &Request<Body>) -> Span {
     let method = method_label(request.method());
     let route = request.extensions().get::<MatchedPath>().map(MatchedPath::as_str);
-    let request_id = request
-        .extensions()
-        .get::<RequestId>()
-        .and_then(|id| id.header_value().to_str().ok())
-        .unwrap_or_default();
     let span = tracing::debug_span!(
         target: telemetry::REQUEST_SPAN_TARGET,
         "http.server",
         otel.name = %SpanName { method, route },
         otel.kind = "server",
         otel.status_code = Empty,
-        http.request.method = %method,
-        http.route = route.unwrap_or_default(),
-        url.path = %request.uri().path(),
+        http.request.method = Empty,
+        http.route = Empty,
+        url.path = Empty,
         http.response.status_code = Empty,
-        request_id = %request_id,
+        request_id = Empty,
         error.message = Empty,
     );
+    if span.is_disabled() {
+        return span;
+    }
     telemetry::propagation::set_remote_parent(&span, request.headers());
+    // The attributes only for a span someone keeps: the sampler's (asked
+    // here, once the parent is known) or the logs'. At 10 % sampling the
+    // other nine requests in ten would pay for attributes that are dropped.
+    let logged = tracing::enabled!(target: telemetry::REQUEST_SPAN_TARGET, tracing::Level::DEBUG);
+    if logged || telemetry::propagation::is_sampled(&span) {
+        let request_id = request
+            .extensions()
+            .get::<RequestId>()
+            .and_then(|id| id.header_value().to_str().ok())
+            .unwrap_or_default();
+        span.record("http.request.method", method);
+        span.record("http.route", route.unwrap_or_default());
+        span.record("url.path", request.uri().path());
+        span.record("request_id", request_id);
+    }
     span
 }
 

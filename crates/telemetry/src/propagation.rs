@@ -48,8 +48,19 @@ pub fn link_to_traceparent(span: &tracing::Span, traceparent: &str) {
     }
 }
 
+/// Whether the sampler keeps `span`'s trace; false when nothing exports.
+/// Asking starts the span in the exporter, so the sampler decides now
+/// rather than when the span closes: a caller can then record the
+/// attributes only a kept span needs, instead of every request paying for
+/// attributes that are dropped with it.
+pub fn is_sampled(span: &tracing::Span) -> bool {
+    use opentelemetry::trace::TraceContextExt as _;
+    !span.is_disabled() && span.context().span().span_context().is_sampled()
+}
+
 /// The trace id of `span` as 32 hex digits, or `None` when it is not being
-/// traced (no exporter, or not sampled).
+/// traced (no exporter). An unsampled span has one too: its log lines
+/// carry it, so a log search still finds the request.
 pub fn trace_id(span: &tracing::Span) -> Option<String> {
     use opentelemetry::trace::TraceContextExt as _;
     if span.is_disabled() {
