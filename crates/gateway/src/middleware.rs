@@ -2,7 +2,9 @@
 //! id is set (or kept, if the client sent one), the request span opens with
 //! it, the request is measured (metrics, runtime fit) and its response gets
 //! the trace id, and ordinary requests get the request timeout.
-//! [`crate::router`] stacks them; each is a plain function here.
+//! [`crate::router`] stacks them. The two every ordinary request passes
+//! (tracking, the timeout) are tower services; the route-specific ones are
+//! plain functions.
 
 use std::{
     pin::Pin,
@@ -58,9 +60,9 @@ pub fn method_label(method: &Method) -> &'static str {
 /// the client's, not ours.
 ///
 /// A tower layer rather than `axum::middleware::from_fn`: every request
-/// passes here, and a function middleware costs a service clone and two
-/// boxed futures per request, which is most of what bare axum spends on the
-/// whole request.
+/// passes here, and a function middleware costs a boxed service clone and a
+/// boxed future per request (about 2,500 instructions, a sixth of what bare
+/// axum spends on a whole request).
 #[derive(Debug, Clone)]
 pub struct TrackLayer {
     fit: Arc<RuntimeFit>,

@@ -205,7 +205,11 @@ fn subscriber(
     provider: Option<&SdkTracerProvider>,
     service_name: &'static str,
 ) -> Box<dyn Subscriber + Send + Sync> {
-    let otel = provider.map(|p| otel_layer(p, service_name).with_filter(filter_fn(exported)));
+    // The hint matters: without one the process's maximum level becomes
+    // TRACE, and every `log` record of every dependency (tungstenite logs
+    // each frame at trace) goes through the subscriber to be refused.
+    let exported = filter_fn(exported).with_max_level_hint(LevelFilter::DEBUG);
+    let otel = provider.map(|p| otel_layer(p, service_name).with_filter(exported));
     Box::new(tracing_subscriber::registry().with(logs.with_filter(filter)).with(otel))
 }
 
@@ -504,6 +508,20 @@ mod tests {
         assert_eq!(spans[0].span_context.trace_id().to_string(), expected);
         let events: Vec<&str> = spans[0].events.iter().map(|event| event.name.as_ref()).collect();
         assert_eq!(events, ["request failed"], "the request target's debug events are not span events");
+    }
+
+    /// What the process's level macros and `log` records are checked
+    /// against before any filter runs: DEBUG for the request spans with
+    /// export on, never TRACE.
+    #[test]
+    fn the_subscriber_hints_its_most_verbose_level() {
+        use tracing::Subscriber as _;
+        let provider = SdkTracerProvider::builder().build();
+        let logs = || tracing_subscriber::fmt::layer().with_writer(std::io::sink).boxed();
+        let exporting = subscriber(logs(), EnvFilter::new("info"), Some(&provider), "hint-test");
+        assert_eq!(exporting.max_level_hint(), Some(LevelFilter::DEBUG));
+        let quiet = subscriber(logs(), EnvFilter::new("info"), None, "hint-test");
+        assert_eq!(quiet.max_level_hint(), Some(LevelFilter::INFO));
     }
 
     #[test]
