@@ -107,7 +107,8 @@ where
         };
         let method = method_label(request.method());
         let route = self.fit.route(method, path.as_str());
-        let series = Arc::clone(route.series.get_or_init(|| Arc::new(RouteSeries::new(method, path.as_str()))));
+        let series =
+            Arc::clone(route.series.get_or_init(|| Arc::new(RouteSeries::new(method, path.as_str()))));
         let measured = Measured {
             _active: telemetry::metrics::InFlight::start(series.active()),
             series,
@@ -259,7 +260,10 @@ where
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        TimeoutFuture { inner: tokio::time::timeout(self.timeout, self.inner.call(request)), timeout: self.timeout }
+        TimeoutFuture {
+            inner: tokio::time::timeout(self.timeout, self.inner.call(request)),
+            timeout: self.timeout,
+        }
     }
 }
 
@@ -374,7 +378,8 @@ pub fn record_status<B>(response: &Response<B>, latency: Duration, span: &Span) 
     if status.is_server_error() {
         span.record("otel.status_code", "ERROR");
         let cause = response.extensions().get::<ErrorCause>().map_or("", |cause| cause.0.as_str());
-        let request_id = response.headers().get(REQUEST_ID).and_then(|id| id.to_str().ok()).unwrap_or_default();
+        let request_id =
+            response.headers().get(REQUEST_ID).and_then(|id| id.to_str().ok()).unwrap_or_default();
         let (method, route) = response
             .extensions()
             .get::<Served>()

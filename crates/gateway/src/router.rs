@@ -15,8 +15,8 @@ use crate::{
     limits::Lane,
     live,
     middleware::{
-        LaneLimit, REQUEST_ID, TimeoutLayer, TrackLayer, http_span, method_not_allowed, not_found, rate_limit,
-        record_status, require_reader,
+        LaneLimit, REQUEST_ID, TimeoutLayer, TrackLayer, http_span, method_not_allowed, not_found,
+        rate_limit, record_status, require_reader,
     },
     routes::{bench, dashboard, health, impact, jobs, matches, ops, views},
     state::AppState,

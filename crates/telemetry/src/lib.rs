@@ -216,8 +216,7 @@ fn subscriber(
 /// What the exporter records: INFO and above, and the request spans (not
 /// the request target's events: a span event per request is noise).
 fn exported(metadata: &tracing::Metadata<'_>) -> bool {
-    *metadata.level() <= LevelFilter::INFO
-        || (metadata.is_span() && metadata.target() == REQUEST_SPAN_TARGET)
+    *metadata.level() <= LevelFilter::INFO || (metadata.is_span() && metadata.target() == REQUEST_SPAN_TARGET)
 }
 
 /// One JSON object per log line, with the event's fields flattened in, the
@@ -486,7 +485,8 @@ mod tests {
         let writer = buffer.clone();
         let handle = DispatchHandle::default();
         let logs = json_layer(move || writer.clone(), handle.clone()).boxed();
-        let default = tracing::Dispatch::new(subscriber(logs, EnvFilter::new("info"), Some(&provider), "request-test"));
+        let default =
+            tracing::Dispatch::new(subscriber(logs, EnvFilter::new("info"), Some(&provider), "request-test"));
         handle.set(&default);
 
         let expected = tracing::dispatcher::with_default(&default, || {
