@@ -28,6 +28,8 @@ use store::{LIVE_CHANNEL, StateStore};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
+use crate::states::StateCache;
+
 /// One update, shared by every local subscriber of its topic.
 #[derive(Debug)]
 pub struct Frame {
@@ -66,7 +68,7 @@ pub struct Hub {
     /// Each topic's latest known state and its sequence number: an older
     /// state never replaces a newer one, whichever path brings it (this
     /// process's own ingest, the update stream, a store read).
-    states: moka::sync::Cache<String, (u64, Bytes)>,
+    states: StateCache,
     updates: metrics::Counter,
 }
 
@@ -79,11 +81,12 @@ impl Hub {
             topic_key,
             channels: Mutex::new(HashMap::new()),
             ring_capacity: ring_capacity.max(1),
-            states: moka::sync::Cache::builder()
-                .max_capacity(cached_topics)
-                // A backstop only: updates refresh entries long before.
-                .time_to_live(Duration::from_secs(300))
-                .build(),
+            // The time to live is a backstop only: updates refresh entries
+            // long before.
+            states: StateCache::new(
+                usize::try_from(cached_topics).unwrap_or(usize::MAX),
+                Duration::from_secs(300),
+            ),
             updates: metrics::counter!(crate::metrics::UPDATES),
         }
     }
@@ -144,17 +147,13 @@ impl Hub {
     /// Caches `state`, the topic's state after event `seq`, unless the cache
     /// already holds a later one.
     pub fn cache_state(&self, topic: &str, seq: u64, state: Bytes) {
-        use moka::ops::compute::Op;
-        self.states.entry(topic.to_owned()).and_compute_with(|cached| match cached {
-            Some(cached) if cached.value().0 >= seq => Op::Nop,
-            _ => Op::Put((seq, state)),
-        });
+        self.states.store(topic, seq, state);
     }
 
     /// Drops every cached state: after losing the update stream the cache
     /// may be stale.
     pub fn clear_cache(&self) {
-        self.states.invalidate_all();
+        self.states.clear();
     }
 
     /// Routes one published update to the local subscribers of its topic.
@@ -168,7 +167,15 @@ impl Hub {
                 return;
             }
         };
-        self.cache_state(&header.topic, header.seq, Bytes::copy_from_slice(header.state.get().as_bytes()));
+        // The replica that ingested the update has cached its state already:
+        // no copy then.
+        if !self.states.has(&header.topic, header.seq) {
+            self.cache_state(
+                &header.topic,
+                header.seq,
+                Bytes::copy_from_slice(header.state.get().as_bytes()),
+            );
+        }
 
         let Some(channel) = self.lock().get(&header.topic).cloned() else { return };
         let Ok(text) = Utf8Bytes::try_from(payload) else { return };

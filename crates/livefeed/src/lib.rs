@@ -28,6 +28,7 @@
 mod domain;
 pub mod hub;
 pub mod ingest;
+mod states;
 pub mod subscription;
 
 pub use domain::{Domain, NewerFormat};

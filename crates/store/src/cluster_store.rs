@@ -62,8 +62,8 @@ use crate::{
     LogSlice, Ranked, ScoreApply, StateStore, StoreError, StreamEntry, Subscription,
     observed::{command_name, observe},
     redis_store::{
-        self, APPEND_SCRIPT, APPLY_BODY, LEASE_SCRIPT, RELEASE_SCRIPT, SWAP_BODY, ZADD_CHUNK, history_entry,
-        map_error, outcome, redact_url, value_int, value_text,
+        self, APPEND_SCRIPT, APPLY_BODY, AppendTarget, LEASE_SCRIPT, RELEASE_SCRIPT, SWAP_BODY, ZADD_CHUNK,
+        append_outcomes, history_entry, map_error, push_appends, redact_url, value_int, value_text,
     },
     stream::{JOURNAL_MAX_LEN, MAX_BLOCK},
 };
@@ -362,26 +362,6 @@ impl ClusterStore {
         redis_store::stream_entry(id).map(|entry| StreamEntry { id: Self::entry_id(k, &entry.id), ..entry })
     }
 
-    fn push_append(&self, pipe: &mut Pipeline, append: &LogAppend, limits: HistoryLimits) {
-        let k = self.partition_of(&append.log);
-        let max_idle_ms = u64::try_from(limits.max_idle.as_millis()).unwrap_or(u64::MAX).max(1);
-        pipe.cmd("EVALSHA")
-            .arg(&self.scripts.append_sha)
-            .arg(4)
-            .arg(self.part_key(k, "log-heads"))
-            .arg(self.part_key(k, "log-states"))
-            .arg(self.part_key(k, &format!("log:{}", append.log)))
-            .arg(self.stream(k))
-            .arg(&append.log)
-            .arg(append.seq)
-            .arg(append.entry.as_ref())
-            .arg(append.state.as_ref())
-            .arg(append.stream_entry.as_ref())
-            .arg(limits.max_entries)
-            .arg(max_idle_ms)
-            .arg(self.part_key(k, LIVE_CHANNEL));
-    }
-
     /// Indexes of `logs` grouped by partition, each group in input order.
     fn by_partition<'a>(&self, logs: impl Iterator<Item = &'a str>) -> Vec<(usize, Vec<usize>)> {
         let mut groups: HashMap<usize, Vec<usize>> = HashMap::new();
@@ -567,12 +547,20 @@ impl StateStore for ClusterStore {
         let groups = self.by_partition(appends.iter().map(|a| a.log.as_str()));
         let wait = self.config.wait_replicas;
         let wait_ms = u64::try_from((self.config.timeout / 2).min(MAX_WAIT).as_millis()).unwrap_or(0).max(1);
-        let replies = try_join_all(groups.iter().map(|(_, indexes)| {
+        let replies = try_join_all(groups.iter().map(|(k, indexes)| {
+            let k = *k;
             let mut pipe = redis::pipe();
             pipe.cmd("SCRIPT").arg("LOAD").arg(&self.scripts.append).ignore();
-            for &i in indexes {
-                self.push_append(&mut pipe, &appends[i], limits);
-            }
+            let (heads, states, channel) = (
+                self.part_key(k, "log-heads"),
+                self.part_key(k, "log-states"),
+                self.part_key(k, LIVE_CHANNEL),
+            );
+            let feed = self.stream(k);
+            let target = AppendTarget { heads: &heads, states: &states, feed: &feed, channel: &channel };
+            let history = |log: &str| self.part_key(k, &format!("log:{log}"));
+            let ours = indexes.iter().map(|&i| &appends[i]);
+            push_appends(&mut pipe, &self.scripts.append_sha, &target, history, ours, limits);
             if wait > 0 {
                 pipe.cmd("ROLE").cmd("WAIT").arg(wait).arg(wait_ms);
             }
@@ -588,20 +576,21 @@ impl StateStore for ClusterStore {
                         )));
                     }
                 }
-                values
+                let replies = values
                     .iter()
                     .map(|v| {
-                        redis::from_redis_value_ref::<(i64, u64)>(v)
+                        redis::from_redis_value_ref::<Vec<i64>>(v)
                             .map_err(|e| StoreError::Backend(e.to_string()))
                     })
-                    .collect::<Result<Vec<_>, _>>()
+                    .collect::<Result<Vec<_>, _>>()?;
+                append_outcomes(replies, indexes.len())
             }
         }))
         .await?;
         let mut outcomes = vec![AppendOutcome::Gap { head: 0 }; appends.len()];
         for ((_, indexes), replies) in groups.iter().zip(replies) {
-            for (&i, reply) in indexes.iter().zip(replies) {
-                outcomes[i] = outcome(reply);
+            for (&i, outcome) in indexes.iter().zip(replies) {
+                outcomes[i] = outcome;
             }
         }
         Ok(outcomes)

@@ -251,6 +251,22 @@ async fn large_interleaved_batches_keep_each_logs_order(store: &dyn StateStore) 
     let again = store.append_batch(&batch, LIMITS).await.expect("batch");
     assert!(again.iter().all(|o| *o == AppendOutcome::Duplicate { head: 100 }), "{again:?}");
     assert_eq!(store.read_feed(None, 1_000).await.expect("feed").entries.len(), 300);
+
+    // A gap in one call leaves the log where it was for the rest of the
+    // batch, in this call and the next, and the other log goes on.
+    let batch: Vec<LogAppend> = (101..=160)
+        .flat_map(|seq| [entry("i1", if seq == 130 { 131 } else { seq }), entry("i2", seq)])
+        .collect();
+    let outcomes = store.append_batch(&batch, LIMITS).await.expect("batch");
+    let of = |log: &str| -> Vec<AppendOutcome> {
+        batch.iter().zip(&outcomes).filter(|(a, _)| a.log == log).map(|(_, o)| *o).collect()
+    };
+    let mut expected = vec![AppendOutcome::Applied; 29];
+    expected.extend(vec![AppendOutcome::Gap { head: 129 }; 31]);
+    assert_eq!(of("i1"), expected);
+    assert_eq!(of("i2"), vec![AppendOutcome::Applied; 60]);
+    assert_eq!(store.log_state("i1").await.expect("state").map(|(head, _)| head), Some(129));
+    assert_eq!(store.log_state("i2").await.expect("state").map(|(head, _)| head), Some(160));
 }
 
 const GROUP: &str = "analytics";

@@ -66,6 +66,17 @@ pub struct BatchReport {
     pub rejected: Vec<RejectedItem>,
     /// All rejections, including any beyond the listed ones.
     pub rejected_count: u64,
+    /// Applied and duplicate events not yet in the metrics. They are counted
+    /// per chunk: a counter's label lookup per event cost more than the
+    /// rest of the report's bookkeeping.
+    #[serde(skip)]
+    uncounted: Uncounted,
+}
+
+#[derive(Debug, Default)]
+struct Uncounted {
+    applied: u64,
+    duplicates: u64,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -82,14 +93,18 @@ pub struct RejectedItem {
 
 impl BatchReport {
     fn record(&mut self, position: Position, result: Result<Accepted, RejectedReason>) {
-        count_outcome(result.as_ref().map(|accepted| *accepted).map_err(|reason| reason.code));
         match result {
-            Ok(Accepted::Applied) => self.accepted += 1,
+            Ok(Accepted::Applied) => {
+                self.accepted += 1;
+                self.uncounted.applied += 1;
+            }
             Ok(Accepted::Duplicate) => {
                 self.accepted += 1;
                 self.duplicates += 1;
+                self.uncounted.duplicates += 1;
             }
             Err(reason) => {
+                count_outcome(Err(reason.code), 1);
                 self.rejected_count += 1;
                 if self.rejected.len() < MAX_REPORTED_REJECTIONS {
                     let (index, line) = match position {
@@ -104,6 +119,18 @@ impl BatchReport {
                     });
                 }
             }
+        }
+    }
+
+    /// Adds the applied and duplicate events recorded since the last call
+    /// to the metrics.
+    fn count(&mut self) {
+        let Uncounted { applied, duplicates } = std::mem::take(&mut self.uncounted);
+        if applied > 0 {
+            count_outcome(Ok(Accepted::Applied), applied);
+        }
+        if duplicates > 0 {
+            count_outcome(Ok(Accepted::Duplicate), duplicates);
         }
     }
 }
@@ -125,20 +152,20 @@ impl From<Rejected> for RejectedReason {
     }
 }
 
-/// Counts one event's outcome: `applied`, `duplicate`, or `rejected` with
-/// the rejection's code as the reason.
-fn count_outcome(outcome: Result<Accepted, &'static str>) {
+/// Counts `n` events of one outcome: `applied`, `duplicate`, or `rejected`
+/// with the rejection's code as the reason.
+fn count_outcome(outcome: Result<Accepted, &'static str>, n: u64) {
     let (outcome, reason) = match outcome {
         Ok(Accepted::Applied) => ("applied", ""),
         Ok(Accepted::Duplicate) => ("duplicate", ""),
         Err(code) => ("rejected", code),
     };
-    metrics::counter!(crate::metrics::INGEST_EVENTS, "outcome" => outcome, "reason" => reason).increment(1);
+    metrics::counter!(crate::metrics::INGEST_EVENTS, "outcome" => outcome, "reason" => reason).increment(n);
 }
 
 /// A request refused whole for a body that is not valid events.
 fn invalid(message: String) -> ApiError {
-    count_outcome(Err("invalid_event"));
+    count_outcome(Err("invalid_event"), 1);
     ApiError::InvalidEvent(message)
 }
 
@@ -207,7 +234,7 @@ pub async fn publish(
                 live.ingestor.ingest(std::slice::from_ref(&event)).await.map_err(ingest_failure)?;
             let result =
                 results.pop().ok_or_else(|| ApiError::Unexpected(anyhow::anyhow!("no ingest result")))?;
-            count_outcome(result.as_ref().map(|accepted| *accepted).map_err(rejection_code));
+            count_outcome(result.as_ref().map(|accepted| *accepted).map_err(rejection_code), 1);
             let status = match result.map_err(ApiError::Rejected)? {
                 Accepted::Applied => "applied",
                 Accepted::Duplicate => "duplicate",
@@ -221,6 +248,7 @@ pub async fn publish(
             for (index, result) in results.into_iter().enumerate() {
                 report.record(Position::Index(index), result.map_err(RejectedReason::from));
             }
+            report.count();
             Ok(Json(report).into_response())
         }
     }
@@ -323,6 +351,7 @@ impl InFlight {
         for (number, result) in self.numbers.into_iter().zip(committed.results) {
             report.record(Position::Line(number), result.map_err(RejectedReason::from));
         }
+        report.count();
         Ok(())
     }
 }
