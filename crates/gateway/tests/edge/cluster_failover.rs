@@ -44,7 +44,18 @@ async fn a_master_killed_mid_ingest_loses_no_acknowledged_event_and_the_feed_res
         .expect("a master serves the match's partition");
 
     let total = 120u64;
-    assert_eq!(publish(&app.client, app.gateway.addr, &kickoff("final")).await.status(), StatusCode::OK);
+    // A fresh cluster's replica may still be syncing: until it holds the
+    // append, the gateway refuses it as retryable (503), and a client
+    // retries, as this one does.
+    let mut status = StatusCode::SERVICE_UNAVAILABLE;
+    for _ in 0..50 {
+        status = publish(&app.client, app.gateway.addr, &kickoff("final")).await.status();
+        if status != StatusCode::SERVICE_UNAVAILABLE {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, StatusCode::OK);
     let mut subscriber = WsClient::connect(app.gateway.addr).await;
     assert_eq!(subscriber.subscribe("final", None).await["seq"], 1);
     let follower = tokio::spawn(async move {
