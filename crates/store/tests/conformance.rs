@@ -600,6 +600,36 @@ async fn key_prefixes_isolate_redis_stores() {
 }
 
 #[tokio::test]
+async fn a_write_refused_midway_leaves_the_appends_before_it_whole() {
+    let Some(store) = redis_store().await else { return };
+    // The history of w2 is not a stream: its append's XADD is refused.
+    store.set("log:w2", Bytes::from_static(b"in the way")).await.expect("set");
+    let batch = [entry("w1", 1), entry("w1", 2), entry("w2", 1), entry("w1", 3)];
+    store.append_batch(&batch, LIMITS).await.expect_err("w2's history is in the way");
+
+    // Everything before the refusal is whole, nothing after it was written.
+    assert_eq!(store.log_state("w1").await.expect("state"), Some((2, Bytes::from("state of w1 at 2"))));
+    assert_eq!(store.read_log("w1", 0, 10).await.expect("read").entries.len(), 2);
+    assert_eq!(store.log_state("w2").await.expect("state"), None);
+    assert_eq!(store.stream_len().await.expect("feed"), 2);
+
+    // Out of the way, the same batch again: the first two are duplicates.
+    store.delete("log:w2").await.expect("delete");
+    let outcomes = store.append_batch(&batch, LIMITS).await.expect("batch");
+    assert_eq!(
+        outcomes,
+        [
+            AppendOutcome::Duplicate { head: 2 },
+            AppendOutcome::Duplicate { head: 2 },
+            AppendOutcome::Applied,
+            AppendOutcome::Applied
+        ]
+    );
+    assert_eq!(store.log_state("w1").await.expect("state").map(|(head, _)| head), Some(3));
+    assert_eq!(store.stream_len().await.expect("feed"), 4);
+}
+
+#[tokio::test]
 async fn unreachable_redis_reports_unavailable_within_the_timeout() {
     // Port 1 on loopback: nothing listens there.
     let config = store::RedisConfig {
