@@ -34,13 +34,19 @@ use crate::{
 ///
 /// Each append is checked against the head its predecessors in the call
 /// left. The heads are read in one HMGET and the new heads and states
-/// written in one HSET each at the end, for the whole call: most of Redis's
-/// CPU per append is the glue around each `redis.call` (it copies the
-/// arguments into Lua and the reply back), so one command with many fields
-/// costs far less than as many commands. Nobody sees the call half done (a
-/// script runs alone), and if a write fails midway, the heads and states of
-/// the appends before it are still written before the error is returned,
-/// so every append is whole or absent, as when each had a call of its own.
+/// written in one HSET each at the end of the call. Nobody sees the call
+/// half done (a script runs alone); if a write is refused midway (a key of
+/// the wrong type), the heads and states of the appends before it are
+/// still written before the error is returned, and the refused one wrote
+/// nothing, so every append is whole or absent.
+///
+/// Measured (`INFO commandstats`, 64 appends of 64 matches per call): the
+/// commands take about 4.6 µs of Redis's CPU per append, the two XADDs 3.4
+/// of it; the script as a whole about 11 µs. Most of the rest is the Lua
+/// interpreter (some 40% of Redis's samples in `perf`), where each argument
+/// and reply becomes a Lua string. Reading and writing the heads and states
+/// once per call instead of once per append saved about 0.5 µs; fewer and
+/// smaller arguments per append would save more.
 pub(crate) const APPEND_SCRIPT: &str = r#"
 local maxlen, idle, channel = ARGV[1], ARGV[2], ARGV[3]
 local logs, seen = {}, {}
@@ -103,7 +109,7 @@ return failed or out
 "#;
 
 /// Appends per call of [`APPEND_SCRIPT`]. A call runs alone on its Redis,
-/// delaying every other client by some 20 µs per append (about 1.3 ms for a
+/// delaying every other client by some 11 µs per append (about 0.7 ms for a
 /// full call); a smaller call pays the call's own cost more often.
 const APPENDS_PER_CALL: usize = 64;
 
