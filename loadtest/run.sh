@@ -5,9 +5,10 @@
 #
 #   loadtest/run.sh [--quick] [--runs N] [scenario ...]
 #
-# Scenarios: startup slow latency compute compute-small mixed fanout ingest (default
-# all). Runs: default 3; each run goes through every chosen scenario before
-# the next begins, so slow drift on the machine spreads over all of them.
+# Scenarios: startup slow latency compute compute-small mixed fanout ingest
+# callgrind (default all). Runs: default 3; each run goes through every
+# chosen scenario before the next begins, so slow drift on the machine
+# spreads over all of them.
 #
 # --quick is the CI smoke test: courtside only, debug build, tiny scale, one
 # run, results in target/loadtest-quick (emptied first), and the report's
@@ -28,7 +29,7 @@ command_line=${command_line# }
 quick=0
 runs=""
 chosen=()
-all="startup slow latency compute compute-small mixed fanout ingest"
+all="startup slow latency compute compute-small mixed fanout ingest callgrind"
 usage() { echo "usage: loadtest/run.sh [--quick] [--runs N] [scenario ...]   (scenarios: $all)"; }
 while [ $# -gt 0 ]; do
   case $1 in
@@ -125,6 +126,7 @@ has startup && supersede startup.jsonl startup
 [ ${#http_scenarios[@]} -gt 0 ] && supersede http.jsonl "${http_scenarios[@]}"
 has fanout && supersede fanout.jsonl fanout && supersede fanout-burst.jsonl fanout-burst
 has ingest && supersede ingest.jsonl ingest
+has callgrind && supersede callgrind.jsonl callgrind-slow
 
 # --- the runs -----------------------------------------------------------------
 failed=()
@@ -148,6 +150,7 @@ for ((i = 1; i <= runs; i++)); do
     if [ $quick = 1 ]; then BURST=1 step fanout-burst loadtest/fanout.sh; else BURST=1 step fanout-burst loadtest/fanout.sh 15000; fi
   fi
   has ingest && step ingest loadtest/ingest.sh
+  has callgrind && step callgrind loadtest/callgrind.sh
 done
 
 # --- report -------------------------------------------------------------------

@@ -213,6 +213,9 @@ fn columns(scenario: &str) -> &'static [(&'static str, &'static str, f64)] {
             ("CPU µs/request", "cpu_us_per_request", 1.0),
             ("errors", "errors", 1.0),
         ],
+        "callgrind-slow" => {
+            &[("instructions/request", "instructions_per_request", 1.0), ("requests", "requests", 1.0)]
+        }
         _ => &[],
     }
 }
@@ -228,6 +231,7 @@ const ORDER: &[&str] = &[
     "fanout-burst",
     "ingest",
     "overhead",
+    "callgrind-slow",
     "soak",
 ];
 
@@ -453,6 +457,17 @@ fn targets(points: &[Point]) -> Vec<Verdict> {
             false,
         );
     }
+    let instructions = |system: &str| {
+        find(points, "callgrind-slow", system, None).and_then(|p| p.get("instructions_per_request"))
+    };
+    ratio(
+        &mut out,
+        "instructions per /slow request, traces at 10% vs off".into(),
+        instructions("courtside"),
+        instructions("courtside-untraced"),
+        1.05,
+        false,
+    );
     for system in ["courtside-gateway", "courtside-all-in-one", "courtside"] {
         if let Some(p50) = find(points, "startup", system, None).and_then(|p| p.get("p50_ms")) {
             out.push((
@@ -512,6 +527,16 @@ fn edge_targets(points: &[Point], out: &mut Vec<Verdict>) {
                 );
             }
         }
+        // Instructions repeat where seconds do not: the real servers under
+        // callgrind (`callgrind.sh`).
+        ratio(
+            out,
+            format!("instructions per /slow request, {system} vs bare axum"),
+            find(points, "callgrind-slow", system, None).and_then(|p| p.get("instructions_per_request")),
+            find(points, "callgrind-slow", "bare-axum", None).and_then(|p| p.get("instructions_per_request")),
+            1.3,
+            false,
+        );
         ratio(
             out,
             format!("latency@20000 {system} p99 vs bare axum"),
