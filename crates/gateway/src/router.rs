@@ -73,13 +73,15 @@ pub fn router_with(state: AppState, extra: Router<AppState>, ops: OpsRoutes) -> 
         .merge(extra)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(state.body_limit))
-        .layer(TrackLayer::new(std::sync::Arc::clone(&state.fit)))
+        // One `layer` call: each call wraps every route again, and each
+        // wrapping boxes the request's future, on the heap, per request.
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
                 .layer(TraceLayer::new_for_http().make_span_with(http_span).on_response(record_status))
-                .layer(PropagateRequestIdLayer::new(REQUEST_ID)),
+                .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+                .layer(TrackLayer::new(std::sync::Arc::clone(&state.fit)))
+                .layer(DefaultBodyLimit::max(state.body_limit)),
         )
         .with_state(state)
 }
