@@ -213,9 +213,11 @@ fn columns(scenario: &str) -> &'static [(&'static str, &'static str, f64)] {
             ("CPU µs/request", "cpu_us_per_request", 1.0),
             ("errors", "errors", 1.0),
         ],
-        "callgrind-slow" => {
-            &[("instructions/request", "instructions_per_request", 1.0), ("requests", "requests", 1.0)]
-        }
+        "callgrind-slow" => &[
+            ("instructions/request", "instructions_per_request", 1.0),
+            ("requests", "requests", 1.0),
+            ("errors", "errors", 1.0),
+        ],
         _ => &[],
     }
 }
