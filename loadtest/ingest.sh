@@ -14,8 +14,8 @@
 # the request itself failed.
 #
 # REDIS_CLUSTER_URL (seed nodes, comma-separated, as `.ci/redis-cluster
-# start DIR` prints them) ingests into that Redis Cluster instead, labelled
-# courtside-cluster-bulk-ingest; REDIS_WAIT_REPLICAS sets
+# start DIR` prints them) ingests into that Redis Cluster instead, reported
+# as the system courtside-cluster; REDIS_WAIT_REPLICAS sets
 # COURTSIDE_REDIS_WAIT_REPLICAS for it (default 0).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -28,11 +28,13 @@ build gateway loadtest
 
 failed_line() { # message
   echo "ingest: $1 (server's output: $LOGS/ingest-server.log)" >&2
-  emit $out "{$(common_fields ingest courtside),\"errors\":1,\"failed\":true,\"error\":$(json_str "$1")}"
+  emit $out "{$(common_fields ingest "$system"),\"errors\":1,\"failed\":true,\"error\":$(json_str "$1")}"
   exit 1
 }
 
+system=courtside
 if [ -n "${REDIS_CLUSTER_URL:-}" ]; then
+  system=courtside-cluster
   redis_env=(COURTSIDE_REDIS_CLUSTER=true "COURTSIDE_REDIS_URL=$REDIS_CLUSTER_URL"
     "COURTSIDE_REDIS_WAIT_REPLICAS=${REDIS_WAIT_REPLICAS:-0}")
   label=courtside-cluster-bulk-ingest
@@ -73,4 +75,4 @@ accepted=$(sed -nE 's/.*"accepted":([0-9]+).*/\1/p' <<<"$report")
 rejected=$(sed -nE 's/.*"rejected_count":([0-9]+).*/\1/p' <<<"$report")
 [ -n "$accepted" ] && [ -n "$rejected" ] || failed_line "unexpected answer: ${report:0:300}"
 line=$(awk -v s="$start" -v e="$end" -v a="$accepted" 'BEGIN { printf "\"seconds\":%.3f,\"events_per_second\":%.0f", e - s, a / (e - s) }')
-emit $out "{$(common_fields ingest courtside),$line,\"rss_peak_kib\":$peak,\"errors\":$rejected,\"label\":\"$label\",\"bytes\":$bytes,\"matches\":$matches,\"accepted\":$accepted,\"rejected\":$rejected,\"rss_start_kib\":$rss_start}"
+emit $out "{$(common_fields ingest "$system"),$line,\"rss_peak_kib\":$peak,\"errors\":$rejected,\"label\":\"$label\",\"bytes\":$bytes,\"matches\":$matches,\"accepted\":$accepted,\"rejected\":$rejected,\"rss_start_kib\":$rss_start}"
