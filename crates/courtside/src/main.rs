@@ -111,7 +111,7 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Some(Command::Healthcheck { addr }) => {
-            runtime("healthcheck", 1).and_then(|rt| rt.block_on(gateway::health::healthcheck(addr)))
+            runtime("healthcheck", 1).and_then(|rt| rt.block_on(gateway::healthcheck::healthcheck(addr)))
         }
         Some(Command::Simulate { url, token }) => simulate_only(url, token, &cli.simulation, cli.log_format),
         Some(Command::Xt { actions, out, threads }) => {
@@ -153,13 +153,13 @@ fn run(
     // publisher, so it needs a token; without a configured one, mint one
     // that lives as long as this process.
     let sim_token = match simulation {
-        Some(_) if gateway_config.publish_tokens.expose_secret().trim().is_empty() => {
+        Some(_) if gateway_config.edge.publish_tokens.expose_secret().trim().is_empty() => {
             let token = random_token();
-            gateway_config.publish_tokens = token.clone().into();
+            gateway_config.edge.publish_tokens = token.clone().into();
             Some(token)
         }
         Some(_) => {
-            gateway_config.publish_tokens.expose_secret().split(',').next().map(|t| t.trim().to_owned())
+            gateway_config.edge.publish_tokens.expose_secret().split(',').next().map(|t| t.trim().to_owned())
         }
         None => None,
     };

@@ -4,7 +4,8 @@
 //! live-feed engine never imports the HTTP layer above it.
 //!
 //! "Imports" means every `use` and every path that names another module of
-//! the same crate (`crate::x::y`, `super::z`), outside inline test modules.
+//! the same crate (`crate::x::y`, `super::z`), outside inline test modules,
+//! including paths inside macro invocations (`gauge!(crate::metrics::X)`).
 //! A `mod` declaration is not an import: declaring a child is how a parent
 //! owns it. Names re-exported by `lib.rs` count as imports of the module
 //! they come from.
@@ -15,6 +16,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use proc_macro2::{TokenStream, TokenTree};
 use syn::visit::Visit;
 
 type Module = Vec<String>;
@@ -116,6 +118,41 @@ impl Paths<'_> {
             self.found.push(path);
         }
     }
+
+    /// The paths in a macro's arguments, which syn leaves as unparsed
+    /// tokens: every run `a::b::c` of identifiers, in nested groups too.
+    fn macro_tokens(&mut self, tokens: TokenStream) {
+        let tokens: Vec<TokenTree> = tokens.into_iter().collect();
+        let punct = |i: usize, c: char| matches!(&tokens[i], TokenTree::Punct(p) if p.as_char() == c);
+        let mut i = 0;
+        while i < tokens.len() {
+            match &tokens[i] {
+                TokenTree::Group(group) => self.macro_tokens(group.stream()),
+                // Not a path's start: a field or method after `.`, a
+                // metavariable after `$` (but `$crate` is the crate), or the
+                // rest of a path after `::` (`::std::x`, `Vec::<T>::new`).
+                TokenTree::Ident(_) if i >= 1 && punct(i - 1, '.') => {}
+                TokenTree::Ident(ident) if i >= 1 && punct(i - 1, '$') && ident != "crate" => {}
+                TokenTree::Ident(_) if i >= 2 && punct(i - 1, ':') && punct(i - 2, ':') => {}
+                TokenTree::Ident(ident) => {
+                    let mut segments = vec![ident.to_string()];
+                    while let [TokenTree::Punct(a), TokenTree::Punct(b), TokenTree::Ident(next), ..] =
+                        &tokens[i + 1..]
+                        && a.as_char() == ':'
+                        && b.as_char() == ':'
+                    {
+                        segments.push(next.to_string());
+                        i += 3;
+                    }
+                    if let Some(path) = self.absolute(&segments) {
+                        self.found.push(path);
+                    }
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+    }
 }
 
 impl<'ast> Visit<'ast> for Paths<'_> {
@@ -129,6 +166,11 @@ impl<'ast> Visit<'ast> for Paths<'_> {
             self.found.push(path);
         }
         syn::visit::visit_path(self, path);
+    }
+
+    fn visit_macro(&mut self, mac: &'ast syn::Macro) {
+        self.macro_tokens(mac.tokens.clone());
+        syn::visit::visit_macro(self, mac);
     }
 
     fn visit_visibility(&mut self, visibility: &'ast syn::Visibility) {
@@ -283,4 +325,19 @@ fn a_restricted_visibility_is_not_an_import() {
     assert_eq!(find_cycle(&edges), None, "{edges:?}");
     let worker = vec!["worker".to_owned()];
     assert!(edges[&worker].contains(&vec!["worker".to_owned(), "balance".to_owned()]), "{edges:?}");
+}
+
+#[test]
+fn a_path_inside_a_macro_is_an_import() {
+    let dir = std::env::temp_dir().join(format!("courtside-macro-{}", std::process::id()));
+    fs::create_dir_all(&dir).expect("temp dir");
+    fs::write(dir.join("lib.rs"), "pub mod limits;\npub mod metrics;\n").expect("write");
+    // Nested in a group, as in `gauge!(...)` inside a block.
+    fs::write(dir.join("limits.rs"), "pub struct Lane;\nfn f() { g!({ [crate::metrics::TRACKED] }); }\n")
+        .expect("write");
+    fs::write(dir.join("metrics.rs"), "pub const TRACKED: &str = \"t\";\nfn f(_: crate::limits::Lane) {}\n")
+        .expect("write");
+    let cycle = find_cycle(&graph(&dir));
+    fs::remove_dir_all(&dir).expect("cleanup");
+    assert!(cycle.is_some_and(|c| c.len() == 3), "the cycle through the macro is found");
 }

@@ -1,47 +1,37 @@
-//! The edge gateway: axum on tokio. It speaks HTTP/JSON to the world and
-//! gRPC to the analytics worker, and never does CPU-heavy work itself.
+//! The edge gateway: football on the edge. It speaks HTTP/JSON to the
+//! world and gRPC to the analytics worker, and never does CPU-heavy work
+//! itself. What every service needs of an edge (the accept loop, limits,
+//! tokens, request tracking, errors, health, drain) is the `edge` crate's;
+//! this crate is the football routes and their wiring.
 //!
 //! # Layout
-//! - [`config`]: settings from `COURTSIDE_*` variables and flags.
-//! - [`startup`]: [`Application`] (bind, serve, drain).
-//! - [`router`]: the whole HTTP surface; [`middleware`]: what every request
-//!   passes through; [`state`]: what handlers share, in parts they can take
-//!   one by one.
-//! - [`routes`]: the plain HTTP handlers, one module per group.
-//! - [`live`]: the live feed: ingest, fan-out, and the WebSocket and SSE
-//!   transports.
-//! - [`auth`]: bearer tokens for publishers and readers.
-//! - [`limits`]: rate limits per client address and per publish token, in
-//!   three lanes (ingest, subscribe, compute).
-//! - [`worker`]: the gRPC client for the analytics worker. Generated protobuf
+//! - [`config`]: settings from `COURTSIDE_*` variables and flags (the
+//!   edge's, flattened in, and the gateway's own).
+//! - [`startup`]: [`Application`] (build, serve, drain).
+//! - `router`: the gateway's routes; `state`: what handlers share, in parts
+//!   they can take one by one.
+//! - `routes`: the plain HTTP handlers, one module per group.
+//! - [`live`]: the live feed: football on the live-feed engine, ingest,
+//!   fan-out, and the WebSocket and SSE transports.
+//! - `worker`: the gRPC client for the analytics worker. Generated protobuf
 //!   types stop there.
-//! - [`error`]: [`error::ApiError`], the one mapping from failures to HTTP
-//!   responses with a JSON body.
-//! - [`health`]: the `healthcheck` subcommand used by container healthchecks.
-//! - [`metrics`]: the Prometheus series and the middleware that records them;
-//!   [`fit`]: the per-route runtime-fit report it feeds.
+//! - `error`: `ApiError`, football's failures and their codes, answered in
+//!   the edge's one error shape.
+//! - `metrics`: the gateway's own Prometheus series.
 
-pub mod auth;
 pub mod config;
-pub mod error;
-pub mod extract;
-pub mod fit;
-pub mod health;
-pub mod limits;
+mod error;
 pub mod live;
-pub mod metrics;
-pub mod middleware;
-pub mod openapi;
-pub mod router;
+mod metrics;
+mod openapi;
+mod router;
 pub mod routes;
-pub mod server;
 pub mod startup;
-pub mod state;
+mod state;
 #[cfg(feature = "testing")]
 pub mod testing;
-pub mod worker;
+mod worker;
 
 pub use config::GatewayConfig;
-pub use router::{router, router_with};
+pub use edge::healthcheck;
 pub use startup::Application;
-pub use state::AppState;

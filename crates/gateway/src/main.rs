@@ -13,7 +13,7 @@ use gateway::{
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(Command::Healthcheck { addr }) = cli.command {
-        return match gateway::health::healthcheck(addr).await {
+        return match gateway::healthcheck::healthcheck(addr).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
                 eprintln!("unhealthy: {err:#}");

@@ -27,7 +27,7 @@ use utoipa::{
         (name = "dashboard", description = "the live dashboard page"),
     )
 )]
-pub struct ApiDoc;
+pub(crate) struct ApiDoc;
 
 struct BearerAuth;
 

@@ -2,16 +2,13 @@
 //! on its own (axum's `FromRef`), so a handler names only what it uses:
 //! `State<WorkerClient>`, `State<Arc<LiveState>>`, `State<Arc<Auth>>`, ...
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use axum::extract::FromRef;
+use edge::{Edge, auth::Auth, limits::Limits};
 use store::StateStore;
-use tokio_util::sync::CancellationToken;
 
-use crate::{
-    auth::Auth, fit::RuntimeFit, limits::Limits, live::LiveState, routes::views::cache::ViewCaches,
-    worker::WorkerClient,
-};
+use crate::{live::LiveState, routes::views::cache::ViewCaches, worker::WorkerClient};
 
 /// What every handler can reach. One `Arc`: the middleware and the
 /// extractors clone it a few times per request, so a clone must be a single
@@ -39,28 +36,12 @@ pub struct Shared {
     pub store: Arc<dyn StateStore>,
     pub worker: WorkerClient,
     pub live: Arc<LiveState>,
-    pub auth: Arc<Auth>,
-    /// Rate limits per client address and per publish token.
-    pub limits: Arc<Limits>,
-    pub fit: Arc<RuntimeFit>,
+    /// Tokens, rate limits, the request timeout and body limit.
+    pub edge: Edge,
     /// The dashboard's shared caches (win probability per match state, the
     /// xT grid).
     pub views: Arc<ViewCaches>,
-    pub request_timeout: Duration,
-    pub body_limit: usize,
     pub bench_routes: crate::config::BenchRoutes,
-    /// Fires when shutdown begins: readiness fails from then on.
-    pub draining: CancellationToken,
-}
-
-/// Fires when the gateway begins to shut down.
-#[derive(Debug, Clone)]
-pub struct Draining(pub CancellationToken);
-
-impl FromRef<AppState> for Draining {
-    fn from_ref(state: &AppState) -> Self {
-        Draining(state.draining.clone())
-    }
 }
 
 /// The largest request body read whole, in bytes.
@@ -87,19 +68,13 @@ impl FromRef<AppState> for Arc<LiveState> {
 
 impl FromRef<AppState> for Arc<Auth> {
     fn from_ref(state: &AppState) -> Self {
-        Arc::clone(&state.auth)
+        Arc::clone(&state.edge.auth)
     }
 }
 
 impl FromRef<AppState> for Arc<Limits> {
     fn from_ref(state: &AppState) -> Self {
-        Arc::clone(&state.limits)
-    }
-}
-
-impl FromRef<AppState> for Arc<RuntimeFit> {
-    fn from_ref(state: &AppState) -> Self {
-        Arc::clone(&state.fit)
+        Arc::clone(&state.edge.limits)
     }
 }
 
@@ -111,6 +86,12 @@ impl FromRef<AppState> for Arc<ViewCaches> {
 
 impl FromRef<AppState> for BodyLimit {
     fn from_ref(state: &AppState) -> Self {
-        BodyLimit(state.body_limit)
+        BodyLimit(state.edge.body_limit)
+    }
+}
+
+impl FromRef<AppState> for Arc<edge::fit::RuntimeFit> {
+    fn from_ref(state: &AppState) -> Self {
+        Arc::clone(&state.edge.fit)
     }
 }

@@ -26,7 +26,7 @@ async fn a_subscriber_that_never_reads_is_cut_off_and_released() {
         |_| {},
         |gateway, store| {
             gateway.write_timeout_ms = 300;
-            gateway.socket_send_buffer_bytes = 16 * 1024;
+            gateway.edge.socket_send_buffer_bytes = 16 * 1024;
             store.redis_url = Some(redis.url.clone().into());
             store.redis_prefix = redis.key_prefix.clone();
         },

@@ -25,6 +25,22 @@ pub trait Domain: Send + Sync + 'static {
     /// `"lot"`.
     const TOPIC: &'static str;
 
+    /// Checks a topic id a client sent (in a path, a subscribe message)
+    /// before anything is looked up or allocated for it; the error says what
+    /// a valid id is. The default takes 1 to 64 characters of `a-z`, `0-9`,
+    /// `-` and `_`: safe in URLs, store keys and log lines without escaping.
+    fn check_topic(raw: &str) -> Result<(), String> {
+        let valid_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_';
+        if raw.is_empty() || raw.len() > 64 || !raw.chars().all(valid_char) {
+            let shown: String = raw.chars().take(64).collect();
+            return Err(format!(
+                "{} id must be 1 to 64 characters of a-z, 0-9, '-' or '_', got {shown:?}",
+                Self::TOPIC
+            ));
+        }
+        Ok(())
+    }
+
     /// The topic `event` belongs to.
     fn topic(event: &Self::Event) -> &str;
 

@@ -87,6 +87,34 @@ pub async fn cluster_config() -> Option<ClusterConfig> {
     }
 }
 
+/// Deletes every key under `config`'s prefix: what a test leaves behind on
+/// the shared server. Best effort: a test that cannot clean up has already
+/// checked what it came for.
+pub async fn delete_keys(config: &RedisConfig) {
+    let Ok(client) = redis::Client::open(config.url.as_str()) else { return };
+    let Ok(mut connection) = client.get_multiplexed_async_connection().await else { return };
+    let pattern = format!("{}*", config.key_prefix);
+    let mut cursor = 0u64;
+    loop {
+        let scanned: redis::RedisResult<(u64, Vec<String>)> = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut connection)
+            .await;
+        let Ok((next, keys)) = scanned else { return };
+        if !keys.is_empty() {
+            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(&keys).query_async(&mut connection).await;
+        }
+        if next == 0 {
+            return;
+        }
+        cursor = next;
+    }
+}
+
 /// A prefix no other test in this or any concurrent test process uses.
 pub fn unique_prefix() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);

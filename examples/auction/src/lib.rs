@@ -1,53 +1,70 @@
-//! A live auction on courtside's live-feed engine: sellers open lots,
-//! bidders bid, and everyone watching a lot sees each bid as it lands, over
-//! Server-Sent Events that resume where they left off.
+//! A live auction on courtside's edge and live-feed engine: sellers open
+//! lots, bidders bid, and everyone watching a lot sees each bid as it lands,
+//! over Server-Sent Events that resume where they left off.
 //!
 //! The domain is in [`lot`]; this file is its HTTP face:
-//! - `POST /events`: one lot event (`open`, `bid`, `close`) as JSON.
+//! - `POST /events`: one lot event (`open`, `bid`, `close`) as JSON, with a
+//!   publish token.
 //! - `GET /lots/{id}`: the lot's current state.
 //! - `GET /lots/{id}/live`: `subscribed`, then each `event`, as SSE; resumes
 //!   after `Last-Event-ID` (or `?since=`).
 //!
-//! The engine does the rest: sequence numbers, history, fan-out across
-//! processes sharing a Redis, resume, and slow subscribers.
+//! The engine does the sequencing, history, fan-out across processes
+//! sharing a Redis, resume and slow subscribers; the edge
+//! ([`edge::Server`]) does the rest of what a public service needs: tokens,
+//! rate limits, connection caps, timeouts, request ids, traces, metrics,
+//! health, JSON errors and the drain on shutdown.
 
 pub mod lot;
 
-use std::{convert::Infallible, sync::Arc};
+use std::{convert::Infallible, sync::Arc, time::Duration};
 
 use axum::{
     Json, Router,
     body::Bytes,
-    extract::{Path, Query, State},
+    extract::{FromRequest as _, Request, State},
     http::{HeaderMap, StatusCode, header},
-    response::{IntoResponse, Response, Sse, sse::Event},
+    middleware::from_fn_with_state,
+    response::{
+        IntoResponse, Response, Sse,
+        sse::{Event, KeepAlive},
+    },
     routing::{get, post},
 };
+use edge::{
+    ApiErrorKind, Checks, Edge, EdgeError,
+    auth::TokenQuery,
+    extract::{Path, Query},
+    limits::Lane,
+    middleware::rate_limit,
+};
 use futures::{Stream, StreamExt as _};
-use livefeed::{Accepted, Domain as _, Hub, Ingestor, Rejected, SubscribeError, Subscriptions};
+use livefeed::{Accepted, Disconnect, Domain as _, Hub, Ingestor, Rejected, SubscribeError, Subscriptions};
 use serde_json::json;
-use store::{HistoryLimits, StateStore};
-use tokio_util::sync::CancellationToken;
+use store::{HistoryLimits, StateStore, StoreError};
 
-use crate::lot::{Auction, LotEvent};
+use crate::lot::{Auction, BidError, LotEvent};
 
 /// What the handlers share.
 #[derive(Debug, Clone)]
 pub struct App {
     ingestor: Ingestor<Auction>,
     subscriptions: Subscriptions,
-    /// Ends every live stream, so a graceful shutdown is not held open.
-    stop: CancellationToken,
+    edge: Edge,
 }
 
 impl App {
-    /// The auction on `store`, with its fan-out bridge running until `stop`.
-    pub fn new(store: Arc<dyn StateStore>, stop: CancellationToken) -> Self {
+    /// The auction on `store`, served through `edge`; its fan-out bridge
+    /// runs until the edge closes.
+    pub fn new(store: Arc<dyn StateStore>, edge: &Edge) -> Self {
         let limits = HistoryLimits::default();
         let hub = Arc::new(Hub::new(Auction::TOPIC, 1024, 10_000));
-        tokio::spawn(livefeed::run_bridge(Arc::clone(&hub), Arc::clone(&store), stop.clone()));
+        edge.shutdown.spawn(livefeed::run_bridge(
+            Arc::clone(&hub),
+            Arc::clone(&store),
+            edge.shutdown.closing().clone(),
+        ));
         Self {
-            stop,
             ingestor: Ingestor::new(Arc::clone(&store), limits, Arc::clone(&hub)),
             subscriptions: Subscriptions {
                 topic_key: Auction::TOPIC,
@@ -56,97 +73,225 @@ impl App {
                 limits,
                 max_lag_bytes: 256 * 1024,
             },
+            edge: edge.clone(),
         }
     }
 
+    /// The routes, each behind the edge's pieces it needs: publishing
+    /// spends from the ingest lane, following from the subscribe lane, and
+    /// the ordinary requests get the request timeout.
     pub fn router(self) -> Router {
+        let lane = |lane| from_fn_with_state(self.edge.lane(lane), rate_limit);
         Router::new()
-            .route("/events", post(publish))
-            .route("/lots/{id}", get(read_lot))
-            .route("/lots/{id}/live", get(follow_lot))
+            .route("/events", post(publish).route_layer(lane(Lane::Ingest)).route_layer(self.edge.timeout()))
+            .route("/lots/{id}", get(read_lot).route_layer(self.edge.timeout()))
+            .route("/lots/{id}/live", get(follow_lot).route_layer(lane(Lane::Subscribe)))
             .with_state(self)
     }
-}
 
-/// A JSON error: `{"error": {"code": .., "message": ..}}`.
-fn error(status: StatusCode, code: &str, message: impl ToString) -> Response {
-    (status, Json(json!({"error": {"code": code, "message": message.to_string()}}))).into_response()
-}
-
-fn unavailable(err: impl ToString) -> Response {
-    let mut response = error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", err);
-    response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
-    response
-}
-
-async fn publish(State(app): State<App>, body: Bytes) -> Response {
-    let event: LotEvent = match serde_json::from_slice(&body) {
-        Ok(event) => event,
-        Err(err) => return error(StatusCode::BAD_REQUEST, "invalid_event", err),
-    };
-    let mut results = match app.ingestor.ingest(std::slice::from_ref(&event)).await {
-        Ok(results) => results,
-        Err(err) => return unavailable(err),
-    };
-    match results.pop() {
-        Some(Ok(Accepted::Applied)) => Json(json!({"status": "applied", "seq": event.seq})).into_response(),
-        Some(Ok(Accepted::Duplicate)) => {
-            Json(json!({"status": "duplicate", "seq": event.seq})).into_response()
-        }
-        Some(Err(Rejected::Apply(err))) => error(StatusCode::UNPROCESSABLE_ENTITY, err.code(), err),
-        Some(Err(rejected @ Rejected::Gap { .. })) => error(StatusCode::CONFLICT, "sequence_gap", rejected),
-        Some(Err(rejected)) => error(StatusCode::CONFLICT, "conflict", rejected),
-        None => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "no result"),
+    /// What readiness asks: the store, which every route needs.
+    pub fn checks(&self) -> Checks {
+        let store = Arc::clone(&self.subscriptions.store);
+        Checks::new().required("store", Some(store.backend()), move || {
+            let store = Arc::clone(&store);
+            async move { Ok(store.ping().await?) }
+        })
     }
 }
 
-async fn read_lot(State(app): State<App>, Path(id): Path<String>) -> Response {
+/// Every way an auction request fails, with its status and stable code.
+#[derive(Debug, thiserror::Error)]
+pub enum AuctionError {
+    #[error(transparent)]
+    Edge(#[from] EdgeError),
+    #[error("{0}")]
+    InvalidEvent(String),
+    #[error(transparent)]
+    Bid(#[from] BidError),
+    #[error(transparent)]
+    Rejected(Rejected<BidError>),
+    #[error("lot {0} does not exist")]
+    UnknownLot(String),
+    #[error("{0}")]
+    Subscribe(SubscribeError),
+    #[error("state store unavailable, retry later")]
+    Store(#[source] anyhow::Error),
+}
+
+impl ApiErrorKind for AuctionError {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::Edge(err) => err.status(),
+            Self::InvalidEvent(_) | Self::Subscribe(SubscribeError::SinceBeyondHead { .. }) => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::Bid(_) | Self::Rejected(Rejected::Apply(_)) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Rejected(_) => StatusCode::CONFLICT,
+            Self::UnknownLot(_) => StatusCode::NOT_FOUND,
+            Self::Subscribe(_) | Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            Self::Edge(err) => err.code(),
+            Self::InvalidEvent(_) => "invalid_event",
+            Self::Bid(err) | Self::Rejected(Rejected::Apply(err)) => err.code(),
+            Self::Rejected(Rejected::Gap { .. }) => "sequence_gap",
+            Self::Rejected(Rejected::Conflict { .. }) => "conflict",
+            Self::UnknownLot(_) => "unknown_lot",
+            Self::Subscribe(err) => err.code(),
+            Self::Store(_) => "store_unavailable",
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            // The store's own text (addresses, versions) is for the log.
+            Self::Store(_) | Self::Subscribe(SubscribeError::Store(_)) => {
+                "state store unavailable, retry later".to_owned()
+            }
+            other => other.to_string(),
+        }
+    }
+}
+
+impl IntoResponse for AuctionError {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Edge(err) => err.into_response(),
+            other => edge::error::respond(&other),
+        }
+    }
+}
+
+impl From<SubscribeError> for AuctionError {
+    fn from(err: SubscribeError) -> Self {
+        match err {
+            SubscribeError::UnknownTopic { id, .. } => Self::UnknownLot(id),
+            other => Self::Subscribe(other),
+        }
+    }
+}
+
+fn store_failure(err: impl Into<anyhow::Error>) -> AuctionError {
+    AuctionError::Store(err.into())
+}
+
+/// The token first, the body after: an anonymous client must not get the
+/// service to buffer up to the body limit for it.
+async fn publish(State(app): State<App>, request: Request) -> Result<Json<serde_json::Value>, AuctionError> {
+    let publisher = app.edge.auth.authorize_publisher(request.headers()).map_err(EdgeError::from)?;
+    app.edge.limits.check_publisher(Lane::Ingest, publisher).map_err(EdgeError::from)?;
+    if !is_json(request.headers()) {
+        return Err(EdgeError::UnsupportedMediaType("application/json").into());
+    }
+    let body = Bytes::from_request(request, &()).await.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            AuctionError::Edge(EdgeError::PayloadTooLarge(app.edge.body_limit))
+        } else {
+            AuctionError::InvalidEvent(rejection.body_text())
+        }
+    })?;
+    let event: LotEvent =
+        serde_json::from_slice(&body).map_err(|err| AuctionError::InvalidEvent(err.to_string()))?;
+    let mut results = app.ingestor.ingest(std::slice::from_ref(&event)).await.map_err(store_failure)?;
+    let status = match results.pop() {
+        Some(Ok(Accepted::Applied)) => "applied",
+        Some(Ok(Accepted::Duplicate)) => "duplicate",
+        Some(Err(rejected)) => return Err(AuctionError::Rejected(rejected)),
+        None => return Err(store_failure(anyhow::anyhow!("no ingest result"))),
+    };
+    Ok(Json(json!({"status": status, "seq": event.seq})))
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// Checks the reader's token (reads are public without read tokens) and
+/// the lot id, before anything is looked up.
+fn admit(app: &App, headers: &HeaderMap, token: Option<&str>, id: &str) -> Result<(), AuctionError> {
+    app.edge.auth.authorize_read(headers, token).map_err(EdgeError::from)?;
+    Auction::check_topic(id).map_err(|reason| EdgeError::InvalidParameter(reason).into())
+}
+
+async fn read_lot(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    Query(query): Query<TokenQuery>,
+    headers: HeaderMap,
+) -> Result<Response, AuctionError> {
+    admit(&app, &headers, query.token.as_deref(), &id)?;
     match app.subscriptions.store.log_state(&id).await {
-        Ok(Some((_, state))) => ([(header::CONTENT_TYPE, "application/json")], state).into_response(),
-        Ok(None) => error(StatusCode::NOT_FOUND, "unknown_lot", format!("lot {id} does not exist")),
-        Err(err) => unavailable(err),
+        Ok(Some((_, state))) => Ok(([(header::CONTENT_TYPE, "application/json")], state).into_response()),
+        Ok(None) => Err(AuctionError::UnknownLot(id)),
+        Err(err) => Err(store_failure(err)),
     }
 }
 
 #[derive(Debug, serde::Deserialize)]
 struct LiveQuery {
     since: Option<u64>,
+    token: Option<String>,
 }
 
 async fn follow_lot(
     State(app): State<App>,
     Path(id): Path<String>,
-    headers: HeaderMap,
     Query(query): Query<LiveQuery>,
-) -> Response {
-    let last_event_id = headers.get("last-event-id").and_then(|v| v.to_str().ok()?.trim().parse().ok());
-    let opened = match app.subscriptions.open(&id, last_event_id.or(query.since)).await {
-        Ok(opened) => opened,
-        Err(err @ SubscribeError::UnknownTopic { .. }) => {
-            return error(StatusCode::NOT_FOUND, "unknown_lot", err);
-        }
-        Err(err @ SubscribeError::SinceBeyondHead { .. }) => {
-            return error(StatusCode::BAD_REQUEST, err.code(), err);
-        }
-        Err(err) => return unavailable(err),
+    headers: HeaderMap,
+) -> Result<Response, AuctionError> {
+    admit(&app, &headers, query.token.as_deref(), &id)?;
+    let since = match headers.get("last-event-id") {
+        None => query.since,
+        Some(value) => Some(value.to_str().ok().and_then(|v| v.trim().parse().ok()).ok_or_else(|| {
+            EdgeError::InvalidParameter("`Last-Event-ID` must be a sequence number".to_owned())
+        })?),
     };
-    let messages = app.subscriptions.follow(opened).take_until(app.stop.cancelled_owned());
-    Sse::new(sse_events(messages)).into_response()
+    // A permit only once the client and the lot id are known good.
+    let permit = Arc::clone(&app.edge.streams)
+        .try_acquire_owned()
+        .map_err(|_| EdgeError::TooManyConnections(app.edge.max_streams))?;
+    let opened = app.subscriptions.open(&id, since).await?;
+    let closing = app.edge.shutdown.closing().clone().cancelled_owned();
+    let messages = app.subscriptions.follow(opened).take_until(closing);
+    let events = sse_events(messages).map(move |event| {
+        let _held = &permit;
+        event
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response())
 }
 
 /// Each message as an SSE event named by its type, its id the sequence
-/// number a reconnecting client resumes after.
+/// number a reconnecting client resumes after; a subscriber cut off gets
+/// one `error` event saying why.
 fn sse_events(
-    messages: impl Stream<Item = Result<livefeed::Outgoing, livefeed::Disconnect>>,
+    messages: impl Stream<Item = Result<livefeed::Outgoing, Disconnect>>,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     messages.map(|message| {
         Ok(match message {
             Ok(message) => {
                 Event::default().event(message.kind).id(message.seq.to_string()).data(message.text.as_str())
             }
-            Err(reason) => Event::default()
-                .event("error")
-                .data(json!({"type": "error", "message": reason.to_string()}).to_string()),
+            Err(reason) => {
+                let code = match reason {
+                    Disconnect::StoreUnavailable => "store_unavailable",
+                    Disconnect::SlowConsumer(_) | Disconnect::Lagged(_) => "slow_consumer",
+                };
+                let body = json!({"type": "error", "code": code, "message": reason.to_string()});
+                Event::default().event("error").data(body.to_string())
+            }
         })
     })
+}
+
+impl From<StoreError> for AuctionError {
+    fn from(err: StoreError) -> Self {
+        store_failure(err)
+    }
 }

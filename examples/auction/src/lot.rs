@@ -4,8 +4,11 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-/// One event on a lot, as sellers and bidders publish it.
+/// One event on a lot, as sellers and bidders publish it:
+/// `{"lot":"l1","seq":2,"kind":"bid","bidder":"ann","amount":120}`. A field
+/// the kind does not have (a typo: `"amuont"`) is refused, not ignored.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(try_from = "WireEvent")]
 pub struct LotEvent {
     pub lot: String,
     pub seq: u64,
@@ -13,7 +16,7 @@ pub struct LotEvent {
     pub action: Action,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Action {
     /// Puts a lot up for auction. Its first event.
@@ -27,6 +30,33 @@ pub enum Action {
     },
     /// Ends the auction; the leading bid, if at or above the reserve, wins.
     Close,
+}
+
+/// [`LotEvent`] as it arrives: one flat object per kind, so unknown fields
+/// can be refused (serde cannot refuse them across a `flatten`).
+#[derive(Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+enum WireEvent {
+    Open { lot: String, seq: u64, item: String, reserve: u64 },
+    Bid { lot: String, seq: u64, bidder: String, amount: u64 },
+    Close { lot: String, seq: u64 },
+}
+
+impl TryFrom<WireEvent> for LotEvent {
+    type Error = String;
+
+    fn try_from(wire: WireEvent) -> Result<Self, String> {
+        let (lot, seq, action) = match wire {
+            WireEvent::Open { lot, seq, item, reserve } => (lot, seq, Action::Open { item, reserve }),
+            WireEvent::Bid { lot, seq, bidder, amount } => (lot, seq, Action::Bid { bidder, amount }),
+            WireEvent::Close { lot, seq } => (lot, seq, Action::Close),
+        };
+        if seq == 0 {
+            return Err("seq starts at 1".to_owned());
+        }
+        <Auction as livefeed::Domain>::check_topic(&lot)?;
+        Ok(Self { lot, seq, action })
+    }
 }
 
 /// A lot as readers and subscribers see it.
@@ -155,5 +185,32 @@ impl livefeed::Domain for Auction {
     fn stream_entry(event: &LotEvent, _before: Option<&Lot>, _traceparent: &str) -> Bytes {
         // Strings and numbers only: serialising cannot fail.
         Bytes::from(serde_json::to_vec(event).unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_parses_from_its_flat_shape() {
+        let event: LotEvent =
+            serde_json::from_str(r#"{"lot":"l1","seq":2,"kind":"bid","bidder":"ann","amount":120}"#)
+                .expect("valid");
+        assert_eq!((event.lot.as_str(), event.seq), ("l1", 2));
+        assert!(matches!(event.action, Action::Bid { amount: 120, .. }));
+    }
+
+    #[test]
+    fn a_misspelt_field_a_bad_lot_id_and_seq_zero_are_refused() {
+        for (body, says) in [
+            (r#"{"lot":"l1","seq":2,"kind":"bid","bidder":"ann","amount":1,"gat":1}"#, "unknown field `gat`"),
+            (r#"{"lot":"L 1","seq":2,"kind":"close"}"#, "lot id must be"),
+            (r#"{"lot":"l1","seq":0,"kind":"close"}"#, "seq starts at 1"),
+            (r#"{"lot":"l1","seq":1,"kind":"shout"}"#, "unknown variant `shout`"),
+        ] {
+            let err = serde_json::from_str::<LotEvent>(body).expect_err(body).to_string();
+            assert!(err.contains(says), "{body}: {err}");
+        }
     }
 }

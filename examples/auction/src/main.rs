@@ -1,31 +1,54 @@
-//! `cargo run -p auction`: the live auction on 127.0.0.1:8090, state in
-//! process, or in Redis with `COURTSIDE_REDIS_URL`.
+//! `cargo run -p auction`: the live auction on the edge, on 127.0.0.1:8080
+//! like the gateway (`--gateway-addr` / `COURTSIDE_GATEWAY_ADDR`), state in
+//! process, or in Redis with `COURTSIDE_REDIS_URL`. Every `COURTSIDE_*`
+//! setting of the edge applies (`--help` lists them); publishing needs
+//! `COURTSIDE_PUBLISH_TOKENS`.
+
+use std::process::ExitCode;
 
 use clap::Parser;
-use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Parser)]
+#[command(name = "auction", version, about = "a live auction on the courtside edge and live-feed engine")]
 struct Cli {
-    #[arg(long, env = "AUCTION_LISTEN", default_value = "127.0.0.1:8090")]
-    listen: std::net::SocketAddr,
+    #[command(flatten)]
+    edge: edge::EdgeConfig,
     #[command(flatten)]
     store: store::StoreArgs,
+    /// Log line format: "pretty" or "json".
+    #[arg(long, env = "COURTSIDE_LOG_FORMAT", default_value_t = telemetry::LogFormat::Pretty)]
+    log_format: telemetry::LogFormat,
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_env_filter("info").init();
+async fn main() -> ExitCode {
     let cli = Cli::parse();
-    cli.store.validate().map_err(anyhow::Error::msg)?;
-    let stop = CancellationToken::new();
-    let app = auction::App::new(store::open(&cli.store)?, stop.clone());
-    let listener = tokio::net::TcpListener::bind(cli.listen).await?;
-    println!("auction listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, app.router())
-        .with_graceful_shutdown(async move {
-            let _ = tokio::signal::ctrl_c().await;
-            stop.cancel();
-        })
-        .await?;
-    Ok(())
+    if let Err(err) = cli.edge.validate().and_then(|()| cli.store.validate()) {
+        eprintln!("error: {err}");
+        return ExitCode::from(2);
+    }
+    let telemetry = match telemetry::init("auction", cli.log_format) {
+        Ok(guard) => guard,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = run(cli).await;
+    telemetry.shutdown();
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let server = edge::Server::bind(cli.edge)?;
+    let app = auction::App::new(store::open(&cli.store)?, server.edge());
+    let checks = app.checks();
+    println!("auction listening on http://{}", server.local_addr());
+    server.serve(app.router(), checks, lifecycle::shutdown_signal()).await
 }

@@ -1,27 +1,36 @@
-//! The auction end to end over HTTP: publish, subscribe, resume, and the
-//! rules of bidding; in process, and on Redis across two replicas.
+//! The auction end to end over HTTP, served through the edge as its binary
+//! serves it: publish, subscribe, resume, and the rules of bidding; in
+//! process, and on Redis across two replicas.
 
 use std::{sync::Arc, time::Duration};
 
+use edge::config::TEST_PUBLISH_TOKEN;
 use futures::StreamExt as _;
 use serde_json::{Value, json};
-use store::{MemoryStore, RedisConfig, RedisStore, StateStore};
+use store::{MemoryStore, RedisStore, StateStore};
 use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(10);
 
-/// Serves the auction on a free port; returns its base URL.
+/// Serves the auction through the edge on a free port until `stop`;
+/// returns its base URL.
 async fn serve(store: Arc<dyn StateStore>, stop: &CancellationToken) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a free port");
-    let addr = listener.local_addr().expect("bound");
-    let app = auction::App::new(store, stop.clone());
-    tokio::spawn(async move { axum::serve(listener, app.router()).await });
+    let server = edge::Server::bind(edge::EdgeConfig::for_tests()).expect("binds a free port");
+    let addr = server.local_addr();
+    let app = auction::App::new(store, server.edge());
+    let checks = app.checks();
+    tokio::spawn(server.serve(app.router(), checks, stop.clone().cancelled_owned()));
     format!("http://{addr}")
 }
 
 async fn post(base: &str, event: Value) -> (u16, Value) {
-    let response =
-        reqwest::Client::new().post(format!("{base}/events")).json(&event).send().await.expect("sent");
+    let response = reqwest::Client::new()
+        .post(format!("{base}/events"))
+        .bearer_auth(TEST_PUBLISH_TOKEN)
+        .json(&event)
+        .send()
+        .await
+        .expect("sent");
     (response.status().as_u16(), response.json().await.expect("a JSON body"))
 }
 
@@ -123,6 +132,12 @@ async fn a_bid_that_breaks_the_rules_is_refused_with_its_reason_and_changes_noth
     assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("lot l1")), "{body}");
     let (status, _) = post(&base, json!({"lot": "l1", "seq": 3, "kind": "bid"})).await;
     assert_eq!(status, 400);
+    let (status, body) = post(
+        &base,
+        json!({"lot": "l1", "seq": 3, "kind": "bid", "bidder": "bob", "amount": 70, "amuont": 7}),
+    )
+    .await;
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_event")), "{body}");
 
     let lot: Value = reqwest::get(format!("{base}/lots/l1")).await.expect("read").json().await.expect("JSON");
     assert_eq!((lot["leading"]["amount"].as_u64(), lot["bids"].as_u64()), (Some(50), Some(1)));
@@ -132,14 +147,68 @@ async fn a_bid_that_breaks_the_rules_is_refused_with_its_reason_and_changes_noth
 }
 
 #[tokio::test]
+async fn a_publisher_needs_its_token_before_the_body_is_read() {
+    let stop = CancellationToken::new();
+    let base = serve(Arc::new(MemoryStore::new()), &stop).await;
+    let client = reqwest::Client::new();
+    let anonymous = client.post(format!("{base}/events")).body("{}").send().await.expect("sent");
+    assert_eq!(anonymous.status(), 401);
+    assert_eq!(anonymous.headers()["www-authenticate"], "Bearer");
+    let (code, _) = error_of(anonymous).await;
+    assert_eq!(code, "unauthorized");
+    let not_json = client
+        .post(format!("{base}/events"))
+        .bearer_auth(TEST_PUBLISH_TOKEN)
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(not_json.status(), 415);
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn every_refusal_has_the_json_shape_and_a_request_id() {
+    let stop = CancellationToken::new();
+    let base = serve(Arc::new(MemoryStore::new()), &stop).await;
+    let long_id = "l".repeat(65);
+    for (path, status, code) in [
+        ("/nowhere", 404, "not_found"),
+        ("/lots/Not%20A%20Lot", 400, "invalid_parameter"),
+        (&format!("/lots/{long_id}/live") as &str, 400, "invalid_parameter"),
+        ("/lots/l9", 404, "unknown_lot"),
+    ] {
+        let response = reqwest::get(format!("{base}{path}")).await.expect("sent");
+        assert_eq!(response.status(), status, "{path}");
+        assert!(response.headers().contains_key("x-request-id"), "{path}");
+        assert_eq!(error_of(response).await.0, code, "{path}");
+    }
+    let wrong_method = reqwest::Client::new().delete(format!("{base}/events")).send().await.expect("sent");
+    assert_eq!(wrong_method.status(), 405);
+    assert_eq!(error_of(wrong_method).await.0, "method_not_allowed");
+    let ready = reqwest::get(format!("{base}/readyz")).await.expect("sent");
+    let ready: Value = ready.json().await.expect("JSON");
+    assert_eq!(
+        (ready["status"].as_str(), ready["checks"]["store"]["backend"].as_str()),
+        (Some("ready"), Some("memory"))
+    );
+    let metrics = reqwest::get(format!("{base}/metrics")).await.expect("sent").text().await.expect("text");
+    assert!(metrics.contains("http_server_request_duration_seconds"), "{metrics}");
+    stop.cancel();
+}
+
+async fn error_of(response: reqwest::Response) -> (String, String) {
+    let body: Value = response.json().await.expect("a JSON error body");
+    let field = |name: &str| body["error"][name].as_str().expect("error.code and error.message").to_owned();
+    (field("code"), field("message"))
+}
+
+#[tokio::test]
 async fn two_replicas_on_redis_share_lots_and_fan_out() {
-    let Ok(url) = std::env::var("COURTSIDE_TEST_REDIS_URL") else {
-        assert!(std::env::var_os("CI").is_none(), "CI must set COURTSIDE_TEST_REDIS_URL");
-        eprintln!("skipped: set COURTSIDE_TEST_REDIS_URL to run against Redis");
+    let Some(config) = store::testing::redis_config().await else {
         return;
     };
-    let prefix = format!("auction-test:{}:", std::process::id());
-    let config = RedisConfig::from_settings(&url, &prefix).expect("a Redis URL");
     let stop = CancellationToken::new();
     let first = serve(Arc::new(RedisStore::connect_lazy(&config).expect("redis")), &stop).await;
     let second = serve(Arc::new(RedisStore::connect_lazy(&config).expect("redis")), &stop).await;
@@ -147,4 +216,5 @@ async fn two_replicas_on_redis_share_lots_and_fan_out() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     publish_subscribe_resume(&first, &second).await;
     stop.cancel();
+    store::testing::delete_keys(&config).await;
 }

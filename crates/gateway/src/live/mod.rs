@@ -45,7 +45,7 @@ use livefeed::Domain as _;
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 use store::{HistoryLimits, StateStore};
 use tokio::sync::Semaphore;
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::GatewayConfig;
 
@@ -87,7 +87,7 @@ impl LiveConfig {
     /// The live feed's settings from the gateway's.
     pub fn from_config(config: &GatewayConfig) -> Self {
         Self {
-            max_connections: usize::try_from(config.max_connections).unwrap_or(usize::MAX),
+            max_connections: config.edge.max_streams(),
             max_lag_bytes: config.subscriber_max_lag_bytes,
             ping_interval: Duration::from_secs(config.ping_interval_secs),
             write_timeout: Duration::from_millis(config.write_timeout_ms),
@@ -109,11 +109,11 @@ pub struct LiveState {
     pub connections: Arc<Semaphore>,
     pub config: LiveConfig,
     /// Fires on shutdown so long-lived connections close promptly instead of
-    /// holding the drain open.
+    /// holding the drain open (the edge's closing).
     pub stop: CancellationToken,
-    /// Upgraded WebSocket connections, which the HTTP server no longer
-    /// sees: shutdown waits for each to send its close frame.
-    pub upgraded: TaskTracker,
+    /// The edge's shutdown: an upgraded WebSocket, which the HTTP server no
+    /// longer sees, holds it until its close frame is sent.
+    pub shutdown: edge::Shutdown,
     open_connections: AtomicI64,
     delivered: AtomicU64,
     websocket: TransportMetrics,
@@ -159,7 +159,9 @@ impl TransportMetrics {
 }
 
 impl LiveState {
-    pub fn new(store: Arc<dyn StateStore>, config: LiveConfig, stop: CancellationToken) -> Self {
+    /// The live feed on `store`, its connections counted and closed by
+    /// `edge`.
+    pub fn new(store: Arc<dyn StateStore>, config: LiveConfig, edge: &edge::Edge) -> Self {
         let hub = Arc::new(Hub::new(Football::TOPIC, config.ring_capacity, config.cached_matches));
         Self {
             ingestor: Ingestor::new(Arc::clone(&store), config.history, Arc::clone(&hub)),
@@ -170,10 +172,10 @@ impl LiveState {
                 limits: config.history,
                 max_lag_bytes: config.max_lag_bytes,
             },
-            connections: Arc::new(Semaphore::new(config.max_connections)),
+            connections: Arc::clone(&edge.streams),
             config,
-            stop,
-            upgraded: TaskTracker::new(),
+            stop: edge.shutdown.closing().clone(),
+            shutdown: edge.shutdown.clone(),
             open_connections: AtomicI64::new(0),
             delivered: AtomicU64::new(0),
             websocket: TransportMetrics::new(Transport::WebSocket),

@@ -26,11 +26,12 @@ use super::{
     LiveState, Transport,
     subscription::{Disconnect, Outgoing},
 };
-use crate::{
+use edge::{
     auth::Auth,
-    error::ApiError,
     extract::{Path, Query},
 };
+
+use crate::error::ApiError;
 
 #[derive(Debug, Deserialize)]
 pub struct LiveQuery {
@@ -50,10 +51,10 @@ pub struct LiveQuery {
     ),
     responses(
         (status = 200, description = "`subscribed`, then `event` (or `resync`) messages", content_type = "text/event-stream", body = super::wire::LiveMessage),
-        (status = 400, description = "`since` beyond the match's head", body = crate::error::ErrorBody),
-        (status = 404, description = "no such match", body = crate::error::ErrorBody),
-        (status = 429, description = "over the rate limit for this client address; see Retry-After", body = crate::error::ErrorBody, headers(("retry-after" = u64, description = "seconds until a request would be accepted"))),
-        (status = 503, description = "connection limit reached", body = crate::error::ErrorBody),
+        (status = 400, description = "`since` beyond the match's head", body = edge::error::ErrorBody),
+        (status = 404, description = "no such match", body = edge::error::ErrorBody),
+        (status = 429, description = "over the rate limit for this client address; see Retry-After", body = edge::error::ErrorBody, headers(("retry-after" = u64, description = "seconds until a request would be accepted"))),
+        (status = 503, description = "connection limit reached", body = edge::error::ErrorBody),
     ))]
 pub async fn live_sse(
     State(live): State<Arc<LiveState>>,
@@ -63,11 +64,11 @@ pub async fn live_sse(
     Query(query): Query<LiveQuery>,
 ) -> Result<Response, ApiError> {
     auth.authorize_read(&headers, query.token.as_deref())?;
-    let id = MatchId::parse(&match_id).map_err(|err| ApiError::InvalidParameter(err.to_string()))?;
+    let id = MatchId::parse(&match_id).map_err(|err| ApiError::invalid_parameter(err.to_string()))?;
     let since = match headers.get("last-event-id") {
         Some(value) => {
             Some(value.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok()).ok_or_else(|| {
-                ApiError::InvalidParameter("`Last-Event-ID` must be a sequence number".into())
+                ApiError::invalid_parameter("`Last-Event-ID` must be a sequence number".into())
             })?)
         }
         None => query.since,
@@ -77,7 +78,7 @@ pub async fn live_sse(
         .connections
         .clone()
         .try_acquire_owned()
-        .map_err(|_| ApiError::TooManyConnections(live.config.max_connections))?;
+        .map_err(|_| ApiError::Edge(edge::EdgeError::TooManyConnections(live.config.max_connections)))?;
     let opened = live.subscriptions.open(id.as_str(), since).await?;
     live.metrics_connections(Transport::Sse, 1);
     let connection = Connection { live: Arc::clone(&live), _permit: permit };

@@ -416,6 +416,10 @@ impl livefeed::Domain for Football {
 
     const TOPIC: &'static str = "match";
 
+    fn check_topic(raw: &str) -> Result<(), String> {
+        MatchId::parse(raw).map(drop).map_err(|err| err.to_string())
+    }
+
     fn topic(event: &MatchEvent) -> &str {
         event.match_id().as_str()
     }

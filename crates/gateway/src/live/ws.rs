@@ -9,7 +9,7 @@
 //!   in sequence order, `resync` when the client must start over from the
 //!   state it carries, `unsubscribed`, and `error` (`code`, `message`) for a
 //!   bad command; the connection stays open after an error. A subscribe over
-//!   the client address's rate (the subscribe lane of [`crate::limits`],
+//!   the client address's rate (the subscribe lane of [`edge::limits`],
 //!   which the upgrade itself spent from too) is answered with an `error`
 //!   whose `code` is `rate_limited`, naming the `match` and `retry_after`
 //!   (seconds); the client sends it again then.
@@ -49,12 +49,13 @@ use super::{
     subscription::{Cursor, Disconnect, Outgoing},
     wire::subscribe_code,
 };
-use crate::{
+use edge::{
     auth::{Auth, TokenQuery},
-    error::ApiError,
     extract::Query,
     limits::{ClientKey, Lane, Limits},
 };
+
+use crate::error::ApiError;
 
 /// Close code for a subscriber that fell too far behind.
 pub const CLOSE_SLOW_CONSUMER: u16 = 4008;
@@ -92,10 +93,10 @@ const ROUTE: &str = "/v1/live";
 #[utoipa::path(get, path = "/v1/live", tag = "live",
     params(("token" = Option<String>, Query, description = "read token, when reads need one")),
     responses(
-        (status = 401, description = "read tokens are configured and none (or a wrong one) was given", body = crate::error::ErrorBody),
+        (status = 401, description = "read tokens are configured and none (or a wrong one) was given", body = edge::error::ErrorBody),
         (status = 101, description = "switching to the WebSocket protocol", body = super::wire::LiveMessage),
-        (status = 429, description = "over the rate limit for this client address; see Retry-After", body = crate::error::ErrorBody, headers(("retry-after" = u64, description = "seconds until a request would be accepted"))),
-        (status = 503, description = "connection limit reached", body = crate::error::ErrorBody),
+        (status = 429, description = "over the rate limit for this client address; see Retry-After", body = edge::error::ErrorBody, headers(("retry-after" = u64, description = "seconds until a request would be accepted"))),
+        (status = 503, description = "connection limit reached", body = edge::error::ErrorBody),
     ))]
 pub async fn live_ws(
     State(live): State<Arc<LiveState>>,
@@ -112,14 +113,15 @@ pub async fn live_ws(
     }
     let upgrade = match upgrade {
         Ok(upgrade) => upgrade,
-        Err(rejection) => return ApiError::InvalidParameter(rejection.body_text()).into_response(),
+        Err(rejection) => return ApiError::invalid_parameter(rejection.body_text()).into_response(),
     };
     let Ok(permit) = live.connections.clone().try_acquire_owned() else {
-        return ApiError::TooManyConnections(live.config.max_connections).into_response();
+        return ApiError::Edge(edge::EdgeError::TooManyConnections(live.config.max_connections))
+            .into_response();
     };
     // Taken before the upgrade, so a shutdown that starts meanwhile waits
     // for this connection's close frame too.
-    let tracked = live.upgraded.token();
+    let tracked = live.shutdown.hold();
     upgrade
         // Buffers sized for the small commands clients send instead of
         // tungstenite's 128 KiB default, which would dominate memory per
@@ -241,7 +243,7 @@ impl Reply<'_> {
     }
 
     /// A subscribe to `match_id` refused for the client address's rate.
-    fn rate_limited(match_id: &MatchId, limited: &crate::limits::RateLimited) -> Reply<'static> {
+    fn rate_limited(match_id: &MatchId, limited: &edge::limits::RateLimited) -> Reply<'static> {
         Reply {
             match_id: Some(match_id.to_string().into()),
             retry_after: Some(limited.retry_after_secs()),
@@ -435,7 +437,7 @@ async fn handle_command(
             // Before the store is read: that read, and the replay, are what
             // the rate protects.
             if let Err(limited) = subscriber.limits.check(Lane::Subscribe, subscriber.client) {
-                crate::metrics::count_rate_limited(ROUTE, Lane::Subscribe);
+                edge::limits::count_rate_limited(ROUTE, Lane::Subscribe);
                 return Err(Reply::rate_limited(&id, &limited));
             }
             let opened = live.subscriptions.open(id.as_str(), since).await.map_err(|err| Reply {

@@ -59,20 +59,20 @@ pub struct ComputeResponse {
     params(("n" = u64, Query, description = "terms to sum; at most the worker's COURTSIDE_COMPUTE_MAX_N")),
     responses(
         (status = 200, description = "the worker's result", body = ComputeResponse),
-        (status = 400, description = "`n` missing, not a non-negative integer, or too large", body = crate::error::ErrorBody),
-        (status = 429, description = "over the rate limit for this client address; see Retry-After", body = crate::error::ErrorBody, headers(("retry-after" = u64, description = "seconds until a request would be accepted"))),
-        (status = 503, description = "worker unavailable or busy; see Retry-After", body = crate::error::ErrorBody),
-        (status = 504, description = "worker deadline or request timeout exceeded", body = crate::error::ErrorBody),
+        (status = 400, description = "`n` missing, not a non-negative integer, or too large", body = edge::error::ErrorBody),
+        (status = 429, description = "over the rate limit for this client address; see Retry-After", body = edge::error::ErrorBody, headers(("retry-after" = u64, description = "seconds until a request would be accepted"))),
+        (status = 503, description = "worker unavailable or busy; see Retry-After", body = edge::error::ErrorBody),
+        (status = 504, description = "worker deadline or request timeout exceeded", body = edge::error::ErrorBody),
     ))]
 pub async fn compute(
     State(worker): State<WorkerClient>,
     query: Result<Query<ComputeQuery>, QueryRejection>,
 ) -> Result<Json<ComputeResponse>, ApiError> {
-    let Query(query) = query.map_err(|rejection| ApiError::InvalidParameter(rejection.body_text()))?;
+    let Query(query) = query.map_err(|rejection| ApiError::invalid_parameter(rejection.body_text()))?;
     // The worker owns the upper bound (it protects its own pool), so the
     // gateway checks only that `n` is a non-negative integer.
     let n = ComputeSize::parse(query.n.as_deref(), u64::MAX)
-        .map_err(|err| ApiError::InvalidParameter(err.to_string()))?;
+        .map_err(|err| ApiError::invalid_parameter(err.to_string()))?;
 
     let outcome = worker.compute(n).await?;
 

@@ -14,10 +14,13 @@ use domain::live::MatchId;
 use serde::{Deserialize, Serialize};
 use store::{StateStore, boards};
 
-use crate::{
+use edge::{
     auth::Auth,
-    error::ApiError,
     extract::{Path, Query},
+};
+
+use crate::{
+    error::ApiError,
     live::wire::MatchView,
     worker::{ScoreLine, WinProbabilities, WorkerClient},
 };
@@ -64,9 +67,9 @@ pub struct PlayerWpa {
     params(("id" = String, Path, description = "match id"), ("top" = Option<usize>, Query, description = "players to list")),
     responses(
         (status = 200, description = "the match leaderboard (empty until the worker has rated moves)", body = MatchImpact),
-        (status = 400, description = "invalid match id or `top`", body = crate::error::ErrorBody),
-        (status = 429, description = "over the rate limit for this client address; see Retry-After", body = crate::error::ErrorBody, headers(("retry-after" = u64, description = "seconds until a request would be accepted"))),
-        (status = 503, description = "state store unavailable", body = crate::error::ErrorBody),
+        (status = 400, description = "invalid match id or `top`", body = edge::error::ErrorBody),
+        (status = 429, description = "over the rate limit for this client address; see Retry-After", body = edge::error::ErrorBody, headers(("retry-after" = u64, description = "seconds until a request would be accepted"))),
+        (status = 503, description = "state store unavailable", body = edge::error::ErrorBody),
     ))]
 pub async fn match_impact(
     State(store): State<Arc<dyn StateStore>>,
@@ -76,7 +79,7 @@ pub async fn match_impact(
     Query(query): Query<TopQuery>,
 ) -> Result<Json<MatchImpact>, ApiError> {
     auth.authorize_read(&headers, query.token.as_deref())?;
-    let id = MatchId::parse(&match_id).map_err(|err| ApiError::InvalidParameter(err.to_string()))?;
+    let id = MatchId::parse(&match_id).map_err(|err| ApiError::invalid_parameter(err.to_string()))?;
     let top = top(query.top)?;
     let ranked = store.leaderboard(&boards::match_xt(id.as_str()), top).await?;
     let players = ranked.into_iter().map(|r| PlayerXt { player: r.member, xt: r.score }).collect();
@@ -99,20 +102,20 @@ pub struct PlayerImpact {
     params(("id" = u32, Path, description = "player id")),
     responses(
         (status = 200, description = "the player's season total", body = PlayerImpact),
-        (status = 400, description = "the id is not a player id", body = crate::error::ErrorBody),
-        (status = 404, description = "the player has no rated move yet", body = crate::error::ErrorBody),
-        (status = 429, description = "over the rate limit for this client address; see Retry-After", body = crate::error::ErrorBody, headers(("retry-after" = u64, description = "seconds until a request would be accepted"))),
+        (status = 400, description = "the id is not a player id", body = edge::error::ErrorBody),
+        (status = 404, description = "the player has no rated move yet", body = edge::error::ErrorBody),
+        (status = 429, description = "over the rate limit for this client address; see Retry-After", body = edge::error::ErrorBody, headers(("retry-after" = u64, description = "seconds until a request would be accepted"))),
     ))]
 pub async fn player_impact(
     State(store): State<Arc<dyn StateStore>>,
     State(auth): State<Arc<Auth>>,
     Path(player): Path<String>,
     headers: HeaderMap,
-    Query(query): Query<crate::auth::TokenQuery>,
+    Query(query): Query<edge::auth::TokenQuery>,
 ) -> Result<Json<PlayerImpact>, ApiError> {
     auth.authorize_read(&headers, query.token.as_deref())?;
     let player: u32 = player.parse().map_err(|_| {
-        ApiError::InvalidParameter(format!("player id must be a non-negative integer, got {player:?}"))
+        ApiError::invalid_parameter(format!("player id must be a non-negative integer, got {player:?}"))
     })?;
     let member = player.to_string();
     let season_xt = store.leaderboard_score(boards::SEASON_XT, &member).await?;
@@ -150,10 +153,10 @@ pub struct MatchWinProbability {
     params(("id" = String, Path, description = "match id"), ("samples" = Option<u64>, Query, description = "Monte Carlo samples")),
     responses(
         (status = 200, description = "closed form and Monte Carlo estimates", body = MatchWinProbability),
-        (status = 404, description = "no such match", body = crate::error::ErrorBody),
-        (status = 429, description = "over the rate limit for this client address; see Retry-After", body = crate::error::ErrorBody, headers(("retry-after" = u64, description = "seconds until a request would be accepted"))),
-        (status = 503, description = "worker busy or unavailable; see Retry-After", body = crate::error::ErrorBody),
-        (status = 504, description = "the worker did not answer within its deadline", body = crate::error::ErrorBody),
+        (status = 404, description = "no such match", body = edge::error::ErrorBody),
+        (status = 429, description = "over the rate limit for this client address; see Retry-After", body = edge::error::ErrorBody, headers(("retry-after" = u64, description = "seconds until a request would be accepted"))),
+        (status = 503, description = "worker busy or unavailable; see Retry-After", body = edge::error::ErrorBody),
+        (status = 504, description = "the worker did not answer within its deadline", body = edge::error::ErrorBody),
     ))]
 pub async fn win_probability(
     State(store): State<Arc<dyn StateStore>>,
@@ -164,7 +167,7 @@ pub async fn win_probability(
     Query(query): Query<SamplesQuery>,
 ) -> Result<Json<MatchWinProbability>, ApiError> {
     auth.authorize_read(&headers, query.token.as_deref())?;
-    let id = MatchId::parse(&match_id).map_err(|err| ApiError::InvalidParameter(err.to_string()))?;
+    let id = MatchId::parse(&match_id).map_err(|err| ApiError::invalid_parameter(err.to_string()))?;
     let (_, stored) =
         store.log_state(id.as_str()).await?.ok_or_else(|| ApiError::UnknownMatch(id.to_string()))?;
     let view: MatchView = serde_json::from_slice(&stored).map_err(|err| {
@@ -190,6 +193,8 @@ fn top(requested: Option<usize>) -> Result<usize, ApiError> {
     match requested {
         None => Ok(DEFAULT_TOP),
         Some(n) if (1..=MAX_TOP).contains(&n) => Ok(n),
-        Some(n) => Err(ApiError::InvalidParameter(format!("`top` must be between 1 and {MAX_TOP}, got {n}"))),
+        Some(n) => {
+            Err(ApiError::invalid_parameter(format!("`top` must be between 1 and {MAX_TOP}, got {n}")))
+        }
     }
 }

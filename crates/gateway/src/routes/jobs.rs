@@ -14,11 +14,14 @@ use axum::{
 };
 use futures::StreamExt as _;
 
-use crate::{
+use edge::{
     auth::{Auth, TokenQuery},
-    error::ApiError,
     extract::{Path, Query},
     limits::{Lane, Limits},
+};
+
+use crate::{
+    error::ApiError,
     worker::{JobStatus, WorkerClient},
 };
 
@@ -29,9 +32,9 @@ use crate::{
     security(("bearer" = [])),
     responses(
         (status = 202, description = "started (or already running): its first progress report", body = JobStatus),
-        (status = 401, description = "missing or invalid bearer token", body = crate::error::ErrorBody),
-        (status = 429, description = "over the rate limit for this client address or this publish token; see Retry-After", body = crate::error::ErrorBody, headers(("retry-after" = u64, description = "seconds until a request would be accepted"))),
-        (status = 503, description = "worker busy or unavailable", body = crate::error::ErrorBody),
+        (status = 401, description = "missing or invalid bearer token", body = edge::error::ErrorBody),
+        (status = 429, description = "over the rate limit for this client address or this publish token; see Retry-After", body = edge::error::ErrorBody, headers(("retry-after" = u64, description = "seconds until a request would be accepted"))),
+        (status = 503, description = "worker busy or unavailable", body = edge::error::ErrorBody),
     ))]
 pub async fn start_job(
     State(worker): State<WorkerClient>,
@@ -52,8 +55,8 @@ pub async fn start_job(
     params(("id" = String, Path, description = "job id")),
     responses(
         (status = 200, description = "the latest report (JSON), or reports as they come (SSE)", body = JobStatus),
-        (status = 404, description = "the worker knows no such job", body = crate::error::ErrorBody),
-        (status = 429, description = "over the rate limit for this client address; see Retry-After", body = crate::error::ErrorBody, headers(("retry-after" = u64, description = "seconds until a request would be accepted"))),
+        (status = 404, description = "the worker knows no such job", body = edge::error::ErrorBody),
+        (status = 429, description = "over the rate limit for this client address; see Retry-After", body = edge::error::ErrorBody, headers(("retry-after" = u64, description = "seconds until a request would be accepted"))),
     ))]
 pub async fn job(
     State(worker): State<WorkerClient>,

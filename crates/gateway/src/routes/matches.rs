@@ -29,11 +29,14 @@ use futures::StreamExt as _;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::{
+use edge::{
     auth::Auth,
-    error::ApiError,
     extract::{Path, Query},
     limits::{Lane, Limits},
+};
+
+use crate::{
+    error::ApiError,
     live::{
         Accepted, Committed, IngestFailure, LiveState, Rejected, Session,
         ndjson::{Line, LineSplitter},
@@ -204,13 +207,13 @@ pub enum PublishResponse {
     security(("bearer" = [])),
     responses(
         (status = 200, description = "stored (or already stored); for an array, a per-event report", body = PublishResponse),
-        (status = 400, description = "malformed event; nothing applied", body = crate::error::ErrorBody),
-        (status = 401, description = "missing or invalid bearer token", body = crate::error::ErrorBody),
-        (status = 409, description = "sequence gap, or the match is not started, already started or finished", body = crate::error::ErrorBody),
-        (status = 413, description = "body too large", body = crate::error::ErrorBody),
-        (status = 429, description = "over the rate limit for this client address or this publish token; see Retry-After", body = crate::error::ErrorBody, headers(("retry-after" = u64, description = "seconds until a request would be accepted"))),
-        (status = 422, description = "the team does not play in the match, or the event would break a limit every match keeps (goals, players sent off)", body = crate::error::ErrorBody),
-        (status = 503, description = "state store unavailable; nothing applied; see Retry-After", body = crate::error::ErrorBody),
+        (status = 400, description = "malformed event; nothing applied", body = edge::error::ErrorBody),
+        (status = 401, description = "missing or invalid bearer token", body = edge::error::ErrorBody),
+        (status = 409, description = "sequence gap, or the match is not started, already started or finished", body = edge::error::ErrorBody),
+        (status = 413, description = "body too large", body = edge::error::ErrorBody),
+        (status = 429, description = "over the rate limit for this client address or this publish token; see Retry-After", body = edge::error::ErrorBody, headers(("retry-after" = u64, description = "seconds until a request would be accepted"))),
+        (status = 422, description = "the team does not play in the match, or the event would break a limit every match keeps (goals, players sent off)", body = edge::error::ErrorBody),
+        (status = 503, description = "state store unavailable; nothing applied; see Retry-After", body = edge::error::ErrorBody),
     ))]
 pub async fn publish(
     State(live): State<Arc<LiveState>>,
@@ -260,10 +263,10 @@ pub async fn publish(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "per-line report", body = BatchReport),
-        (status = 401, description = "missing or invalid bearer token", body = crate::error::ErrorBody),
-        (status = 415, description = "content type is not application/x-ndjson", body = crate::error::ErrorBody),
-        (status = 429, description = "over the rate limit for this client address or this publish token; see Retry-After", body = crate::error::ErrorBody, headers(("retry-after" = u64, description = "seconds until a request would be accepted"))),
-        (status = 503, description = "state store unavailable; retrying the body is safe", body = crate::error::ErrorBody),
+        (status = 401, description = "missing or invalid bearer token", body = edge::error::ErrorBody),
+        (status = 415, description = "content type is not application/x-ndjson", body = edge::error::ErrorBody),
+        (status = 429, description = "over the rate limit for this client address or this publish token; see Retry-After", body = edge::error::ErrorBody, headers(("retry-after" = u64, description = "seconds until a request would be accepted"))),
+        (status = 503, description = "state store unavailable; retrying the body is safe", body = edge::error::ErrorBody),
     ))]
 pub async fn publish_bulk(
     State(live): State<Arc<LiveState>>,
@@ -276,7 +279,7 @@ pub async fn publish_bulk(
     limits.check_publisher(Lane::Ingest, publisher)?;
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
     if !content_type.starts_with("application/x-ndjson") {
-        return Err(ApiError::UnsupportedMediaType("application/x-ndjson"));
+        return Err(ApiError::Edge(edge::EdgeError::UnsupportedMediaType("application/x-ndjson")));
     }
 
     let mut report = BatchReport::default();
@@ -395,8 +398,8 @@ pub struct MatchList {
     params(("token" = Option<String>, Query, description = "read token, when reads need one")),
     responses(
         (status = 200, description = "all matches", body = MatchList),
-        (status = 401, description = "read tokens are configured and none was given", body = crate::error::ErrorBody),
-        (status = 503, description = "state store unavailable", body = crate::error::ErrorBody),
+        (status = 401, description = "read tokens are configured and none was given", body = edge::error::ErrorBody),
+        (status = 503, description = "state store unavailable", body = edge::error::ErrorBody),
     ))]
 pub async fn list_matches(
     State(live): State<Arc<LiveState>>,
@@ -422,7 +425,7 @@ pub async fn list_matches(
     params(("id" = String, Path, description = "match id"), ("token" = Option<String>, Query, description = "read token, when reads need one")),
     responses(
         (status = 200, description = "the match", body = MatchView),
-        (status = 404, description = "no such match", body = crate::error::ErrorBody),
+        (status = 404, description = "no such match", body = edge::error::ErrorBody),
     ))]
 pub async fn get_match(
     State(live): State<Arc<LiveState>>,
@@ -432,7 +435,7 @@ pub async fn get_match(
     Query(query): Query<LiveQuery>,
 ) -> Result<Response, ApiError> {
     auth.authorize_read(&headers, query.token.as_deref())?;
-    let id = MatchId::parse(&match_id).map_err(|err| ApiError::InvalidParameter(err.to_string()))?;
+    let id = MatchId::parse(&match_id).map_err(|err| ApiError::invalid_parameter(err.to_string()))?;
     let hub = &live.subscriptions.hub;
     let state_json = match hub.cached_state(id.as_str()) {
         Some(cached) => cached,

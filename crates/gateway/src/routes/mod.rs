@@ -2,9 +2,7 @@
 
 pub mod bench;
 pub mod dashboard;
-pub mod health;
 pub mod impact;
 pub mod jobs;
 pub mod matches;
-pub mod ops;
 pub mod views;

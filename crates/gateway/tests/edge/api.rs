@@ -101,7 +101,7 @@ async fn a_worker_deadline_exceeded_is_a_504() {
 
 #[tokio::test]
 async fn a_request_outliving_the_timeout_is_a_504() {
-    let app = spawn_app_with(|_| {}, |gateway, _| gateway.request_timeout_ms = 50).await;
+    let app = spawn_app_with(|_| {}, |gateway, _| gateway.edge.request_timeout_ms = 50).await;
     let response = app.get("/v1/bench/slow").await;
     assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
     let (code, _) = error_of(response).await;
@@ -221,7 +221,7 @@ async fn calls_spread_over_worker_replicas_and_go_on_when_one_dies() {
 #[tokio::test]
 async fn with_an_admin_listener_metrics_and_debug_leave_the_public_port() {
     let app =
-        spawn_app_with(|_| {}, |gateway, _| gateway.admin_addr = Some(([127, 0, 0, 1], 0).into())).await;
+        spawn_app_with(|_| {}, |gateway, _| gateway.edge.admin_addr = Some(([127, 0, 0, 1], 0).into())).await;
     let admin = app.gateway.admin_addr.expect("an admin listener");
     for path in ["/metrics", "/v1/debug/runtime-fit"] {
         let public = app.get(path).await;

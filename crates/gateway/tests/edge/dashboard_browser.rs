@@ -154,7 +154,7 @@ async fn the_dashboard_views_show_scores_win_probability_timeline_heatmap_and_op
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_read_tokens_the_page_asks_for_one_and_says_when_it_is_refused() {
     let Some(browser) = browser() else { return };
-    let app = helpers::spawn_app_with(|_| {}, |config, _| config.read_tokens = READ_TOKEN.into()).await;
+    let app = helpers::spawn_app_with(|_| {}, |config, _| config.edge.read_tokens = READ_TOKEN.into()).await;
 
     let output = run_scenario(&browser, "token", &app.url(""), &match_id("token"), async || {}).await;
 
@@ -178,7 +178,7 @@ async fn the_page_recovers_after_the_gateway_restarts() {
                 running.stop().await.expect("the gateway stops cleanly");
             }
             let mut config = GatewayConfig::for_tests(worker.url());
-            config.listen_addr = addr;
+            config.edge.listen_addr = addr;
             gateway = Some(RunningGateway::spawn(config, Arc::clone(&store)).await);
         })
         .await;

@@ -150,7 +150,7 @@ async fn bench_routes_can_be_put_behind_the_read_token_or_turned_off() {
         |_| {},
         |gateway, _| {
             gateway.bench_routes = BenchRoutes::ReadToken;
-            gateway.read_tokens = READER.into();
+            gateway.edge.read_tokens = READER.into();
         },
     )
     .await;
@@ -179,7 +179,7 @@ async fn a_percent_encoded_read_token_opens_guarded_bench_routes() {
         |_| {},
         |gateway, _| {
             gateway.bench_routes = BenchRoutes::ReadToken;
-            gateway.read_tokens = "reader+token/0123456789".into();
+            gateway.edge.read_tokens = "reader+token/0123456789".into();
         },
     )
     .await;

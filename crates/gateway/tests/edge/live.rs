@@ -340,7 +340,7 @@ async fn sse_delivers_the_same_updates_and_resumes_from_last_event_id() {
 
 #[tokio::test]
 async fn the_connection_limit_refuses_with_a_clear_503() {
-    let app = helpers::spawn_app_with(|_| {}, |gateway, _| gateway.max_connections = 1).await;
+    let app = helpers::spawn_app_with(|_| {}, |gateway, _| gateway.edge.max_connections = 1).await;
     start_match(&app.client, app.gateway.addr, "full", 1).await;
     let _first = WsClient::connect(app.gateway.addr).await;
     let refused = app.get("/v1/matches/full/live").await;
@@ -411,7 +411,7 @@ async fn two_gateways_deliver_to_subscribers_on_both_in_order(store: &StoreArgs)
 #[tokio::test]
 async fn with_read_tokens_every_read_needs_one() {
     const READER: &str = "reader-token-0123456789";
-    let app = helpers::spawn_app_with(|_| {}, |gateway, _| gateway.read_tokens = READER.into()).await;
+    let app = helpers::spawn_app_with(|_| {}, |gateway, _| gateway.edge.read_tokens = READER.into()).await;
     start_match(&app.client, app.gateway.addr, "private", 1).await;
 
     for path in [

@@ -17,10 +17,10 @@ use super::helpers::{
     live::{SseClient, WsClient, kickoff, publish_ok},
     spawn_app_with,
 };
+use edge::limits::Rate;
 use gateway::{
     GatewayConfig,
     config::{RateLimiting, TEST_PUBLISH_TOKEN},
-    limits::Rate,
 };
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -39,11 +39,11 @@ async fn spawn_limited(adjust: impl FnOnce(&mut GatewayConfig)) -> TestApp {
     spawn_app_with(
         |_| {},
         |config, _| {
-            config.rate_limit = RateLimiting::On;
-            config.rate_limit_ingest = Rate::Off;
-            config.rate_limit_subscribe = Rate::Off;
-            config.rate_limit_compute = Rate::Off;
-            config.rate_limit_per_token = Rate::Off;
+            config.edge.rate_limit = RateLimiting::On;
+            config.edge.rate_limit_ingest = Rate::Off;
+            config.edge.rate_limit_subscribe = Rate::Off;
+            config.edge.rate_limit_compute = Rate::Off;
+            config.edge.rate_limit_per_token = Rate::Off;
             adjust(config);
         },
     )
@@ -73,7 +73,7 @@ async fn publish_as(client: &reqwest::Client, app: &TestApp, token: &str, body: 
 
 #[tokio::test]
 async fn ingest_is_limited_per_address_before_the_token_is_checked() {
-    let app = spawn_limited(|config| config.rate_limit_ingest = rate("3/h")).await;
+    let app = spawn_limited(|config| config.edge.rate_limit_ingest = rate("3/h")).await;
 
     // Wrong tokens spend the address's bucket too: the rate is taken before
     // the token is checked, so guessing is limited as well.
@@ -106,8 +106,8 @@ async fn ingest_is_limited_per_address_before_the_token_is_checked() {
 #[tokio::test]
 async fn a_publish_token_is_limited_from_whatever_address_it_comes() {
     let app = spawn_limited(|config| {
-        config.publish_tokens = format!("{TEST_PUBLISH_TOKEN},{SECOND_TOKEN}").into();
-        config.rate_limit_per_token = rate("2/h");
+        config.edge.publish_tokens = format!("{TEST_PUBLISH_TOKEN},{SECOND_TOKEN}").into();
+        config.edge.rate_limit_per_token = rate("2/h");
     })
     .await;
     let elsewhere = client_from(OTHER_ADDRESS);
@@ -134,7 +134,7 @@ async fn a_publish_token_is_limited_from_whatever_address_it_comes() {
 
 #[tokio::test]
 async fn subscribes_are_limited_per_address_over_websocket_and_sse() {
-    let app = spawn_limited(|config| config.rate_limit_subscribe = rate("3/h")).await;
+    let app = spawn_limited(|config| config.edge.rate_limit_subscribe = rate("3/h")).await;
     let addr = app.gateway.addr;
     for id in ["one", "two", "three"] {
         publish_ok(&app.client, addr, &kickoff(id)).await;
@@ -178,7 +178,7 @@ async fn subscribes_are_limited_per_address_over_websocket_and_sse() {
 
 #[tokio::test]
 async fn compute_routes_share_one_lane() {
-    let app = spawn_limited(|config| config.rate_limit_compute = rate("2/h")).await;
+    let app = spawn_limited(|config| config.edge.rate_limit_compute = rate("2/h")).await;
     publish_ok(&app.client, app.gateway.addr, &kickoff("busy")).await;
 
     assert_eq!(app.get("/v1/bench/compute?n=1000").await.status(), StatusCode::OK);
@@ -216,7 +216,7 @@ async fn compute_routes_share_one_lane() {
 #[tokio::test]
 async fn a_spent_bucket_refills_after_its_period() {
     // Two at once, then one every 500 ms.
-    let app = spawn_limited(|config| config.rate_limit_compute = rate("2/s")).await;
+    let app = spawn_limited(|config| config.edge.rate_limit_compute = rate("2/s")).await;
     let compute = || app.get("/v1/bench/compute?n=1000");
 
     // Spend the burst (a slow machine may see a refill meanwhile, hence
@@ -259,15 +259,15 @@ async fn forwarded_for_counts_only_from_a_trusted_proxy() {
 
     // Without trusted proxies the header is the client's own claim: both
     // requests count against the connection's address.
-    let app = spawn_limited(|config| config.rate_limit_ingest = rate("1/h")).await;
+    let app = spawn_limited(|config| config.edge.rate_limit_ingest = rate("1/h")).await;
     assert_eq!(forwarded(&app, "203.0.113.1").await.expect("answer").status(), StatusCode::OK);
     assert_rate_limited(forwarded(&app, "203.0.113.2").await.expect("answer"), 1..=3600).await;
 
     // Behind a trusted proxy (here, loopback itself), each forwarded client
     // has its own bucket.
     let app = spawn_limited(|config| {
-        config.rate_limit_ingest = rate("1/h");
-        config.trusted_proxies = "127.0.0.0/8".parse().expect("valid");
+        config.edge.rate_limit_ingest = rate("1/h");
+        config.edge.trusted_proxies = "127.0.0.0/8".parse().expect("valid");
     })
     .await;
     assert_eq!(forwarded(&app, "203.0.113.1").await.expect("answer").status(), StatusCode::OK);

@@ -22,8 +22,8 @@ async fn on_shutdown_readiness_fails_at_once_and_every_websocket_gets_1001() {
     let mut app = spawn_app_with(
         |_| {},
         |gateway, _| {
-            gateway.drain_delay_secs = 1;
-            gateway.shutdown_grace_secs = 10;
+            gateway.edge.drain_delay_secs = 1;
+            gateway.edge.shutdown_grace_secs = 10;
         },
     )
     .await;
@@ -78,7 +78,7 @@ async fn closed_within(stream: &mut TcpStream, within: Duration) {
 
 #[tokio::test]
 async fn half_sent_headers_and_idle_keep_alive_connections_are_closed() {
-    let app = spawn_app_with(|_| {}, |gateway, _| gateway.header_read_timeout_ms = 300).await;
+    let app = spawn_app_with(|_| {}, |gateway, _| gateway.edge.header_read_timeout_ms = 300).await;
     let addr = app.gateway.addr;
 
     let mut half = TcpStream::connect(addr).await.expect("connect");
@@ -99,7 +99,7 @@ async fn half_sent_headers_and_idle_keep_alive_connections_are_closed() {
 
 #[tokio::test]
 async fn a_connection_that_sends_nothing_or_only_the_start_of_the_http2_preface_is_closed() {
-    let app = spawn_app_with(|_| {}, |gateway, _| gateway.header_read_timeout_ms = 300).await;
+    let app = spawn_app_with(|_| {}, |gateway, _| gateway.edge.header_read_timeout_ms = 300).await;
     let addr = app.gateway.addr;
 
     let mut silent = TcpStream::connect(addr).await.expect("connect");
@@ -119,7 +119,7 @@ async fn a_connection_that_sends_nothing_or_only_the_start_of_the_http2_preface_
 
 #[tokio::test]
 async fn connections_past_the_cap_are_closed_at_once_and_served_again_below_it() {
-    let app = spawn_app_with(|_| {}, |gateway, _| gateway.max_http_connections = 2).await;
+    let app = spawn_app_with(|_| {}, |gateway, _| gateway.edge.max_http_connections = 2).await;
     let addr = app.gateway.addr;
     let mut held = Vec::new();
     for _ in 0..2 {

@@ -30,11 +30,14 @@ use serde::{Deserialize, Serialize};
 use store::{StateStore, boards};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::{
+use edge::{
     auth::{Auth, TokenQuery},
-    error::ApiError,
     extract::{Path, Query},
     fit::{Report, RuntimeFit},
+};
+
+use crate::{
+    error::ApiError,
     live::{
         LiveState,
         wire::{MatchView, Score},
@@ -74,8 +77,8 @@ pub struct MatchIds {
 #[utoipa::path(get, path = "/v1/views/matches", tag = "dashboard",
     responses(
         (status = 200, description = "match ids, sorted (at most 1000)", body = MatchIds),
-        (status = 401, description = "read tokens are configured and none (or a wrong one) was given", body = crate::error::ErrorBody),
-        (status = 503, description = "state store unavailable", body = crate::error::ErrorBody),
+        (status = 401, description = "read tokens are configured and none (or a wrong one) was given", body = edge::error::ErrorBody),
+        (status = 503, description = "state store unavailable", body = edge::error::ErrorBody),
     ))]
 pub async fn match_ids(
     State(store): State<Arc<dyn StateStore>>,
@@ -130,10 +133,10 @@ pub struct StateWinProbability {
     ),
     responses(
         (status = 200, description = "win probability of the state", body = StateWinProbability),
-        (status = 400, description = "invalid id, or `seq` beyond the match or no longer in its history", body = crate::error::ErrorBody),
-        (status = 401, description = "read tokens are configured and none (or a wrong one) was given", body = crate::error::ErrorBody),
-        (status = 404, description = "no such match", body = crate::error::ErrorBody),
-        (status = 503, description = "worker busy or unavailable; see Retry-After", body = crate::error::ErrorBody),
+        (status = 400, description = "invalid id, or `seq` beyond the match or no longer in its history", body = edge::error::ErrorBody),
+        (status = 401, description = "read tokens are configured and none (or a wrong one) was given", body = edge::error::ErrorBody),
+        (status = 404, description = "no such match", body = edge::error::ErrorBody),
+        (status = 503, description = "worker busy or unavailable; see Retry-After", body = edge::error::ErrorBody),
     ))]
 pub async fn win_probability(
     State(live): State<Arc<LiveState>>,
@@ -145,7 +148,7 @@ pub async fn win_probability(
     Query(query): Query<StateQuery>,
 ) -> Result<Json<StateWinProbability>, ApiError> {
     auth.authorize_read(&headers, query.token.as_deref())?;
-    let id = MatchId::parse(&match_id).map_err(|err| ApiError::InvalidParameter(err.to_string()))?;
+    let id = MatchId::parse(&match_id).map_err(|err| ApiError::invalid_parameter(err.to_string()))?;
     let (seq, view) = match_state(&live, &id, query.seq).await?;
     let line = ScoreLine {
         minute: view.minute,
@@ -195,7 +198,7 @@ async fn match_state(live: &LiveState, id: &MatchId, seq: Option<u64>) -> Result
         return Ok((current.seq, current));
     };
     if seq == 0 || seq > current.seq {
-        return Err(ApiError::InvalidParameter(format!(
+        return Err(ApiError::invalid_parameter(format!(
             "seq must be between 1 and the match's last event ({}), got {seq}",
             current.seq
         )));
@@ -207,7 +210,7 @@ async fn match_state(live: &LiveState, id: &MatchId, seq: Option<u64>) -> Result
             Ok((seq, entry.state))
         }
         _ => {
-            Err(ApiError::InvalidParameter(format!("event {seq} of match {id} is no longer in its history")))
+            Err(ApiError::invalid_parameter(format!("event {seq} of match {id} is no longer in its history")))
         }
     }
 }
@@ -216,8 +219,8 @@ async fn match_state(live: &LiveState, id: &MatchId, seq: Option<u64>) -> Result
 #[utoipa::path(get, path = "/v1/views/xt-grid", tag = "dashboard",
     responses(
         (status = 200, description = "the grid, row 0 at the top of the pitch", body = XtGrid),
-        (status = 401, description = "read tokens are configured and none (or a wrong one) was given", body = crate::error::ErrorBody),
-        (status = 503, description = "worker unavailable; see Retry-After", body = crate::error::ErrorBody),
+        (status = 401, description = "read tokens are configured and none (or a wrong one) was given", body = edge::error::ErrorBody),
+        (status = 503, description = "worker unavailable; see Retry-After", body = edge::error::ErrorBody),
     ))]
 pub async fn xt_grid(
     State(worker): State<WorkerClient>,
@@ -253,9 +256,9 @@ pub struct SeasonView {
     params(("top" = Option<usize>, Query, description = "players per leaderboard")),
     responses(
         (status = 200, description = "the leaderboards (empty until the worker has rated moves)", body = SeasonView),
-        (status = 400, description = "invalid `top`", body = crate::error::ErrorBody),
-        (status = 401, description = "read tokens are configured and none (or a wrong one) was given", body = crate::error::ErrorBody),
-        (status = 503, description = "state store unavailable", body = crate::error::ErrorBody),
+        (status = 400, description = "invalid `top`", body = edge::error::ErrorBody),
+        (status = 401, description = "read tokens are configured and none (or a wrong one) was given", body = edge::error::ErrorBody),
+        (status = 503, description = "state store unavailable", body = edge::error::ErrorBody),
     ))]
 pub async fn season(
     State(store): State<Arc<dyn StateStore>>,
@@ -268,7 +271,7 @@ pub async fn season(
         None => DEFAULT_TOP,
         Some(n) if (1..=MAX_TOP).contains(&n) => n,
         Some(n) => {
-            return Err(ApiError::InvalidParameter(format!(
+            return Err(ApiError::invalid_parameter(format!(
                 "`top` must be between 1 and {MAX_TOP}, got {n}"
             )));
         }
@@ -356,7 +359,7 @@ pub struct ConsumerView {
 #[utoipa::path(get, path = "/v1/views/ops", tag = "ops",
     responses(
         (status = 200, description = "the figures now", body = OpsView),
-        (status = 401, description = "read tokens are configured and none (or a wrong one) was given", body = crate::error::ErrorBody),
+        (status = 401, description = "read tokens are configured and none (or a wrong one) was given", body = edge::error::ErrorBody),
     ))]
 pub async fn ops(
     State(fit): State<Arc<RuntimeFit>>,
@@ -393,7 +396,7 @@ fn ops_view(fit: Report, delivered: u64, metrics: &Exposition<'_>) -> OpsView {
         .samples(crate::metrics::LIVE_CONNECTIONS)
         .filter_map(|s| Some(Labelled { label: s.label("transport")?.to_owned(), value: s.value }))
         .collect();
-    if let Some(http) = metrics.value(crate::metrics::HTTP_CONNECTIONS) {
+    if let Some(http) = metrics.value(edge::metrics::HTTP_CONNECTIONS) {
         connections.push(Labelled { label: "http".into(), value: http });
     }
 

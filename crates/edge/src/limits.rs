@@ -499,6 +499,13 @@ impl Limits {
     }
 }
 
+/// Counts one refusal by a rate limit. `route` is a route template and
+/// `lane` a lane's label: both from closed sets.
+pub fn count_rate_limited(route: &str, lane: Lane) {
+    metrics::counter!(crate::metrics::RATE_LIMITED, "route" => route.to_owned(), "lane" => lane.label())
+        .increment(1);
+}
+
 /// IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`, as a dual-stack listener
 /// reports IPv4 peers) as the IPv4 address they are.
 fn canonical(ip: IpAddr) -> IpAddr {

@@ -2,7 +2,7 @@
 //! id is set (or kept, if the client sent one), the request span opens with
 //! it, the request is measured (metrics, runtime fit) and its response gets
 //! the trace id, and ordinary requests get the request timeout.
-//! [`crate::router`] stacks them. The two every ordinary request passes
+//! [`crate::Server`] stacks them. The two every ordinary request passes
 //! (tracking, the timeout) are tower services; the route-specific ones are
 //! plain functions.
 
@@ -25,9 +25,9 @@ use tracing::{Span, field::Empty};
 
 use crate::{
     auth::Auth,
-    error::{ApiError, ErrorCause, RateLimitedIn},
+    error::{EdgeError, ErrorCause, RateLimitedIn},
     fit::RuntimeFit,
-    limits::{ClientKey, Lane, Limits},
+    limits::{ClientKey, Lane, Limits, count_rate_limited},
     metrics::RouteSeries,
 };
 
@@ -142,7 +142,7 @@ impl Measured {
         self.fit.finished(&self.route, wall);
         self.series.duration(response.status().as_u16()).record(wall.as_secs_f64());
         if let Some(RateLimitedIn(lane)) = response.extensions().get() {
-            crate::metrics::count_rate_limited(self.path.as_str(), *lane);
+            count_rate_limited(self.path.as_str(), *lane);
         }
         // For the failure's log line (`record_status`): the request span,
         // which would name the route, is not logged at the default level.
@@ -214,7 +214,7 @@ pub async fn rate_limit(
     request.extensions_mut().insert(client);
     match limits.check(lane, client) {
         Ok(()) => next.run(request).await,
-        Err(limited) => ApiError::from(limited).into_response(),
+        Err(limited) => EdgeError::from(limited).into_response(),
     }
 }
 
@@ -288,7 +288,7 @@ where
             Ok(response) => Poll::Ready(response),
             Err(_elapsed) => {
                 let ms = u64::try_from(this.timeout.as_millis()).unwrap_or(u64::MAX);
-                Poll::Ready(Ok(ApiError::RequestTimeout(ms).into_response()))
+                Poll::Ready(Ok(EdgeError::RequestTimeout(ms).into_response()))
             }
         }
     }
@@ -413,14 +413,14 @@ pub async fn require_reader(State(auth): State<Arc<Auth>>, request: Request, nex
     let query_token = query.as_ref().and_then(|query| query.0.token.as_deref());
     match auth.authorize_read(request.headers(), query_token) {
         Ok(()) => next.run(request).await,
-        Err(err) => ApiError::from(err).into_response(),
+        Err(err) => EdgeError::from(err).into_response(),
     }
 }
 
-pub async fn not_found(uri: Uri) -> ApiError {
-    ApiError::NotFound(uri.path().to_owned())
+pub async fn not_found(uri: Uri) -> EdgeError {
+    EdgeError::NotFound(uri.path().to_owned())
 }
 
-pub async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
-    ApiError::MethodNotAllowed { method: method_label(&method), path: uri.path().to_owned() }
+pub async fn method_not_allowed(method: Method, uri: Uri) -> EdgeError {
+    EdgeError::MethodNotAllowed { method: method_label(&method), path: uri.path().to_owned() }
 }
