@@ -4,6 +4,11 @@
 //! connection, nothing applied, nothing held). One line per case, then
 //! `N passed, M failed`; the exit code is 1 if any case failed.
 //!
+//! With `--edge-only` and the service's routes (`--publish-path`,
+//! `--topic-path`, `--sse-path`, `--first-event`, `--next-event`) it runs
+//! the domain-free cases against any service on the edge and the live-feed
+//! engine, such as `examples/auction` or a fork's own.
+//!
 //! Works against a deployed gateway as well as a local one: the cases only
 //! need its address and its tokens, and create matches under a prefix of
 //! their own. With `--pid` (a gateway on this machine) it also reads the
@@ -44,7 +49,7 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let cases = cases::all();
+    let cases = cases::selected(cli.settings.surface.edge_only);
     if cli.list {
         for case in &cases {
             println!("{}", case.name);

@@ -96,6 +96,50 @@ pub(crate) struct Settings {
     /// Runs only the cases whose name contains this text.
     #[arg(long)]
     pub(crate) only: Option<String>,
+
+    #[command(flatten)]
+    pub(crate) surface: Surface,
+}
+
+/// The routes and events the cases use, as the service under attack names
+/// them. The defaults are the gateway's; with `--edge-only` the suite runs
+/// the cases every service on the edge must pass, against any such service
+/// whose routes are given here.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct Surface {
+    /// Runs only the domain-free cases (routing, connections, tokens,
+    /// limits, rate limits, SSE abuse, footprint): the promises of the edge
+    /// and the live-feed engine, which a service built on them keeps
+    /// without code of its own.
+    #[arg(long, env = "COURTSIDE_HOSTILE_EDGE_ONLY", value_parser = clap::builder::BoolishValueParser::new(), default_value_t = false, num_args = 0..=1, default_missing_value = "true")]
+    pub(crate) edge_only: bool,
+
+    /// The domain's word for a topic (`match`, `lot`): error codes say
+    /// `unknown_<topic>`, and a bad id's message names it.
+    #[arg(long, env = "COURTSIDE_HOSTILE_TOPIC", default_value = "match")]
+    pub(crate) topic: String,
+
+    /// Where a publisher posts one JSON event with its publish token.
+    #[arg(long, env = "COURTSIDE_HOSTILE_PUBLISH_PATH", default_value = "/v1/events")]
+    pub(crate) publish_path: String,
+
+    /// A topic's state, `{id}` standing for its id.
+    #[arg(long, env = "COURTSIDE_HOSTILE_TOPIC_PATH", default_value = "/v1/matches/{id}")]
+    pub(crate) topic_path: String,
+
+    /// A topic's live feed as Server-Sent Events, `{id}` standing for its id.
+    #[arg(long, env = "COURTSIDE_HOSTILE_SSE_PATH", default_value = "/v1/matches/{id}/live")]
+    pub(crate) sse_path: String,
+
+    /// The first event of a new topic, a JSON object with `{id}` standing
+    /// for the topic's id. Default: a football kickoff.
+    #[arg(long, env = "COURTSIDE_HOSTILE_FIRST_EVENT")]
+    pub(crate) first_event: Option<String>,
+
+    /// A valid event at sequence number `{seq}` of topic `{id}`, after the
+    /// first. Default: a football foul.
+    #[arg(long, env = "COURTSIDE_HOSTILE_NEXT_EVENT")]
+    pub(crate) next_event: Option<String>,
 }
 
 /// A case that cannot run against this gateway (no read token given, no
@@ -210,6 +254,7 @@ pub(crate) struct Ctx {
     /// should, so only the cases meant to exceed it are refused.
     next_publish: tokio::sync::Mutex<tokio::time::Instant>,
     publish_spacing: Duration,
+    pub(crate) surface: Surface,
 }
 
 /// How a run went.
@@ -255,6 +300,15 @@ impl Ctx {
             Duration::ZERO
         };
         let publish_token = settings.publish_token.context("a publish token is needed (--publish-token)")?;
+        for (flag, template) in
+            [("--first-event", &settings.surface.first_event), ("--next-event", &settings.surface.next_event)]
+        {
+            if let Some(template) = template {
+                let filled = fill(template, "x", 2);
+                serde_json::from_str::<Value>(&filled)
+                    .with_context(|| format!("{flag} is not a JSON object once filled in: {filled}"))?;
+            }
+        }
         Ok(Self {
             addr,
             publish_token,
@@ -270,6 +324,7 @@ impl Ctx {
             spread,
             next_publish: tokio::sync::Mutex::new(tokio::time::Instant::now()),
             publish_spacing,
+            surface: settings.surface,
         })
     }
 
@@ -337,9 +392,46 @@ impl Ctx {
         self.send(&self.read(target)).await
     }
 
-    /// `POST /v1/events` with the publish token.
+    /// Where a publisher posts one event (`/v1/events` on the gateway).
+    pub(crate) fn publish_path(&self) -> &str {
+        &self.surface.publish_path
+    }
+
+    /// Topic `id`'s state (`/v1/matches/{id}` on the gateway).
+    pub(crate) fn topic_path(&self, id: &str) -> String {
+        self.surface.topic_path.replace("{id}", id)
+    }
+
+    /// Topic `id`'s SSE feed (`/v1/matches/{id}/live` on the gateway).
+    pub(crate) fn sse_path(&self, id: &str) -> String {
+        self.surface.sse_path.replace("{id}", id)
+    }
+
+    /// The code of a refusal for a topic that does not exist.
+    pub(crate) fn unknown_topic_code(&self) -> String {
+        format!("unknown_{}", self.surface.topic)
+    }
+
+    /// The first event of topic `id` (a football kickoff by default).
+    pub(crate) fn first_event(&self, id: &str) -> Value {
+        match &self.surface.first_event {
+            Some(template) => serde_json::from_str(&fill(template, id, 1)).unwrap_or(Value::Null),
+            None => events::kickoff(id),
+        }
+    }
+
+    /// A valid event at `seq` of topic `id`, after the first (a football
+    /// foul by default).
+    pub(crate) fn next_event(&self, id: &str, seq: u64) -> Value {
+        match &self.surface.next_event {
+            Some(template) => serde_json::from_str(&fill(template, id, seq)).unwrap_or(Value::Null),
+            None => events::foul(id, seq),
+        }
+    }
+
+    /// A POST to the publish route with the publish token.
     pub(crate) fn publisher(&self, body: &[u8], content_type: &str) -> Request {
-        Request::post("/v1/events").bearer(self.publish_token()).body(content_type, body.to_vec())
+        Request::post(self.publish_path()).bearer(self.publish_token()).body(content_type, body.to_vec())
     }
 
     pub(crate) async fn publish(&self, body: &Value) -> anyhow::Result<Response> {
@@ -356,10 +448,10 @@ impl Ctx {
         format!("{}-{tag}", self.run)
     }
 
-    /// Starts a match of this run (its kickoff is seq 1).
+    /// Starts a match (a topic) of this run with its first event, seq 1.
     pub(crate) async fn new_match(&self, tag: &str) -> anyhow::Result<Match> {
         let id = self.match_id(tag);
-        let ack = self.publish_ok(&events::kickoff(&id)).await?;
+        let ack = self.publish_ok(&self.first_event(&id)).await?;
         ensure!(ack["status"] == "applied", "kickoff of {id}: {ack}");
         Ok(Match { id, head: 1 })
     }
@@ -371,7 +463,7 @@ impl Ctx {
     /// was). Advances the head by one.
     pub(crate) async fn expect_head(&self, m: &mut Match) -> anyhow::Result<()> {
         let probe = m.head + 1;
-        let response = self.publish(&events::foul(&m.id, probe)).await?;
+        let response = self.publish(&self.next_event(&m.id, probe)).await?;
         let body = response.json().unwrap_or(Value::Null);
         if response.status() == 200 && body["status"] == "applied" {
             m.head = probe;
@@ -382,6 +474,11 @@ impl Ctx {
         }
         bail!("head of {} is not {}: seq {probe} answered {} {body}", m.id, m.head, response.status())
     }
+}
+
+/// `template` with `{id}` and `{seq}` filled in.
+fn fill(template: &str, id: &str, seq: u64) -> String {
+    template.replace("{id}", id).replace("{seq}", &seq.to_string())
 }
 
 /// The process's resident memory and open descriptors.

@@ -9,7 +9,6 @@ use std::time::Duration;
 use anyhow::{Context as _, ensure};
 
 use crate::{
-    events::foul,
     http::{Conn, Request, Response},
     suite::{Case, Check, Ctx},
     ws::Ws,
@@ -44,8 +43,9 @@ async fn unauthorized(
     needle: &str,
 ) -> anyhow::Result<String> {
     let mut m = ctx.new_match(tag).await?;
-    let body = foul(&m.id, 2).to_string();
-    let response = ctx.send(&request(Request::post("/v1/events").body("application/json", body))).await?;
+    let body = ctx.next_event(&m.id, 2).to_string();
+    let response =
+        ctx.send(&request(Request::post(ctx.publish_path()).body("application/json", body))).await?;
     let message = expect_401(&response)?;
     ensure!(message.contains(needle), "expected {needle:?} in {message:?}");
     ctx.expect_head(&mut m).await.context("after the refusal")?;
@@ -92,8 +92,8 @@ fn basic_scheme(ctx: &Ctx) -> Check<'_> {
 fn token_in_query(ctx: &Ctx) -> Check<'_> {
     Box::pin(async move {
         let token = ctx.publish_token().to_owned();
-        unauthorized(ctx, "query-token", |r| r.with_target(&format!("/v1/events?token={token}")), "missing")
-            .await
+        let target = format!("{}?token={token}", ctx.publish_path());
+        unauthorized(ctx, "query-token", |r| r.with_target(&target), "missing").await
     })
 }
 
@@ -101,7 +101,7 @@ fn with_token(ctx: &Ctx) -> Check<'_> {
     Box::pin(async move {
         let mut m = ctx.new_match("with-token").await?;
         ctx.expect_head(&mut m).await?;
-        Ok("kickoff and one event: 200 applied".into())
+        Ok("a first event and one more: 200 applied".into())
     })
 }
 
@@ -120,7 +120,7 @@ async fn refused_early(ctx: &Ctx, path: &str, content_type: &str) -> anyhow::Res
 }
 
 fn refused_before_body(ctx: &Ctx) -> Check<'_> {
-    Box::pin(refused_early(ctx, "/v1/events", "application/json"))
+    Box::pin(refused_early(ctx, ctx.publish_path(), "application/json"))
 }
 
 fn bulk_refused_before_body(ctx: &Ctx) -> Check<'_> {
@@ -131,7 +131,8 @@ fn expect_continue(ctx: &Ctx) -> Check<'_> {
     Box::pin(async move {
         let mut conn = Conn::open(ctx.addr).await?;
         let head = format!(
-            "POST /v1/events HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\nExpect: 100-continue\r\n\r\n",
+            "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\nExpect: 100-continue\r\n\r\n",
+            ctx.publish_path(),
             ctx.addr
         );
         conn.write(head.as_bytes()).await?;
@@ -159,7 +160,7 @@ fn reads_need_read_token(ctx: &Ctx) -> Check<'_> {
     Box::pin(async move {
         let token = ctx.require_read_token()?;
         let m = ctx.new_match("reader").await?;
-        let path = format!("/v1/matches/{}", m.id);
+        let path = ctx.topic_path(&m.id);
         for (label, request) in [
             ("no token", Request::get(&path)),
             ("wrong token", Request::get(&path).bearer("not-the-token-but-long-enough")),
@@ -184,12 +185,15 @@ fn live_needs_read_token(ctx: &Ctx) -> Check<'_> {
     Box::pin(async move {
         ctx.require_read_token()?;
         let m = ctx.new_match("live-reader").await?;
+        let sse = ctx.send(&Request::get(ctx.sse_path(&m.id))).await?;
+        expect_401(&sse).context("SSE")?;
+        if ctx.surface.edge_only {
+            return Ok("SSE without a token: 401 JSON".into());
+        }
         match Ws::upgrade(ctx.addr, "/v1/live").await? {
             Ok(_) => anyhow::bail!("the WebSocket opened without a token"),
             Err(response) => expect_401(&response).context("WebSocket")?,
         };
-        let sse = ctx.send(&Request::get(format!("/v1/matches/{}/live", m.id))).await?;
-        expect_401(&sse).context("SSE")?;
         Ws::connect(ctx.addr, &ctx.with_token("/v1/live")).await.context("with ?token=")?;
         Ok("WebSocket and SSE without a token: 401 JSON; with ?token=: upgraded".into())
     })

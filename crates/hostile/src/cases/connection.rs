@@ -13,7 +13,6 @@ use anyhow::{Context as _, bail, ensure};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::{
-    events::foul,
     http::{Conn, Request},
     suite::{Case, Check, Ctx},
 };
@@ -156,7 +155,7 @@ fn too_many_headers(ctx: &Ctx) -> Check<'_> {
 
 fn raw_bytes_in_target(ctx: &Ctx) -> Check<'_> {
     Box::pin(async move {
-        let mut bytes = b"GET /v1/matches/".to_vec();
+        let mut bytes = format!("GET {}/", ctx.publish_path()).into_bytes();
         bytes.extend_from_slice(&[0xFF, 0xFE, 0x00, 0x7F]);
         bytes.extend_from_slice(format!(" HTTP/1.1\r\nHost: {}\r\n\r\n", ctx.addr).as_bytes());
         parser_refuses(ctx, &bytes, 400, "raw 0xFF 0xFE 0x00 0x7F in the path").await
@@ -199,7 +198,8 @@ fn length_and_chunked(ctx: &Ctx) -> Check<'_> {
         let smuggled = format!("GET /v1/smuggled HTTP/1.1\r\nHost: {}\r\n\r\n", ctx.addr);
         let body = format!("0\r\n\r\n{smuggled}");
         let bytes = format!(
-            "POST /v1/events HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nTransfer-Encoding: chunked\r\n\r\n{body}",
+            "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nTransfer-Encoding: chunked\r\n\r\n{body}",
+            ctx.publish_path(),
             ctx.addr,
             body.len()
         );
@@ -220,9 +220,10 @@ fn length_and_chunked(ctx: &Ctx) -> Check<'_> {
 fn bad_chunk_size(ctx: &Ctx) -> Check<'_> {
     Box::pin(async move {
         let mut m = ctx.new_match("bad-chunk").await?;
-        let event = foul(&m.id, 2).to_string();
+        let event = ctx.next_event(&m.id, 2).to_string();
         let bytes = format!(
-            "POST /v1/events HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nzz\r\n{event}\r\n0\r\n\r\n",
+            "POST {} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nzz\r\n{event}\r\n0\r\n\r\n",
+            ctx.publish_path(),
             ctx.addr,
             ctx.publish_token()
         );

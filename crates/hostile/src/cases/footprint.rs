@@ -68,7 +68,7 @@ fn thousand_methods(ctx: &Ctx) -> Check<'_> {
             let mut conn = Conn::open(ctx.addr).await?;
             for i in 0..100 {
                 let method = format!("QZXFOOT{batch}{i:03}");
-                let response = conn.request(&Request::new(&method, "/v1/matches").keep_alive()).await?;
+                let response = conn.request(&Request::new(&method, ctx.publish_path()).keep_alive()).await?;
                 response.expect_error(405, "method_not_allowed").with_context(|| method.clone())?;
             }
         }
@@ -98,11 +98,12 @@ fn thousand_subscribes(ctx: &Ctx) -> Check<'_> {
 fn sse_404s(ctx: &Ctx) -> Check<'_> {
     Box::pin(async move {
         let mut conn = Conn::open(ctx.addr).await?;
+        let code = ctx.unknown_topic_code();
         for i in 0..300 {
-            let request = ctx.read(&format!("/v1/matches/{}-phantom{i}/live", ctx.run)).keep_alive();
-            conn.request(&request).await?.expect_error(404, "unknown_match")?;
+            let request = ctx.read(&ctx.sse_path(&format!("{}-phantom{i}", ctx.run))).keep_alive();
+            conn.request(&request).await?.expect_error(404, &code)?;
         }
-        Ok("300 SSE subscriptions to unknown matches: 404 unknown_match each".into())
+        Ok(format!("300 SSE subscriptions to unknown topics: 404 {code} each"))
     })
 }
 
@@ -116,7 +117,8 @@ fn anonymous_bodies(ctx: &Ctx) -> Check<'_> {
         for _ in 0..90 {
             let mut conn = Conn::open(ctx.addr).await?;
             let head = format!(
-                "POST /v1/events HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\n\r\n",
+                "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\n\r\n",
+                ctx.publish_path(),
                 ctx.addr
             );
             conn.write(head.as_bytes()).await?;

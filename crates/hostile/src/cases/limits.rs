@@ -5,7 +5,6 @@
 use anyhow::{Context as _, ensure};
 
 use crate::{
-    events::foul,
     http::{Conn, Request},
     suite::{Case, Check, Ctx, Skip},
 };
@@ -53,7 +52,7 @@ fn oversized_chunked(ctx: &Ctx) -> Check<'_> {
             body.extend_from_slice(b"\r\n");
         }
         body.extend_from_slice(b"0\r\n\r\n");
-        let request = Request::post("/v1/events")
+        let request = Request::post(ctx.publish_path())
             .bearer(ctx.publish_token())
             .header("Transfer-Encoding", "chunked")
             .body("application/json", body);
@@ -67,11 +66,12 @@ fn oversized_chunked(ctx: &Ctx) -> Check<'_> {
 fn body_cut_short(ctx: &Ctx) -> Check<'_> {
     Box::pin(async move {
         let mut m = ctx.new_match("cut-short").await?;
-        let event = foul(&m.id, 2).to_string();
+        let event = ctx.next_event(&m.id, 2).to_string();
         let mut conn = Conn::open(ctx.addr).await?;
         ctx.pace_publisher().await;
         let head = format!(
-            "POST /v1/events HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            "POST {} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            ctx.publish_path(),
             ctx.addr,
             ctx.publish_token(),
             event.len() + 100
@@ -153,16 +153,20 @@ fn samples_beyond_u64(ctx: &Ctx) -> Check<'_> {
 
 fn non_utf8_path(ctx: &Ctx) -> Check<'_> {
     Box::pin(async move {
-        for target in ["/v1/matches/%FF%FE", "/v1/players/%C3%28/impact", "/v1/matches/%FF/live"] {
+        let mut targets = vec![ctx.topic_path("%FF%FE"), ctx.sse_path("%FF")];
+        if !ctx.surface.edge_only {
+            targets.push("/v1/players/%C3%28/impact".to_owned());
+        }
+        for target in &targets {
             bad_read(ctx, &ctx.with_token(target), "").await?;
         }
-        Ok("%FF%FE and %C3%28 in three routes' path segments: 400 invalid_parameter".into())
+        Ok(format!("%FF%FE, %FF and %C3%28 in path segments ({}): 400 invalid_parameter", targets.join(", ")))
     })
 }
 
 fn bad_match_id(ctx: &Ctx) -> Check<'_> {
     Box::pin(async move {
-        bad_read(ctx, "/v1/matches/NOT..A..SLUG", "match_id").await?;
+        bad_read(ctx, &ctx.topic_path("NOT..A..SLUG"), &ctx.surface.topic).await?;
         Ok("an id outside a-z0-9-_: 400 invalid_parameter".into())
     })
 }
@@ -178,7 +182,7 @@ fn bad_player_id(ctx: &Ctx) -> Check<'_> {
 fn since_not_a_number(ctx: &Ctx) -> Check<'_> {
     Box::pin(async move {
         let m = ctx.new_match("since").await?;
-        bad_read(ctx, &ctx.with_token(&format!("/v1/matches/{}/live?since=soon", m.id)), "since").await?;
+        bad_read(ctx, &ctx.with_token(&format!("{}?since=soon", ctx.sse_path(&m.id))), "since").await?;
         Ok("SSE since=soon: 400 invalid_parameter".into())
     })
 }
@@ -186,7 +190,7 @@ fn since_not_a_number(ctx: &Ctx) -> Check<'_> {
 fn last_event_id_garbage(ctx: &Ctx) -> Check<'_> {
     Box::pin(async move {
         let m = ctx.new_match("last-event-id").await?;
-        let request = ctx.read(&format!("/v1/matches/{}/live", m.id)).header("Last-Event-ID", "yesterday");
+        let request = ctx.read(&ctx.sse_path(&m.id)).header("Last-Event-ID", "yesterday");
         let message = ctx.send(&request).await?.expect_error(400, "invalid_parameter")?;
         ensure!(message.contains("Last-Event-ID"), "message {message:?}");
         Ok("Last-Event-ID: yesterday: 400 invalid_parameter".into())

@@ -295,14 +295,15 @@ fn close_answered(ctx: &Ctx) -> Check<'_> {
 fn sse_unknown_match(ctx: &Ctx) -> Check<'_> {
     Box::pin(async move {
         let id = ctx.match_id("sse-missing");
-        ctx.get(&format!("/v1/matches/{id}/live")).await?.expect_error(404, "unknown_match")?;
-        Ok("404 unknown_match".into())
+        let code = ctx.unknown_topic_code();
+        ctx.get(&ctx.sse_path(&id)).await?.expect_error(404, &code)?;
+        Ok(format!("404 {code}"))
     })
 }
 
 fn sse_bad_match_id(ctx: &Ctx) -> Check<'_> {
     Box::pin(async move {
-        ctx.get("/v1/matches/Not..A..Slug/live").await?.expect_error(400, "invalid_parameter")?;
+        ctx.get(&ctx.sse_path("Not..A..Slug")).await?.expect_error(400, "invalid_parameter")?;
         Ok("400 invalid_parameter".into())
     })
 }
@@ -311,7 +312,7 @@ fn sse_subscribed(ctx: &Ctx) -> Check<'_> {
     Box::pin(async move {
         let m = ctx.new_match("sse-ok").await?;
         let mut conn = Conn::open(ctx.addr).await?;
-        conn.write(&ctx.read(&format!("/v1/matches/{}/live", m.id)).to_bytes(&ctx.addr.to_string())).await?;
+        conn.write(&ctx.read(&ctx.sse_path(&m.id)).to_bytes(&ctx.addr.to_string())).await?;
         let head = conn.head_within(ws::WAIT).await?;
         ensure!(head.status == 200, "status {}", head.status);
         let content_type = head.header("content-type").unwrap_or_default();
@@ -328,10 +329,13 @@ fn sse_subscribed(ctx: &Ctx) -> Check<'_> {
         let data: Value =
             serde_json::from_str(field("data:").unwrap_or_default()).context("data is not JSON")?;
         ensure!(
-            data["type"] == "subscribed" && data["match"] == m.id.as_str() && data["seq"] == 1,
+            data["type"] == "subscribed" && data[&ctx.surface.topic] == m.id.as_str() && data["seq"] == 1,
             "data {data}"
         );
         ensure!(data["state"]["id"] == m.id.as_str(), "data without the state: {data}");
-        Ok("200 text/event-stream; first event `subscribed`, id 1, with the match state".into())
+        Ok(format!(
+            "200 text/event-stream; first event `subscribed`, id 1, with the {} state",
+            ctx.surface.topic
+        ))
     })
 }

@@ -17,7 +17,6 @@ use anyhow::{Context as _, bail, ensure};
 use serde_json::json;
 
 use crate::{
-    events::kickoff,
     http::{self, Conn, Request, Response},
     suite::{Case, Check, Ctx, Rate, Skip},
     ws::Ws,
@@ -72,8 +71,8 @@ async fn let_it_refill(ctx: &Ctx, rate: Rate) {
     }
 }
 
-fn anonymous_publish() -> Request {
-    Request::post("/v1/events").body("application/json", "{}").keep_alive()
+fn anonymous_publish(ctx: &Ctx) -> Request {
+    Request::post(ctx.publish_path()).body("application/json", "{}").keep_alive()
 }
 
 fn ingest_lane(ctx: &Ctx) -> Check<'_> {
@@ -85,7 +84,7 @@ fn ingest_lane(ctx: &Ctx) -> Check<'_> {
         let mut sent = 0u64;
         let limited = loop {
             sent += 1;
-            let response = conn.request(&anonymous_publish()).await?;
+            let response = conn.request(&anonymous_publish(ctx)).await?;
             match response.status() {
                 401 => {}
                 429 => break response,
@@ -101,7 +100,8 @@ fn ingest_lane(ctx: &Ctx) -> Check<'_> {
         // may find one and get its 401 (also without the body read); the
         // next finds the bucket empty again.
         let head = format!(
-            "POST /v1/events HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\n\r\n{{",
+            "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\n\r\n{{",
+            ctx.publish_path(),
             ctx.addr
         );
         let mut statuses = Vec::new();
@@ -120,7 +120,7 @@ fn ingest_lane(ctx: &Ctx) -> Check<'_> {
         );
 
         tokio::time::sleep(Duration::from_secs(retry_after)).await;
-        let again = Conn::open(ctx.addr).await?.request(&anonymous_publish()).await?;
+        let again = Conn::open(ctx.addr).await?.request(&anonymous_publish(ctx)).await?;
         ensure!(again.status() == 401, "after Retry-After ({retry_after} s): {}", again.status());
         let_it_refill(ctx, rate).await;
         Ok(format!(
@@ -140,7 +140,8 @@ fn forwarded_for(ctx: &Ctx) -> Check<'_> {
         // Each request names another client; only the socket counts.
         loop {
             sent += 1;
-            let request = anonymous_publish().header("X-Forwarded-For", format!("203.0.113.{}", sent % 250));
+            let request =
+                anonymous_publish(ctx).header("X-Forwarded-For", format!("203.0.113.{}", sent % 250));
             let response = conn.request(&request).await?;
             match response.status() {
                 401 => {}
@@ -174,6 +175,9 @@ fn subscribe_lane(ctx: &Ctx) -> Check<'_> {
     Box::pin(async move {
         let rate = ctx.rates.subscribe;
         let burst = burst(rate, "subscribe")?;
+        if ctx.surface.edge_only {
+            return sse_subscribe_lane(ctx, rate, burst).await;
+        }
         let started = tokio::time::Instant::now();
         let target = ctx.with_token("/v1/live");
         // Each connection costs one, and each subscribe one (counted before
@@ -207,12 +211,13 @@ fn subscribe_lane(ctx: &Ctx) -> Check<'_> {
         within_burst(ctx, spent, burst)?;
         // As above: a token refilled meanwhile lets one through (404, the
         // match is made up); the next finds the bucket empty.
-        let mut sse = ctx.get(&format!("/v1/matches/{}-any/live", ctx.run)).await?;
+        let any = ctx.sse_path(&format!("{}-any", ctx.run));
+        let mut sse = ctx.get(&any).await?;
         for _ in 0..5 {
             if sse.status() != 404 {
                 break;
             }
-            sse = ctx.get(&format!("/v1/matches/{}-any/live", ctx.run)).await?;
+            sse = ctx.get(&any).await?;
         }
         expect_429(&sse, "from this address").context("an SSE feed from the same address")?;
         let how = match refusal {
@@ -224,6 +229,29 @@ fn subscribe_lane(ctx: &Ctx) -> Check<'_> {
         let_it_refill(ctx, rate).await;
         Ok(format!("burst {burst}: at subscribe {spent}, {how}; SSE from the same address: 429"))
     })
+}
+
+/// The subscribe lane of a service with SSE feeds only: feeds of unknown
+/// topics (404 each, the lane spent before the store is asked) until 429.
+async fn sse_subscribe_lane(ctx: &Ctx, rate: Rate, burst: u32) -> anyhow::Result<String> {
+    let started = tokio::time::Instant::now();
+    let mut conn = Conn::open(ctx.addr).await?;
+    let mut spent = 0u64;
+    let limited = loop {
+        spent += 1;
+        let target = ctx.sse_path(&format!("{}-limited{spent}", ctx.run));
+        let response = conn.request(&ctx.read(&target).keep_alive()).await?;
+        match response.status() {
+            404 => {}
+            429 => break response,
+            other => bail!("feed {spent}: {other} {}", response.text()),
+        }
+        ensure!(spent <= ceiling(rate, burst, started.elapsed()), "no 429 after {spent} feeds");
+    };
+    within_burst(ctx, spent, burst)?;
+    let retry_after = expect_429(&limited, "from this address")?;
+    let_it_refill(ctx, rate).await;
+    Ok(format!("burst {burst}: SSE feed {spent} refused with 429 rate_limited, Retry-After {retry_after}"))
 }
 
 fn compute_lane(ctx: &Ctx) -> Check<'_> {
@@ -273,10 +301,10 @@ fn per_token(ctx: &Ctx) -> Check<'_> {
             })
             .collect();
         let id = ctx.match_id("per-token");
-        // A replayed kickoff: cheap, and acknowledged as a duplicate.
-        let body = kickoff(&id).to_string();
+        // A replayed first event: cheap, and acknowledged as a duplicate.
+        let body = ctx.first_event(&id).to_string();
         let request = ctx.publisher(body.as_bytes(), "application/json").keep_alive();
-        ctx.publish_ok(&kickoff(&id)).await?;
+        ctx.publish_ok(&ctx.first_event(&id)).await?;
         let mut conns = Vec::new();
         for address in &addresses {
             conns.push(http::from_source(Some(*address), Conn::open(ctx.addr)).await?);

@@ -79,11 +79,13 @@ fn made_up_method_unknown_path(ctx: &Ctx) -> Check<'_> {
 
 fn wrong_method(ctx: &Ctx) -> Check<'_> {
     Box::pin(async move {
-        for (method, path) in [("DELETE", "/v1/matches"), ("PUT", "/v1/events"), ("POST", "/healthz")] {
+        let topic = ctx.topic_path(&ctx.match_id("none"));
+        for (method, path) in [("DELETE", topic.as_str()), ("PUT", ctx.publish_path()), ("POST", "/healthz")]
+        {
             let response = ctx.send(&ctx.read(path).with_method(method)).await?;
             response.expect_error(405, "method_not_allowed").with_context(|| format!("{method} {path}"))?;
         }
-        Ok("DELETE /v1/matches, PUT /v1/events, POST /healthz: 405 method_not_allowed".into())
+        Ok(format!("DELETE {topic}, PUT {}, POST /healthz: 405 method_not_allowed", ctx.publish_path()))
     })
 }
 
