@@ -117,12 +117,15 @@ fn events(
                 // Say why; the stream ends after this, and the client's
                 // EventSource reconnects and resumes.
                 tracing::info!(%reason, "closing an SSE subscriber");
-                if !matches!(reason, Disconnect::StoreUnavailable) {
-                    live.metrics_slow_disconnect(Transport::Sse);
-                }
-                Event::default().event("error").data(format!(
-                    "{{\"type\":\"error\",\"code\":\"slow_consumer\",\"message\":\"{reason}\"}}"
-                ))
+                let code = match reason {
+                    Disconnect::StoreUnavailable => "store_unavailable",
+                    Disconnect::SlowConsumer(_) | Disconnect::Lagged(_) => {
+                        live.metrics_slow_disconnect(Transport::Sse);
+                        "slow_consumer"
+                    }
+                };
+                let body = serde_json::json!({"type": "error", "code": code, "message": reason.to_string()});
+                Event::default().event("error").data(body.to_string())
             }
         })
     })
