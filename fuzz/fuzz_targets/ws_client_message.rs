@@ -10,12 +10,18 @@
 #![no_main]
 
 use domain::live::MatchId;
-use gateway::live::ws::{ClientCommand, parse_client_message};
+use gateway::live::Football;
 use libfuzzer_sys::fuzz_target;
+use livefeed::ws::ClientCommand;
 use serde_json::json;
 
 /// The WebSocket message limit of `/v1/live`.
 const MAX_CLIENT_MESSAGE: usize = 4 * 1024;
+
+/// The parser as a connection of the football feed runs it.
+fn parse_client_message(text: &str) -> Result<ClientCommand, livefeed::ws::InvalidMessage> {
+    livefeed::ws::parse_client_message::<Football>(text)
+}
 
 fuzz_target!(|data: &[u8]| {
     if data.len() > MAX_CLIENT_MESSAGE {
@@ -36,13 +42,16 @@ fuzz_target!(|data: &[u8]| {
     };
     let written = match &command {
         ClientCommand::Subscribe { id, since } => {
-            assert_eq!(MatchId::parse(id.as_str()).as_ref(), Ok(id), "subscribed to an invalid id");
+            assert!(
+                MatchId::parse(id).is_ok_and(|parsed| parsed.as_str() == id),
+                "subscribed to an invalid id"
+            );
             match since {
-                Some(since) => json!({ "op": "subscribe", "match": id.as_str(), "since": since }),
-                None => json!({ "op": "subscribe", "match": id.as_str() }),
+                Some(since) => json!({ "op": "subscribe", "match": id, "since": since }),
+                None => json!({ "op": "subscribe", "match": id }),
             }
         }
-        ClientCommand::Unsubscribe { match_id } => json!({ "op": "unsubscribe", "match": match_id }),
+        ClientCommand::Unsubscribe { id } => json!({ "op": "unsubscribe", "match": id }),
     };
     assert_eq!(parse_client_message(&written.to_string()), Ok(command), "{written}");
 });

@@ -9,7 +9,7 @@ use store::StateStore;
 
 use crate::{
     config::GatewayConfig,
-    live::{LiveConfig, LiveState},
+    live::{self, LiveState},
     router,
     state::{AppState, Shared},
     worker::WorkerClient,
@@ -34,8 +34,7 @@ impl Application {
         crate::metrics::describe();
         let edge = server.edge().clone();
         let worker = WorkerClient::connect_lazy(&config.worker_url, config.worker_deadline())?;
-        let live_config = LiveConfig::from_config(&config);
-        let live = Arc::new(LiveState::new(Arc::clone(&store), live_config, &edge));
+        let live = LiveState::new(Arc::clone(&store), live::settings(&config), &edge);
         let state = AppState::new(Shared {
             store,
             worker,
@@ -43,6 +42,7 @@ impl Application {
             edge,
             views: Arc::default(),
             bench_routes: config.bench_routes,
+            max_line_bytes: usize::try_from(config.max_line_bytes).unwrap_or(usize::MAX),
         });
         Ok(Self { server, state, config, extra_routes: Router::new() })
     }
@@ -100,12 +100,7 @@ impl Application {
     /// says; the live feed's bridge from the store stops with the live
     /// connections.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-        let edge = self.server.edge();
-        edge.shutdown.spawn(livefeed::run_bridge(
-            Arc::clone(&self.state.live.subscriptions.hub),
-            Arc::clone(&self.state.store),
-            edge.shutdown.closing().clone(),
-        ));
+        self.state.live.start_bridge();
         let (routes, checks) = (self.routes(), self.checks());
         tracing::info!(addr = %self.local_addr(), worker = %self.config.worker_url, "gateway listening");
         self.server.serve(routes, checks, shutdown).await?;

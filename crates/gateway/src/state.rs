@@ -42,11 +42,23 @@ pub struct Shared {
     /// xT grid).
     pub views: Arc<ViewCaches>,
     pub bench_routes: crate::config::BenchRoutes,
+    /// The longest NDJSON line bulk ingest accepts, in bytes.
+    pub max_line_bytes: usize,
 }
 
 /// The largest request body read whole, in bytes.
 #[derive(Debug, Clone, Copy)]
 pub struct BodyLimit(pub usize);
+
+/// The longest NDJSON line bulk ingest accepts, in bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct LineLimit(pub usize);
+
+impl FromRef<AppState> for LineLimit {
+    fn from_ref(state: &AppState) -> Self {
+        LineLimit(state.max_line_bytes)
+    }
+}
 
 impl FromRef<AppState> for Arc<dyn StateStore> {
     fn from_ref(state: &AppState) -> Self {

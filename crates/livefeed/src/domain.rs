@@ -25,6 +25,10 @@ pub trait Domain: Send + Sync + 'static {
     /// `"lot"`.
     const TOPIC: &'static str;
 
+    /// The code of a refusal for a topic that does not exist:
+    /// `unknown_match`, `unknown_lot`.
+    const UNKNOWN_TOPIC: &'static str = "unknown_topic";
+
     /// Checks a topic id a client sent (in a path, a subscribe message)
     /// before anything is looked up or allocated for it; the error says what
     /// a valid id is. The default takes 1 to 64 characters of `a-z`, `0-9`,

@@ -39,11 +39,11 @@ pub enum SubscribeError {
 }
 
 impl SubscribeError {
-    /// Stable code for clients. A domain may name `unknown_topic` after its
-    /// own topics (`unknown_match`).
-    pub fn code(&self) -> &'static str {
+    /// Stable code for clients, a topic that does not exist named in the
+    /// domain's words ([`crate::Domain::UNKNOWN_TOPIC`]: `unknown_match`).
+    pub fn code<D: crate::Domain>(&self) -> &'static str {
         match self {
-            Self::UnknownTopic { .. } => "unknown_topic",
+            Self::UnknownTopic { .. } => D::UNKNOWN_TOPIC,
             Self::SinceBeyondHead { .. } => "since_beyond_head",
             Self::Store(_) => "store_unavailable",
             Self::CorruptState(_) => "internal",

@@ -9,15 +9,16 @@
 //! - `GET /lots/{id}/live`: `subscribed`, then each `event`, as SSE; resumes
 //!   after `Last-Event-ID` (or `?since=`).
 //!
-//! The engine does the sequencing, history, fan-out across processes
-//! sharing a Redis, resume and slow subscribers; the edge
+//! The engine ([`livefeed::Engine`]) does the sequencing, history, fan-out
+//! across processes sharing a Redis, the SSE feed with its resume and slow
+//! subscribers; the edge
 //! ([`edge::Server`]) does the rest of what a public service needs: tokens,
 //! rate limits, connection caps, timeouts, request ids, traces, metrics,
 //! health, JSON errors and the drain on shutdown.
 
 pub mod lot;
 
-use std::{convert::Infallible, sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use axum::{
     Json, Router,
@@ -25,10 +26,7 @@ use axum::{
     extract::{FromRequest as _, Request, State},
     http::{HeaderMap, StatusCode, header},
     middleware::from_fn_with_state,
-    response::{
-        IntoResponse, Response, Sse,
-        sse::{Event, KeepAlive},
-    },
+    response::{IntoResponse, Response},
     routing::{get, post},
 };
 use edge::{
@@ -38,18 +36,17 @@ use edge::{
     limits::Lane,
     middleware::rate_limit,
 };
-use futures::{Stream, StreamExt as _};
-use livefeed::{Accepted, Disconnect, Domain as _, Hub, Ingestor, Rejected, SubscribeError, Subscriptions};
+use livefeed::{Accepted, Domain as _, Engine, Rejected};
 use serde_json::json;
-use store::{HistoryLimits, StateStore, StoreError};
+use store::{StateStore, StoreError};
 
 use crate::lot::{Auction, BidError, LotEvent};
 
 /// What the handlers share.
 #[derive(Debug, Clone)]
 pub struct App {
-    ingestor: Ingestor<Auction>,
-    subscriptions: Subscriptions,
+    /// The live feed of lots: ingest, fan-out and the SSE transport.
+    live: Arc<Engine<Auction>>,
     edge: Edge,
 }
 
@@ -57,24 +54,9 @@ impl App {
     /// The auction on `store`, served through `edge`; its fan-out bridge
     /// runs until the edge closes.
     pub fn new(store: Arc<dyn StateStore>, edge: &Edge) -> Self {
-        let limits = HistoryLimits::default();
-        let hub = Arc::new(Hub::new(Auction::TOPIC, 1024, 10_000));
-        edge.shutdown.spawn(livefeed::run_bridge(
-            Arc::clone(&hub),
-            Arc::clone(&store),
-            edge.shutdown.closing().clone(),
-        ));
-        Self {
-            ingestor: Ingestor::new(Arc::clone(&store), limits, Arc::clone(&hub)),
-            subscriptions: Subscriptions {
-                topic_key: Auction::TOPIC,
-                hub,
-                store,
-                limits,
-                max_lag_bytes: 256 * 1024,
-            },
-            edge: edge.clone(),
-        }
+        let live = Engine::new(store, livefeed::Settings::default(), edge);
+        live.start_bridge();
+        Self { live, edge: edge.clone() }
     }
 
     /// The routes, each behind the edge's pieces it needs: publishing
@@ -85,13 +67,13 @@ impl App {
         Router::new()
             .route("/events", post(publish).route_layer(lane(Lane::Ingest)).route_layer(self.edge.timeout()))
             .route("/lots/{id}", get(read_lot).route_layer(self.edge.timeout()))
-            .route("/lots/{id}/live", get(follow_lot).route_layer(lane(Lane::Subscribe)))
+            .route("/lots/{id}/live", self.live.sse().route_layer(lane(Lane::Subscribe)))
             .with_state(self)
     }
 
     /// What readiness asks: the store, which every route needs.
     pub fn checks(&self) -> Checks {
-        let store = Arc::clone(&self.subscriptions.store);
+        let store = Arc::clone(&self.live.subscriptions.store);
         Checks::new().required("store", Some(store.backend()), move || {
             let store = Arc::clone(&store);
             async move { Ok(store.ping().await?) }
@@ -112,8 +94,6 @@ pub enum AuctionError {
     Rejected(Rejected<BidError>),
     #[error("lot {0} does not exist")]
     UnknownLot(String),
-    #[error("{0}")]
-    Subscribe(SubscribeError),
     #[error("state store unavailable, retry later")]
     Store(#[source] anyhow::Error),
 }
@@ -122,13 +102,11 @@ impl ApiErrorKind for AuctionError {
     fn status(&self) -> StatusCode {
         match self {
             Self::Edge(err) => err.status(),
-            Self::InvalidEvent(_) | Self::Subscribe(SubscribeError::SinceBeyondHead { .. }) => {
-                StatusCode::BAD_REQUEST
-            }
+            Self::InvalidEvent(_) => StatusCode::BAD_REQUEST,
             Self::Bid(_) | Self::Rejected(Rejected::Apply(_)) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Rejected(_) => StatusCode::CONFLICT,
             Self::UnknownLot(_) => StatusCode::NOT_FOUND,
-            Self::Subscribe(_) | Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -140,7 +118,6 @@ impl ApiErrorKind for AuctionError {
             Self::Rejected(Rejected::Gap { .. }) => "sequence_gap",
             Self::Rejected(Rejected::Conflict { .. }) => "conflict",
             Self::UnknownLot(_) => "unknown_lot",
-            Self::Subscribe(err) => err.code(),
             Self::Store(_) => "store_unavailable",
         }
     }
@@ -148,9 +125,7 @@ impl ApiErrorKind for AuctionError {
     fn message(&self) -> String {
         match self {
             // The store's own text (addresses, versions) is for the log.
-            Self::Store(_) | Self::Subscribe(SubscribeError::Store(_)) => {
-                "state store unavailable, retry later".to_owned()
-            }
+            Self::Store(_) => "state store unavailable, retry later".to_owned(),
             other => other.to_string(),
         }
     }
@@ -161,15 +136,6 @@ impl IntoResponse for AuctionError {
         match self {
             Self::Edge(err) => err.into_response(),
             other => edge::error::respond(&other),
-        }
-    }
-}
-
-impl From<SubscribeError> for AuctionError {
-    fn from(err: SubscribeError) -> Self {
-        match err {
-            SubscribeError::UnknownTopic { id, .. } => Self::UnknownLot(id),
-            other => Self::Subscribe(other),
         }
     }
 }
@@ -195,7 +161,7 @@ async fn publish(State(app): State<App>, request: Request) -> Result<Json<serde_
     })?;
     let event: LotEvent =
         serde_json::from_slice(&body).map_err(|err| AuctionError::InvalidEvent(err.to_string()))?;
-    let mut results = app.ingestor.ingest(std::slice::from_ref(&event)).await.map_err(store_failure)?;
+    let mut results = app.live.ingestor.ingest(std::slice::from_ref(&event)).await.map_err(store_failure)?;
     let status = match results.pop() {
         Some(Ok(Accepted::Applied)) => "applied",
         Some(Ok(Accepted::Duplicate)) => "duplicate",
@@ -227,67 +193,11 @@ async fn read_lot(
     headers: HeaderMap,
 ) -> Result<Response, AuctionError> {
     admit(&app, &headers, query.token.as_deref(), &id)?;
-    match app.subscriptions.store.log_state(&id).await {
+    match app.live.subscriptions.store.log_state(&id).await {
         Ok(Some((_, state))) => Ok(([(header::CONTENT_TYPE, "application/json")], state).into_response()),
         Ok(None) => Err(AuctionError::UnknownLot(id)),
         Err(err) => Err(store_failure(err)),
     }
-}
-
-#[derive(Debug, serde::Deserialize)]
-struct LiveQuery {
-    since: Option<u64>,
-    token: Option<String>,
-}
-
-async fn follow_lot(
-    State(app): State<App>,
-    Path(id): Path<String>,
-    Query(query): Query<LiveQuery>,
-    headers: HeaderMap,
-) -> Result<Response, AuctionError> {
-    admit(&app, &headers, query.token.as_deref(), &id)?;
-    let since = match headers.get("last-event-id") {
-        None => query.since,
-        Some(value) => Some(value.to_str().ok().and_then(|v| v.trim().parse().ok()).ok_or_else(|| {
-            EdgeError::InvalidParameter("`Last-Event-ID` must be a sequence number".to_owned())
-        })?),
-    };
-    // A permit only once the client and the lot id are known good.
-    let permit = Arc::clone(&app.edge.streams)
-        .try_acquire_owned()
-        .map_err(|_| EdgeError::TooManyConnections(app.edge.max_streams))?;
-    let opened = app.subscriptions.open(&id, since).await?;
-    let closing = app.edge.shutdown.closing().clone().cancelled_owned();
-    let messages = app.subscriptions.follow(opened).take_until(closing);
-    let events = sse_events(messages).map(move |event| {
-        let _held = &permit;
-        event
-    });
-    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response())
-}
-
-/// Each message as an SSE event named by its type, its id the sequence
-/// number a reconnecting client resumes after; a subscriber cut off gets
-/// one `error` event saying why.
-fn sse_events(
-    messages: impl Stream<Item = Result<livefeed::Outgoing, Disconnect>>,
-) -> impl Stream<Item = Result<Event, Infallible>> {
-    messages.map(|message| {
-        Ok(match message {
-            Ok(message) => {
-                Event::default().event(message.kind).id(message.seq.to_string()).data(message.text.as_str())
-            }
-            Err(reason) => {
-                let code = match reason {
-                    Disconnect::StoreUnavailable => "store_unavailable",
-                    Disconnect::SlowConsumer(_) | Disconnect::Lagged(_) => "slow_consumer",
-                };
-                let body = json!({"type": "error", "code": code, "message": reason.to_string()});
-                Event::default().event("error").data(body.to_string())
-            }
-        })
-    })
 }
 
 impl From<StoreError> for AuctionError {

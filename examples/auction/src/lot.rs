@@ -151,6 +151,7 @@ impl livefeed::Domain for Auction {
     type Rejection = BidError;
 
     const TOPIC: &'static str = "lot";
+    const UNKNOWN_TOPIC: &'static str = "unknown_lot";
 
     fn topic(event: &LotEvent) -> &str {
         &event.lot

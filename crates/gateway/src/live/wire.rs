@@ -415,6 +415,7 @@ impl livefeed::Domain for Football {
     type Rejection = ApplyError;
 
     const TOPIC: &'static str = "match";
+    const UNKNOWN_TOPIC: &'static str = "unknown_match";
 
     fn check_topic(raw: &str) -> Result<(), String> {
         MatchId::parse(raw).map(drop).map_err(|err| err.to_string())
@@ -473,10 +474,7 @@ pub fn rejection_code(rejected: &livefeed::Rejected<ApplyError>) -> &'static str
 /// The stable code clients get for a subscription refused: the engine's,
 /// with football's word for a topic.
 pub fn subscribe_code(err: &livefeed::SubscribeError) -> &'static str {
-    match err {
-        livefeed::SubscribeError::UnknownTopic { .. } => "unknown_match",
-        other => other.code(),
-    }
+    err.code::<Football>()
 }
 
 /// The protobuf entry of the durable event stream. `before` is the match's

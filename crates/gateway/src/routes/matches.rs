@@ -43,7 +43,7 @@ use crate::{
         sse::LiveQuery,
         wire::{EventBody, MatchView, Publication, parse_line, parse_publication, rejection_code},
     },
-    state::BodyLimit,
+    state::{BodyLimit, LineLimit},
 };
 
 /// Events applied per store round trip in bulk ingest.
@@ -272,6 +272,7 @@ pub async fn publish_bulk(
     State(live): State<Arc<LiveState>>,
     State(auth): State<Arc<Auth>>,
     State(limits): State<Arc<Limits>>,
+    State(LineLimit(max_line_bytes)): State<LineLimit>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<BatchReport>, ApiError> {
@@ -283,7 +284,7 @@ pub async fn publish_bulk(
     }
 
     let mut report = BatchReport::default();
-    let mut lines = LineReader::new(body, live.config.max_line_bytes);
+    let mut lines = LineReader::new(body, max_line_bytes);
     let mut chunk: Vec<(u64, MatchEvent)> = Vec::with_capacity(BULK_CHUNK);
     let mut session = Session::default();
     // One chunk in flight to the store while the next is parsed and folded:
@@ -303,7 +304,7 @@ pub async fn publish_bulk(
                 Position::Line(number),
                 Err(RejectedReason {
                     code: "line_too_long",
-                    message: format!("line exceeds {} bytes", live.config.max_line_bytes),
+                    message: format!("line exceeds {} bytes", max_line_bytes),
                 }),
             ),
             Some(Line::Text(number, text)) => match parse_line(&text, now) {

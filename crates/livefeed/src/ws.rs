@@ -1,0 +1,622 @@
+//! The WebSocket live feed (`GET /v1/live` on the gateway), for any domain:
+//! one connection, any number of topic subscriptions.
+//!
+//! Protocol (JSON text messages; the topic's key is the domain's,
+//! [`Domain::TOPIC`]: `match` on the gateway, as below):
+//! - client → server: `{"op":"subscribe","match":"<id>"}`, optionally with
+//!   `"since":<seq>` to receive what was missed after that sequence number;
+//!   `{"op":"unsubscribe","match":"<id>"}`.
+//! - server → client: `subscribed` (the topic's state, and with `since`
+//!   whether the missed events follow: `recovered`), then `event` messages
+//!   in sequence order, `resync` when the client must start over from the
+//!   state it carries, `unsubscribed`, and `error` (`code`, `message`) for a
+//!   bad command; the connection stays open after an error. A subscribe over
+//!   the client address's rate (the subscribe lane of [`edge::limits`],
+//!   which the upgrade itself spent from too) is answered with an `error`
+//!   whose `code` is `rate_limited`, naming the `match` and `retry_after`
+//!   (seconds); the client sends it again then.
+//!
+//! The server pings every `ping_interval` and closes a connection that has
+//! not answered for two intervals. Close codes: 1001 when the gateway shuts
+//! down, 4000 when the client stopped answering pings, 4008 when the client
+//! fell too far behind or stopped reading (slow consumer), 1011 when the
+//! store failed, 1008 after too many failed subscribes, 1009 for a message
+//! over the size limit, 1007 for a text message that is not UTF-8 and 1002
+//! for a frame that breaks the protocol. A client's own close frame is
+//! answered with one, as RFC 6455 asks.
+
+use std::{collections::HashMap, sync::Arc};
+
+use axum::{
+    extract::{
+        FromRequestParts as _, MatchedPath, Request, State,
+        ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade},
+    },
+    response::{IntoResponse as _, Response},
+};
+use edge::{
+    EdgeError,
+    auth::TokenQuery,
+    extract::Query,
+    limits::{ClientKey, Lane},
+};
+use futures::{SinkExt as _, StreamExt as _, stream::SplitSink};
+use serde::Serialize;
+use tokio::{sync::OwnedSemaphorePermit, time::Instant};
+use tokio_stream::{
+    StreamMap,
+    wrappers::{BroadcastStream, errors::BroadcastStreamRecvError},
+};
+
+use crate::{
+    Domain,
+    engine::{Engine, Transport},
+    hub::Frame,
+    subscription::{Cursor, Disconnect, Outgoing},
+};
+
+/// Close code for a subscriber that fell too far behind.
+pub const CLOSE_SLOW_CONSUMER: u16 = 4008;
+/// Close code for a client that stopped answering pings.
+pub const CLOSE_NO_PONG: u16 = 4000;
+/// How long a close frame to a client that stopped reading may take.
+const STUCK_CLOSE_TRY: std::time::Duration = std::time::Duration::from_millis(100);
+/// How long a connection closed for a bad frame stays open after its close
+/// frame. The rest of that frame is still unread in the socket, and closing
+/// a socket with unread data sends a reset, which can reach the client
+/// before it has read the close frame and so hide the close code from it.
+/// Nothing more is read meanwhile: the frame's remaining length is the
+/// client's to choose.
+const REFUSED_LINGER: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Largest client message accepted; commands are tiny.
+const MAX_CLIENT_MESSAGE: usize = 4 * 1024;
+/// Subscriptions one connection may hold.
+const MAX_SUBSCRIPTIONS: usize = 64;
+/// Failed subscribes (unknown match, bad `since`) one connection may make
+/// before it is closed: each costs a store read, and a client probing for
+/// match ids should pay with its connection, not with the gateway's time.
+const MAX_FAILED_SUBSCRIBES: usize = 64;
+/// Close codes of RFC 6455 for a client that broke the protocol or its
+/// limits.
+pub const CLOSE_PROTOCOL_ERROR: u16 = 1002;
+pub const CLOSE_INVALID_PAYLOAD: u16 = 1007;
+pub const CLOSE_POLICY_VIOLATION: u16 = 1008;
+pub const CLOSE_TOO_BIG: u16 = 1009;
+/// The WebSocket feed of `D` (protocol in the module documentation).
+/// Refusals before the upgrade, in order: a malformed query (400), no or a
+/// wrong read token (401), not a WebSocket handshake (400), the connection
+/// cap (503).
+pub async fn handler<D: Domain>(State(engine): State<Arc<Engine<D>>>, request: Request) -> Response {
+    let client = ClientKey::of(&engine.edge.limits, &request);
+    // The route template, a closed set, names the route in the rate-limit
+    // metric.
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let (mut parts, _body) = request.into_parts();
+    let query = match Query::<TokenQuery>::from_request_parts(&mut parts, &()).await {
+        Ok(Query(query)) => query,
+        Err(err) => return err.into_response(),
+    };
+    // Authorisation first, so a refused client learns why whatever it sent.
+    if let Err(err) = engine.edge.auth.authorize_read(&parts.headers, query.token.as_deref()) {
+        return EdgeError::from(err).into_response();
+    }
+    let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => return EdgeError::InvalidParameter(rejection.body_text()).into_response(),
+    };
+    let Ok(permit) = Arc::clone(&engine.edge.streams).try_acquire_owned() else {
+        return EdgeError::TooManyConnections(engine.edge.max_streams).into_response();
+    };
+    // Taken before the upgrade, so a shutdown that starts meanwhile waits
+    // for this connection's close frame too.
+    let tracked = engine.edge.shutdown.hold();
+    let subscriber = Subscriber { client, route };
+    upgrade
+        // Buffers sized for the small commands clients send instead of
+        // tungstenite's 128 KiB default, which would dominate memory per
+        // connection; a larger message is simply read in several chunks.
+        .read_buffer_size(512)
+        .write_buffer_size(0)
+        .max_write_buffer_size(
+            usize::try_from(engine.settings.max_lag_bytes).unwrap_or(usize::MAX) + 64 * 1024,
+        )
+        .max_message_size(MAX_CLIENT_MESSAGE)
+        .max_frame_size(MAX_CLIENT_MESSAGE)
+        .on_upgrade(move |socket| async move {
+            connection(socket, engine, permit, subscriber).await;
+            drop(tracked);
+        })
+}
+
+/// A client's message, parsed: what it asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientCommand {
+    /// `id` passed the domain's check ([`Domain::check_topic`]).
+    Subscribe { id: String, since: Option<u64> },
+    /// The id is not checked: only an id the connection subscribed to, and
+    /// so checked then, can match.
+    Unsubscribe { id: String },
+}
+
+/// Why a client's message was refused: the `code` and `message` of the
+/// `error` reply. The connection stays open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidMessage {
+    pub code: &'static str,
+    pub message: String,
+}
+
+/// Parses a client's text message (the protocol is in the module
+/// documentation; the topic's key is `D`'s). Pure, so the fuzz target
+/// `ws_client_message` runs exactly what a connection runs on each message.
+pub fn parse_client_message<D: Domain>(text: &str) -> Result<ClientCommand, InvalidMessage> {
+    let invalid = |code, message: String| InvalidMessage { code, message };
+    let value: serde_json::Value = serde_json::from_str(text)
+        .map_err(|err| invalid("invalid_json", format!("not valid JSON: {err}")))?;
+    let op = match value.get("op").and_then(|op| op.as_str()) {
+        Some(op @ ("subscribe" | "unsubscribe")) => op,
+        Some(other) => {
+            return Err(invalid(
+                "unknown_command",
+                format!(
+                    "unknown op {:?}, expected \"subscribe\" or \"unsubscribe\"",
+                    other.chars().take(40).collect::<String>()
+                ),
+            ));
+        }
+        None => return Err(invalid("invalid_message", "`op` is required".into())),
+    };
+    // `op` was found, so the message is an object.
+    let fields = value.as_object().map(|object| object.iter()).into_iter().flatten();
+    let known: &[&str] = if op == "subscribe" { &["op", D::TOPIC, "since"] } else { &["op", D::TOPIC] };
+    let (mut id, mut since) = (None, None);
+    for (key, field) in fields {
+        match key.as_str() {
+            "op" => {}
+            "since" if op == "subscribe" => {
+                since = match field {
+                    serde_json::Value::Null => None,
+                    number => Some(number.as_u64().ok_or_else(|| {
+                        invalid("invalid_message", "`since` must be a sequence number (0 or more)".into())
+                    })?),
+                };
+            }
+            key if key == D::TOPIC => {
+                let text = field
+                    .as_str()
+                    .ok_or_else(|| invalid("invalid_message", format!("`{}` must be a string", D::TOPIC)))?;
+                id = Some(text.to_owned());
+            }
+            unknown => {
+                return Err(invalid(
+                    "invalid_message",
+                    format!(
+                        "unknown field `{}`, expected one of {known:?}",
+                        unknown.chars().take(40).collect::<String>()
+                    ),
+                ));
+            }
+        }
+    }
+    let id = id.ok_or_else(|| invalid("invalid_message", format!("missing field `{}`", D::TOPIC)))?;
+    Ok(if op == "subscribe" {
+        D::check_topic(&id).map_err(|reason| invalid("invalid_message", reason))?;
+        ClientCommand::Subscribe { id, since }
+    } else {
+        ClientCommand::Unsubscribe { id }
+    })
+}
+
+/// Who is subscribing, for the subscribe lane's rate and its metric.
+struct Subscriber {
+    client: ClientKey,
+    route: Option<MatchedPath>,
+}
+
+/// A reply of the server's own (not an update): `error`, `unsubscribed`.
+/// Serialised by hand because the topic's key is the domain's.
+#[derive(Debug)]
+struct Reply {
+    kind: &'static str,
+    /// The topic it concerns, under the domain's key.
+    topic: Option<(&'static str, String)>,
+    code: Option<&'static str>,
+    message: Option<String>,
+    /// Seconds until a refused subscribe would be accepted.
+    retry_after: Option<u64>,
+    /// A subscribe the store refused; counted against the connection.
+    failed_subscribe: bool,
+}
+
+impl Serialize for Reply {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("type", self.kind)?;
+        if let Some((key, id)) = &self.topic {
+            map.serialize_entry(key, id)?;
+        }
+        if let Some(code) = self.code {
+            map.serialize_entry("code", code)?;
+        }
+        if let Some(message) = &self.message {
+            map.serialize_entry("message", message)?;
+        }
+        if let Some(retry_after) = self.retry_after {
+            map.serialize_entry("retry_after", &retry_after)?;
+        }
+        map.end()
+    }
+}
+
+impl Reply {
+    fn error(code: &'static str, message: impl Into<String>) -> Reply {
+        Reply {
+            kind: "error",
+            topic: None,
+            code: Some(code),
+            message: Some(message.into()),
+            retry_after: None,
+            failed_subscribe: false,
+        }
+    }
+
+    /// A subscribe to `id` refused for the client address's rate.
+    fn rate_limited<D: Domain>(id: &str, limited: &edge::limits::RateLimited) -> Reply {
+        Reply {
+            topic: Some((D::TOPIC, id.to_owned())),
+            retry_after: Some(limited.retry_after_secs()),
+            ..Reply::error("rate_limited", limited.to_string())
+        }
+    }
+}
+
+type Sink = SplitSink<WebSocket, Message>;
+
+/// Why the connection loop ended, and how to say so.
+enum Ending {
+    ClientGone,
+    /// The client sent a close frame; the reply is queued, to be flushed.
+    ClientClosed,
+    Close(u16, String),
+    /// The client broke the protocol or a limit: closed like `Close`, then
+    /// held open a moment (see [`REFUSED_LINGER`]).
+    Refused(u16, String),
+    /// A send did not complete within the write timeout: a client that
+    /// stopped reading.
+    Stuck,
+}
+
+/// Why a send failed.
+enum SendFailed {
+    /// The connection is gone.
+    Gone,
+    /// The client's socket stayed full for the write timeout.
+    Stuck,
+}
+
+impl SendFailed {
+    fn ending(self) -> Ending {
+        match self {
+            Self::Gone => Ending::ClientGone,
+            Self::Stuck => Ending::Stuck,
+        }
+    }
+}
+
+async fn connection<D: Domain>(
+    socket: WebSocket,
+    engine: Arc<Engine<D>>,
+    _permit: OwnedSemaphorePermit,
+    subscriber: Subscriber,
+) {
+    let (mut sink, mut incoming) = socket.split();
+    let mut streams: StreamMap<String, BroadcastStream<Arc<Frame>>> = StreamMap::new();
+    let mut cursors: HashMap<String, Cursor> = HashMap::new();
+    let mut ping = tokio::time::interval(engine.settings.ping_interval);
+    let mut last_heard = Instant::now();
+    let mut failed_subscribes = 0usize;
+    engine.count_connection(Transport::WebSocket, 1);
+
+    let ending = loop {
+        tokio::select! {
+            message = incoming.next() => {
+                let message = match message {
+                    Some(Ok(message)) => message,
+                    Some(Err(err)) => break ending_after(err),
+                    None => break Ending::ClientGone,
+                };
+                last_heard = Instant::now();
+                let text = match message {
+                    Message::Text(text) => text,
+                    Message::Close(_) => break Ending::ClientClosed,
+                    Message::Binary(_) => {
+                        let reply = Reply::error("invalid_message", "messages must be JSON text");
+                        if let Err(failed) = send_json(&mut sink, &reply, &engine).await { break failed.ending() }
+                        continue;
+                    }
+                    Message::Ping(_) | Message::Pong(_) => continue,
+                };
+                match handle_command(&text, &engine, &subscriber, &mut streams, &mut cursors).await {
+                    Ok(outgoing) => {
+                        if let Err(failed) = send_all(&mut sink, outgoing, &engine).await { break failed.ending() }
+                    }
+                    Err(reply) => {
+                        if let Err(failed) = send_json(&mut sink, &reply, &engine).await { break failed.ending() }
+                        if reply.failed_subscribe {
+                            failed_subscribes += 1;
+                            if failed_subscribes >= MAX_FAILED_SUBSCRIBES {
+                                break Ending::Close(CLOSE_POLICY_VIOLATION, format!("more than {MAX_FAILED_SUBSCRIBES} failed subscribes"));
+                            }
+                        }
+                    }
+                }
+            }
+            Some((topic, item)) = streams.next(), if !streams.is_empty() => {
+                let Some(cursor) = cursors.get_mut(&topic) else { continue };
+                let outgoing = match item {
+                    Ok(frame) => engine.subscriptions.on_frame(cursor, &frame).await,
+                    Err(BroadcastStreamRecvError::Lagged(missed)) => Err(Disconnect::Lagged(missed)),
+                };
+                match outgoing {
+                    Ok(outgoing) => {
+                        if let Err(failed) = send_all(&mut sink, outgoing, &engine).await { break failed.ending() }
+                    }
+                    Err(Disconnect::StoreUnavailable) => break Ending::Close(1011, Disconnect::StoreUnavailable.to_string()),
+                    Err(slow) => {
+                        tracing::info!(topic, reason = %slow, "disconnecting a slow consumer");
+                        engine.count_slow_disconnect(Transport::WebSocket);
+                        break Ending::Close(CLOSE_SLOW_CONSUMER, slow.to_string());
+                    }
+                }
+            }
+            _ = ping.tick() => {
+                if last_heard.elapsed() > engine.settings.ping_interval * 2 {
+                    break Ending::Close(CLOSE_NO_PONG, "no answer to pings".into());
+                }
+                if let Err(failed) = send(&mut sink, Message::Ping(Default::default()), &engine).await { break failed.ending() }
+            }
+            () = engine.edge.shutdown.closing().cancelled() => break Ending::Close(1001, "server shutting down".into()),
+        }
+    };
+
+    match ending {
+        Ending::Close(code, reason) => {
+            let frame = CloseFrame { code, reason: Utf8Bytes::from(reason) };
+            let _ = send(&mut sink, Message::Close(Some(frame)), &engine).await;
+        }
+        Ending::Refused(code, reason) => {
+            let frame = CloseFrame { code, reason: Utf8Bytes::from(reason) };
+            if send(&mut sink, Message::Close(Some(frame)), &engine).await.is_ok() {
+                tokio::select! {
+                    () = tokio::time::sleep(REFUSED_LINGER) => {}
+                    () = engine.edge.shutdown.closing().cancelled() => {}
+                }
+            }
+        }
+        Ending::Stuck => {
+            // A slow consumer like one that fell behind: counted, logged, and
+            // told so if a close frame still fits (its socket is full, so
+            // only a short try).
+            tracing::info!(
+                timeout_ms = engine.settings.write_timeout.as_millis(),
+                "disconnecting a subscriber that stopped reading"
+            );
+            engine.count_slow_disconnect(Transport::WebSocket);
+            let frame =
+                CloseFrame { code: CLOSE_SLOW_CONSUMER, reason: Utf8Bytes::from_static("stopped reading") };
+            let _ = tokio::time::timeout(STUCK_CLOSE_TRY, sink.send(Message::Close(Some(frame)))).await;
+        }
+        Ending::ClientClosed => {
+            // tungstenite queued the answering close frame when it read the
+            // client's; it goes out with the next flush.
+            let _ = tokio::time::timeout(STUCK_CLOSE_TRY, sink.flush()).await;
+        }
+        Ending::ClientGone => {}
+    }
+    drop(streams);
+    engine.subscriptions.hub.prune();
+    engine.count_connection(Transport::WebSocket, -1);
+}
+
+/// How to end a connection whose client broke the protocol: RFC 6455's
+/// close codes, so the client learns why instead of seeing a reset.
+fn ending_after(err: axum::Error) -> Ending {
+    use tokio_tungstenite::tungstenite::Error;
+    match err.into_inner().downcast::<Error>().map(|err| *err) {
+        Ok(Error::Capacity(reason)) => Ending::Refused(CLOSE_TOO_BIG, format!("message too big: {reason}")),
+        Ok(Error::Protocol(reason)) => {
+            Ending::Refused(CLOSE_PROTOCOL_ERROR, format!("protocol error: {reason}"))
+        }
+        Ok(Error::Utf8(_)) => Ending::Refused(CLOSE_INVALID_PAYLOAD, "text message is not UTF-8".into()),
+        _ => Ending::ClientGone,
+    }
+}
+
+async fn handle_command<D: Domain>(
+    text: &str,
+    engine: &Engine<D>,
+    subscriber: &Subscriber,
+    streams: &mut StreamMap<String, BroadcastStream<Arc<Frame>>>,
+    cursors: &mut HashMap<String, Cursor>,
+) -> Result<Vec<Outgoing>, Reply> {
+    let command =
+        parse_client_message::<D>(text).map_err(|invalid| Reply::error(invalid.code, invalid.message))?;
+    match command {
+        ClientCommand::Subscribe { id, since } => {
+            if cursors.contains_key(id.as_str()) {
+                return Err(Reply::error("already_subscribed", format!("already subscribed to {id}")));
+            }
+            if cursors.len() >= MAX_SUBSCRIPTIONS {
+                return Err(Reply::error(
+                    "too_many_subscriptions",
+                    format!("at most {MAX_SUBSCRIPTIONS} subscriptions per connection"),
+                ));
+            }
+            // Before the store is read: that read, and the replay, are what
+            // the rate protects.
+            if let Err(limited) = engine.edge.limits.check(Lane::Subscribe, subscriber.client) {
+                if let Some(route) = &subscriber.route {
+                    edge::limits::count_rate_limited(route.as_str(), Lane::Subscribe);
+                }
+                return Err(Reply::rate_limited::<D>(&id, &limited));
+            }
+            let opened = engine.subscriptions.open(id.as_str(), since).await.map_err(|err| Reply {
+                failed_subscribe: true,
+                ..Reply::error(err.code::<D>(), err.to_string())
+            })?;
+            streams.insert(id.to_string(), BroadcastStream::new(opened.receiver));
+            cursors.insert(id.to_string(), opened.cursor);
+            Ok(opened.first)
+        }
+        ClientCommand::Unsubscribe { id } => {
+            if cursors.remove(&id).is_none() {
+                return Err(Reply::error(
+                    "not_subscribed",
+                    format!("not subscribed to {}", id.chars().take(64).collect::<String>()),
+                ));
+            }
+            streams.remove(&id);
+            let reply = Reply {
+                kind: "unsubscribed",
+                topic: Some((D::TOPIC, id)),
+                code: None,
+                message: None,
+                retry_after: None,
+                failed_subscribe: false,
+            };
+            let text = serde_json::to_string(&reply).unwrap_or_default();
+            Ok(vec![Outgoing { seq: 0, kind: "unsubscribed", text: Utf8Bytes::from(text), received: None }])
+        }
+    }
+}
+
+async fn send_all<D: Domain>(
+    sink: &mut Sink,
+    outgoing: Vec<Outgoing>,
+    engine: &Engine<D>,
+) -> Result<(), SendFailed> {
+    for message in outgoing {
+        send(sink, Message::Text(message.text.clone()), engine).await?;
+        engine.count_delivered(Transport::WebSocket, &message);
+    }
+    Ok(())
+}
+
+async fn send_json<T: Serialize, D: Domain>(
+    sink: &mut Sink,
+    message: &T,
+    engine: &Engine<D>,
+) -> Result<(), SendFailed> {
+    let text = serde_json::to_string(message).map_err(|_| SendFailed::Gone)?;
+    send(sink, Message::Text(Utf8Bytes::from(text)), engine).await
+}
+
+/// Sends one message, giving up on a client that does not take it within the
+/// write timeout: a socket that stays full is a consumer that stopped
+/// reading.
+async fn send<D: Domain>(sink: &mut Sink, message: Message, engine: &Engine<D>) -> Result<(), SendFailed> {
+    match tokio::time::timeout(engine.settings.write_timeout, sink.send(message)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(SendFailed::Gone),
+        Err(_) => Err(SendFailed::Stuck),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A domain for the parser: only its topic key and id rule matter.
+    struct Lots;
+
+    impl Domain for Lots {
+        type Event = (String, u64);
+        type State = u64;
+        type Rejection = std::io::Error;
+
+        const TOPIC: &'static str = "lot";
+
+        fn topic(event: &(String, u64)) -> &str {
+            &event.0
+        }
+
+        fn seq(event: &(String, u64)) -> u64 {
+            event.1
+        }
+
+        fn start(_: &(String, u64)) -> Result<u64, std::io::Error> {
+            Ok(1)
+        }
+
+        fn apply(state: &u64, _: &(String, u64)) -> Result<u64, std::io::Error> {
+            Ok(state + 1)
+        }
+
+        fn event_json(_: &(String, u64)) -> serde_json::Result<Vec<u8>> {
+            Ok(b"{}".to_vec())
+        }
+
+        fn state_json(state: &u64) -> serde_json::Result<Vec<u8>> {
+            serde_json::to_vec(state)
+        }
+
+        fn state_from_json(json: &[u8]) -> anyhow::Result<u64> {
+            Ok(serde_json::from_slice(json)?)
+        }
+
+        fn stream_entry(_: &(String, u64), _: Option<&u64>, _: &str) -> bytes::Bytes {
+            bytes::Bytes::new()
+        }
+    }
+
+    #[test]
+    fn commands_parse_under_the_domains_key_and_refusals_carry_the_documented_codes() {
+        assert_eq!(
+            parse_client_message::<Lots>(r#"{"op":"subscribe","lot":"l1","since":4}"#),
+            Ok(ClientCommand::Subscribe { id: "l1".into(), since: Some(4) })
+        );
+        assert_eq!(
+            parse_client_message::<Lots>(r#"{"op":"subscribe","lot":"l1","since":null}"#),
+            Ok(ClientCommand::Subscribe { id: "l1".into(), since: None })
+        );
+        // Unsubscribing checks no id: an id never subscribed to just misses.
+        assert_eq!(
+            parse_client_message::<Lots>(r#"{"op":"unsubscribe","lot":"Not An Id"}"#),
+            Ok(ClientCommand::Unsubscribe { id: "Not An Id".into() })
+        );
+        let refusals = [
+            ("subscribe l1", "invalid_json"),
+            (r#"{"op":"dance"}"#, "unknown_command"),
+            (r#"{"lot":"l1"}"#, "invalid_message"),
+            (r#"[1, 2]"#, "invalid_message"),
+            (r#"{"op":"subscribe","match":"l1"}"#, "invalid_message"),
+            (r#"{"op":"subscribe"}"#, "invalid_message"),
+            (r#"{"op":"subscribe","lot":7}"#, "invalid_message"),
+            (r#"{"op":"subscribe","lot":"Bad Id!"}"#, "invalid_message"),
+            (r#"{"op":"subscribe","lot":"l1","since":-1}"#, "invalid_message"),
+            (r#"{"op":"subscribe","lot":"l1","since":"4"}"#, "invalid_message"),
+            (r#"{"op":"subscribe","lot":"l1","extra":1}"#, "invalid_message"),
+            (r#"{"op":"unsubscribe","lot":"l1","since":1}"#, "invalid_message"),
+        ];
+        for (text, code) in refusals {
+            let refused = parse_client_message::<Lots>(text).expect_err(text);
+            assert_eq!(refused.code, code, "{text}: {}", refused.message);
+            assert!(!refused.message.is_empty(), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_reply_names_its_topic_under_the_domains_key() {
+        let reply = Reply {
+            kind: "unsubscribed",
+            topic: Some((Lots::TOPIC, "l1".into())),
+            code: None,
+            message: None,
+            retry_after: None,
+            failed_subscribe: false,
+        };
+        assert_eq!(serde_json::to_string(&reply).expect("json"), r#"{"type":"unsubscribed","lot":"l1"}"#);
+    }
+}
