@@ -19,7 +19,8 @@ use std::{
     time::Duration,
 };
 
-use store::{ApplyOutcome, ScoreApply, ScoreIncrement, StateStore, StoreError, StreamEntry, boards};
+use domain::boards;
+use store::{ApplyOutcome, ScoreApply, ScoreIncrement, StateStore, StoreError, StreamEntry};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 

@@ -544,20 +544,20 @@ async fn rebuild(inner: &Inner, progress: &watch::Sender<JobProgress>, token: u6
         let mut matches: Vec<(String, ImpactTally)> = matches.into_iter().collect();
         matches.sort_by(|a, b| a.0.cmp(&b.0));
         for (match_id, tally) in matches {
-            boards.push((store::boards::match_xt(&match_id), rows(&tally, &rating)));
+            boards.push((domain::boards::match_xt(&match_id), rows(&tally, &rating)));
             season.absorb(tally);
         }
-        boards.push((store::boards::SEASON_XT.to_owned(), rows(&season, &rating)));
+        boards.push((domain::boards::SEASON_XT.to_owned(), rows(&season, &rating)));
         // Win probability added by goals: rebuilt with the rest, so the
         // consumer's skip of entries the rebuild covers loses nothing.
         let members = |players: &std::collections::BTreeMap<u32, f64>| {
             players.iter().map(|(player, added)| (player.to_string(), *added)).collect::<Vec<_>>()
         };
         for (match_id, players) in &wpa.matches {
-            boards.push((store::boards::match_wpa(match_id), members(players)));
+            boards.push((domain::boards::match_wpa(match_id), members(players)));
         }
         if !wpa.season.is_empty() {
-            boards.push((store::boards::SEASON_WPA.to_owned(), members(&wpa.season)));
+            boards.push((domain::boards::SEASON_WPA.to_owned(), members(&wpa.season)));
         }
         boards
     })

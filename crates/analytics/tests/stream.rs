@@ -14,9 +14,10 @@ use analytics::{
     stream,
 };
 use contracts::v1::{ComputeImpactRequest, GetJobRequest, JobKind, JobState, RunJobRequest};
+use domain::boards;
 use domain::xt::{Action, ActionResult, ActionType, FitConfig, PlayerId, Point, XtModel, XtTally};
 use helpers::{append, bootstrap_model, eventually, pass, spawn_worker};
-use store::{RedisStore, ScoreApply, ScoreIncrement, StateStore, boards, testing};
+use store::{RedisStore, ScoreApply, ScoreIncrement, StateStore, testing};
 
 async fn redis() -> Option<Arc<dyn StateStore>> {
     let config = testing::redis_config().await?;

@@ -1,6 +1,8 @@
 //! courtside's domain: the types and models both tiers share.
 //!
 //! # Layout
+//! - [`boards`]: the names of the leaderboards in the shared store, which
+//!   the worker writes and the gateway reads.
 //! - [`compute`]: the reference CPU benchmark (sum of square roots) and its
 //!   validated input size.
 //! - [`live`]: matches and their events, parsed at the boundary, and the
@@ -15,6 +17,7 @@
 //! protobuf. Inputs are parsed into types whose constructors reject invalid
 //! values, so code that holds one of these types never checks it again.
 
+pub mod boards;
 pub mod compute;
 pub mod live;
 pub mod rng;

@@ -297,13 +297,13 @@ mod tests {
     #[test]
     fn each_method_of_a_route_template_has_its_own_monitor() {
         let fit = RuntimeFit::new(Duration::from_millis(10));
-        let get = fit.route("GET", "/v1/matches/{id}");
-        let post = fit.route("POST", "/v1/matches/{id}");
+        let get = fit.route("GET", "/v1/items/{id}");
+        let post = fit.route("POST", "/v1/items/{id}");
         assert!(!Arc::ptr_eq(&get, &post));
-        assert!(Arc::ptr_eq(&get, &fit.route("GET", "/v1/matches/{id}")), "looked up, not made again");
+        assert!(Arc::ptr_eq(&get, &fit.route("GET", "/v1/items/{id}")), "looked up, not made again");
         let mut routes: Vec<String> = fit.report().routes.into_iter().map(|line| line.route).collect();
         routes.sort();
-        assert_eq!(routes, ["GET /v1/matches/{id}", "POST /v1/matches/{id}"]);
+        assert_eq!(routes, ["GET /v1/items/{id}", "POST /v1/items/{id}"]);
     }
 
     #[test]

@@ -309,7 +309,7 @@ mod tests {
         .expect("a header");
         assert_eq!((header.topic.as_str(), header.seq, header.state.get()), ("l1", 3, r#"{"b":2}"#));
 
-        let err = FrameHeader::read(br#"{"match":"m1","seq":3,"state":{}}"#, "lot").expect_err("no lot");
+        let err = FrameHeader::read(br#"{"item":"i1","seq":3,"state":{}}"#, "lot").expect_err("no lot");
         assert!(err.to_string().contains("missing field `lot`"), "{err}");
     }
 

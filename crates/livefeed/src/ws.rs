@@ -591,7 +591,7 @@ mod tests {
             (r#"{"op":"dance"}"#, "unknown_command"),
             (r#"{"lot":"l1"}"#, "invalid_message"),
             (r#"[1, 2]"#, "invalid_message"),
-            (r#"{"op":"subscribe","match":"l1"}"#, "invalid_message"),
+            (r#"{"op":"subscribe","topic":"l1"}"#, "invalid_message"),
             (r#"{"op":"subscribe"}"#, "invalid_message"),
             (r#"{"op":"subscribe","lot":7}"#, "invalid_message"),
             (r#"{"op":"subscribe","lot":"Bad Id!"}"#, "invalid_message"),

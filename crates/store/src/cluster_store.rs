@@ -968,7 +968,7 @@ mod tests {
         for key in [store.part_key(k, "log-heads"), store.stream(k), store.part_key(k, "live")] {
             assert!(key.starts_with(&format!("demo:{{p{k}}}")), "{key}");
         }
-        assert_eq!(store.board_key("impact:season"), "demo:{b}impact:season");
+        assert_eq!(store.board_key("score:total"), "demo:{b}score:total");
         let (held, token) = store.lease_keys("recompute");
         assert_eq!(
             (held.as_str(), token.as_str()),

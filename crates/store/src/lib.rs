@@ -9,11 +9,10 @@
 //! - [`MemoryStore`]: an in-process backend, the default for a one-process
 //!   run. It passes the same conformance suite (`tests/conformance.rs`), so
 //!   code written against it behaves the same on Redis.
-//! - [`log`]: the event log of each match: an atomic, sequenced append that
+//! - [`log`]: the event log of each topic (a match): an atomic, sequenced append that
 //!   updates the match state, keeps a bounded history for subscribers that
 //!   resume, feeds the durable event stream and publishes on [`LIVE_CHANNEL`],
 //!   all in one step or not at all.
-//! - [`boards`]: the names of the leaderboards both tiers use.
 //! - [`stream`]: consuming the durable event stream through consumer groups,
 //!   and the leaderboards built from it: increments applied at most once and
 //!   acknowledged in the same step, and rebuilt boards swapped in atomically.
@@ -26,7 +25,6 @@
 //! durable history, not the channel.
 
 mod args;
-pub mod boards;
 mod cluster_store;
 pub mod log;
 mod memory;

@@ -25,8 +25,8 @@ async fn missing_key_reads_as_none(store: &dyn StateStore) {
 }
 
 async fn set_then_get_returns_the_value(store: &dyn StateStore) {
-    store.set("match:1", Bytes::from_static(b"{\"home\":2}")).await.expect("set");
-    assert_eq!(store.get("match:1").await.expect("get"), Some(Bytes::from_static(b"{\"home\":2}")));
+    store.set("topic:1", Bytes::from_static(b"{\"score\":2}")).await.expect("set");
+    assert_eq!(store.get("topic:1").await.expect("get"), Some(Bytes::from_static(b"{\"score\":2}")));
 }
 
 async fn set_overwrites(store: &dyn StateStore) {
@@ -74,14 +74,14 @@ async fn subscribers_receive_messages_in_publish_order(store: &dyn StateStore) {
 }
 
 async fn channels_are_independent(store: &dyn StateStore) {
-    let mut home = store.subscribe("match:home").await.expect("subscribe");
-    store.publish("match:away", Bytes::from_static(b"away")).await.expect("publish");
-    store.publish("match:home", Bytes::from_static(b"home")).await.expect("publish");
-    let message = tokio::time::timeout(DELIVERY_DEADLINE, home.next())
+    let mut first = store.subscribe("topic:a").await.expect("subscribe");
+    store.publish("topic:b", Bytes::from_static(b"b")).await.expect("publish");
+    store.publish("topic:a", Bytes::from_static(b"a")).await.expect("publish");
+    let message = tokio::time::timeout(DELIVERY_DEADLINE, first.next())
         .await
         .expect("message arrives in time")
         .expect("subscription still open");
-    assert_eq!(message, Bytes::from_static(b"home"));
+    assert_eq!(message, Bytes::from_static(b"a"));
 }
 
 async fn dropped_subscriptions_stop_counting(store: &dyn StateStore) {
@@ -401,22 +401,22 @@ async fn increments_apply_once_and_acknowledge(store: &dyn StateStore) {
     store.feed_group_create(GROUP).await.expect("create");
     let entries = store.feed_read_group(GROUP, "a", 10, Duration::ZERO).await.expect("read");
     let applies = [
-        apply(&entries[0], &[("season", "7", 0.25), ("match:a1", "7", 0.25)]),
-        apply(&entries[1], &[("season", "7", 0.5), ("season", "9", -0.125)]),
+        apply(&entries[0], &[("total", "7", 0.25), ("topic:a1", "7", 0.25)]),
+        apply(&entries[1], &[("total", "7", 0.5), ("total", "9", -0.125)]),
     ];
     let outcomes = store.apply_once(GROUP, &applies).await.expect("apply");
     assert_eq!(outcomes, vec![ApplyOutcome::Applied, ApplyOutcome::Applied]);
     assert_eq!(store.feed_pending(GROUP).await.expect("pending"), 0, "applying acknowledges");
-    assert_eq!(store.leaderboard("season", 10).await.expect("board"), ranked(&[("7", 0.75), ("9", -0.125)]));
-    assert_eq!(store.leaderboard("season", 1).await.expect("board"), ranked(&[("7", 0.75)]));
-    assert_eq!(store.leaderboard_score("match:a1", "7").await.expect("score"), Some(0.25));
-    assert_eq!(store.leaderboard_score("match:a1", "9").await.expect("score"), None);
+    assert_eq!(store.leaderboard("total", 10).await.expect("board"), ranked(&[("7", 0.75), ("9", -0.125)]));
+    assert_eq!(store.leaderboard("total", 1).await.expect("board"), ranked(&[("7", 0.75)]));
+    assert_eq!(store.leaderboard_score("topic:a1", "7").await.expect("score"), Some(0.25));
+    assert_eq!(store.leaderboard_score("topic:a1", "9").await.expect("score"), None);
     assert!(store.leaderboard("no-such-board", 10).await.expect("board").is_empty());
 
     // Delivered again (a claim after a crash): counted once only.
     let outcomes = store.apply_once(GROUP, &applies[..1]).await.expect("apply again");
     assert_eq!(outcomes, vec![ApplyOutcome::Duplicate]);
-    assert_eq!(store.leaderboard_score("season", "7").await.expect("score"), Some(0.75));
+    assert_eq!(store.leaderboard_score("total", "7").await.expect("score"), Some(0.75));
 }
 
 async fn a_rebuild_swaps_boards_and_keeps_later_increments(store: &dyn StateStore) {
@@ -428,12 +428,12 @@ async fn a_rebuild_swaps_boards_and_keeps_later_increments(store: &dyn StateStor
     store
         .apply_once(
             GROUP,
-            &[apply(&entries[0], &[("season", "1", 1.0)]), apply(&entries[2], &[("season", "1", 1.0)])],
+            &[apply(&entries[0], &[("total", "1", 1.0)]), apply(&entries[2], &[("total", "1", 1.0)])],
         )
         .await
         .expect("apply");
     store
-        .apply_once(GROUP, &[apply(&entries[3], &[("season", "2", 4.0), ("match:r1", "2", 4.0)])])
+        .apply_once(GROUP, &[apply(&entries[3], &[("total", "2", 4.0), ("topic:r1", "2", 4.0)])])
         .await
         .expect("apply");
     store.apply_once(GROUP, &[apply(&entries[3], &[("stale", "x", 1.0)])]).await.expect("duplicate");
@@ -441,9 +441,9 @@ async fn a_rebuild_swaps_boards_and_keeps_later_increments(store: &dyn StateStor
     // A rebuild covering entries 1..=3 replaces the boards.
     let replace = LeaderboardReplace {
         boards: vec![
-            ("season".into(), vec![("1".into(), 10.0), ("3".into(), 30.0)]),
-            ("match:r1".into(), vec![("1".into(), 10.0)]),
-            ("match:gone".into(), vec![]),
+            ("total".into(), vec![("1".into(), 10.0), ("3".into(), 30.0)]),
+            ("topic:r1".into(), vec![("1".into(), 10.0)]),
+            ("topic:gone".into(), vec![]),
         ],
         through: Some(entries[2].id.clone()),
         fence: None,
@@ -453,10 +453,10 @@ async fn a_rebuild_swaps_boards_and_keeps_later_increments(store: &dyn StateStor
 
     // Entry 4's increments, applied after what the rebuild covers, survive.
     assert_eq!(
-        store.leaderboard("season", 10).await.expect("board"),
+        store.leaderboard("total", 10).await.expect("board"),
         ranked(&[("3", 30.0), ("1", 10.0), ("2", 4.0)])
     );
-    assert_eq!(store.leaderboard("match:r1", 10).await.expect("board"), ranked(&[("1", 10.0), ("2", 4.0)]));
+    assert_eq!(store.leaderboard("topic:r1", 10).await.expect("board"), ranked(&[("1", 10.0), ("2", 4.0)]));
     // A board not rebuilt is left as it was.
     assert_eq!(store.leaderboard_score("other", "9").await.expect("score"), Some(9.0));
 
@@ -464,12 +464,12 @@ async fn a_rebuild_swaps_boards_and_keeps_later_increments(store: &dyn StateStor
     fill_feed(store, "r2", 1).await;
     let late = LeaderboardReplace { through: Some(entries[2].id.clone()), ..LeaderboardReplace::default() };
     store.replace_leaderboards(&late).await.expect("no-op swap");
-    let covered = ScoreApply { token: "covered".into(), ..apply(&entries[1], &[("season", "1", 100.0)]) };
+    let covered = ScoreApply { token: "covered".into(), ..apply(&entries[1], &[("total", "1", 100.0)]) };
     assert_eq!(store.apply_once(GROUP, &[covered]).await.expect("apply"), vec![ApplyOutcome::Rebuilt]);
-    assert_eq!(store.leaderboard_score("season", "1").await.expect("score"), Some(10.0));
+    assert_eq!(store.leaderboard_score("total", "1").await.expect("score"), Some(10.0));
     // A second swap does not replay entry 4 twice.
     store.replace_leaderboards(&late).await.expect("swap again");
-    assert_eq!(store.leaderboard_score("season", "2").await.expect("score"), Some(4.0));
+    assert_eq!(store.leaderboard_score("total", "2").await.expect("score"), Some(4.0));
 }
 
 async fn a_lease_has_one_holder_and_each_new_holder_a_larger_token(store: &dyn StateStore) {

@@ -2,14 +2,16 @@
 //! like the gateway (`--gateway-addr` / `COURTSIDE_GATEWAY_ADDR`), state in
 //! process, or in Redis with `COURTSIDE_REDIS_URL`. Every `COURTSIDE_*`
 //! setting of the edge applies (`--help` lists them); publishing needs
-//! `COURTSIDE_PUBLISH_TOKENS`.
+//! `COURTSIDE_PUBLISH_TOKENS`. The binary, its logs and its traces take the
+//! package's name, so a renamed copy needs no change here but the
+//! `auction::` path below.
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
 #[derive(Debug, Parser)]
-#[command(name = "auction", version, about = "a live auction on the courtside edge and live-feed engine")]
+#[command(version, about = "a live auction on the courtside edge and live-feed engine")]
 struct Cli {
     #[command(flatten)]
     edge: edge::EdgeConfig,
@@ -27,7 +29,7 @@ async fn main() -> ExitCode {
         eprintln!("error: {err}");
         return ExitCode::from(2);
     }
-    let telemetry = match telemetry::init("auction", cli.log_format) {
+    let telemetry = match telemetry::init(env!("CARGO_PKG_NAME"), cli.log_format) {
         Ok(guard) => guard,
         Err(err) => {
             eprintln!("error: {err:#}");
@@ -49,6 +51,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let server = edge::Server::bind(cli.edge)?;
     let app = auction::App::new(store::open(&cli.store)?, server.edge());
     let checks = app.checks();
-    println!("auction listening on http://{}", server.local_addr());
+    println!("{} listening on http://{}", env!("CARGO_PKG_NAME"), server.local_addr());
     server.serve(app.router(), checks, lifecycle::shutdown_signal()).await
 }

@@ -27,6 +27,7 @@ use std::{
     sync::{Arc, atomic::AtomicU64},
 };
 
+use domain::boards;
 use gateway::{
     GatewayConfig,
     config::TEST_PUBLISH_TOKEN,
@@ -35,7 +36,7 @@ use gateway::{
         stand_in::{StandInConfig, StandInWorker},
     },
 };
-use store::{LeaderboardReplace, StateStore, StoreArgs, boards};
+use store::{LeaderboardReplace, StateStore, StoreArgs};
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 
 const READ_TOKEN: &str = "dashboard-reader-token-0123456789";

@@ -25,9 +25,10 @@
 use std::sync::Arc;
 
 use axum::{Json, extract::State, http::HeaderMap};
+use domain::boards;
 use domain::live::MatchId;
 use serde::{Deserialize, Serialize};
-use store::{StateStore, boards};
+use store::StateStore;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use edge::{
