@@ -110,7 +110,7 @@ impl Application {
 
     /// Serves until `shutdown` resolves, then lets in-flight calls finish
     /// within the configured grace period.
-    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    pub async fn run_until_stopped(self, signal: impl Future<Output = ()>) -> anyhow::Result<()> {
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         health_reporter.set_serving::<AnalyticsServiceServer<Analytics>>().await;
         let reflection = tonic_reflection::server::Builder::configure()
@@ -119,8 +119,12 @@ impl Application {
             .build_v1()
             .context("failed to build the reflection service")?;
         let model = ModelHandle::new(self.load_model().await?);
-        // Background work (the stream consumer, scheduled and running jobs)
-        // stops with the server.
+        // One shutdown, as the edge's: draining (health NOT_SERVING), then
+        // closing (the listener). Background work (the stream consumer,
+        // scheduled and running jobs, the model follower) is tracked by it
+        // and stops once the server has drained, on its own token: an
+        // in-flight call may still need it while it drains.
+        let shutdown = lifecycle::Shutdown::new();
         let background = CancellationToken::new();
         let jobs = Jobs::new(
             Arc::clone(&self.store),
@@ -129,15 +133,16 @@ impl Application {
             self.config.consumer_name(),
             background.clone(),
         );
-        let schedule =
-            tokio::spawn(jobs.clone().run_schedule(self.config.batch_interval(), background.clone()));
+        tokio::spawn(
+            shutdown.track(jobs.clone().run_schedule(self.config.batch_interval(), background.clone())),
+        );
         // Another replica's recompute refits the model: take it up.
-        let follower = tokio::spawn(model.clone().follow(
+        tokio::spawn(shutdown.track(model.clone().follow(
             Arc::clone(&self.store),
             MODEL_FOLLOW_EVERY,
             background.clone(),
-        ));
-        let consumer = self.config.consume.then(|| {
+        )));
+        if self.config.consume {
             let consumer = Consumer::new(
                 Arc::clone(&self.store),
                 self.pool.clone(),
@@ -150,8 +155,8 @@ impl Application {
                     claim_idle: self.config.claim_idle(),
                 },
             );
-            tokio::spawn(consumer.run(background.clone()))
-        });
+            tokio::spawn(shutdown.track(consumer.run(background.clone())));
+        }
         let analytics = Analytics::new(
             self.pool.clone(),
             Arc::clone(&self.store),
@@ -173,7 +178,6 @@ impl Application {
             "analytics worker listening"
         );
 
-        let stop = CancellationToken::new();
         let probe = telemetry::metrics::spawn_runtime_probe("worker");
         let metrics = self.metrics_listener.map(|listener| {
             tracing::info!(addr = ?listener.local_addr().ok(), "metrics at /metrics");
@@ -185,11 +189,15 @@ impl Application {
             .add_service(health_service)
             .add_service(reflection)
             .add_service(AnalyticsServiceServer::new(analytics))
-            .serve_with_incoming_shutdown(incoming(self.listener), stop.clone().cancelled_owned());
+            .serve_with_incoming_shutdown(
+                incoming(self.listener),
+                shutdown.closing().clone().cancelled_owned(),
+            );
 
         let drain_delay = self.config.drain_delay();
         let signal = async {
-            shutdown.await;
+            signal.await;
+            shutdown.begin_drain();
             // Tell load balancers and health probes first (the service's
             // name and the empty name, which container healthchecks and
             // the gateway's readiness check ask about), then stop accepting.
@@ -202,7 +210,7 @@ impl Application {
                 );
                 tokio::time::sleep(drain_delay).await;
             }
-            stop.cancel();
+            shutdown.close();
         };
         let served = lifecycle::run_with_grace(server, signal, self.config.shutdown_grace()).await;
         background.cancel();
@@ -212,11 +220,7 @@ impl Application {
         {
             tracing::warn!(error = %err, "metrics listener failed");
         }
-        let _ = schedule.await;
-        let _ = follower.await;
-        if let Some(consumer) = consumer {
-            let _ = consumer.await;
-        }
+        shutdown.tasks_ended().await;
         served.context("grpc server failed")?;
         tracing::info!("analytics worker stopped");
         Ok(())

@@ -25,10 +25,9 @@ use axum::{
 };
 use serde::{Serialize, ser::SerializeMap as _};
 
-use crate::{
-    fit::{Report, RuntimeFit},
-    shutdown::Shutdown,
-};
+use lifecycle::Shutdown;
+
+use crate::fit::{Report, RuntimeFit};
 
 /// How long readiness waits for each dependency.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(1);

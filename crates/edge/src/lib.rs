@@ -20,7 +20,7 @@
 //! - `/healthz`, `/readyz` with the service's dependency checks, `/metrics`
 //!   and `/v1/debug/runtime-fit`, on the public or the admin listener
 //!   ([`health`]);
-//! - one drain on shutdown ([`shutdown`]).
+//! - one drain on shutdown ([`Shutdown`]).
 //!
 //! And the pieces a service puts on its own routes: bearer tokens
 //! ([`auth`]), rate limits per client address and per token in three lanes
@@ -39,7 +39,6 @@ pub mod limits;
 pub mod metrics;
 pub mod middleware;
 pub mod server;
-pub mod shutdown;
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -67,8 +66,10 @@ pub use crate::{
     config::EdgeConfig,
     error::{ApiErrorKind, EdgeError},
     health::Checks,
-    shutdown::Shutdown,
 };
+/// The service's shutdown: one cancellation tree and task tracker
+/// ([`lifecycle::Shutdown`]).
+pub use lifecycle::Shutdown;
 
 /// What a service's handlers and routes use of the edge. Cheap to clone.
 #[derive(Debug, Clone)]

@@ -3,9 +3,14 @@
 //! A service stops in two steps: a signal (Ctrl-C or SIGTERM) tells it to
 //! stop accepting work, then in-flight work drains for at most a grace
 //! period. A drain that runs out of time is cut short with a warning instead
-//! of holding up the orchestrator's restart forever.
+//! of holding up the orchestrator's restart forever. [`Shutdown`] is the
+//! one cancellation tree and task tracker both services drain with.
+
+mod shutdown;
 
 use std::{future::Future, time::Duration};
+
+pub use shutdown::Shutdown;
 
 /// Resolves on the first Ctrl-C (SIGINT) or SIGTERM.
 pub async fn shutdown_signal() {

@@ -20,7 +20,7 @@ use std::{
     time::Duration,
 };
 
-use axum::{http::StatusCode, routing::MethodRouter};
+use axum::http::StatusCode;
 use edge::{ApiErrorKind, Edge, EdgeError};
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 use store::{HistoryLimits, StateStore, StoreError};
@@ -118,19 +118,6 @@ impl<D: Domain> Engine<D> {
             Arc::clone(&self.subscriptions.store),
             shutdown.closing().clone(),
         ));
-    }
-
-    /// The WebSocket feed as a route's `GET`:
-    /// `.route("/v1/live", engine.websocket())` (protocol in [`crate::ws`]).
-    pub fn websocket<S: Clone + Send + Sync + 'static>(self: &Arc<Self>) -> MethodRouter<S> {
-        axum::routing::get(crate::ws::handler::<D>).with_state(Arc::clone(self))
-    }
-
-    /// One topic's feed as Server-Sent Events, as a route's `GET`; the
-    /// route's one path parameter is the topic id:
-    /// `.route("/lots/{id}/live", engine.sse())`.
-    pub fn sse<S: Clone + Send + Sync + 'static>(self: &Arc<Self>) -> MethodRouter<S> {
-        axum::routing::get(crate::sse::handler::<D>).with_state(Arc::clone(self))
     }
 
     /// Open WebSocket and SSE connections.

@@ -33,6 +33,7 @@ mod domain;
 pub mod engine;
 pub mod hub;
 pub mod ingest;
+mod routes;
 pub mod sse;
 mod states;
 pub mod subscription;

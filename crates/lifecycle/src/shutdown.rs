@@ -1,9 +1,10 @@
-//! [`Shutdown`]: how a service stops, in one place.
+//! [`Shutdown`]: how a service stops, in one place (the edge's HTTP services
+//! and the analytics worker alike).
 //!
 //! Two steps, each a token of one cancellation tree, and one tracker:
-//! - **draining** fires at the signal: readiness answers 503 at once, so
-//!   load balancers stop sending, while every request is still served for
-//!   the drain delay;
+//! - **draining** fires at the signal: readiness answers 503 (the worker's
+//!   gRPC health NOT_SERVING) at once, so load balancers stop sending, while
+//!   every request is still served for the drain delay;
 //! - **closing** fires after it: the listener closes, long-lived
 //!   connections (WebSocket, SSE) end with their close frame, background
 //!   tasks stop;
