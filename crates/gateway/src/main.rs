@@ -26,22 +26,8 @@ async fn main() -> ExitCode {
         return ExitCode::from(2);
     }
 
-    let telemetry = match telemetry::init("courtside-gateway", cli.log_format) {
-        Ok(guard) => guard,
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let outcome = run(cli).await;
-    telemetry.shutdown();
-    match outcome {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
+    let log_format = cli.log_format;
+    telemetry::run_service("courtside-gateway", log_format, run(cli)).await
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {

@@ -141,6 +141,33 @@ pub fn init(service_name: &'static str, format: LogFormat) -> anyhow::Result<Tel
     Ok(TelemetryGuard { provider })
 }
 
+/// Runs a service's body with telemetry installed, the way each binary's
+/// `main` does: installs it (see [`init`]), awaits `service`, flushes the
+/// exporter, and says how the process exits: success, or the error chain
+/// on stderr and failure.
+pub async fn run_service(
+    service_name: &'static str,
+    format: LogFormat,
+    service: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> std::process::ExitCode {
+    let telemetry = match init(service_name, format) {
+        Ok(guard) => guard,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let outcome = service.await;
+    telemetry.shutdown();
+    match outcome {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// `name=value` for each field but the OpenTelemetry layer's `otel.*`
 /// ones, space-separated; an event's message as it is.
 fn plain_fields() -> PlainFields {

@@ -29,22 +29,8 @@ async fn main() -> ExitCode {
         eprintln!("error: {err}");
         return ExitCode::from(2);
     }
-    let telemetry = match telemetry::init(env!("CARGO_PKG_NAME"), cli.log_format) {
-        Ok(guard) => guard,
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let outcome = run(cli).await;
-    telemetry.shutdown();
-    match outcome {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
+    let log_format = cli.log_format;
+    telemetry::run_service(env!("CARGO_PKG_NAME"), log_format, run(cli)).await
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {

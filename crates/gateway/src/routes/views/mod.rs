@@ -394,7 +394,7 @@ fn ops_view(fit: Report, delivered: u64, metrics: &Exposition<'_>) -> OpsView {
     use worker_series::*;
 
     let mut connections: Vec<Labelled> = metrics
-        .samples(crate::metrics::LIVE_CONNECTIONS)
+        .samples(livefeed::metrics::CONNECTIONS)
         .filter_map(|s| Some(Labelled { label: s.label("transport")?.to_owned(), value: s.value }))
         .collect();
     if let Some(http) = metrics.value(edge::metrics::HTTP_CONNECTIONS) {
