@@ -18,7 +18,7 @@ use edge::{ApiErrorKind, EdgeError, auth::AuthError, limits::RateLimited};
 use crate::{
     live::{
         Rejected, SubscribeError,
-        wire::{rejection_code, subscribe_code},
+        football::{rejection_code, subscribe_code},
     },
     worker::WorkerError,
 };

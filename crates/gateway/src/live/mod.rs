@@ -2,8 +2,11 @@
 //! WebSocket and SSE.
 //!
 //! # Layout
-//! - [`wire`]: the JSON shapes, conversions to and from `domain`, and
-//!   [`Football`], the engine's domain.
+//! - [`wire`]: the JSON shapes in and out, conversions to and from `domain`,
+//!   the stored state's format; `strict`: the serde rules they keep.
+//! - [`football`]: [`Football`], the engine's domain, and football's codes
+//!   for what the engine refuses; `stream_entry`: the protobuf entry of the
+//!   durable stream.
 //! - [`ndjson`]: a bulk body cut into bounded, numbered lines.
 //! - [`ws`], [`sse`]: the two transports' routes as the API documents them;
 //!   the engine serves them.
@@ -17,13 +20,16 @@
 //! The plain HTTP handlers for publishing and reading matches are in
 //! [`crate::routes::matches`].
 
+pub mod football;
 pub mod ndjson;
 pub mod sse;
+mod stream_entry;
+mod strict;
 pub mod wire;
 pub mod ws;
 
+pub use football::Football;
 pub use livefeed::{Hub, Subscriptions, hub, subscription};
-pub use wire::Football;
 
 /// The live feed of football: the engine's ingest, hub, subscriptions and
 /// transports, for matches.

@@ -1,53 +1,14 @@
-//! The JSON shapes of the live feed: what publishers send, what readers and
-//! subscribers receive. Conversions to and from `domain` types live here, so
-//! handlers never build JSON by hand and the domain never sees serde; and
-//! [`Football`], which plugs football into the live-feed engine.
+//! The JSON shapes of the live feed: what publishers send (parsed strictly:
+//! objects only, unknown fields refused), what readers and subscribers
+//! receive, and the stored match state with its format number. Conversions
+//! to and from `domain` types live here, so handlers never build JSON by
+//! hand and the domain never sees serde.
 
 use anyhow::Context as _;
-use domain::live::{
-    ApplyError, CardColor, EventDetail, MatchEvent, MatchId, MatchState, MatchStatus, MoveKind, RawEvent,
-    Team,
-};
+use domain::live::{CardColor, EventDetail, MatchEvent, MatchId, MatchState, MatchStatus, RawEvent, Team};
 use serde::{Deserialize, Serialize};
 
-/// Deserializes a struct from a JSON object only. serde's derive also takes
-/// a struct as an array of its fields in order (`"start": [1, 2]`, a whole
-/// event as a 17-element array), which the documented schema does not
-/// allow: each type derives with `remote = "Self"` (an inherent
-/// `deserialize`) and this impl admits only a map in front of it.
-macro_rules! objects_only {
-    ($ty:ty, $expecting:literal) => {
-        impl<'de> Deserialize<'de> for $ty {
-            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                struct ObjectVisitor;
-                impl<'de> serde::de::Visitor<'de> for ObjectVisitor {
-                    type Value = $ty;
-
-                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                        f.write_str($expecting)
-                    }
-
-                    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<$ty, A::Error> {
-                        <$ty>::deserialize(serde::de::value::MapAccessDeserializer::new(map))
-                    }
-                }
-                deserializer.deserialize_map(ObjectVisitor)
-            }
-        }
-    };
-}
-
-/// `remote = "Self"` makes the serialising side inherent too: the trait
-/// impl just calls it.
-macro_rules! serialize_as_derived {
-    ($ty:ty) => {
-        impl Serialize for $ty {
-            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                <$ty>::serialize(self, serializer)
-            }
-        }
-    };
-}
+use super::strict::{objects_only, serialize_as_derived};
 
 serialize_as_derived!(PointBody);
 serialize_as_derived!(TeamBody);
@@ -403,164 +364,10 @@ impl TryFrom<MatchView> for MatchState {
     }
 }
 
-/// Football on the live-feed engine: a topic is a match, an event is a
-/// [`MatchEvent`], and its state is the [`MatchState`] readers see as a
-/// [`MatchView`]. This is the one place the engine learns about football.
-#[derive(Debug, Clone, Copy)]
-pub struct Football;
-
-impl livefeed::Domain for Football {
-    type Event = MatchEvent;
-    type State = MatchState;
-    type Rejection = ApplyError;
-
-    const TOPIC: &'static str = "match";
-    const UNKNOWN_TOPIC: &'static str = "unknown_match";
-
-    fn check_topic(raw: &str) -> Result<(), String> {
-        MatchId::parse(raw).map(drop).map_err(|err| err.to_string())
-    }
-
-    fn topic(event: &MatchEvent) -> &str {
-        event.match_id().as_str()
-    }
-
-    fn seq(event: &MatchEvent) -> u64 {
-        event.seq()
-    }
-
-    fn start(event: &MatchEvent) -> Result<MatchState, ApplyError> {
-        MatchState::kickoff(event)
-    }
-
-    fn apply(state: &MatchState, event: &MatchEvent) -> Result<MatchState, ApplyError> {
-        state.apply(event)
-    }
-
-    fn event_json(event: &MatchEvent) -> serde_json::Result<Vec<u8>> {
-        serde_json::to_vec(&EventView::from(event))
-    }
-
-    fn state_json(state: &MatchState) -> serde_json::Result<Vec<u8>> {
-        serde_json::to_vec(&MatchView::from(state))
-    }
-
-    fn state_from_json(json: &[u8]) -> anyhow::Result<MatchState> {
-        let view: MatchView = serde_json::from_slice(json).context("stored match state is not valid json")?;
-        MatchState::try_from(view)
-    }
-
-    fn stream_entry(event: &MatchEvent, before: Option<&MatchState>, traceparent: &str) -> bytes::Bytes {
-        use prost::Message as _;
-        bytes::Bytes::from(stream_entry(event, before, traceparent.to_owned()).encode_to_vec())
-    }
-}
-
-/// The stable code clients get for an event that does not apply.
-pub fn rejection_code(rejected: &livefeed::Rejected<ApplyError>) -> &'static str {
-    use livefeed::Rejected;
-    match rejected {
-        Rejected::Gap { .. } => "sequence_gap",
-        Rejected::Apply(ApplyError::NotStarted(_)) => "match_not_started",
-        Rejected::Apply(ApplyError::AlreadyStarted(_)) => "match_already_started",
-        Rejected::Apply(ApplyError::Finished(_)) => "match_finished",
-        Rejected::Apply(ApplyError::UnknownTeam { .. }) => "unknown_team",
-        Rejected::Apply(ApplyError::TooManyGoals { .. }) => "too_many_goals",
-        Rejected::Apply(ApplyError::TooManyRedCards { .. }) => "too_many_red_cards",
-        Rejected::Conflict { .. } => "conflict",
-    }
-}
-
-/// The stable code clients get for a subscription refused: the engine's,
-/// with football's word for a topic.
-pub fn subscribe_code(err: &livefeed::SubscribeError) -> &'static str {
-    err.code::<Football>()
-}
-
-/// The protobuf entry of the durable event stream. `before` is the match's
-/// state before the event (none for a kickoff).
-pub fn stream_entry(
-    event: &MatchEvent,
-    before: Option<&MatchState>,
-    traceparent: String,
-) -> contracts::v1::MatchEvent {
-    use contracts::v1 as pb;
-    let point = |p: domain::live::Point| pb::Point { x: p.x(), y: p.y() };
-    let team = |t: &Team| pb::Team { id: t.id, name: t.name.clone() };
-    let mut entry = pb::MatchEvent {
-        match_id: event.match_id().to_string(),
-        seq: event.seq(),
-        minute: u32::from(event.minute()),
-        timestamp_ms: event.timestamp_ms(),
-        team_id: event.detail().team().unwrap_or(0),
-        traceparent,
-        format: contracts::STREAM_ENTRY_FORMAT,
-        before: before.map(|state| pb::MatchContext {
-            home_team_id: state.home.id,
-            away_team_id: state.away.id,
-            home_goals: u32::from(state.home_goals),
-            away_goals: u32::from(state.away_goals),
-            home_red_cards: u32::from(state.home_red_cards),
-            away_red_cards: u32::from(state.away_red_cards),
-        }),
-        ..Default::default()
-    };
-    let kind = match event.detail() {
-        EventDetail::Kickoff { home, away } => {
-            entry.home = Some(team(home));
-            entry.away = Some(team(away));
-            pb::EventKind::Kickoff
-        }
-        EventDetail::Move { kind, player, start, end, success, .. } => {
-            entry.player_id = Some(*player);
-            entry.start = Some(point(*start));
-            entry.end = Some(point(*end));
-            entry.success = *success;
-            match kind {
-                MoveKind::Pass => pb::EventKind::Pass,
-                MoveKind::Cross => pb::EventKind::Cross,
-                MoveKind::Dribble => pb::EventKind::Dribble,
-            }
-        }
-        EventDetail::Shot { player, start, on_target, .. } => {
-            entry.player_id = Some(*player);
-            entry.start = Some(point(*start));
-            entry.on_target = *on_target;
-            pb::EventKind::Shot
-        }
-        EventDetail::Goal { player, .. } => {
-            entry.player_id = *player;
-            pb::EventKind::Goal
-        }
-        EventDetail::Foul { player, .. } => {
-            entry.player_id = Some(*player);
-            pb::EventKind::Foul
-        }
-        EventDetail::Card { player, color, .. } => {
-            entry.player_id = Some(*player);
-            entry.card = match color {
-                CardColor::Yellow => pb::CardColor::Yellow,
-                CardColor::Red => pb::CardColor::Red,
-            } as i32;
-            pb::EventKind::Card
-        }
-        EventDetail::Substitution { player_in, player_out, .. } => {
-            entry.player_in = *player_in;
-            entry.player_out = *player_out;
-            pb::EventKind::Substitution
-        }
-        EventDetail::PeriodEnd { period } => {
-            entry.period = u32::from(*period);
-            pb::EventKind::PeriodEnd
-        }
-    };
-    entry.kind = kind as i32;
-    entry
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::live::Football;
 
     /// A state as releases before the format number stored it: no
     /// `format`, no `red_cards`.

@@ -39,9 +39,10 @@ use crate::{
     error::ApiError,
     live::{
         Accepted, Committed, IngestFailure, LiveState, Rejected, Session,
+        football::rejection_code,
         ndjson::{Line, LineSplitter},
         sse::LiveQuery,
-        wire::{EventBody, MatchView, Publication, parse_line, parse_publication, rejection_code},
+        wire::{EventBody, MatchView, Publication, parse_line, parse_publication},
     },
     state::{BodyLimit, LineLimit},
 };
