@@ -46,10 +46,7 @@ use anyhow::Context as _;
 use axum::{Router, extract::DefaultBodyLimit, extract::FromRef, routing::get};
 use tokio::{net::TcpListener, sync::Semaphore};
 use tower::ServiceBuilder;
-use tower_http::{
-    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
-    trace::TraceLayer,
-};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
 use crate::{
     auth::Auth,
@@ -57,8 +54,7 @@ use crate::{
     health::Readiness,
     limits::{Lane, Limits, Rate},
     middleware::{
-        LaneLimit, REQUEST_ID, TimeoutLayer, TrackLayer, http_span, method_not_allowed, not_found,
-        record_status,
+        LaneLimit, REQUEST_ID, TimeoutLayer, TraceLayer, TrackLayer, method_not_allowed, not_found,
     },
     server::ServerLimits,
 };
@@ -198,7 +194,8 @@ impl Server {
         }
         let edge = &self.edge;
         // Middleware, outermost first: a request id is set (or kept, if the
-        // client sent one), the request span opens with it, the id is copied
+        // client sent one), the trace is decided and the request span opens
+        // with it (none for an unsampled request), the id is copied
         // onto the response, the request is measured (metrics, runtime fit)
         // and given the trace id header, and request bodies read whole are
         // capped. One `layer` call: each call wraps every route again, and
@@ -209,7 +206,7 @@ impl Server {
             .layer(
                 ServiceBuilder::new()
                     .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-                    .layer(TraceLayer::new_for_http().make_span_with(http_span).on_response(record_status))
+                    .layer(TraceLayer)
                     .layer(PropagateRequestIdLayer::new(REQUEST_ID))
                     .layer(TrackLayer::new(Arc::clone(&edge.fit)))
                     .layer(DefaultBodyLimit::max(edge.body_limit)),

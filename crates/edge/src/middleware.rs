@@ -1,10 +1,11 @@
 //! The middleware every request passes through, outermost first: a request
-//! id is set (or kept, if the client sent one), the request span opens with
-//! it, the request is measured (metrics, runtime fit) and its response gets
-//! the trace id, and ordinary requests get the request timeout.
-//! [`crate::Server`] stacks them. The two every ordinary request passes
-//! (tracking, the timeout) are tower services; the route-specific ones are
-//! plain functions.
+//! id is set (or kept, if the client sent one), the request's trace is
+//! decided and its span opens (or, unsampled, none: [`TraceLayer`]), the
+//! request is measured (metrics, runtime fit) and its response gets the
+//! trace id, and ordinary requests get the request timeout.
+//! [`crate::Server`] stacks them. The ones every ordinary request passes
+//! (tracing, tracking, the timeout) are tower services; the route-specific
+//! ones are plain functions.
 
 use std::{
     pin::Pin,
@@ -187,6 +188,119 @@ where
         };
         with_trace_id(&mut response);
         Poll::Ready(Ok(response))
+    }
+}
+
+/// Decides each request's trace before any span exists
+/// ([`telemetry::sampling`]): a sampled request (or any, without an
+/// exporter) is served inside its span ([`http_span`]); an unsampled one
+/// opens none and is served inside its trace's context, which gives its
+/// response, its log lines and its calls to the worker the trace id. Either
+/// way the response is logged by [`record_status`].
+///
+/// Its own tower layer rather than tower-http's `TraceLayer`, which opens a
+/// span for every request: a span costs its creation, an enter and an exit
+/// on every poll, and its close, whether or not it is kept.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TraceLayer;
+
+impl<S> tower::Layer<S> for TraceLayer {
+    type Service = Trace<S>;
+
+    fn layer(&self, inner: S) -> Trace<S> {
+        Trace { inner }
+    }
+}
+
+/// The service of [`TraceLayer`].
+#[derive(Debug, Clone)]
+pub struct Trace<S> {
+    inner: S,
+}
+
+impl<S> tower::Service<Request> for Trace<S>
+where
+    S: tower::Service<Request, Response = Response<Body>>,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = TraceFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        use telemetry::sampling::Decision;
+        let started = Instant::now();
+        let (trace_id, unsampled) = match telemetry::sampling::decide(request.headers()) {
+            // A span only the logs would read: when they do not
+            // (`RUST_LOG=...,request=debug`), none at all.
+            Decision::NotSampled(context) if !request_spans_logged() => {
+                let inner = {
+                    let _attached = context.clone().attach();
+                    self.inner.call(request)
+                };
+                return TraceFuture::Unsampled { inner, context, started };
+            }
+            Decision::NotSampled(context) => (None, Some(context)),
+            Decision::Sampled { trace_id } => (trace_id, None),
+            Decision::Span => (None, None),
+        };
+        // Started at once, so the SDK draws the trace id the decision was
+        // made on (it starts a span lazily, possibly on another thread).
+        let span = telemetry::sampling::with_trace_id(trace_id, || {
+            let span = http_span(&request);
+            telemetry::propagation::is_sampled(&span);
+            span
+        });
+        if let Some(context) = unsampled {
+            // Logged, not exported: the unsampled parent makes the SDK drop it.
+            telemetry::propagation::set_parent(&span, context);
+        }
+        let inner = {
+            let _entered = span.enter();
+            self.inner.call(request)
+        };
+        TraceFuture::Spanned { inner, span, started }
+    }
+}
+
+/// Whether the logs show request spans (`RUST_LOG=...,request=debug`).
+fn request_spans_logged() -> bool {
+    tracing::enabled!(target: telemetry::REQUEST_SPAN_TARGET, tracing::Level::DEBUG)
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`Trace`].
+    #[project = TraceProjection]
+    pub enum TraceFuture<F> {
+        Spanned { #[pin] inner: F, span: Span, started: Instant },
+        Unsampled { #[pin] inner: F, context: opentelemetry::Context, started: Instant },
+    }
+}
+
+impl<F, E> Future for TraceFuture<F>
+where
+    F: Future<Output = Result<Response<Body>, E>>,
+{
+    type Output = Result<Response<Body>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            TraceProjection::Spanned { inner, span, started } => {
+                let _entered = span.enter();
+                let response = ready!(inner.poll(cx))?;
+                record_status(&response, started.elapsed(), span);
+                Poll::Ready(Ok(response))
+            }
+            TraceProjection::Unsampled { inner, context, started } => {
+                let _attached = context.clone().attach();
+                let response = ready!(inner.poll(cx))?;
+                record_status(&response, started.elapsed(), &Span::none());
+                Poll::Ready(Ok(response))
+            }
+        }
     }
 }
 

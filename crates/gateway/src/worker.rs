@@ -356,16 +356,22 @@ impl WorkerClient {
     ) -> Result<Resp, WorkerError> {
         let mut request = tonic::Request::new(message);
         let (service, method) = path.split_once('/').unwrap_or((path, ""));
-        let span = tracing::info_span!(
-            "grpc.client",
-            otel.name = path,
-            otel.kind = "client",
-            rpc.system = "grpc",
-            rpc.service = service,
-            rpc.method = method,
-            rpc.grpc.status_code = tracing::field::Empty,
-            server.address = %replica.0.addr,
-        );
+        // Inside an unsampled request no span is opened: the call still
+        // carries the request's trace, with the sampled flag off.
+        let span = if telemetry::sampling::unsampled_request().is_some() {
+            tracing::Span::none()
+        } else {
+            tracing::info_span!(
+                "grpc.client",
+                otel.name = path,
+                otel.kind = "client",
+                rpc.system = "grpc",
+                rpc.service = service,
+                rpc.method = method,
+                rpc.grpc.status_code = tracing::field::Empty,
+                server.address = %replica.0.addr,
+            )
+        };
         let deadline_ms = u64::try_from(self.deadline.as_millis()).unwrap_or(u64::MAX);
         request.set_timeout(deadline);
         telemetry::propagation::inject_into_metadata(&span, request.metadata_mut());

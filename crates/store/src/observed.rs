@@ -163,16 +163,21 @@ pub(crate) async fn observe<T>(
     batch: usize,
     command: impl Future<Output = RedisResult<T>>,
 ) -> RedisResult<T> {
-    let span = tracing::info_span!(
-        "redis",
-        otel.name = name,
-        otel.kind = "client",
-        otel.status_code = Empty,
-        db.system.name = "redis",
-        db.operation.name = name,
-        db.operation.batch.size = batch,
-        error.type = Empty,
-    );
+    // Inside an unsampled request no span is opened (its trace is not kept).
+    let span = if telemetry::sampling::unsampled_request().is_some() {
+        tracing::Span::none()
+    } else {
+        tracing::info_span!(
+            "redis",
+            otel.name = name,
+            otel.kind = "client",
+            otel.status_code = Empty,
+            db.system.name = "redis",
+            db.operation.name = name,
+            db.operation.batch.size = batch,
+            error.type = Empty,
+        )
+    };
     let started = Instant::now();
     let result = command.instrument(span.clone()).await;
     let seconds = started.elapsed().as_secs_f64();

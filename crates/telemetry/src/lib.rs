@@ -7,6 +7,8 @@
 //! - [`propagation`] carries W3C trace context across the gRPC hop, so a
 //!   request to the gateway and the work it causes in the analytics worker
 //!   share one trace.
+//! - [`sampling`] decides whether a request is traced before its span
+//!   exists, so an unsampled request costs no span.
 //! - [`metrics`] installs the Prometheus recorder both tiers' `/metrics`
 //!   render, and the event-loop lag probe.
 //!
@@ -16,6 +18,7 @@
 
 pub mod metrics;
 pub mod propagation;
+pub mod sampling;
 
 use std::{fmt, str::FromStr, time::Duration};
 
@@ -232,12 +235,18 @@ fn subscriber(
     provider: Option<&SdkTracerProvider>,
     service_name: &'static str,
 ) -> Box<dyn Subscriber + Send + Sync> {
+    let otel = provider.map(|p| otel_layer(p, service_name).with_filter(export_filter()));
+    Box::new(tracing_subscriber::registry().with(logs.with_filter(filter)).with(otel))
+}
+
+/// The exporter's filter: what [`init`] puts in front of the OpenTelemetry
+/// layer, for tests that build the same subscriber around their own
+/// exporter.
+pub fn export_filter() -> tracing_subscriber::filter::FilterFn<fn(&tracing::Metadata<'_>) -> bool> {
     // The hint matters: without one the process's maximum level becomes
     // TRACE, and every `log` record of every dependency (tungstenite logs
     // each frame at trace) goes through the subscriber to be refused.
-    let exported = filter_fn(exported).with_max_level_hint(LevelFilter::DEBUG);
-    let otel = provider.map(|p| otel_layer(p, service_name).with_filter(exported));
-    Box::new(tracing_subscriber::registry().with(logs.with_filter(filter)).with(otel))
+    filter_fn(exported as fn(&tracing::Metadata<'_>) -> bool).with_max_level_hint(LevelFilter::DEBUG)
 }
 
 /// What the exporter records: INFO and above, and the request spans (not
@@ -285,11 +294,16 @@ impl DispatchHandle {
         use opentelemetry::trace::TraceContextExt as _;
         let dispatch = self.0.get()?.upgrade()?;
         let id = match event.parent() {
-            Some(parent) => parent.clone(),
-            None if event.is_contextual() => dispatch.current_span().id()?.clone(),
+            Some(parent) => Some(parent.clone()),
+            None if event.is_contextual() => dispatch.current_span().id().cloned(),
             None => return None,
         };
-        let cx = tracing_opentelemetry::get_otel_context(&id, &dispatch)?;
+        // An unsampled request has no span: its trace is in the context it
+        // runs in (`sampling`).
+        let cx = match id.and_then(|id| tracing_opentelemetry::get_otel_context(&id, &dispatch)) {
+            Some(cx) => cx,
+            None => sampling::unsampled_request()?,
+        };
         let span_context = cx.span().span_context().clone();
         span_context.is_valid().then(|| span_context.trace_id().to_string())
     }
@@ -364,9 +378,18 @@ fn otlp_provider(service_name: &'static str) -> anyhow::Result<SdkTracerProvider
         .build()
         .context("failed to build the OTLP span exporter")?;
     let resource = resource(service_name);
-    // The sampler comes from OTEL_TRACES_SAMPLER(_ARG), read by the SDK's
-    // default configuration; the batch processor exports on its own thread.
-    Ok(SdkTracerProvider::builder().with_resource(resource).with_batch_exporter(exporter).build())
+    // The sampler comes from OTEL_TRACES_SAMPLER(_ARG). The edge decides with
+    // it before a request's span exists (`sampling`), and the SDK with the
+    // same one, drawing a root's trace id where that decision preset it; the
+    // batch processor exports on its own thread.
+    let sampler = sampling::Sampler::from_env();
+    sampling::install(sampler);
+    Ok(SdkTracerProvider::builder()
+        .with_resource(resource)
+        .with_sampler(sampler.to_sdk())
+        .with_id_generator(sampling::PresetIds::default())
+        .with_batch_exporter(exporter)
+        .build())
 }
 
 /// The process's resource. The environment wins, as the OpenTelemetry
@@ -579,5 +602,46 @@ mod tests {
         assert_eq!(lines[1]["trace_id"], expected.as_str());
         assert_eq!(lines[1]["answer"], 42);
         assert_eq!(lines[1]["span"]["request_id"], "r-1");
+    }
+
+    #[test]
+    fn json_lines_of_an_unsampled_request_carry_its_trace_id_without_a_span() {
+        use opentelemetry::trace::{
+            SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState,
+        };
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let provider = SdkTracerProvider::builder().build();
+        let handle = DispatchHandle::default();
+        let subscriber = tracing::Dispatch::new(
+            tracing_subscriber::registry()
+                .with(json_layer(move || writer.clone(), handle.clone()))
+                .with(otel_layer(&provider, "log-test")),
+        );
+        handle.set(&subscriber);
+        let trace = TraceId::from(0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736_u128);
+        let unsampled =
+            SpanContext::new(trace, SpanId::from(7u64), TraceFlags::default(), false, TraceState::default());
+        let request = opentelemetry::Context::new().with_remote_span_context(unsampled);
+
+        tracing::dispatcher::with_default(&subscriber, || {
+            let _attached = request.attach();
+            tracing::warn!("inside an unsampled request");
+            assert_eq!(
+                propagation::trace_id(&tracing::Span::none()).as_deref(),
+                Some(trace.to_string().as_str())
+            );
+            assert_eq!(
+                propagation::traceparent(&tracing::Span::none()),
+                format!("00-{trace}-0000000000000007-00"),
+                "propagated with the sampled flag off"
+            );
+        });
+        tracing::dispatcher::with_default(&subscriber, || tracing::warn!("after it"));
+
+        let lines = buffer.json_lines();
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert_eq!(lines[0]["trace_id"], trace.to_string().as_str());
+        assert!(lines[1].get("trace_id").is_none(), "{lines:?}");
     }
 }

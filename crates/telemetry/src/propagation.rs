@@ -13,9 +13,16 @@ use opentelemetry::{
 use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
+/// The context `span` stands in: its own, or, for no span, that of the
+/// unsampled request being served ([`crate::sampling`]), whose trace must
+/// still travel with the sampled flag off.
+fn context_of(span: &tracing::Span) -> Context {
+    if span.is_disabled() { crate::sampling::unsampled_request().unwrap_or_default() } else { span.context() }
+}
+
 /// Writes the context of `span` into outgoing gRPC metadata.
 pub fn inject_into_metadata(span: &tracing::Span, metadata: &mut MetadataMap) {
-    let cx = span.context();
+    let cx = context_of(span);
     opentelemetry::global::get_text_map_propagator(|propagator| {
         propagator.inject_context(&cx, &mut MetadataInjector(metadata));
     });
@@ -25,7 +32,7 @@ pub fn inject_into_metadata(span: &tracing::Span, metadata: &mut MetadataMap) {
 /// sampled or tracing is off. Stored with data that outlives the request
 /// (event stream entries), so whoever processes it later can link back.
 pub fn traceparent(span: &tracing::Span) -> String {
-    let cx = span.context();
+    let cx = context_of(span);
     let mut carrier = std::collections::HashMap::new();
     opentelemetry::global::get_text_map_propagator(|propagator| propagator.inject_context(&cx, &mut carrier));
     carrier.remove("traceparent").unwrap_or_default()
@@ -58,15 +65,13 @@ pub fn is_sampled(span: &tracing::Span) -> bool {
     !span.is_disabled() && span.context().span().span_context().is_sampled()
 }
 
-/// The trace id of `span` as 32 hex digits, or `None` when it is not being
-/// traced (no exporter). An unsampled span has one too: its log lines
-/// carry it, so a log search still finds the request.
+/// The trace id of `span` (or of the unsampled request being served, for no
+/// span) as 32 hex digits, or `None` when nothing is traced (no exporter).
+/// An unsampled request has one too: its log lines carry it, so a log
+/// search still finds the request.
 pub fn trace_id(span: &tracing::Span) -> Option<String> {
     use opentelemetry::trace::TraceContextExt as _;
-    if span.is_disabled() {
-        return None;
-    }
-    let cx = span.context();
+    let cx = context_of(span);
     let span_context = cx.span().span_context().clone();
     span_context.is_valid().then(|| span_context.trace_id().to_string())
 }
@@ -74,6 +79,12 @@ pub fn trace_id(span: &tracing::Span) -> Option<String> {
 /// Reads a remote parent context from incoming HTTP or gRPC headers.
 pub fn extract_from_headers(headers: &http::HeaderMap) -> Context {
     opentelemetry::global::get_text_map_propagator(|propagator| propagator.extract(&HeaderExtractor(headers)))
+}
+
+/// Makes `parent` the parent of `span`.
+pub fn set_parent(span: &tracing::Span, parent: Context) {
+    // Fails only when the span is disabled by the filter; nothing to link then.
+    let _ = span.set_parent(parent);
 }
 
 /// Makes the caller's context, if the headers carry one, the parent of
