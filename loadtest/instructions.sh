@@ -25,7 +25,9 @@ shopt -s inherit_errexit
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 baseline=$root/loadtest/instructions.baseline
-paths="slow-request ingest fanout"
+# slow-request-traced: the same request with traces exported as deployments
+# export them (parent-based, 10 %; crates/hotpaths drops what it exports).
+paths="slow-request slow-request-traced ingest fanout"
 # Reported beside the gateway's figure, not guarded: the same request to a
 # bare axum router, the ceiling the gateway is compared with.
 reference=bare-slow-request
@@ -100,7 +102,7 @@ if [ "$mode" = update ]; then
 fi
 
 failed=0
-printf '%-14s %12s %12s %8s\n' path baseline now ratio
+printf '%-19s %12s %12s %8s\n' path baseline now ratio
 for path in $paths; do
   base=$(awk -v p="$path" -F'\t' '$1 == p {print $2}' "$baseline")
   [ -n "$base" ] || { echo "no baseline for $path in $baseline" >&2; exit 1; }
@@ -110,10 +112,11 @@ for path in $paths; do
     verdict="FAILED: more than ${limit_percent} % above the baseline"
     failed=1
   fi
-  printf '%-14s %12s %12s %8s  %s\n' "$path" "$base" "${now[$path]}" "$ratio" "$verdict"
+  printf '%-19s %12s %12s %8s  %s\n' "$path" "$base" "${now[$path]}" "$ratio" "$verdict"
 done
-printf '%-14s %12s %12s %8s  %s\n' "$reference" - "${now[$reference]}" - \
-  "reference: slow-request is $(awk -v g="${now[slow-request]}" -v b="${now[$reference]}" 'BEGIN {printf "%.2f", g / b}')x bare axum"
+ratio_to_bare() { awk -v g="${now[$1]}" -v b="${now[$reference]}" 'BEGIN {printf "%.2f", g / b}'; }
+printf '%-19s %12s %12s %8s  %s\n' "$reference" - "${now[$reference]}" - \
+  "reference: slow-request is $(ratio_to_bare slow-request)x bare axum, slow-request-traced $(ratio_to_bare slow-request-traced)x"
 if [ "$failed" = 1 ]; then
   echo "a hot path got more expensive; find where with: loadtest/instructions.sh --annotate PATH"
   echo "if the cost is deliberate, update the baseline with the reason: loadtest/instructions.sh --update \"...\""

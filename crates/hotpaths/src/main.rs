@@ -40,6 +40,10 @@ const TOKEN: &str = "hotpaths-publish-token";
 enum Path {
     /// One `GET /v1/bench/slow` through the whole middleware.
     SlowRequest,
+    /// The same with traces exported as the deployments export them
+    /// (parent-based, 10 %), to an exporter that drops what it is given:
+    /// what tracing costs the average request, sampled or not.
+    SlowRequestTraced,
     /// The reference for it: the same request to a bare axum router with
     /// the load test's ceiling handler (`courtside-loadtest bare-axum`), no
     /// middleware, no telemetry.
@@ -82,6 +86,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
             telemetry.shutdown();
             Ok(())
         }
+        Path::SlowRequestTraced => {
+            let sampler =
+                telemetry::sampling::Sampler::from_env_values(Some("parentbased_traceidratio"), Some("0.1"));
+            let telemetry = telemetry::init_with_exporter(
+                "courtside-gateway",
+                telemetry::LogFormat::Pretty,
+                sampler,
+                Dropped,
+            )?;
+            let app = build_gateway().await?;
+            slow_requests(&app.router(), args.count).await?;
+            telemetry.shutdown();
+            Ok(())
+        }
         Path::Ingest => {
             let (app, telemetry) = gateway().await?;
             ingest(&app.router(), args.count).await?;
@@ -102,6 +120,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
 /// with, and ingest limits this workload stays under (the limiter still
 /// checks every event, as by default).
 async fn gateway() -> anyhow::Result<(Application, telemetry::TelemetryGuard)> {
+    let telemetry = telemetry::init("courtside-gateway", telemetry::LogFormat::Pretty)?;
+    Ok((build_gateway().await?, telemetry))
+}
+
+/// The gateway of [`gateway`], telemetry left to the caller.
+async fn build_gateway() -> anyhow::Result<Application> {
     let cli = Cli::try_parse_from([
         "courtside-gateway",
         "--gateway-addr",
@@ -114,10 +138,23 @@ async fn gateway() -> anyhow::Result<(Application, telemetry::TelemetryGuard)> {
         "1000000/s",
     ])
     .context("invalid settings")?;
-    let telemetry = telemetry::init("courtside-gateway", cli.log_format)?;
     let store = store::open(&cli.store)?;
-    let app = Application::build(cli.gateway, store).await?;
-    Ok((app, telemetry))
+    Application::build(cli.gateway, store).await
+}
+
+/// A span exporter that drops what it is given: the cost of exporting
+/// without a collector's.
+#[derive(Debug)]
+struct Dropped;
+
+impl opentelemetry_sdk::trace::SpanExporter for Dropped {
+    async fn export(
+        &self,
+        batch: Vec<opentelemetry_sdk::trace::SpanData>,
+    ) -> opentelemetry_sdk::error::OTelSdkResult {
+        drop(batch);
+        Ok(())
+    }
 }
 
 async fn slow_requests(router: &Router, count: usize) -> anyhow::Result<()> {

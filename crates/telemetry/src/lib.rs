@@ -118,11 +118,38 @@ impl Drop for TelemetryGuard {
 /// `OTEL_SERVICE_NAME` overrides it. Without `OTEL_EXPORTER_OTLP_ENDPOINT`
 /// no exporter is built and spans only feed the logs.
 pub fn init(service_name: &'static str, format: LogFormat) -> anyhow::Result<TelemetryGuard> {
-    install_propagator();
-
     // Compose files pass the variable through as empty when export is off.
     let export = std::env::var_os(ENV_OTLP_ENDPOINT).is_some_and(|endpoint| !endpoint.is_empty());
     let provider = if export { Some(otlp_provider(service_name)?) } else { None };
+    install(service_name, format, provider)
+}
+
+/// [`init`] with `exporter` in place of OTLP and `sampler` in place of the
+/// environment's: for the instruction guard, which measures a request's
+/// cost with export on without a collector or a network (spans go to the
+/// exporter as they end, on the calling thread, so the count repeats).
+pub fn init_with_exporter(
+    service_name: &'static str,
+    format: LogFormat,
+    sampler: sampling::Sampler,
+    exporter: impl opentelemetry_sdk::trace::SpanExporter + 'static,
+) -> anyhow::Result<TelemetryGuard> {
+    sampling::install(sampler);
+    let provider = SdkTracerProvider::builder()
+        .with_resource(resource(service_name))
+        .with_sampler(sampler.to_sdk())
+        .with_id_generator(sampling::PresetIds::default())
+        .with_simple_exporter(exporter)
+        .build();
+    install(service_name, format, Some(provider))
+}
+
+fn install(
+    service_name: &'static str,
+    format: LogFormat,
+    provider: Option<SdkTracerProvider>,
+) -> anyhow::Result<TelemetryGuard> {
+    install_propagator();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let dispatch = DispatchHandle::default();
     let fmt = match format {
