@@ -358,7 +358,7 @@ impl WorkerClient {
         let (service, method) = path.split_once('/').unwrap_or((path, ""));
         // Inside an unsampled request no span is opened: the call still
         // carries the request's trace, with the sampled flag off.
-        let span = if telemetry::sampling::unsampled_request().is_some() {
+        let span = if telemetry::propagation::unsampled_request().is_some() {
             tracing::Span::none()
         } else {
             tracing::info_span!(

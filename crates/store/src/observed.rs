@@ -164,7 +164,7 @@ pub(crate) async fn observe<T>(
     command: impl Future<Output = RedisResult<T>>,
 ) -> RedisResult<T> {
     // Inside an unsampled request no span is opened (its trace is not kept).
-    let span = if telemetry::sampling::unsampled_request().is_some() {
+    let span = if telemetry::propagation::unsampled_request().is_some() {
         tracing::Span::none()
     } else {
         tracing::info_span!(

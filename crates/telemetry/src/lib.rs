@@ -329,7 +329,7 @@ impl DispatchHandle {
         // runs in (`sampling`).
         let cx = match id.and_then(|id| tracing_opentelemetry::get_otel_context(&id, &dispatch)) {
             Some(cx) => cx,
-            None => sampling::unsampled_request()?,
+            None => propagation::unsampled_request()?,
         };
         let span_context = cx.span().span_context().clone();
         span_context.is_valid().then(|| span_context.trace_id().to_string())

@@ -17,7 +17,16 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 /// unsampled request being served ([`crate::sampling`]), whose trace must
 /// still travel with the sampled flag off.
 fn context_of(span: &tracing::Span) -> Context {
-    if span.is_disabled() { crate::sampling::unsampled_request().unwrap_or_default() } else { span.context() }
+    if span.is_disabled() { unsampled_request().unwrap_or_default() } else { span.context() }
+}
+
+/// The context of the unsampled request being polled on this thread, if
+/// any: valid, with the sampled flag off.
+pub fn unsampled_request() -> Option<Context> {
+    use opentelemetry::trace::TraceContextExt as _;
+    let cx = Context::current();
+    let span_context = cx.span().span_context().clone();
+    (span_context.is_valid() && !span_context.is_sampled()).then_some(cx)
 }
 
 /// Writes the context of `span` into outgoing gRPC metadata.

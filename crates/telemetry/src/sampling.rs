@@ -181,14 +181,6 @@ impl IdGenerator for PresetIds {
     }
 }
 
-/// The context of the unsampled request being polled on this thread, if
-/// any: valid, with the sampled flag off.
-pub fn unsampled_request() -> Option<Context> {
-    let cx = Context::current();
-    let span_context = cx.span().span_context().clone();
-    (span_context.is_valid() && !span_context.is_sampled()).then_some(cx)
-}
-
 #[cfg(test)]
 mod tests {
     use opentelemetry::trace::{SpanId, TraceState};
