@@ -129,13 +129,6 @@ pub struct ReadinessReport {
 #[derive(Debug)]
 pub struct Named(Vec<(&'static str, Check)>);
 
-impl Named {
-    /// The check of one dependency.
-    pub fn get(&self, name: &str) -> Option<&Check> {
-        self.0.iter().find(|(named, _)| *named == name).map(|(_, check)| check)
-    }
-}
-
 impl Serialize for Named {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(Some(self.0.len()))?;

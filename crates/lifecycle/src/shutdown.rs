@@ -46,11 +46,6 @@ impl Shutdown {
         self.draining.is_cancelled()
     }
 
-    /// Fires when shutdown begins.
-    pub fn draining(&self) -> &CancellationToken {
-        &self.draining
-    }
-
     /// Fires when long-lived connections must end: select on it in every
     /// stream, and send the close frame.
     pub fn closing(&self) -> &CancellationToken {

@@ -100,6 +100,16 @@ impl<D: Domain> Drop for Connection<D> {
     }
 }
 
+/// The data of the last event a cut-off subscriber gets: why, with a code
+/// clients branch on.
+fn closing_message(reason: &Disconnect) -> String {
+    let code = match reason {
+        Disconnect::StoreUnavailable => "store_unavailable",
+        Disconnect::SlowConsumer(_) | Disconnect::Lagged(_) => "slow_consumer",
+    };
+    serde_json::json!({"type": "error", "code": code, "message": reason.to_string()}).to_string()
+}
+
 /// The subscription's messages as SSE events, until it ends, the client must
 /// be cut off (one last `error` event says why), or the service stops.
 fn events<D: Domain>(
@@ -118,16 +128,31 @@ fn events<D: Domain>(
                 // Say why; the stream ends after this, and the client's
                 // EventSource reconnects and resumes.
                 tracing::info!(%reason, "closing an SSE subscriber");
-                let code = match reason {
-                    Disconnect::StoreUnavailable => "store_unavailable",
-                    Disconnect::SlowConsumer(_) | Disconnect::Lagged(_) => {
-                        engine.count_slow_disconnect(Transport::Sse);
-                        "slow_consumer"
-                    }
-                };
-                let body = serde_json::json!({"type": "error", "code": code, "message": reason.to_string()});
-                Event::default().event("error").data(body.to_string())
+                if !matches!(reason, Disconnect::StoreUnavailable) {
+                    engine.count_slow_disconnect(Transport::Sse);
+                }
+                Event::default().event("error").data(closing_message(&reason))
             }
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_failure_is_not_called_a_slow_consumer() {
+        let parsed =
+            |reason| serde_json::from_str::<serde_json::Value>(&closing_message(&reason)).expect("json");
+        let store = parsed(Disconnect::StoreUnavailable);
+        assert_eq!(
+            (store["type"].as_str(), store["code"].as_str()),
+            (Some("error"), Some("store_unavailable"))
+        );
+        assert_eq!(parsed(Disconnect::Lagged(3))["code"], "slow_consumer");
+        let slow = parsed(Disconnect::SlowConsumer(1 << 20));
+        assert_eq!(slow["code"], "slow_consumer");
+        assert!(slow["message"].as_str().is_some_and(|m| m.contains("1048576")), "{slow}");
+    }
 }

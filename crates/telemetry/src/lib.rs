@@ -601,8 +601,9 @@ mod tests {
         assert_eq!(quiet.max_level_hint(), Some(LevelFilter::INFO));
     }
 
-    #[test]
-    fn json_lines_inside_a_traced_span_carry_its_trace_id() {
+    /// JSON log lines into a buffer, beside an exporter, as `init` wires
+    /// them; the provider must live as long as the subscriber is used.
+    fn json_logging() -> (Buffer, tracing::Dispatch, SdkTracerProvider) {
         let buffer = Buffer::default();
         let writer = buffer.clone();
         let provider = SdkTracerProvider::builder().build();
@@ -613,6 +614,12 @@ mod tests {
                 .with(otel_layer(&provider, "log-test")),
         );
         handle.set(&subscriber);
+        (buffer, subscriber, provider)
+    }
+
+    #[test]
+    fn json_lines_inside_a_traced_span_carry_its_trace_id() {
+        let (buffer, subscriber, _provider) = json_logging();
 
         let expected = tracing::dispatcher::with_default(&subscriber, || {
             tracing::info!("outside any span");
@@ -636,16 +643,7 @@ mod tests {
         use opentelemetry::trace::{
             SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState,
         };
-        let buffer = Buffer::default();
-        let writer = buffer.clone();
-        let provider = SdkTracerProvider::builder().build();
-        let handle = DispatchHandle::default();
-        let subscriber = tracing::Dispatch::new(
-            tracing_subscriber::registry()
-                .with(json_layer(move || writer.clone(), handle.clone()))
-                .with(otel_layer(&provider, "log-test")),
-        );
-        handle.set(&subscriber);
+        let (buffer, subscriber, _provider) = json_logging();
         let trace = TraceId::from(0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736_u128);
         let unsampled =
             SpanContext::new(trace, SpanId::from(7u64), TraceFlags::default(), false, TraceState::default());
