@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Instructions per `/slow` request of the real servers, hyper and the socket
 # calls included: the gateway binary, the all-in-one and bare axum, each run
-# under valgrind's callgrind as `http.sh` starts it (the gateway and the
-# all-in-one with their default log level, metrics, the runtime-fit monitor
-# and traces exported at 10 % sampling to a stand-in collector).
+# under valgrind's callgrind as `http.sh` starts it, in its two
+# configurations: (b) the gateway and the all-in-one as the compose
+# observability profile runs them (JSON logs at info, metrics, the
+# runtime-fit monitor, rate limits, traces exported at 10 % sampling to a
+# stand-in collector); (a) both as `cargo run --release` starts them, every
+# default and no exporter (courtside-untraced, courtside-all-in-one-untraced).
 #
 #   loadtest/callgrind.sh [requests]      (default 2000; QUICK=1: 200)
 #
@@ -31,9 +34,9 @@ connections=50
 per_connection=$((requests / connections))
 requests=$((per_connection * connections))
 out=callgrind.jsonl
-# courtside-untraced: the gateway binary with no trace exporter, to show
-# what exporting traces at 10 % costs every request, sampled or not.
-default_systems="courtside courtside-untraced courtside-all-in-one bare-axum"
+# The -untraced systems have no trace exporter, which also shows what
+# exporting traces at 10 % costs every request, sampled or not.
+default_systems="courtside courtside-untraced courtside-all-in-one courtside-all-in-one-untraced bare-axum"
 # In a quick run (a debug build, 200 requests) the all-in-one's own
 # background work outweighs the requests: the figure would be noise.
 [ "$QUICK" = 1 ] && default_systems="courtside courtside-untraced bare-axum"
@@ -55,7 +58,11 @@ port_free 14328 || exit 1
 $PIN_CLIENT "$LT" otlp-sink --addr 127.0.0.1:14328 >"$LOGS/callgrind-otlp-sink.json" 2>>"$LOGS/callgrind-servers.log" &
 sink_pid=$!
 observed=(OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:14328 OTEL_TRACES_SAMPLER=parentbased_traceidratio
-  OTEL_TRACES_SAMPLER_ARG=0.1)
+  OTEL_TRACES_SAMPLER_ARG=0.1 COURTSIDE_LOG_FORMAT=json RUST_LOG=info COURTSIDE_RATE_LIMIT=on)
+# Configuration (a): every default; lib.sh turned rate limits off for load
+# from one address, and /slow spends from no lane, so on costs it nothing
+# but is what a newcomer runs.
+defaults=(COURTSIDE_RATE_LIMIT=on)
 
 # callgrind reads its commands only while the program runs; a server idle
 # in epoll never would, so each command is sent with a health check behind
@@ -82,7 +89,7 @@ for system in $default_systems; do
       path=/v1/bench/slow ;;
     courtside-untraced)
       port=18125
-      vars=(COURTSIDE_GATEWAY_ADDR=127.0.0.1:$port COURTSIDE_WORKER_URL=http://127.0.0.1:15125)
+      vars=("${defaults[@]}" COURTSIDE_GATEWAY_ADDR=127.0.0.1:$port COURTSIDE_WORKER_URL=http://127.0.0.1:15125)
       cmd=("$BIN/courtside-gateway")
       path=/v1/bench/slow ;;
     courtside-all-in-one)
@@ -90,6 +97,11 @@ for system in $default_systems; do
       # Its demo feed publishes all the while, measured in both windows
       # and so subtracted.
       vars=("${observed[@]}" COURTSIDE_GATEWAY_ADDR=127.0.0.1:$port COURTSIDE_ANALYTICS_ADDR=127.0.0.1:15130)
+      cmd=("$BIN/courtside")
+      path=/v1/bench/slow ;;
+    courtside-all-in-one-untraced)
+      port=18135
+      vars=("${defaults[@]}" COURTSIDE_GATEWAY_ADDR=127.0.0.1:$port COURTSIDE_ANALYTICS_ADDR=127.0.0.1:15135)
       cmd=("$BIN/courtside")
       path=/v1/bench/slow ;;
     bare-axum)

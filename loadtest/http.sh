@@ -23,13 +23,18 @@
 #                  requests (n = 20,000,000) in flight: loaded p99 against
 #                  unloaded p99. Server on core 0, oha and wrk on core 1.
 # Systems (SYSTEMS): courtside (gateway + worker), courtside-all-in-one (the
-# one-process binary; slow and latency only), bare-axum (slow only), node and fastapi
+# one-process binary; slow and latency only), both as the compose
+# observability profile runs them (configuration b below),
+# courtside-all-in-one-untraced (the one-process binary as `cargo run
+# --release` starts it, configuration a; slow and latency only), bare-axum
+# (slow and latency only), node and fastapi
 # (/compute off the event loop: worker_threads, process pool), node-blocking
 # and fastapi-blocking (/compute-blocking, the loop in the handler; compute
 # and mixed only, their /slow is node's and fastapi's).
 #
-# SECS (seconds per point, default 10), RUN, RESULTS, PROFILE, QUICK, BUILD:
-# see lib.sh. QUICK=1: 50 and 200 connections, 100 and 400 requests/s,
+# SECS (seconds per point, default 10), SLOW_CONNS and RATES (the x values of
+# slow and latency, to measure a few points only), RUN, RESULTS, PROFILE,
+# QUICK, BUILD: see lib.sh. QUICK=1: 50 and 200 connections, 100 and 400 requests/s,
 # concurrency 1 and 2, n = 2,000,000, 2 s per point. One JSON line per point
 # goes to $RESULTS/http.jsonl; wrk's own figures come from wrk-report.lua,
 # oha's from `courtside-loadtest oha-fields`. Loopback only; every wrk and
@@ -46,14 +51,15 @@ if [ "$QUICK" = 1 ]; then
   secs=${1:-${SECS:-2}}; warm=1; slow_conns="50 200"; rates="100 400"; concurrency="1 2"; big_n=2000000
   mixed_rate=100; mixed_conns=50
 else
-  secs=${1:-${SECS:-10}}; warm=2; slow_conns="100 1000 5000 10000"; rates="1000 5000 10000 20000"; concurrency="1 2 8 32"; big_n=20000000
+  secs=${1:-${SECS:-10}}; warm=2; slow_conns=${SLOW_CONNS:-100 1000 5000 10000}; rates=${RATES:-1000 5000 10000 20000}
+  concurrency="1 2 8 32"; big_n=20000000
   # Half of what 1,000 connections carry closed-loop at 200 ms a request:
   # every system here keeps up with it unloaded.
   mixed_rate=2500; mixed_conns=1000
 fi
 [[ "$secs" =~ ^[1-9][0-9]*$ ]] || { echo "seconds per point must be a whole number, not '$secs'" >&2; exit 2; }
 small_n=1000
-default_systems="courtside courtside-all-in-one bare-axum node node-blocking fastapi fastapi-blocking"
+default_systems="courtside courtside-all-in-one courtside-all-in-one-untraced bare-axum node node-blocking fastapi fastapi-blocking"
 out=http.jsonl
 
 command -v wrk >/dev/null || { echo "wrk is required (Debian package wrk)" >&2; exit 1; }
@@ -63,17 +69,25 @@ build gateway analytics loadtest courtside
 if want node "$default_systems" || want node-blocking "$default_systems"; then node_peers; fi
 if want fastapi "$default_systems" || want fastapi-blocking "$default_systems"; then python_peers; fi
 
-# courtside runs as `cargo run --release` runs it (default log level and
-# format, metrics, the runtime-fit monitor), plus what production adds:
-# traces exported by OTLP, 10 % of them sampled, to a stand-in collector on
-# the client's core. Only the connection cap is raised, for the load.
+# Two configurations of courtside. (a) courtside-all-in-one-untraced: as
+# `cargo run --release` starts it, every default (log level info, plain
+# logs, metrics, the runtime-fit monitor, rate limits), no exporter.
+# (b) courtside and courtside-all-in-one: as the compose observability
+# profile runs them, JSON logs at info and traces exported by OTLP, 10 % of
+# them sampled, to a stand-in collector on the client's core. Only the
+# connection cap is raised, for the load. Rate limits stay on (their
+# default) where the route has none to spend (/slow); compute and mixed
+# turn them off, as lib.sh does for every scenario, since one loopback
+# address sends what thousands of clients would.
 observed=()
 if want courtside "$default_systems" || want courtside-all-in-one "$default_systems"; then
   port_free 14327 || exit 1
   $PIN_CLIENT "$LT" otlp-sink --addr 127.0.0.1:14327 >"$LOGS/otlp-sink.json" 2>>"$LOGS/http-servers.log" &
   observed=(OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:14327 OTEL_TRACES_SAMPLER=parentbased_traceidratio
-    OTEL_TRACES_SAMPLER_ARG=0.1)
+    OTEL_TRACES_SAMPLER_ARG=0.1 COURTSIDE_LOG_FORMAT=json RUST_LOG=info)
 fi
+# Set to `on` by the /slow scenarios (slow, latency) around start_system.
+rate_limit=off
 
 server_pids=""
 # Only this shell's own live jobs (wrk under timeout, servers) are stopped:
@@ -95,17 +109,26 @@ start_system() { # system pin
     courtside)
       port=18100
       port_free 18100 && port_free 15100 && port_free 19100 || return 1
-      env "${observed[@]}" COURTSIDE_ANALYTICS_ADDR=127.0.0.1:15100 COURTSIDE_ANALYTICS_METRICS_ADDR=127.0.0.1:19100 \
+      env "${observed[@]}" COURTSIDE_RATE_LIMIT=$rate_limit COURTSIDE_ANALYTICS_ADDR=127.0.0.1:15100 COURTSIDE_ANALYTICS_METRICS_ADDR=127.0.0.1:19100 \
         $pin "$BIN/courtside-analytics" >>"$LOGS/http-servers.log" 2>&1 &
       server_pids=$!
-      env "${observed[@]}" COURTSIDE_GATEWAY_ADDR=127.0.0.1:18100 COURTSIDE_WORKER_URL=http://127.0.0.1:15100 \
+      env "${observed[@]}" COURTSIDE_RATE_LIMIT=$rate_limit COURTSIDE_GATEWAY_ADDR=127.0.0.1:18100 COURTSIDE_WORKER_URL=http://127.0.0.1:15100 \
         COURTSIDE_MAX_CONNECTIONS=40000 $pin "$BIN/courtside-gateway" >>"$LOGS/http-servers.log" 2>&1 &
       server_pids="$server_pids $!"
       ;;
     courtside-all-in-one)
       port=18110
       port_free 18110 && port_free 15110 || return 1
-      env "${observed[@]}" COURTSIDE_GATEWAY_ADDR=127.0.0.1:18110 COURTSIDE_ANALYTICS_ADDR=127.0.0.1:15110 \
+      env "${observed[@]}" COURTSIDE_RATE_LIMIT=$rate_limit COURTSIDE_GATEWAY_ADDR=127.0.0.1:18110 \
+        COURTSIDE_ANALYTICS_ADDR=127.0.0.1:15110 COURTSIDE_MAX_CONNECTIONS=40000 $pin "$BIN/courtside" \
+        >>"$LOGS/http-servers.log" 2>&1 &
+      server_pids=$!
+      ;;
+    courtside-all-in-one-untraced)
+      port=18115
+      port_free 18115 && port_free 15115 || return 1
+      env -u OTEL_EXPORTER_OTLP_ENDPOINT -u COURTSIDE_LOG_FORMAT -u RUST_LOG COURTSIDE_RATE_LIMIT=$rate_limit \
+        COURTSIDE_GATEWAY_ADDR=127.0.0.1:18115 COURTSIDE_ANALYTICS_ADDR=127.0.0.1:15115 \
         COURTSIDE_MAX_CONNECTIONS=40000 $pin "$BIN/courtside" >>"$LOGS/http-servers.log" 2>&1 &
       server_pids=$!
       ;;
@@ -247,7 +270,7 @@ failed_line() { # scenario system x message
 # allocator keeps freed memory, which would hide the next point's cost).
 slow_point() { # system connections
   local system=$1 c=$2 url idle
-  if ! start_system "$system" "$PIN_SERVER"; then
+  if ! rate_limit=on start_system "$system" "$PIN_SERVER"; then
     stop_system; failed_line slow "$system" "$c" "did not start"; return
   fi
   url="http://127.0.0.1:$port$(slow_path "$system")"
@@ -270,7 +293,7 @@ slow_point() { # system connections
 latency_point() { # system rate
   local system=$1 rate=$2 url conns
   conns=$((rate / 2)); [ "$conns" -ge 50 ] || conns=50
-  if ! start_system "$system" "$PIN_SERVER"; then
+  if ! rate_limit=on start_system "$system" "$PIN_SERVER"; then
     stop_system; failed_line latency "$system" "$rate" "did not start"; return
   fi
   url="http://127.0.0.1:$port$(slow_path "$system")"
@@ -353,13 +376,13 @@ echo "http: $(nproc) cores, $(uname -sr); scenarios: $scenarios; ${secs}s per po
 for scenario in $scenarios; do
   case $scenario in
     slow)
-      for system in courtside courtside-all-in-one bare-axum node fastapi; do
+      for system in courtside courtside-all-in-one courtside-all-in-one-untraced bare-axum node fastapi; do
         want "$system" "$default_systems" || continue
         for c in $slow_conns; do slow_point "$system" "$c"; done
       done
       ;;
     latency)
-      for system in courtside courtside-all-in-one bare-axum node fastapi; do
+      for system in courtside courtside-all-in-one courtside-all-in-one-untraced bare-axum node fastapi; do
         want "$system" "$default_systems" || continue
         for r in $rates; do latency_point "$system" "$r"; done
       done

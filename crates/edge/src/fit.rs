@@ -5,9 +5,10 @@
 //! 10–20% the event loop shines". A route that waits (on a timer, Redis, the
 //! worker) is polled for microseconds of a request lasting milliseconds; a
 //! route that computes is polled for most of it, and while it is, every
-//! other connection on that thread waits. Each route's future runs inside a
-//! `tokio-metrics` task monitor, which adds up poll time and counts polls
-//! over the slow-poll threshold.
+//! other connection on that thread waits. Each route's future is wrapped in
+//! [`Timed`], which adds up poll time and counts polls over the slow-poll
+//! threshold in three atomics, and whose last poll's end is the request's
+//! end: two clock reads per poll, shared with the request's metrics.
 //!
 //! Verdicts: "edge" under 10% CPU share, "review" from 10% to 20%, "move to
 //! worker" over 20% or when polls exceed the slow-poll threshold (a 50 ms
@@ -24,21 +25,23 @@
 //!   preemption in a hundred thousand requests.
 //!
 //! Poll time counts while the handler and the middleware inside this layer
-//! run; a streamed response body (SSE, bulk ingest's reply, a WebSocket
+//! run (routing included: the first poll is timed from the request's
+//! start); a streamed response body (SSE, bulk ingest's reply, a WebSocket
 //! after the upgrade) is polled by the connection task, outside it.
 
 use std::{
     collections::HashMap,
+    pin::Pin,
     sync::{
         Arc, Mutex, OnceLock, PoisonError, RwLock,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
-    time::Duration,
+    task::{Context, Poll},
+    time::{Duration, Instant},
 };
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
-use tokio_metrics::TaskMonitor;
 
 /// CPU share below which a route belongs on the event loop.
 pub const REVIEW_SHARE: f64 = 0.10;
@@ -70,12 +73,15 @@ pub struct RuntimeFit {
     routes: RwLock<HashMap<String, Vec<Arc<RouteFit>>>>,
 }
 
-/// One route's monitor and running totals.
+/// One route's poll times and running totals.
 pub struct RouteFit {
     route: String,
     method: String,
     path: String,
-    monitor: TaskMonitor,
+    polls: AtomicU64,
+    busy_ns: AtomicU64,
+    slow_polls: AtomicU64,
+    slow_poll_ns: u64,
     /// The route's HTTP metric handles, looked up once.
     pub(crate) series: OnceLock<Arc<crate::metrics::RouteSeries>>,
     /// Wall time per request, in microseconds.
@@ -159,11 +165,10 @@ impl RuntimeFit {
             method: method.to_owned(),
             path: path.to_owned(),
             series: OnceLock::new(),
-            monitor: {
-                let mut builder = TaskMonitor::builder();
-                builder.with_slow_poll_threshold(self.slow_poll);
-                builder.build()
-            },
+            polls: AtomicU64::new(0),
+            busy_ns: AtomicU64::new(0),
+            slow_polls: AtomicU64::new(0),
+            slow_poll_ns: u64::try_from(self.slow_poll.as_nanos()).unwrap_or(u64::MAX),
             // 1 µs to 10 minutes at 2 significant digits (1% resolution,
             // plenty for p50 and p99), 32-bit counts: about 12 KB per method
             // and route, and both come from closed sets. Longer requests
@@ -204,9 +209,8 @@ impl RuntimeFit {
     }
 
     fn fit_of(&self, fit: &RouteFit, requests: u64) -> Fit {
-        let polled = fit.monitor.cumulative();
         let wall_total = fit.wall_total_us.load(Ordering::Relaxed) as f64 / 1e6;
-        let busy = polled.total_poll_duration.as_secs_f64();
+        let busy = fit.busy().as_secs_f64();
         Fit {
             cpu_share: if wall_total > 0.0 { (busy / wall_total).min(1.0) } else { 0.0 },
             busy_per_request: Duration::from_secs_f64(if requests > 0 {
@@ -214,7 +218,7 @@ impl RuntimeFit {
             } else {
                 0.0
             }),
-            slow_polls: polled.total_slow_poll_count,
+            slow_polls: fit.slow_polls.load(Ordering::Relaxed),
             requests,
         }
     }
@@ -239,10 +243,8 @@ impl RuntimeFit {
             (wall.len(), wall.value_at_quantile(0.5), wall.value_at_quantile(0.99))
         };
         let judged = self.fit_of(fit, requests);
-        let polled = fit.monitor.cumulative();
-        let busy = polled.total_poll_duration.as_secs_f64();
-        let mean_poll_us =
-            if polled.total_poll_count > 0 { busy * 1e6 / polled.total_poll_count as f64 } else { 0.0 };
+        let polls = fit.polls.load(Ordering::Relaxed);
+        let mean_poll_us = if polls > 0 { fit.busy().as_secs_f64() * 1e6 / polls as f64 } else { 0.0 };
         RouteReport {
             route: fit.route.clone(),
             method: fit.method.clone(),
@@ -257,9 +259,53 @@ impl RuntimeFit {
             verdict: verdict(judged),
         }
     }
+}
 
-    pub fn monitor(fit: &RouteFit) -> &TaskMonitor {
-        &fit.monitor
+impl RouteFit {
+    /// `inner`, a request to this route that started at `started`, with its
+    /// polls timed.
+    pub fn timed<F>(self: &Arc<Self>, inner: F, started: Instant) -> Timed<F> {
+        Timed { inner, fit: Arc::clone(self), next_poll: Some(started) }
+    }
+
+    fn polled(&self, took: Duration) {
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        self.polls.fetch_add(1, Ordering::Relaxed);
+        self.busy_ns.fetch_add(nanos, Ordering::Relaxed);
+        if nanos >= self.slow_poll_ns {
+            self.slow_polls.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn busy(&self) -> Duration {
+        Duration::from_nanos(self.busy_ns.load(Ordering::Relaxed))
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A route's future with every poll timed into its [`RouteFit`]. Yields
+    /// the future's output and when its last poll ended: the request's end,
+    /// read once for the metrics and the report alike.
+    pub struct Timed<F> {
+        #[pin]
+        inner: F,
+        fit: Arc<RouteFit>,
+        // The first poll is timed from the request's start, read once by
+        // the caller: one clock read fewer per request.
+        next_poll: Option<Instant>,
+    }
+}
+
+impl<F: Future> Future for Timed<F> {
+    type Output = (F::Output, Instant);
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let start = this.next_poll.take().unwrap_or_else(Instant::now);
+        let polled = this.inner.poll(cx);
+        let end = Instant::now();
+        this.fit.polled(end.saturating_duration_since(start));
+        polled.map(|output| (output, end))
     }
 }
 
@@ -352,17 +398,16 @@ mod tests {
         let _logs = tracing::subscriber::set_default(tracing_subscriber::registry().with(warnings.clone()));
         let fit = RuntimeFit::new(Duration::from_millis(10));
         let waits = fit.route("GET", "/waits");
-        let started = std::time::Instant::now();
-        RuntimeFit::monitor(&waits).instrument(tokio::time::sleep(Duration::from_millis(30))).await;
-        fit.finished(&waits, started.elapsed());
+        let started = Instant::now();
+        let ((), ended) = waits.timed(tokio::time::sleep(Duration::from_millis(30)), started).await;
+        fit.finished(&waits, ended - started);
 
         let computes = fit.route("GET", "/computes");
         for _ in 0..2 {
-            let started = std::time::Instant::now();
-            RuntimeFit::monitor(&computes)
-                .instrument(async { std::thread::sleep(Duration::from_millis(30)) })
-                .await;
-            fit.finished(&computes, started.elapsed());
+            let started = Instant::now();
+            let ((), ended) =
+                computes.timed(async { std::thread::sleep(Duration::from_millis(30)) }, started).await;
+            fit.finished(&computes, ended - started);
         }
         assert_eq!(warnings.0.load(Ordering::Relaxed), 1, "the crossing is logged once");
 
@@ -371,6 +416,8 @@ mod tests {
         assert_eq!(line("GET /waits").verdict, Verdict::Edge, "{report:?}");
         assert_eq!(line("GET /computes").verdict, Verdict::MoveToWorker, "{report:?}");
         assert_eq!(line("GET /computes").slow_polls, 2);
+        assert_eq!(line("GET /waits").slow_polls, 0, "{report:?}");
+        assert!(line("GET /waits").mean_poll_us < 10_000.0, "two short polls: {report:?}");
         assert!(line("GET /computes").cpu_share > 0.9, "{report:?}");
         assert_eq!(report.routes[0].route, "GET /computes", "busiest first");
     }

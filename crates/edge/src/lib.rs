@@ -46,7 +46,7 @@ use anyhow::Context as _;
 use axum::{Router, extract::DefaultBodyLimit, extract::FromRef, routing::get};
 use tokio::{net::TcpListener, sync::Semaphore};
 use tower::ServiceBuilder;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::{MakeRequestUuid, SetRequestIdLayer};
 
 use crate::{
     auth::Auth,
@@ -193,10 +193,10 @@ impl Server {
                 .route("/v1/debug/runtime-fit", get(health::runtime_fit));
         }
         let edge = &self.edge;
-        // Middleware, outermost first: a request id is set (or kept, if the
-        // client sent one), the trace is decided and the request span opens
-        // with it (none for an unsampled request), the id is copied
-        // onto the response, the request is measured (metrics, runtime fit)
+        // Middleware, outermost first: the request id is set (or kept, if
+        // the client sent one) and the trace is decided, the request span
+        // opening with it (none for an unsampled request), and the id is
+        // copied onto the response; the request is measured (metrics, runtime fit)
         // and given the trace id header, and request bodies read whole are
         // capped. One `layer` call: each call wraps every route again, and
         // each wrapping boxes the request's future, on the heap, per request.
@@ -205,9 +205,7 @@ impl Server {
             .method_not_allowed_fallback(method_not_allowed)
             .layer(
                 ServiceBuilder::new()
-                    .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
                     .layer(TraceLayer)
-                    .layer(PropagateRequestIdLayer::new(REQUEST_ID))
                     .layer(TrackLayer::new(Arc::clone(&edge.fit)))
                     .layer(DefaultBodyLimit::max(edge.body_limit)),
             )

@@ -1,5 +1,5 @@
-//! The middleware every request passes through, outermost first: a request
-//! id is set (or kept, if the client sent one), the request's trace is
+//! The middleware every request passes through, outermost first: the
+//! request gets its id (the client's, or a new one) and its trace is
 //! decided and its span opens (or, unsampled, none: [`TraceLayer`]), the
 //! request is measured (metrics, runtime fit) and its response gets the
 //! trace id, and ordinary requests get the request timeout.
@@ -21,7 +21,6 @@ use axum::{
     middleware::Next,
     response::IntoResponse as _,
 };
-use tower_http::request_id::RequestId;
 use tracing::{Span, field::Empty};
 
 use crate::{
@@ -110,16 +109,17 @@ where
         let route = self.fit.route(method, path.as_str());
         let series =
             Arc::clone(route.series.get_or_init(|| Arc::new(RouteSeries::new(method, path.as_str()))));
+        let started = Instant::now();
+        let inner = route.timed(self.inner.call(request), started);
         let measured = Measured {
             _active: telemetry::metrics::InFlight::start(series.active()),
             series,
             fit: Arc::clone(&self.fit),
-            route: Arc::clone(&route),
+            route,
             method,
             path,
-            started: Instant::now(),
+            started,
         };
-        let inner = RuntimeFit::monitor(&route).instrument(self.inner.call(request));
         TrackFuture::Matched { inner, measured: Some(measured) }
     }
 }
@@ -138,8 +138,8 @@ struct Measured {
 }
 
 impl Measured {
-    fn record(self, response: &mut Response<Body>) {
-        let wall = self.started.elapsed();
+    fn record(self, response: &mut Response<Body>, ended: Instant) {
+        let wall = ended.saturating_duration_since(self.started);
         self.fit.finished(&self.route, wall);
         self.series.duration(response.status().as_u16()).record(wall.as_secs_f64());
         if let Some(RateLimitedIn(lane)) = response.extensions().get() {
@@ -148,16 +148,18 @@ impl Measured {
         // For the failure's log line (`record_status`): the request span,
         // which would name the route, is not logged at the default level.
         if response.status().is_server_error() {
-            response.extensions_mut().insert(Served { method: self.method, route: self.path });
+            response.extensions_mut().insert(Served { method: self.method, route: self.path, wall });
         }
     }
 }
 
-/// The method and route template of a request that failed on our side.
+/// The method, route template and duration of a request that failed on
+/// our side.
 #[derive(Debug, Clone)]
 struct Served {
     method: &'static str,
     route: MatchedPath,
+    wall: Duration,
 }
 
 pin_project_lite::pin_project! {
@@ -165,7 +167,7 @@ pin_project_lite::pin_project! {
     #[project = TrackProjection]
     pub enum TrackFuture<F> {
         Unmatched { #[pin] inner: F },
-        Matched { #[pin] inner: tokio_metrics::Instrumented<F>, measured: Option<Measured> },
+        Matched { #[pin] inner: crate::fit::Timed<F>, measured: Option<Measured> },
     }
 }
 
@@ -179,9 +181,10 @@ where
         let mut response = match self.project() {
             TrackProjection::Unmatched { inner } => ready!(inner.poll(cx))?,
             TrackProjection::Matched { inner, measured } => {
-                let mut response = ready!(inner.poll(cx))?;
+                let (response, ended) = ready!(inner.poll(cx));
+                let mut response = response?;
                 if let Some(measured) = measured.take() {
-                    measured.record(&mut response);
+                    measured.record(&mut response, ended);
                 }
                 response
             }
@@ -191,16 +194,22 @@ where
     }
 }
 
-/// Decides each request's trace before any span exists
+/// Gives each request its id and decides its trace before any span exists
 /// ([`telemetry::sampling`]): a sampled request (or any, without an
 /// exporter) is served inside its span ([`http_span`]); an unsampled one
 /// opens none and is served inside its trace's context, which gives its
 /// response, its log lines and its calls to the worker the trace id. Either
-/// way the response is logged by [`record_status`].
+/// way the response gets the request id and is logged by [`record_status`].
+///
+/// The request id is the client's `x-request-id` when it sent one, else a
+/// fresh UUID; it is set on the request (handlers and the span read it
+/// there) and copied onto the response.
 ///
 /// Its own tower layer rather than tower-http's `TraceLayer`, which opens a
 /// span for every request: a span costs its creation, an enter and an exit
-/// on every poll, and its close, whether or not it is kept.
+/// on every poll, and its close, whether or not it is kept. And the request
+/// id is set here rather than by two tower-http layers (set, propagate):
+/// every layer wraps every request's future once more.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TraceLayer;
 
@@ -230,18 +239,22 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request) -> Self::Future {
+    fn call(&mut self, mut request: Request) -> Self::Future {
         use telemetry::sampling::Decision;
-        let started = Instant::now();
+        let request_id = request_id(&mut request);
+        // A request's duration is measured by `Track` for the routes; this
+        // clock read only serves the debug line of every request.
+        let logged = request_spans_logged();
+        let started = logged.then(Instant::now);
         let (trace_id, unsampled) = match telemetry::sampling::decide(request.headers()) {
             // A span only the logs would read: when they do not
             // (`RUST_LOG=...,request=debug`), none at all.
-            Decision::NotSampled(context) if !request_spans_logged() => {
+            Decision::NotSampled(context) if !logged => {
                 let inner = {
                     let _attached = context.clone().attach();
                     self.inner.call(request)
                 };
-                return TraceFuture::Unsampled { inner, context, started };
+                return TraceFuture::Unsampled { inner, context, request_id: Some(request_id), started };
             }
             Decision::NotSampled(context) => (None, Some(context)),
             Decision::Sampled { trace_id } => (trace_id, None),
@@ -262,8 +275,20 @@ where
             let _entered = span.enter();
             self.inner.call(request)
         };
-        TraceFuture::Spanned { inner, span, started }
+        TraceFuture::Spanned { inner, span, request_id: Some(request_id), started }
     }
+}
+
+/// The request's `x-request-id`: the client's, or a new UUID set on it.
+fn request_id(request: &mut Request) -> http::HeaderValue {
+    if let Some(id) = request.headers().get(REQUEST_ID) {
+        return id.clone();
+    }
+    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let text = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);
+    let id = http::HeaderValue::from_str(text).expect("a UUID is a valid header value");
+    request.headers_mut().insert(REQUEST_ID, id.clone());
+    id
 }
 
 /// Whether the logs show request spans (`RUST_LOG=...,request=debug`).
@@ -275,8 +300,18 @@ pin_project_lite::pin_project! {
     /// The response future of [`Trace`].
     #[project = TraceProjection]
     pub enum TraceFuture<F> {
-        Spanned { #[pin] inner: F, span: Span, started: Instant },
-        Unsampled { #[pin] inner: F, context: opentelemetry::Context, started: Instant },
+        Spanned {
+            #[pin] inner: F,
+            span: Span,
+            request_id: Option<http::HeaderValue>,
+            started: Option<Instant>,
+        },
+        Unsampled {
+            #[pin] inner: F,
+            context: opentelemetry::Context,
+            request_id: Option<http::HeaderValue>,
+            started: Option<Instant>,
+        },
     }
 }
 
@@ -288,19 +323,30 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
-            TraceProjection::Spanned { inner, span, started } => {
+            TraceProjection::Spanned { inner, span, request_id, started } => {
                 let _entered = span.enter();
-                let response = ready!(inner.poll(cx))?;
-                record_status(&response, started.elapsed(), span);
+                let mut response = ready!(inner.poll(cx))?;
+                with_request_id(&mut response, request_id.take());
+                record_status(&response, *started, span);
                 Poll::Ready(Ok(response))
             }
-            TraceProjection::Unsampled { inner, context, started } => {
+            TraceProjection::Unsampled { inner, context, request_id, started } => {
                 let _attached = context.clone().attach();
-                let response = ready!(inner.poll(cx))?;
-                record_status(&response, started.elapsed(), &Span::none());
+                let mut response = ready!(inner.poll(cx))?;
+                with_request_id(&mut response, request_id.take());
+                record_status(&response, *started, &Span::none());
                 Poll::Ready(Ok(response))
             }
         }
+    }
+}
+
+/// Copies the request id onto the response, unless a handler set its own.
+fn with_request_id(response: &mut Response<Body>, id: Option<http::HeaderValue>) {
+    if let Some(id) = id
+        && let http::header::Entry::Vacant(entry) = response.headers_mut().entry(REQUEST_ID)
+    {
+        entry.insert(id);
     }
 }
 
@@ -412,9 +458,7 @@ where
 /// point straight at it. Called from [`Track`], inside the request span;
 /// absent when the request is not traced.
 fn with_trace_id(response: &mut Response<Body>) {
-    if let Some(id) = telemetry::propagation::trace_id(&Span::current())
-        && let Ok(value) = http::HeaderValue::from_str(&id)
-    {
+    if let Some(value) = telemetry::propagation::trace_id_header(&Span::current()) {
         response.headers_mut().insert(TRACE_ID, value);
     }
 }
@@ -453,11 +497,8 @@ pub fn http_span(request: &Request<Body>) -> Span {
     // other nine requests in ten would pay for attributes that are dropped.
     let logged = tracing::enabled!(target: telemetry::REQUEST_SPAN_TARGET, tracing::Level::DEBUG);
     if logged || telemetry::propagation::is_sampled(&span) {
-        let request_id = request
-            .extensions()
-            .get::<RequestId>()
-            .and_then(|id| id.header_value().to_str().ok())
-            .unwrap_or_default();
+        let request_id =
+            request.headers().get(REQUEST_ID).and_then(|id| id.to_str().ok()).unwrap_or_default();
         span.record("http.request.method", method);
         span.record("http.route", route.unwrap_or_default());
         span.record("url.path", request.uri().path());
@@ -483,10 +524,11 @@ impl std::fmt::Display for SpanName<'_> {
 }
 
 /// Closes a request's span with its status, and logs the request: a warning
-/// when it failed on our side, naming the request (id, method, route) since
-/// the request span is not on the line at the default level; a debug line
-/// otherwise.
-pub fn record_status<B>(response: &Response<B>, latency: Duration, span: &Span) {
+/// when it failed on our side, naming the request (id, method, route,
+/// duration) since the request span is not on the line at the default
+/// level; a debug line otherwise. `started` is there when the debug lines
+/// are logged; a failed routed request's duration comes from `Track`.
+pub fn record_status<B>(response: &Response<B>, started: Option<Instant>, span: &Span) {
     let status = response.status();
     span.record("http.response.status_code", status.as_u16());
     if status.is_server_error() {
@@ -494,14 +536,13 @@ pub fn record_status<B>(response: &Response<B>, latency: Duration, span: &Span) 
         let cause = response.extensions().get::<ErrorCause>().map_or("", |cause| cause.0.as_str());
         let request_id =
             response.headers().get(REQUEST_ID).and_then(|id| id.to_str().ok()).unwrap_or_default();
-        let (method, route) = response
-            .extensions()
-            .get::<Served>()
-            .map_or(("", ""), |served| (served.method, served.route.as_str()));
+        let served = response.extensions().get::<Served>();
+        let (method, route) = served.map_or(("", ""), |served| (served.method, served.route.as_str()));
+        let latency = served.map(|served| served.wall).or_else(|| started.map(|started| started.elapsed()));
         tracing::warn!(
             target: telemetry::REQUEST_SPAN_TARGET,
             status = status.as_u16(),
-            latency_ms = latency.as_millis(),
+            latency_ms = latency.map(|latency| latency.as_millis()),
             cause,
             request_id,
             method,
@@ -512,7 +553,7 @@ pub fn record_status<B>(response: &Response<B>, latency: Duration, span: &Span) 
         tracing::debug!(
             target: telemetry::REQUEST_SPAN_TARGET,
             status = status.as_u16(),
-            latency_ms = latency.as_millis(),
+            latency_ms = started.map(|started| started.elapsed().as_millis()),
             "request done"
         );
     }
