@@ -61,7 +61,7 @@ use crate::{
 pub use crate::{
     config::EdgeConfig,
     error::{ApiErrorKind, EdgeError},
-    health::Checks,
+    health::{Answer, Checks},
 };
 /// The service's shutdown: one cancellation tree and task tracker
 /// ([`lifecycle::Shutdown`]).
@@ -183,7 +183,7 @@ impl Server {
     /// edge's own routes, behind the edge's middleware. For tests and
     /// benchmarks that drive it without a socket.
     pub fn router(&self, app: Router, checks: Checks) -> Router {
-        let readiness = Readiness { checks, shutdown: self.edge.shutdown.clone() };
+        let readiness = Readiness::new(checks, self.edge.shutdown.clone());
         let ops = EdgeRoutes { readiness, fit: Arc::clone(&self.edge.fit) };
         let mut own =
             Router::new().route("/healthz", get(health::healthz)).route("/readyz", get(health::readyz));
@@ -215,7 +215,7 @@ impl Server {
     /// rate limits and no request timeout: it is reached from the monitoring
     /// network only.
     fn admin_router(&self) -> Router {
-        let readiness = Readiness { checks: Checks::new(), shutdown: self.edge.shutdown.clone() };
+        let readiness = Readiness::new(Checks::new(), self.edge.shutdown.clone());
         Router::new()
             .route("/healthz", get(health::healthz))
             .route("/metrics", get(health::metrics))

@@ -78,17 +78,11 @@ impl Application {
     /// the worker, which only the analytics routes need (they answer 503
     /// with `Retry-After` while it is away, and the live feed goes on).
     fn checks(&self) -> Checks {
-        let store = Arc::clone(&self.state.store);
         let worker = self.state.worker.clone();
-        Checks::new()
-            .required("store", Some(store.backend()), move || {
-                let store = Arc::clone(&store);
-                async move { Ok(store.ping().await?) }
-            })
-            .optional("worker", None, move || {
-                let worker = worker.clone();
-                async move { Ok(worker.check_health().await?) }
-            })
+        self.state.live.checks().optional("worker", None, move || {
+            let worker = worker.clone();
+            async move { Ok(worker.check_health().await?) }
+        })
     }
 
     /// The live feed's shared state, for tests and the all-in-one binary.

@@ -120,6 +120,24 @@ impl<D: Domain> Engine<D> {
         ));
     }
 
+    /// What readiness asks on the feed's behalf: the store, which every
+    /// route of the feed needs. A store that answers in part (a cluster
+    /// with a partition down) leaves the service ready and `degraded`:
+    /// most topics are still served. Add the service's own dependencies to
+    /// what this returns.
+    pub fn checks(&self) -> edge::Checks {
+        let store = Arc::clone(&self.subscriptions.store);
+        edge::Checks::new().required("store", Some(store.backend()), move || {
+            let store = Arc::clone(&store);
+            async move {
+                Ok(match store.reach().await? {
+                    store::Reach::All => edge::Answer::Ok,
+                    partial @ store::Reach::Partial { .. } => edge::Answer::Partial(partial.to_string()),
+                })
+            }
+        })
+    }
+
     /// Open WebSocket and SSE connections.
     pub fn open_connections(&self) -> i64 {
         self.open_connections.load(Ordering::Relaxed)

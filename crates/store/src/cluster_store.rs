@@ -59,7 +59,7 @@ use tokio::sync::OnceCell;
 
 use crate::{
     AppendOutcome, ApplyOutcome, FeedPage, HistoryLimits, LIVE_CHANNEL, LeaderboardReplace, LogAppend,
-    LogSlice, Ranked, ScoreApply, StateStore, StoreError, StreamEntry, Subscription,
+    LogSlice, Ranked, Reach, ScoreApply, StateStore, StoreError, StreamEntry, Subscription,
     observed::{command_name, observe},
     redis_store::{
         self, APPEND_SCRIPT, APPLY_BODY, AppendTarget, LEASE_SCRIPT, RELEASE_SCRIPT, SWAP_BODY, ZADD_CHUNK,
@@ -426,6 +426,10 @@ impl ClusterStore {
 
 /// The longest an append waits for its replicas.
 const MAX_WAIT: Duration = Duration::from_millis(250);
+/// How long [`ClusterStore::reach`] waits for each part: under readiness's
+/// own probe timeout, so a dead master reads as one part down, not as no
+/// answer at all.
+const REACH_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Replicas connected to a master, from its `ROLE` reply
 /// (`["master", offset, [[ip, port, offset], ..]]`); 0 for anything else.
@@ -447,6 +451,33 @@ impl StateStore for ClusterStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.query::<()>(&redis::cmd("PING")).await
+    }
+
+    /// Asks the master of every part (each partition's slot and the
+    /// leaderboards') at once; a part that does not answer within
+    /// [`REACH_TIMEOUT`] counts as down, so one dead master cannot make the
+    /// whole answer late.
+    async fn reach(&self) -> Result<Reach, StoreError> {
+        let parts: Vec<String> = (0..usize::from(self.config.partitions))
+            .map(|k| self.part_key(k, "reach"))
+            .chain(std::iter::once(self.board_key("reach")))
+            .collect();
+        let answers = futures::future::join_all(parts.iter().map(|key| async move {
+            match tokio::time::timeout(REACH_TIMEOUT, self.query::<usize>(redis::cmd("EXISTS").arg(key)))
+                .await
+            {
+                Ok(answer) => answer.map(|_| ()),
+                Err(_) => Err(StoreError::Unavailable("no answer in time".into())),
+            }
+        }))
+        .await;
+        let of = answers.len();
+        let mut failed = answers.into_iter().filter_map(Result::err).peekable();
+        let Some(first) = failed.peek().cloned() else { return Ok(Reach::All) };
+        match failed.count() {
+            unreachable if unreachable == of => Err(first),
+            unreachable => Ok(Reach::Partial { unreachable, of }),
+        }
     }
 
     async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {

@@ -47,6 +47,30 @@ pub use memory::MemoryStore;
 pub use observed::DB_DURATION;
 pub use redis_store::{RedisConfig, RedisStore};
 
+/// How much of the store answers: all of it, or (a Redis Cluster with a
+/// partition's master down and no replica promoted yet) part of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    All,
+    /// `unreachable` of the store's `of` independent parts do not answer;
+    /// requests to the others are served.
+    Partial {
+        unreachable: usize,
+        of: usize,
+    },
+}
+
+impl fmt::Display for Reach {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reach::All => f.write_str("all of the store answers"),
+            Reach::Partial { unreachable, of } => {
+                write!(f, "{unreachable} of {of} store partitions do not answer")
+            }
+        }
+    }
+}
+
 /// What went wrong talking to the store.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
@@ -68,6 +92,13 @@ pub trait StateStore: Send + Sync + fmt::Debug + 'static {
 
     /// Succeeds when the backend answers.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// How much of the backend answers, for readiness: an error when none
+    /// of it does. A single server is all or nothing; a cluster asks each
+    /// of its parts.
+    async fn reach(&self) -> Result<Reach, StoreError> {
+        self.ping().await.map(|()| Reach::All)
+    }
 
     async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError>;
 

@@ -365,6 +365,21 @@ impl ThrowawayCluster {
         self.signal(port, "-STOP");
     }
 
+    /// `CONFIG SET parameter value` on every running node.
+    ///
+    /// # Panics
+    /// When a node refuses it.
+    pub fn config_set(&self, parameter: &str, value: &str) {
+        for node in self.nodes.iter().filter(|n| n.child.is_some()) {
+            let output = std::process::Command::new("redis-cli")
+                .args(["-p", &node.port.to_string(), "CONFIG", "SET", parameter, value])
+                .output()
+                .expect("redis-cli runs");
+            let answer = String::from_utf8_lossy(&output.stdout);
+            assert!(answer.trim() == "OK", "CONFIG SET {parameter} on {}: {answer}", node.port);
+        }
+    }
+
     /// See [`ThrowawayCluster::pause`].
     ///
     /// # Panics

@@ -73,11 +73,7 @@ impl App {
 
     /// What readiness asks: the store, which every route needs.
     pub fn checks(&self) -> Checks {
-        let store = Arc::clone(&self.live.subscriptions.store);
-        Checks::new().required("store", Some(store.backend()), move || {
-            let store = Arc::clone(&store);
-            async move { Ok(store.ping().await?) }
-        })
+        self.live.checks()
     }
 }
 

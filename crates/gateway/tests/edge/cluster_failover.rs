@@ -12,7 +12,7 @@
 
 use super::helpers;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use helpers::live::{WsClient, kickoff, pass, publish_retrying};
 use store::{ClusterConfig, ClusterStore, StateStore as _, testing::ThrowawayCluster};
@@ -89,4 +89,98 @@ async fn a_master_killed_mid_ingest_loses_no_acknowledged_event_and_the_feed_res
         .expect("the subscriber caught up")
         .expect("the follower did not panic");
     assert_eq!(seen, (2..=total).collect::<Vec<_>>(), "the subscriber saw every event once, in order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_down_leaves_the_gateway_ready_and_degraded_while_other_matches_are_served() {
+    let Some(cluster) = ThrowawayCluster::start() else { return };
+    // Without it, a whole cluster refuses every key once one slot has no
+    // node: the outage stays one partition's, as the deploy docs advise.
+    cluster.config_set("cluster-require-full-coverage", "no");
+    let config = ClusterConfig {
+        timeout: Duration::from_millis(500),
+        ..ClusterConfig::from_settings(&cluster.urls(), "partial:", 8).expect("valid")
+    };
+    let urls = cluster.urls();
+    let app = helpers::spawn_app_with(
+        |_| {},
+        |_, store| {
+            store.redis_url = Some(urls.into());
+            store.redis_cluster = true;
+            store.redis_prefix = config.key_prefix.clone();
+            store.redis_partitions = config.partitions;
+        },
+    )
+    .await;
+    let readiness = async || {
+        let response = app.get("/readyz").await;
+        let status = response.status();
+        let body: serde_json::Value = response.json().await.expect("json");
+        (status, body)
+    };
+    let (status, body) = readiness().await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+
+    // A partition other than the live channel's (partition 0), and a match
+    // on a partition another master serves.
+    let direct = ClusterStore::connect_lazy(&config).expect("config");
+    let master_of_part = |k: usize| cluster.master_of(&format!("partial:{{p{k}}}events"));
+    let live_master = master_of_part(0).expect("a master serves partition 0");
+    let doomed = (1..usize::from(config.partitions))
+        .filter_map(master_of_part)
+        .find(|port| *port != live_master)
+        .expect("another master serves some partition");
+    let replica = cluster.replica_of(doomed).expect("the master has a replica");
+    let served_match = (0..1_000)
+        .map(|i| format!("m{i}"))
+        .find(|id| master_of_part(direct.partition_of(id)) != Some(doomed))
+        .expect("a match on a healthy partition");
+    cluster.pause(doomed);
+    cluster.pause(replica);
+
+    // Within a few probes it says so, in rotation all along.
+    let mut answers = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let degraded = loop {
+        let (status, body) = readiness().await;
+        answers.push(status);
+        if body["status"] == "degraded" {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "never said degraded: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(degraded["checks"]["store"]["status"], "degraded", "{degraded}");
+    let reason = degraded["checks"]["store"]["reason"].as_str().expect("a reason");
+    assert!(reason.ends_with("of 9 store partitions do not answer"), "{reason}");
+
+    // Matches elsewhere are served meanwhile, and readiness stays 200.
+    publish_retrying(&app.client, app.gateway.addr, &kickoff(&served_match), Duration::from_secs(5)).await;
+    for seq in 2..=5 {
+        publish_retrying(&app.client, app.gateway.addr, &pass(&served_match, seq), Duration::from_secs(5))
+            .await;
+        answers.push(readiness().await.0);
+    }
+    for _ in 0..20 {
+        answers.push(readiness().await.0);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        answers.iter().all(|status| *status == reqwest::StatusCode::OK),
+        "readiness left 200 while the gateway could serve: {answers:?}"
+    );
+
+    // Back: ready again within a few probes.
+    cluster.resume(replica);
+    cluster.resume(doomed);
+    let back = Instant::now();
+    loop {
+        let (status, body) = readiness().await;
+        if status == reqwest::StatusCode::OK && body["status"] == "ready" {
+            break;
+        }
+        assert!(back.elapsed() < Duration::from_secs(15), "not ready again: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("ready again {} ms after the nodes came back", back.elapsed().as_millis());
 }
