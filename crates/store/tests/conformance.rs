@@ -18,6 +18,8 @@ const DELIVERY_DEADLINE: Duration = Duration::from_secs(5);
 
 async fn ping_succeeds(store: &dyn StateStore) {
     store.ping().await.expect("ping");
+    // Every part of a healthy store answers (a cluster's every partition).
+    assert_eq!(store.reach().await.expect("reach"), store::Reach::All);
 }
 
 async fn missing_key_reads_as_none(store: &dyn StateStore) {
@@ -641,6 +643,8 @@ async fn unreachable_redis_reports_unavailable_within_the_timeout() {
     let err = store.ping().await.expect_err("nothing listens on port 1");
     assert!(matches!(err, store::StoreError::Unavailable(_)), "{err:?}");
     assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    let err = store.reach().await.expect_err("none of it answers: an error, not a partial reach");
+    assert!(matches!(err, store::StoreError::Unavailable(_)), "{err:?}");
 }
 
 #[tokio::test]
