@@ -149,8 +149,9 @@ pub struct Readiness {
 }
 
 impl Readiness {
-    /// Starts probing each dependency in the background when a runtime is
-    /// there (else at the first `/readyz`); the probes stop at closing.
+    /// The dependencies, not probed yet: [`Readiness::start`] starts the
+    /// probes (the server does as it starts serving; else the first
+    /// `/readyz` does).
     pub fn new(checks: Checks, shutdown: Shutdown) -> Self {
         let watched = Arc::new(Watched {
             dependencies: checks
@@ -163,14 +164,12 @@ impl Readiness {
                 .collect(),
             started: Once::new(),
         });
-        let readiness = Self { watched, shutdown };
-        if tokio::runtime::Handle::try_current().is_ok() {
-            readiness.start();
-        }
-        readiness
+        Self { watched, shutdown }
     }
 
-    fn start(&self) {
+    /// Starts probing each dependency in the background, once; the probes
+    /// stop at closing. Needs a Tokio runtime.
+    pub fn start(&self) {
         self.watched.started.call_once(|| {
             for (index, (dependency, state)) in self.watched.dependencies.iter().enumerate() {
                 let (probe, state) = (Arc::clone(&dependency.probe), state.clone());

@@ -182,8 +182,14 @@ impl Server {
     /// The whole HTTP surface as [`Server::serve`] serves it: `app` plus the
     /// edge's own routes, behind the edge's middleware. For tests and
     /// benchmarks that drive it without a socket.
+    ///
+    /// Its readiness probes start at the first `/readyz`, not here: a
+    /// benchmark driving the router pays for requests only.
     pub fn router(&self, app: Router, checks: Checks) -> Router {
-        let readiness = Readiness::new(checks, self.edge.shutdown.clone());
+        self.router_with(app, Readiness::new(checks, self.edge.shutdown.clone()))
+    }
+
+    fn router_with(&self, app: Router, readiness: Readiness) -> Router {
         let ops = EdgeRoutes { readiness, fit: Arc::clone(&self.edge.fit) };
         let mut own =
             Router::new().route("/healthz", get(health::healthz)).route("/readyz", get(health::readyz));
@@ -237,7 +243,10 @@ impl Server {
         checks: Checks,
         signal: impl Future<Output = ()>,
     ) -> anyhow::Result<()> {
-        let app = self.router(app, checks);
+        let readiness = Readiness::new(checks, self.edge.shutdown.clone());
+        // Probing from the start, so the first `/readyz` finds results.
+        readiness.start();
+        let app = self.router_with(app, readiness);
         let shutdown = self.edge.shutdown.clone();
         // The edge's runtime is labelled `gateway`, as the dashboards read it.
         let probe = telemetry::metrics::spawn_runtime_probe("gateway");
