@@ -171,9 +171,9 @@ impl Readiness {
     /// stop at closing. Needs a Tokio runtime.
     pub fn start(&self) {
         self.watched.started.call_once(|| {
-            for (index, (dependency, state)) in self.watched.dependencies.iter().enumerate() {
+            for (dependency, state) in &self.watched.dependencies {
                 let (probe, state) = (Arc::clone(&dependency.probe), state.clone());
-                self.shutdown.spawn(watch_dependency(probe, state, jitter_seed(index)));
+                self.shutdown.spawn(watch_dependency(probe, state));
             }
         });
     }
@@ -248,9 +248,9 @@ fn next(
 }
 
 /// Probes one dependency for as long as the service runs.
-async fn watch_dependency(probe: Probe, state: watch::Sender<Option<Found>>, seed: u64) {
+async fn watch_dependency(probe: Probe, state: watch::Sender<Option<Found>>) {
+    use rand::Rng as _;
     let mut answers_in_a_row = 0u32;
-    let mut tick = seed;
     loop {
         let found = outcome(tokio::time::timeout(CHECK_TIMEOUT, probe()).await);
         answers_in_a_row = if found.is_ok() { answers_in_a_row.saturating_add(1) } else { 0 };
@@ -258,20 +258,9 @@ async fn watch_dependency(probe: Probe, state: watch::Sender<Option<Found>>, see
         state
             .send_modify(|current| *current = Some(next(current.as_ref(), found, answers_in_a_row, checked)));
         // ±10 %, so that replicas started together do not probe in step.
-        tick = tick.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
-        let tenth = u64::try_from(CHECK_INTERVAL.as_millis()).unwrap_or(0) / 10;
-        let jitter = if tenth == 0 { 0 } else { (tick >> 33) % (2 * tenth) };
-        tokio::time::sleep(CHECK_INTERVAL - Duration::from_millis(tenth) + Duration::from_millis(jitter))
-            .await;
+        let jitter = rand::rng().random_range(0.9..=1.1);
+        tokio::time::sleep(CHECK_INTERVAL.mul_f64(jitter)).await;
     }
-}
-
-/// A different starting point for each dependency of each process.
-fn jitter_seed(index: usize) -> u64 {
-    use std::hash::{BuildHasher as _, Hasher as _};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_usize(index);
-    hasher.finish()
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -478,13 +467,17 @@ mod tests {
     }
 
     fn readiness(required: &Scripted, optional: &Scripted) -> Readiness {
+        readiness_until(required, optional, Shutdown::new())
+    }
+
+    fn readiness_until(required: &Scripted, optional: &Scripted, shutdown: Shutdown) -> Readiness {
         let (required, optional) = (required.clone(), optional.clone());
         let checks = Checks::new().required("store", Some("redis"), move || required.probe()).optional(
             "worker",
             None,
             move || optional.probe(),
         );
-        Readiness::new(checks, Shutdown::new())
+        Readiness::new(checks, shutdown)
     }
 
     async fn ask(readiness: &Readiness) -> (StatusCode, serde_json::Value) {
@@ -588,13 +581,7 @@ mod tests {
         store.answer(Ok(Answer::Ok));
         worker.answer(Ok(Answer::Ok));
         let shutdown = Shutdown::new();
-        let (required, optional) = (store.clone(), worker.clone());
-        let checks = Checks::new().required("store", None, move || required.probe()).optional(
-            "worker",
-            None,
-            move || optional.probe(),
-        );
-        let readiness = Readiness::new(checks, shutdown.clone());
+        let readiness = readiness_until(&store, &worker, shutdown.clone());
         shutdown.begin_drain();
         let (code, body) = ask(&readiness).await;
         assert_eq!((code, body["status"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("draining")));

@@ -14,19 +14,13 @@ use super::helpers;
 
 use std::time::{Duration, Instant};
 
-use helpers::live::{WsClient, kickoff, pass, publish_retrying};
+use helpers::live::{WsClient, kickoff, pass, publish, publish_retrying};
 use store::{ClusterConfig, ClusterStore, StateStore as _, testing::ThrowawayCluster};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_master_killed_mid_ingest_loses_no_acknowledged_event_and_the_feed_resumes() {
-    let Some(mut cluster) = ThrowawayCluster::start() else { return };
-    let config = ClusterConfig {
-        wait_replicas: 1,
-        timeout: Duration::from_millis(500),
-        ..ClusterConfig::from_settings(&cluster.urls(), "failover:", 4).expect("valid")
-    };
+/// A gateway on `cluster`, with the store settings of `config`.
+async fn spawn_on(cluster: &ThrowawayCluster, config: &ClusterConfig) -> helpers::TestApp {
     let urls = cluster.urls();
-    let app = helpers::spawn_app_with(
+    helpers::spawn_app_with(
         |_| {},
         |_, store| {
             store.redis_url = Some(urls.into());
@@ -36,7 +30,18 @@ async fn a_master_killed_mid_ingest_loses_no_acknowledged_event_and_the_feed_res
             store.redis_wait_replicas = config.wait_replicas;
         },
     )
-    .await;
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_killed_mid_ingest_loses_no_acknowledged_event_and_the_feed_resumes() {
+    let Some(mut cluster) = ThrowawayCluster::start() else { return };
+    let config = ClusterConfig {
+        wait_replicas: 1,
+        timeout: Duration::from_millis(500),
+        ..ClusterConfig::from_settings(&cluster.urls(), "failover:", 4).expect("valid")
+    };
+    let app = spawn_on(&cluster, &config).await;
     let direct = ClusterStore::connect_lazy(&config).expect("config");
     let doomed = cluster
         .master_of(&format!("failover:{{p{}}}events", direct.partition_of("final")))
@@ -101,17 +106,7 @@ async fn a_partition_down_leaves_the_gateway_ready_and_degraded_while_other_matc
         timeout: Duration::from_millis(500),
         ..ClusterConfig::from_settings(&cluster.urls(), "partial:", 8).expect("valid")
     };
-    let urls = cluster.urls();
-    let app = helpers::spawn_app_with(
-        |_| {},
-        |_, store| {
-            store.redis_url = Some(urls.into());
-            store.redis_cluster = true;
-            store.redis_prefix = config.key_prefix.clone();
-            store.redis_partitions = config.partitions;
-        },
-    )
-    .await;
+    let app = spawn_on(&cluster, &config).await;
     let readiness = async || {
         let response = app.get("/readyz").await;
         let status = response.status();
@@ -135,6 +130,10 @@ async fn a_partition_down_leaves_the_gateway_ready_and_degraded_while_other_matc
         .map(|i| format!("m{i}"))
         .find(|id| master_of_part(direct.partition_of(id)) != Some(doomed))
         .expect("a match on a healthy partition");
+    let stranded = (0..1_000)
+        .map(|i| format!("s{i}"))
+        .find(|id| master_of_part(direct.partition_of(id)) == Some(doomed))
+        .expect("a match on the partition that goes down");
     cluster.pause(doomed);
     cluster.pause(replica);
 
@@ -153,6 +152,14 @@ async fn a_partition_down_leaves_the_gateway_ready_and_degraded_while_other_matc
     assert_eq!(degraded["checks"]["store"]["status"], "degraded", "{degraded}");
     let reason = degraded["checks"]["store"]["reason"].as_str().expect("a reason");
     assert!(reason.ends_with("of 9 store partitions do not answer"), "{reason}");
+
+    // A publisher to a match on the partition that is down is told to
+    // retry, at once rather than after a hang.
+    let asked = Instant::now();
+    let refused = publish(&app.client, app.gateway.addr, &kickoff(&stranded)).await;
+    assert_eq!(refused.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    assert!(refused.headers().contains_key("retry-after"), "{:?}", refused.headers());
+    assert!(asked.elapsed() < Duration::from_secs(5), "the refusal took {:?}", asked.elapsed());
 
     // Matches elsewhere are served meanwhile, and readiness stays 200.
     publish_retrying(&app.client, app.gateway.addr, &kickoff(&served_match), Duration::from_secs(5)).await;
