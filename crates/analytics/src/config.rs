@@ -69,8 +69,11 @@ pub struct WorkerConfig {
     pub consumer_name: Option<String>,
 
     /// Milliseconds a stream entry may stay unacknowledged before another
-    /// worker presumes its consumer dead and claims it.
-    #[arg(long, env = "COURTSIDE_CLAIM_IDLE_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(10..=86_400_000))]
+    /// worker presumes its consumer dead and claims it; workers look every
+    /// half of it, so a dead worker's entries are applied within 1.5 times
+    /// this. A batch takes milliseconds, so a living worker is never close;
+    /// its own entries of a failed round it retries at once.
+    #[arg(long, env = "COURTSIDE_CLAIM_IDLE_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(10..=86_400_000))]
     pub claim_idle_ms: u64,
 
     /// Seconds between batch recomputes (xT refit and leaderboard rebuild);
@@ -185,7 +188,7 @@ impl WorkerConfig {
             shutdown_grace_secs: 5,
             consume: true,
             consumer_name: None,
-            claim_idle_ms: 30_000,
+            claim_idle_ms: 5_000,
             batch_interval_secs: 0,
             winprob_samples: 100_000,
             winprob_max_samples: DEFAULT_WINPROB_MAX_SAMPLES,
@@ -274,7 +277,7 @@ mod tests {
         let cli = Cli::try_parse_from(["courtside-analytics"]).expect("defaults parse");
         assert!(cli.worker.consume);
         assert_eq!(cli.worker.batch_interval(), Duration::from_secs(86_400));
-        assert_eq!(cli.worker.claim_idle(), Duration::from_secs(30));
+        assert_eq!(cli.worker.claim_idle(), Duration::from_secs(5));
         assert!(cli.worker.consumer_name().ends_with(&format!("-{}", std::process::id())));
     }
 }

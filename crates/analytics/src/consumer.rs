@@ -5,8 +5,12 @@
 //! Delivery is at least once (an entry stays pending until acknowledged,
 //! and entries of a consumer that died are claimed by another after
 //! `claim_idle`); effects are exactly once, because each entry's increments
-//! are applied together with its acknowledgement, and only if its match id
-//! and sequence number were not applied before (`StateStore::apply_once`).
+//! are applied only if its match id and sequence number were not applied
+//! before (`StateStore::apply_once`).
+//!
+//! A consumer whose round failed (the store was failing over, the pool
+//! refused) retries its own pending entries first in its next round: they
+//! need not wait `claim_idle`, which is for consumers that are gone.
 //!
 //! Rating one event is a few memory reads, so entries are read in batches
 //! and each batch is rated as one job on the CPU pool.
@@ -61,8 +65,9 @@ pub enum ConsumerError {
     Pool(#[from] PoolError),
 }
 
-/// How often the backlog gauges are refreshed.
-const GAUGE_EVERY: Duration = Duration::from_secs(1);
+/// How often the backlog gauges are refreshed: a few commands per
+/// partition of a cluster each time, so not every second.
+const GAUGE_EVERY: Duration = Duration::from_secs(5);
 
 /// What the consumer has done so far.
 #[derive(Debug, Default)]
@@ -111,6 +116,10 @@ impl Consumer {
     pub async fn run(self, stop: CancellationToken) {
         tracing::info!(group = %self.config.group, consumer = %self.config.name, "stream consumer started");
         let mut group_ready = false;
+        // A consumer of this name may have left entries pending (a restart
+        // under a configured name): look once at the start, and after every
+        // failed round.
+        let mut retry_own = true;
         let mut backoff = Duration::from_millis(100);
         let claim_every = (self.config.claim_idle / 2).max(Duration::from_millis(50));
         let mut next_claim = tokio::time::Instant::now();
@@ -118,8 +127,12 @@ impl Consumer {
         while !stop.is_cancelled() {
             let round = async {
                 if !group_ready {
-                    self.store.feed_group_create(&self.config.group).await?;
+                    self.store.stream_group_create(&self.config.group).await?;
                     group_ready = true;
+                }
+                if retry_own {
+                    self.retry_own().await?;
+                    retry_own = false;
                 }
                 if tokio::time::Instant::now() >= next_claim {
                     next_claim = tokio::time::Instant::now() + claim_every;
@@ -143,6 +156,7 @@ impl Consumer {
                     tracing::warn!(error = %err, retry_in_ms = backoff.as_millis() as u64, "stream consumer round failed");
                     // The group may be gone (a flushed Redis): make sure of it.
                     group_ready = false;
+                    retry_own = true;
                     tokio::select! {
                         () = tokio::time::sleep(backoff) => {}
                         () = stop.cancelled() => break,
@@ -157,11 +171,9 @@ impl Consumer {
     /// Publishes how far the group is behind the stream and how much it
     /// holds unacknowledged. Best effort: a failed read skips one sample.
     async fn export_backlog(&self) {
-        if let Ok(lag) = self.store.stream_lag(&self.config.group).await {
-            metrics::gauge!(CONSUMER_LAG).set(lag as f64);
-        }
-        if let Ok(pending) = self.store.feed_pending(&self.config.group).await {
-            metrics::gauge!(CONSUMER_PENDING).set(pending as f64);
+        if let Ok(backlog) = self.store.stream_backlog(&self.config.group).await {
+            metrics::gauge!(CONSUMER_LAG).set(backlog.lag as f64);
+            metrics::gauge!(CONSUMER_PENDING).set(backlog.pending as f64);
         }
     }
 
@@ -170,11 +182,26 @@ impl Consumer {
     pub async fn read_new(&self, block: Duration) -> Result<usize, ConsumerError> {
         let entries = self
             .store
-            .feed_read_group(&self.config.group, &self.config.name, self.config.batch, block)
+            .stream_read_group(&self.config.group, &self.config.name, self.config.batch, block)
             .await?;
         let read = entries.len();
         self.process(entries).await?;
         Ok(read)
+    }
+
+    /// Applies a batch of this consumer's own pending entries (delivered,
+    /// not acknowledged: a round that failed midway); returns how many.
+    /// One batch: entries left pending on purpose (a newer format) must not
+    /// keep the consumer here.
+    pub async fn retry_own(&self) -> Result<usize, ConsumerError> {
+        let entries =
+            self.store.stream_read_pending(&self.config.group, &self.config.name, self.config.batch).await?;
+        let retried = entries.len();
+        if retried > 0 {
+            tracing::info!(retried, "retrying entries a failed round left pending");
+        }
+        self.process(entries).await?;
+        Ok(retried)
     }
 
     /// Claims entries left pending by dead consumers and applies them;
@@ -184,7 +211,12 @@ impl Consumer {
         loop {
             let entries = self
                 .store
-                .feed_claim(&self.config.group, &self.config.name, self.config.claim_idle, self.config.batch)
+                .stream_claim(
+                    &self.config.group,
+                    &self.config.name,
+                    self.config.claim_idle,
+                    self.config.batch,
+                )
                 .await?;
             if entries.is_empty() {
                 return Ok(total);

@@ -72,7 +72,7 @@ pub async fn compute(
     let mut scanned = 0u64;
     let mut after: Option<String> = None;
     loop {
-        let store::FeedPage { entries: page, position } = store.read_feed(after.as_deref(), PAGE).await?;
+        let store::StreamPage { entries: page, position } = store.read_stream(after.as_deref(), PAGE).await?;
         if page.is_empty() {
             break;
         }

@@ -480,7 +480,8 @@ async fn rebuild(inner: &Inner, progress: &watch::Sender<JobProgress>, token: u6
         if inner.stop.is_cancelled() {
             return Err(JobError::Stopped);
         }
-        let store::FeedPage { entries: page, position } = store.read_feed(through.as_deref(), PAGE).await?;
+        let store::StreamPage { entries: page, position } =
+            store.read_stream(through.as_deref(), PAGE).await?;
         if page.is_empty() {
             break;
         }

@@ -22,8 +22,9 @@ use crate::{
 
 /// Stream entries read per consumer batch.
 const CONSUMER_BATCH: usize = 256;
-/// How long one consumer read waits for new entries.
-const CONSUMER_BLOCK: Duration = Duration::from_secs(2);
+/// How long one consumer read waits for new entries (at most half the
+/// claim idle time: claims are looked for between reads).
+const CONSUMER_BLOCK: Duration = Duration::from_secs(5);
 /// How often a worker checks the stored xt model for a refit done by
 /// another replica.
 const MODEL_FOLLOW_EVERY: Duration = Duration::from_secs(2);

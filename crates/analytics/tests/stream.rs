@@ -84,7 +84,7 @@ async fn the_consumer_counts_each_event(store: Arc<dyn StateStore>) {
     let expected_ref = &expected;
     let done = eventually(Duration::from_secs(20), || async move {
         close(&season_board(store_ref).await, expected_ref)
-            && store_ref.feed_pending(GROUP).await.unwrap_or(u64::MAX) == 0
+            && store_ref.stream_backlog(GROUP).await.map_or(u64::MAX, |b| b.pending) == 0
     })
     .await;
     assert!(done, "board {:?}, expected {expected:?}", season_board(store.as_ref()).await);
@@ -110,7 +110,7 @@ async fn the_consumer_counts_each_event(store: Arc<dyn StateStore>) {
 
 async fn cluster() -> Option<Arc<dyn StateStore>> {
     let config = testing::cluster_config().await?;
-    Some(Arc::new(store::ClusterStore::connect_lazy(&config).expect("valid test config")))
+    Some(Arc::new(store::RedisStore::connect_cluster_lazy(&config).expect("valid test config")))
 }
 
 #[tokio::test]
@@ -132,8 +132,8 @@ async fn a_dead_consumers_entries_are_claimed_and_counted_once(store: Arc<dyn St
     }
 
     // A consumer reads a batch and dies before applying or acknowledging it.
-    store.feed_group_create(GROUP).await.expect("group");
-    let taken = store.feed_read_group(GROUP, "died", 25, Duration::ZERO).await.expect("read");
+    store.stream_group_create(GROUP).await.expect("group");
+    let taken = store.stream_read_group(GROUP, "died", 25, Duration::ZERO).await.expect("read");
     assert_eq!(taken.len(), 25);
     // It had even applied one entry before dying: that one must not count
     // twice when its batch is claimed.
@@ -160,7 +160,7 @@ async fn a_dead_consumers_entries_are_claimed_and_counted_once(store: Arc<dyn St
         )
         .await
         .expect("apply");
-    assert_eq!(store.feed_pending(GROUP).await.expect("pending"), 24);
+    assert_eq!(store.stream_backlog(GROUP).await.expect("backlog").pending, 24);
 
     // A live worker takes the 15 unread entries at once and claims the 24
     // pending ones once they have been idle for the claim timeout.
@@ -169,7 +169,7 @@ async fn a_dead_consumers_entries_are_claimed_and_counted_once(store: Arc<dyn St
     let store_ref = store.as_ref();
     let expected_ref = &expected;
     let done = eventually(Duration::from_secs(20), || async move {
-        store_ref.feed_pending(GROUP).await.unwrap_or(u64::MAX) == 0
+        store_ref.stream_backlog(GROUP).await.map_or(u64::MAX, |b| b.pending) == 0
             && close(&season_board(store_ref).await, expected_ref)
     })
     .await;
@@ -254,8 +254,8 @@ async fn a_recompute_refits_and_swaps(store: Arc<dyn StateStore>) {
         }
     }
     // A stale member from an earlier model, which the rebuild must drop.
-    store.feed_group_create("seed").await.expect("group");
-    let stale = store.feed_read_group("seed", "x", 1, Duration::ZERO).await.expect("read");
+    store.stream_group_create("seed").await.expect("group");
+    let stale = store.stream_read_group("seed", "x", 1, Duration::ZERO).await.expect("read");
     store
         .apply_once(
             "seed",
@@ -362,7 +362,7 @@ async fn goals_credit_their_scorers_with_the_win_probability_they_added() {
     let worker = spawn_worker(WorkerConfig::for_tests(), Arc::clone(&store)).await;
     let store_ref = store.as_ref();
     let credited = eventually(Duration::from_secs(20), || async move {
-        store_ref.feed_pending(GROUP).await.unwrap_or(u64::MAX) == 0
+        store_ref.stream_backlog(GROUP).await.map_or(u64::MAX, |b| b.pending) == 0
             && store_ref.leaderboard(&boards::match_wpa("wpa"), 10).await.map(|b| b.len()).unwrap_or(0) == 2
     })
     .await;
@@ -536,7 +536,7 @@ async fn entries_of_the_previous_format_count_and_newer_ones_wait_for_a_newer_wo
     // The newer entry is neither counted nor acknowledged: it stays pending
     // for a replica that reads its format.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(store.feed_pending(GROUP).await.expect("pending"), 1);
+    assert_eq!(store.stream_backlog(GROUP).await.expect("backlog").pending, 1);
     assert_eq!(store.leaderboard_score(boards::SEASON_XT, "9").await.expect("score"), None);
 
     // A recompute would mark the newer entry as counted: it refuses instead.

@@ -122,8 +122,9 @@ impl<D: Domain> Engine<D> {
 
     /// What readiness asks on the feed's behalf: the store, which every
     /// route of the feed needs. A store that answers in part (a cluster
-    /// with a partition down) leaves the service ready and `degraded`:
-    /// most topics are still served. Add the service's own dependencies to
+    /// with a partition down) or without the replicas it was asked to keep
+    /// leaves the service ready and `degraded`: most topics are still
+    /// served. Add the service's own dependencies to
     /// what this returns.
     pub fn checks(&self) -> edge::Checks {
         let store = Arc::clone(&self.subscriptions.store);
@@ -132,7 +133,7 @@ impl<D: Domain> Engine<D> {
             async move {
                 Ok(match store.reach().await? {
                     store::Reach::All => edge::Answer::Ok,
-                    partial @ store::Reach::Partial { .. } => edge::Answer::Partial(partial.to_string()),
+                    degraded => edge::Answer::Partial(degraded.to_string()),
                 })
             }
         })

@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use clap::Args;
 use secrecy::{ExposeSecret as _, SecretString};
 
-use crate::{ClusterConfig, ClusterStore, MemoryStore, RedisConfig, RedisStore, StateStore};
+use crate::{ClusterConfig, MemoryStore, RedisConfig, RedisStore, StateStore};
 
 /// Where shared state lives.
 #[derive(Debug, Clone, Args)]
@@ -41,10 +41,14 @@ pub struct StoreArgs {
           value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub redis_partitions: u16,
 
-    /// On a cluster: replicas that must hold an event before its ingest is
-    /// acknowledged (Redis `WAIT`; fewer when a shard has fewer). 0 takes
-    /// the master's word, as Redis does by default: a failover can then
-    /// lose the last acknowledged events.
+    /// Replicas that must hold an event before its ingest is acknowledged
+    /// (Redis `WAIT`). A master with fewer replicas (one that lost its
+    /// replica, or a shard just failed over) is waited for only as far as
+    /// it has them: its writes go on at full speed, are counted in
+    /// `courtside_store_appends_without_replica_total`, and readiness says
+    /// `degraded` with the partitions concerned. 0 takes the master's
+    /// word, as Redis does by default: a failover can then lose the last
+    /// acknowledged events.
     #[arg(long, env = "COURTSIDE_REDIS_WAIT_REPLICAS", default_value_t = 0)]
     pub redis_wait_replicas: u8,
 }
@@ -86,13 +90,10 @@ impl StoreArgs {
     /// configured. The error is one line and never echoes a URL.
     pub fn redis_settings(&self) -> Result<Option<RedisSettings>, String> {
         if !self.redis_cluster {
-            if self.redis_wait_replicas > 0 {
-                return Err(
-                    "COURTSIDE_REDIS_WAIT_REPLICAS applies to a cluster only (set COURTSIDE_REDIS_CLUSTER)"
-                        .into(),
-                );
-            }
-            return Ok(self.redis_config()?.map(RedisSettings::Single));
+            let config = self.redis_config()?;
+            return Ok(config.map(|config| {
+                RedisSettings::Single(RedisConfig { wait_replicas: self.redis_wait_replicas, ..config })
+            }));
         }
         let Some(urls) = &self.redis_url else {
             return Err("COURTSIDE_REDIS_CLUSTER is set but no COURTSIDE_REDIS_URL names its nodes".into());
@@ -135,7 +136,8 @@ pub fn open(args: &StoreArgs) -> anyhow::Result<Arc<dyn StateStore>> {
                 "state store: redis cluster"
             );
             Ok(Arc::new(
-                ClusterStore::connect_lazy(&cluster).context("failed to set up the redis cluster store")?,
+                RedisStore::connect_cluster_lazy(&cluster)
+                    .context("failed to set up the redis cluster store")?,
             ))
         }
         None => {
@@ -201,7 +203,11 @@ mod tests {
         let single_waiting =
             Cli::try_parse_from(["x", "--redis-url", "redis://a:6379", "--redis-wait-replicas", "1"])
                 .expect("parses");
-        assert!(single_waiting.store.validate().expect_err("not a cluster").contains("cluster only"));
+        let Some(RedisSettings::Single(config)) = single_waiting.store.redis_settings().expect("valid")
+        else {
+            panic!("not a single server")
+        };
+        assert_eq!(config.wait_replicas, 1, "one server may have replicas too");
     }
 
     #[tokio::test]

@@ -3,15 +3,17 @@
 //! # Layout
 //! - [`StateStore`]: the one interface both tiers program against;
 //!   [`open`] picks its backend from [`StoreArgs`].
-//! - [`RedisStore`]: the deployed backend; every replica sees the same state.
-//! - [`ClusterStore`]: the same on a Redis Cluster, every atomic step kept
-//!   in one hash slot (its module explains the key layout).
+//! - [`RedisStore`]: the deployed backend, on one Redis server or a Redis
+//!   Cluster; every replica sees the same state. On a cluster every atomic
+//!   step stays in one hash slot (`redis/layout.rs` explains the key
+//!   layout); one server is laid out as a cluster of one partition, so the
+//!   code is the same.
 //! - [`MemoryStore`]: an in-process backend, the default for a one-process
 //!   run. It passes the same conformance suite (`tests/conformance.rs`), so
 //!   code written against it behaves the same on Redis.
 //! - [`log`]: the event log of each topic (a match): an atomic, sequenced append that
 //!   updates the match state, keeps a bounded history for subscribers that
-//!   resume, feeds the durable event stream and publishes on [`LIVE_CHANNEL`],
+//!   resume, appends to the durable event stream and publishes on [`LIVE_CHANNEL`],
 //!   all in one step or not at all.
 //! - [`stream`]: consuming the durable event stream through consumer groups,
 //!   and the leaderboards built from it: increments applied at most once and
@@ -25,11 +27,10 @@
 //! durable history, not the channel.
 
 mod args;
-mod cluster_store;
 pub mod log;
 mod memory;
 mod observed;
-mod redis_store;
+mod redis;
 pub mod stream;
 
 use std::{fmt, pin::Pin, time::Duration};
@@ -38,14 +39,14 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt as _};
 pub use log::{AppendOutcome, HistoryLimits, LIVE_CHANNEL, LogAppend, LogSlice};
 pub use stream::{
-    ApplyOutcome, FeedPage, Fence, LeaderboardReplace, Ranked, ScoreApply, ScoreIncrement, StreamEntry,
+    ApplyOutcome, Backlog, Fence, LeaderboardReplace, Ranked, ScoreApply, ScoreIncrement, StreamEntry,
+    StreamPage,
 };
 
 pub use args::{DEFAULT_PARTITIONS, RedisSettings, StoreArgs, open};
-pub use cluster_store::{ClusterConfig, ClusterStore};
 pub use memory::MemoryStore;
 pub use observed::DB_DURATION;
-pub use redis_store::{RedisConfig, RedisStore};
+pub use redis::{APPENDS_WITHOUT_REPLICA, ClusterConfig, RedisConfig, RedisStore};
 
 /// How much of the store answers: all of it, or (a Redis Cluster with a
 /// partition's master down and no replica promoted yet) part of it.
@@ -58,6 +59,14 @@ pub enum Reach {
         unreachable: usize,
         of: usize,
     },
+    /// Every part answers, but replicas were asked for
+    /// (`COURTSIDE_REDIS_WAIT_REPLICAS`) and the masters of `partitions` of
+    /// `of` partitions have none: writes there are held by one node until a
+    /// replica is back.
+    Unreplicated {
+        partitions: usize,
+        of: usize,
+    },
 }
 
 impl fmt::Display for Reach {
@@ -66,6 +75,9 @@ impl fmt::Display for Reach {
             Reach::All => f.write_str("all of the store answers"),
             Reach::Partial { unreachable, of } => {
                 write!(f, "{unreachable} of {of} store partitions do not answer")
+            }
+            Reach::Unreplicated { partitions, of } => {
+                write!(f, "{partitions} of {of} store partitions have no replica")
             }
         }
     }
@@ -164,16 +176,16 @@ pub trait StateStore: Send + Sync + fmt::Debug + 'static {
     /// log's entries come in order; fewer than `count` means the scan is
     /// done. The page's position resumes the scan, and as a rebuild's
     /// [`LeaderboardReplace::through`] it covers everything read so far.
-    async fn read_feed(&self, after: Option<&str>, count: usize) -> Result<FeedPage, StoreError>;
+    async fn read_stream(&self, after: Option<&str>, count: usize) -> Result<StreamPage, StoreError>;
 
     /// Creates consumer group `group` on the event stream, reading from its
     /// first entry. Does nothing if the group exists.
-    async fn feed_group_create(&self, group: &str) -> Result<(), StoreError>;
+    async fn stream_group_create(&self, group: &str) -> Result<(), StoreError>;
 
     /// Up to `count` entries never delivered to `group` before, now pending
     /// for `consumer`. Waits up to `block` (at most [`stream::MAX_BLOCK`]) for
     /// one to arrive; empty if none did.
-    async fn feed_read_group(
+    async fn stream_read_group(
         &self,
         group: &str,
         consumer: &str,
@@ -181,13 +193,23 @@ pub trait StateStore: Send + Sync + fmt::Debug + 'static {
         block: Duration,
     ) -> Result<Vec<StreamEntry>, StoreError>;
 
+    /// Up to `count` entries delivered to `consumer` of `group` before and
+    /// not acknowledged since: what a consumer retries after a failed round,
+    /// without waiting for them to be claimed as a dead consumer's.
+    async fn stream_read_pending(
+        &self,
+        group: &str,
+        consumer: &str,
+        count: usize,
+    ) -> Result<Vec<StreamEntry>, StoreError>;
+
     /// Acknowledges entries of `group`; returns how many were pending.
-    async fn feed_ack(&self, group: &str, ids: &[String]) -> Result<u64, StoreError>;
+    async fn stream_ack(&self, group: &str, ids: &[String]) -> Result<u64, StoreError>;
 
     /// Moves up to `count` entries pending in `group` for at least `min_idle`
     /// (their consumer is presumed dead) to `consumer`, and returns them.
     /// Entries deleted from the stream meanwhile are dropped from the group.
-    async fn feed_claim(
+    async fn stream_claim(
         &self,
         group: &str,
         consumer: &str,
@@ -195,16 +217,13 @@ pub trait StateStore: Send + Sync + fmt::Debug + 'static {
         count: usize,
     ) -> Result<Vec<StreamEntry>, StoreError>;
 
-    /// Entries of `group` delivered and not yet acknowledged.
-    async fn feed_pending(&self, group: &str) -> Result<u64, StoreError>;
-
-    /// Entries of the stream not yet delivered to `group`: how far its
-    /// consumers are behind the ingest.
-    async fn stream_lag(&self, group: &str) -> Result<u64, StoreError>;
+    /// How far `group` is behind the stream, and how much it holds
+    /// delivered but unacknowledged.
+    async fn stream_backlog(&self, group: &str) -> Result<Backlog, StoreError>;
 
     /// For each apply, in order and each atomically: applies its increments
     /// unless its token was seen before or the last leaderboard rebuild
-    /// covers its entry, and acknowledges its entry in `group`.
+    /// covers its entry; then acknowledges the entries in `group`.
     async fn apply_once(&self, group: &str, applies: &[ScoreApply]) -> Result<Vec<ApplyOutcome>, StoreError>;
 
     /// The top `limit` members of `board`, highest score first (ties in

@@ -9,7 +9,7 @@
 //! 2. stores the new state of the match;
 //! 3. appends the entry to the match's history, bounded in length and
 //!    expiring when the match goes quiet;
-//! 4. appends the feed entry to the durable event stream, which the
+//! 4. appends the stream entry to the durable event stream, which the
 //!    analytics worker consumes and which is never trimmed;
 //! 5. publishes the entry on [`LIVE_CHANNEL`] for the gateways' fan-out.
 //!

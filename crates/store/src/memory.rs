@@ -14,8 +14,9 @@ use tokio::sync::{Notify, broadcast};
 use tokio_stream::wrappers::{BroadcastStream, errors::BroadcastStreamRecvError};
 
 use crate::{
-    AppendOutcome, ApplyOutcome, FeedPage, HistoryLimits, LIVE_CHANNEL, LeaderboardReplace, LogAppend,
-    LogSlice, Ranked, ScoreApply, ScoreIncrement, StateStore, StoreError, StreamEntry, Subscription,
+    AppendOutcome, ApplyOutcome, Backlog, HistoryLimits, LIVE_CHANNEL, LeaderboardReplace, LogAppend,
+    LogSlice, Ranked, ScoreApply, ScoreIncrement, StateStore, StoreError, StreamEntry, StreamPage,
+    Subscription,
     stream::{JOURNAL_MAX_LEN, MAX_BLOCK},
 };
 
@@ -277,22 +278,22 @@ impl StateStore for MemoryStore {
         Ok(self.lock().feed.len() as u64)
     }
 
-    async fn read_feed(&self, after: Option<&str>, count: usize) -> Result<FeedPage, StoreError> {
+    async fn read_stream(&self, after: Option<&str>, count: usize) -> Result<StreamPage, StoreError> {
         let start = after.map(parse_feed_id).transpose()?.unwrap_or(0);
         let inner = self.lock();
         let last = inner.feed.len().min(start.saturating_add(count));
         let entries: Vec<StreamEntry> =
             (start + 1..=last).filter_map(|position| inner.stream_entry(position)).collect();
         let position = entries.last().map(|e| e.id.clone()).or_else(|| after.map(str::to_owned));
-        Ok(FeedPage { entries, position })
+        Ok(StreamPage { entries, position })
     }
 
-    async fn feed_group_create(&self, group: &str) -> Result<(), StoreError> {
+    async fn stream_group_create(&self, group: &str) -> Result<(), StoreError> {
         self.lock().groups.entry(group.to_owned()).or_default();
         Ok(())
     }
 
-    async fn feed_read_group(
+    async fn stream_read_group(
         &self,
         group: &str,
         consumer: &str,
@@ -316,14 +317,14 @@ impl StateStore for MemoryStore {
         }
     }
 
-    async fn feed_ack(&self, group: &str, ids: &[String]) -> Result<u64, StoreError> {
+    async fn stream_ack(&self, group: &str, ids: &[String]) -> Result<u64, StoreError> {
         let positions = ids.iter().map(|id| parse_feed_id(id)).collect::<Result<Vec<_>, _>>()?;
         let mut inner = self.lock();
         let state = inner.group(group)?;
         Ok(positions.iter().filter(|position| state.pending.remove(position).is_some()).count() as u64)
     }
 
-    async fn feed_claim(
+    async fn stream_claim(
         &self,
         group: &str,
         consumer: &str,
@@ -347,14 +348,33 @@ impl StateStore for MemoryStore {
         Ok(claimed.into_iter().filter_map(|position| inner.stream_entry(position)).collect())
     }
 
-    async fn feed_pending(&self, group: &str) -> Result<u64, StoreError> {
-        Ok(self.lock().group(group)?.pending.len() as u64)
+    async fn stream_read_pending(
+        &self,
+        group: &str,
+        consumer: &str,
+        count: usize,
+    ) -> Result<Vec<StreamEntry>, StoreError> {
+        let mut inner = self.lock();
+        let now = Instant::now();
+        let state = inner.group(group)?;
+        let mut own = Vec::new();
+        for (&position, pending) in state.pending.iter_mut() {
+            if own.len() >= count.max(1) {
+                break;
+            }
+            if pending.consumer == consumer {
+                pending.since = now;
+                own.push(position);
+            }
+        }
+        Ok(own.into_iter().filter_map(|position| inner.stream_entry(position)).collect())
     }
 
-    async fn stream_lag(&self, group: &str) -> Result<u64, StoreError> {
+    async fn stream_backlog(&self, group: &str) -> Result<Backlog, StoreError> {
         let mut inner = self.lock();
         let len = inner.feed.len();
-        Ok(len.saturating_sub(inner.group(group)?.delivered) as u64)
+        let state = inner.group(group)?;
+        Ok(Backlog { lag: len.saturating_sub(state.delivered) as u64, pending: state.pending.len() as u64 })
     }
 
     async fn apply_once(&self, group: &str, applies: &[ScoreApply]) -> Result<Vec<ApplyOutcome>, StoreError> {

@@ -39,12 +39,15 @@ const KNOWN: &[&str] = &[
     "HGET",
     "HGETALL",
     "HMGET",
+    "INCR",
     "MGET",
     "PING",
     "PUBLISH",
+    "ROLE",
     "SCRIPT",
     "SET",
     "SPUBLISH",
+    "WAIT",
     "XACK",
     "XADD",
     "XAUTOCLAIM",
@@ -135,9 +138,7 @@ impl ConnectionLike for Observed {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
-        // Named after its last command: a pipeline is a script load and
-        // then the work, or the same command many times.
-        let name = pipeline.cmd_iter().last().map_or("OTHER", command_name);
+        let name = pipeline_name(pipeline);
         let (generation, mut manager) = self.current();
         Box::pin(async move {
             let result =
@@ -200,6 +201,13 @@ pub(crate) async fn observe<T>(
         }
     }
     result
+}
+
+/// A pipeline is named after its first command that is not a script load:
+/// a pipeline is a script load and then the work (perhaps with `WAIT` after
+/// it), or the same command many times.
+pub(crate) fn pipeline_name(pipeline: &Pipeline) -> &'static str {
+    pipeline.cmd_iter().map(command_name).find(|name| *name != "SCRIPT").unwrap_or("OTHER")
 }
 
 pub(crate) fn command_name(cmd: &Cmd) -> &'static str {

@@ -5,16 +5,17 @@
 //! another consumer when its owner has been silent too long (a crashed
 //! process). That gives at-least-once delivery; exactly-once effects come
 //! from [`ScoreApply`]: the leaderboard increments of one entry, applied only
-//! if the entry's idempotency token is new, and acknowledged in the same
-//! atomic step (a Lua script on Redis, one lock in memory). A crash between
-//! reading and applying leaves the entry pending; a crash after applying
-//! cannot leave it unacknowledged.
+//! if the entry's idempotency token is new (a Lua script on Redis, one lock
+//! in memory), then acknowledged. A crash between reading and applying
+//! leaves the entry pending; so does a crash between applying and
+//! acknowledging, and the entry delivered again is then known by its token
+//! and only acknowledged.
 //!
 //! Leaderboards are sorted sets. A batch recompute rebuilds them and swaps
 //! them in with [`LeaderboardReplace`], atomically with two pieces of
 //! bookkeeping that keep the stream consumers' work from being lost or
 //! counted twice:
-//! - the feed id the rebuild covers (`through`): entries at or before it are
+//! - the stream position the rebuild covers (`through`): entries at or before it are
 //!   acknowledged without increments from then on, since the rebuild counted
 //!   them;
 //! - the increments applied after `through` while the rebuild ran: every
@@ -43,18 +44,27 @@ pub struct StreamEntry {
     pub log: String,
     /// Its sequence number in that log.
     pub seq: u64,
-    /// The feed entry as appended ([`crate::LogAppend::stream_entry`]).
+    /// The stream entry as appended ([`crate::LogAppend::stream_entry`]).
     pub entry: Bytes,
 }
 
-/// One page of a full scan of the stream ([`crate::StateStore::read_feed`]).
+/// One page of a full scan of the stream ([`crate::StateStore::read_stream`]).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct FeedPage {
+pub struct StreamPage {
     pub entries: Vec<StreamEntry>,
     /// Where the scan stands after this page: pass it as `after` for the
     /// next page, or as a rebuild's `through`. Opaque; `None` only while
     /// nothing has been read.
     pub position: Option<String>,
+}
+
+/// How far a consumer group is behind ([`crate::StateStore::stream_backlog`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Backlog {
+    /// Entries of the stream not yet delivered to the group.
+    pub lag: u64,
+    /// Entries delivered and not yet acknowledged.
+    pub pending: u64,
 }
 
 /// Add `delta` to `member`'s score on `board`.
@@ -65,10 +75,10 @@ pub struct ScoreIncrement {
     pub delta: f64,
 }
 
-/// The effect of one feed entry, to apply at most once and acknowledge.
+/// The effect of one stream entry, to apply at most once and acknowledge.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScoreApply {
-    /// The feed entry to acknowledge.
+    /// The stream entry to acknowledge.
     pub entry_id: String,
     /// The idempotency key is `(scope, token)`: scope names a set of tokens
     /// (e.g. a match id), token is unique within it (e.g. a sequence number).
@@ -95,7 +105,7 @@ pub struct LeaderboardReplace {
     /// Each board's full new contents; an empty list deletes the board.
     pub boards: Vec<(String, Vec<(String, f64)>)>,
     /// The part of the stream the new contents account for, if any: a
-    /// [`FeedPage::position`], or an entry id (that entry and those before
+    /// [`StreamPage::position`], or an entry id (that entry and those before
     /// it in its log's part of the stream).
     pub through: Option<String>,
     /// The lease the rebuild ran under, if any: a replace whose token is

@@ -12,7 +12,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use crate::{ClusterConfig, ClusterStore, RedisConfig, RedisStore, StateStore as _};
+use crate::{ClusterConfig, RedisConfig, RedisStore, StateStore as _};
 
 /// Where tests find Redis.
 pub const ENV_TEST_REDIS_URL: &str = "COURTSIDE_TEST_REDIS_URL";
@@ -27,7 +27,8 @@ const DEFAULT_TEST_REDIS_URL: &str = "redis://127.0.0.1:6379";
 /// the Redis backend, never skip it silently.
 pub async fn redis_config() -> Option<RedisConfig> {
     let url = std::env::var(ENV_TEST_REDIS_URL).unwrap_or_else(|_| DEFAULT_TEST_REDIS_URL.into());
-    let config = RedisConfig { url, key_prefix: unique_prefix(), timeout: Duration::from_secs(2) };
+    let config =
+        RedisConfig { key_prefix: unique_prefix(), timeout: Duration::from_secs(2), ..RedisConfig::new(url) };
     let reachable = match RedisStore::connect_lazy(&config) {
         Ok(store) => store.ping().await.map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
@@ -77,7 +78,7 @@ pub async fn cluster_config() -> Option<ClusterConfig> {
         Err(reason) => return skip(format!("{ENV_TEST_REDIS_CLUSTER_URL}: {reason}")),
     };
     config.timeout = Duration::from_secs(2);
-    let reachable = match ClusterStore::connect_lazy(&config) {
+    let reachable = match RedisStore::connect_cluster_lazy(&config) {
         Ok(store) => store.ping().await.map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
     };

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use store::{
-    AppendOutcome, ApplyOutcome, ClusterStore, HistoryLimits, LIVE_CHANNEL, LeaderboardReplace, LogAppend,
-    MemoryStore, Ranked, RedisStore, ScoreApply, ScoreIncrement, StateStore, StreamEntry, testing,
+    AppendOutcome, ApplyOutcome, HistoryLimits, LIVE_CHANNEL, LeaderboardReplace, LogAppend, MemoryStore,
+    Ranked, RedisStore, ScoreApply, ScoreIncrement, StateStore, StreamEntry, testing,
 };
 
 /// How long a subscriber waits for a message that should arrive.
@@ -233,7 +233,7 @@ async fn large_interleaved_batches_keep_each_logs_order(store: &dyn StateStore) 
             Some((100, Bytes::from(format!("state of {log} at 100"))))
         );
     }
-    let feed = store.read_feed(None, 1_000).await.expect("feed").entries;
+    let feed = store.read_stream(None, 1_000).await.expect("feed").entries;
     let order: Vec<(String, u64)> = feed.iter().map(|e| (e.log.clone(), e.seq)).collect();
     let expected: Vec<(String, u64)> = batch.iter().map(|a| (a.log.clone(), a.seq)).collect();
     if store.backend() == "redis-cluster" {
@@ -252,7 +252,7 @@ async fn large_interleaved_batches_keep_each_logs_order(store: &dyn StateStore) 
     // The same batch again: every append a duplicate, nothing added.
     let again = store.append_batch(&batch, LIMITS).await.expect("batch");
     assert!(again.iter().all(|o| *o == AppendOutcome::Duplicate { head: 100 }), "{again:?}");
-    assert_eq!(store.read_feed(None, 1_000).await.expect("feed").entries.len(), 300);
+    assert_eq!(store.read_stream(None, 1_000).await.expect("feed").entries.len(), 300);
 
     // A gap in one call leaves the log where it was for the rest of the
     // batch, in this call and the next, and the other log goes on.
@@ -306,59 +306,59 @@ fn ranked(rows: &[(&str, f64)]) -> Vec<Ranked> {
     rows.iter().map(|(member, score)| Ranked { member: (*member).into(), score: *score }).collect()
 }
 
-async fn the_feed_reads_in_pages(store: &dyn StateStore) {
+async fn the_stream_reads_in_pages(store: &dyn StateStore) {
     fill_feed(store, "f1", 5).await;
-    let first = store.read_feed(None, 2).await.expect("page");
+    let first = store.read_stream(None, 2).await.expect("page");
     assert_eq!(seqs(&first.entries), vec![1, 2]);
     assert_eq!(first.entries[0].log, "f1");
     assert_eq!(first.entries[0].entry, Bytes::from("feed f1 1"));
-    let second = store.read_feed(first.position.as_deref(), 2).await.expect("page");
+    let second = store.read_stream(first.position.as_deref(), 2).await.expect("page");
     assert_eq!(seqs(&second.entries), vec![3, 4]);
-    let last = store.read_feed(second.position.as_deref(), 10).await.expect("page");
+    let last = store.read_stream(second.position.as_deref(), 10).await.expect("page");
     assert_eq!(seqs(&last.entries), vec![5]);
-    let end = store.read_feed(last.position.as_deref(), 10).await.expect("page");
+    let end = store.read_stream(last.position.as_deref(), 10).await.expect("page");
     assert!(end.entries.is_empty());
     assert_eq!(end.position, last.position, "an empty page stays where the scan was");
 }
 
 async fn a_group_delivers_each_entry_once_until_acknowledged(store: &dyn StateStore) {
     fill_feed(store, "g1", 3).await;
-    store.feed_group_create(GROUP).await.expect("create");
-    store.feed_group_create(GROUP).await.expect("creating again is a no-op");
-    assert_eq!(store.stream_lag(GROUP).await.expect("lag"), 3, "nothing delivered yet");
+    store.stream_group_create(GROUP).await.expect("create");
+    store.stream_group_create(GROUP).await.expect("creating again is a no-op");
+    assert_eq!(store.stream_backlog(GROUP).await.expect("backlog").lag, 3, "nothing delivered yet");
 
-    let first = store.feed_read_group(GROUP, "a", 2, Duration::ZERO).await.expect("read");
+    let first = store.stream_read_group(GROUP, "a", 2, Duration::ZERO).await.expect("read");
     assert_eq!(seqs(&first), vec![1, 2]);
-    assert_eq!(store.stream_lag(GROUP).await.expect("lag"), 1, "delivered entries leave the lag");
-    let second = store.feed_read_group(GROUP, "b", 10, Duration::ZERO).await.expect("read");
+    assert_eq!(store.stream_backlog(GROUP).await.expect("backlog").lag, 1, "delivered entries leave the lag");
+    let second = store.stream_read_group(GROUP, "b", 10, Duration::ZERO).await.expect("read");
     assert_eq!(seqs(&second), vec![3], "another consumer gets only what nobody got");
-    let none = store.feed_read_group(GROUP, "a", 10, Duration::from_millis(50)).await.expect("read");
+    let none = store.stream_read_group(GROUP, "a", 10, Duration::from_millis(50)).await.expect("read");
     assert!(none.is_empty(), "{none:?}");
-    assert_eq!(store.feed_pending(GROUP).await.expect("pending"), 3);
-    assert_eq!(store.stream_lag(GROUP).await.expect("lag"), 0);
+    assert_eq!(store.stream_backlog(GROUP).await.expect("backlog").pending, 3);
+    assert_eq!(store.stream_backlog(GROUP).await.expect("backlog").lag, 0);
 
     let ids: Vec<String> = first.iter().chain(&second).map(|e| e.id.clone()).collect();
-    assert_eq!(store.feed_ack(GROUP, &ids).await.expect("ack"), 3);
-    assert_eq!(store.feed_ack(GROUP, &ids).await.expect("ack again"), 0);
-    assert_eq!(store.feed_pending(GROUP).await.expect("pending"), 0);
+    assert_eq!(store.stream_ack(GROUP, &ids).await.expect("ack"), 3);
+    assert_eq!(store.stream_ack(GROUP, &ids).await.expect("ack again"), 0);
+    assert_eq!(store.stream_backlog(GROUP).await.expect("backlog").pending, 0);
 }
 
 async fn a_group_created_late_still_reads_from_the_start(store: &dyn StateStore) {
     fill_feed(store, "g2", 2).await;
-    store.feed_group_create("late").await.expect("create");
-    let entries = store.feed_read_group("late", "a", 10, Duration::ZERO).await.expect("read");
+    store.stream_group_create("late").await.expect("create");
+    let entries = store.stream_read_group("late", "a", 10, Duration::ZERO).await.expect("read");
     assert_eq!(seqs(&entries), vec![1, 2]);
 }
 
 async fn reading_an_unknown_group_fails(store: &dyn StateStore) {
     fill_feed(store, "g3", 1).await;
-    let err = store.feed_read_group("never-created", "a", 10, Duration::ZERO).await.expect_err("no group");
+    let err = store.stream_read_group("never-created", "a", 10, Duration::ZERO).await.expect_err("no group");
     assert!(matches!(err, store::StoreError::Backend(_)), "{err:?}");
 }
 
 async fn a_blocking_read_returns_an_entry_appended_while_it_waits(store: &dyn StateStore) {
-    store.feed_group_create(GROUP).await.expect("create");
-    let read = store.feed_read_group(GROUP, "a", 10, Duration::from_secs(4));
+    store.stream_group_create(GROUP).await.expect("create");
+    let read = store.stream_read_group(GROUP, "a", 10, Duration::from_secs(4));
     let append = async {
         tokio::time::sleep(Duration::from_millis(100)).await;
         fill_feed(store, "g4", 1).await;
@@ -369,18 +369,18 @@ async fn a_blocking_read_returns_an_entry_appended_while_it_waits(store: &dyn St
 
 async fn idle_entries_are_claimed_by_another_consumer(store: &dyn StateStore) {
     fill_feed(store, "c1", 4).await;
-    store.feed_group_create(GROUP).await.expect("create");
-    let taken = store.feed_read_group(GROUP, "dead", 3, Duration::ZERO).await.expect("read");
+    store.stream_group_create(GROUP).await.expect("create");
+    let taken = store.stream_read_group(GROUP, "dead", 3, Duration::ZERO).await.expect("read");
     assert_eq!(seqs(&taken), vec![1, 2, 3]);
 
     // Not idle long enough yet: nothing moves.
-    let early = store.feed_claim(GROUP, "alive", Duration::from_secs(60), 10).await.expect("claim");
+    let early = store.stream_claim(GROUP, "alive", Duration::from_secs(60), 10).await.expect("claim");
     assert!(early.is_empty(), "{early:?}");
 
     // Entries become claimable once idle for 30 ms.
     let deadline = tokio::time::Instant::now() + DELIVERY_DEADLINE;
     let claimed = loop {
-        let claimed = store.feed_claim(GROUP, "alive", Duration::from_millis(30), 10).await.expect("claim");
+        let claimed = store.stream_claim(GROUP, "alive", Duration::from_millis(30), 10).await.expect("claim");
         if !claimed.is_empty() {
             break claimed;
         }
@@ -390,25 +390,25 @@ async fn idle_entries_are_claimed_by_another_consumer(store: &dyn StateStore) {
     assert_eq!(seqs(&claimed), vec![1, 2, 3]);
     assert_eq!(claimed[0].entry, Bytes::from("feed c1 1"));
     // Claiming resets their idle time: the same call claims nothing now.
-    let again = store.feed_claim(GROUP, "thief", Duration::from_secs(60), 10).await.expect("claim");
+    let again = store.stream_claim(GROUP, "thief", Duration::from_secs(60), 10).await.expect("claim");
     assert!(again.is_empty(), "{again:?}");
     // The unread entry is still delivered normally.
-    let rest = store.feed_read_group(GROUP, "alive", 10, Duration::ZERO).await.expect("read");
+    let rest = store.stream_read_group(GROUP, "alive", 10, Duration::ZERO).await.expect("read");
     assert_eq!(seqs(&rest), vec![4]);
-    assert_eq!(store.feed_pending(GROUP).await.expect("pending"), 4);
+    assert_eq!(store.stream_backlog(GROUP).await.expect("backlog").pending, 4);
 }
 
 async fn increments_apply_once_and_acknowledge(store: &dyn StateStore) {
     fill_feed(store, "a1", 2).await;
-    store.feed_group_create(GROUP).await.expect("create");
-    let entries = store.feed_read_group(GROUP, "a", 10, Duration::ZERO).await.expect("read");
+    store.stream_group_create(GROUP).await.expect("create");
+    let entries = store.stream_read_group(GROUP, "a", 10, Duration::ZERO).await.expect("read");
     let applies = [
         apply(&entries[0], &[("total", "7", 0.25), ("topic:a1", "7", 0.25)]),
         apply(&entries[1], &[("total", "7", 0.5), ("total", "9", -0.125)]),
     ];
     let outcomes = store.apply_once(GROUP, &applies).await.expect("apply");
     assert_eq!(outcomes, vec![ApplyOutcome::Applied, ApplyOutcome::Applied]);
-    assert_eq!(store.feed_pending(GROUP).await.expect("pending"), 0, "applying acknowledges");
+    assert_eq!(store.stream_backlog(GROUP).await.expect("backlog").pending, 0, "applying acknowledges");
     assert_eq!(store.leaderboard("total", 10).await.expect("board"), ranked(&[("7", 0.75), ("9", -0.125)]));
     assert_eq!(store.leaderboard("total", 1).await.expect("board"), ranked(&[("7", 0.75)]));
     assert_eq!(store.leaderboard_score("topic:a1", "7").await.expect("score"), Some(0.25));
@@ -423,8 +423,8 @@ async fn increments_apply_once_and_acknowledge(store: &dyn StateStore) {
 
 async fn a_rebuild_swaps_boards_and_keeps_later_increments(store: &dyn StateStore) {
     fill_feed(store, "r1", 4).await;
-    store.feed_group_create(GROUP).await.expect("create");
-    let entries = store.feed_read_group(GROUP, "a", 10, Duration::ZERO).await.expect("read");
+    store.stream_group_create(GROUP).await.expect("create");
+    let entries = store.stream_read_group(GROUP, "a", 10, Duration::ZERO).await.expect("read");
     // The stream consumer has applied entries 1 and 3 (entry 2 lags behind,
     // entry 4 arrives after the rebuild read the feed).
     store
@@ -522,6 +522,26 @@ async fn a_swap_under_an_older_lease_token_changes_nothing(store: &dyn StateStor
     assert!(store.replace_leaderboards(&fenced(3, 3.0)).await.expect("swap"));
     assert_eq!(store.leaderboard_score("fenced", "p").await.expect("score"), Some(3.0));
 }
+async fn a_consumer_rereads_its_own_pending_entries(store: &dyn StateStore) {
+    fill_feed(store, "o1", 3).await;
+    store.stream_group_create(GROUP).await.expect("create");
+    let mine = store.stream_read_group(GROUP, "me", 2, Duration::ZERO).await.expect("read");
+    let theirs = store.stream_read_group(GROUP, "other", 10, Duration::ZERO).await.expect("read");
+    assert_eq!((seqs(&mine), seqs(&theirs)), (vec![1, 2], vec![3]));
+
+    // A round that failed acknowledged nothing: its consumer reads the same
+    // entries again at once, and only its own.
+    let again = store.stream_read_pending(GROUP, "me", 10).await.expect("own pending");
+    assert_eq!(again, mine);
+    let one = store.stream_read_pending(GROUP, "me", 1).await.expect("own pending");
+    assert_eq!(seqs(&one), vec![1], "at most count, oldest first");
+    assert_eq!(store.stream_ack(GROUP, &[mine[0].id.clone()]).await.expect("ack"), 1);
+    let rest = store.stream_read_pending(GROUP, "me", 10).await.expect("own pending");
+    assert_eq!(seqs(&rest), vec![2]);
+    assert!(store.stream_read_pending(GROUP, "nobody", 10).await.expect("own pending").is_empty());
+    // Reading again is not a new delivery.
+    assert_eq!(store.stream_backlog(GROUP).await.expect("backlog"), store::Backlog { lag: 0, pending: 2 });
+}
 
 macro_rules! conformance {
     ($backend:ident, $make:expr) => {
@@ -547,12 +567,13 @@ macro_rules! conformance {
                 history_is_bounded_in_length,
                 batches_report_each_outcome,
                 large_interleaved_batches_keep_each_logs_order,
-                the_feed_reads_in_pages,
+                the_stream_reads_in_pages,
                 a_group_delivers_each_entry_once_until_acknowledged,
                 a_group_created_late_still_reads_from_the_start,
                 reading_an_unknown_group_fails,
                 a_blocking_read_returns_an_entry_appended_while_it_waits,
                 idle_entries_are_claimed_by_another_consumer,
+                a_consumer_rereads_its_own_pending_entries,
                 increments_apply_once_and_acknowledge,
                 a_rebuild_swaps_boards_and_keeps_later_increments,
                 a_lease_has_one_holder_and_each_new_holder_a_larger_token,
@@ -581,9 +602,9 @@ async fn redis_store() -> Option<RedisStore> {
     Some(RedisStore::connect_lazy(&config).expect("valid test config"))
 }
 
-async fn cluster_store() -> Option<ClusterStore> {
+async fn cluster_store() -> Option<RedisStore> {
     let config = testing::cluster_config().await?;
-    Some(ClusterStore::connect_lazy(&config).expect("valid test config"))
+    Some(RedisStore::connect_cluster_lazy(&config).expect("valid test config"))
 }
 
 conformance!(memory, memory_store());
@@ -684,8 +705,8 @@ async fn on_a_cluster_an_append_is_acknowledged_once_a_replica_holds_it() {
         ..store::ClusterConfig::from_settings(&cluster.urls(), "wait:", testing::TEST_PARTITIONS)
             .expect("valid")
     };
-    let store = ClusterStore::connect_lazy(&config).expect("config");
-    assert_eq!(store.append(&entry("w1", 1), LIMITS).await.expect("append"), AppendOutcome::Applied);
+    let store = RedisStore::connect_cluster_lazy(&config).expect("config");
+    assert!(first_append_held(&store, "w1").await, "a fresh cluster never acknowledged an append");
 
     // Its replica stops answering: the master still counts it, so the
     // append is done there but not acknowledged.
@@ -705,4 +726,64 @@ async fn on_a_cluster_an_append_is_acknowledged_once_a_replica_holds_it() {
     .await;
     assert!(retried, "the retry never succeeded");
     assert_eq!(store.read_log("w1", 0, 10).await.expect("history").head, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_without_a_replica_takes_writes_without_waiting_for_one() {
+    let Some(mut cluster) = testing::ThrowawayCluster::start() else { return };
+    let config = store::ClusterConfig {
+        wait_replicas: 1,
+        timeout: Duration::from_millis(500),
+        ..store::ClusterConfig::from_settings(&cluster.urls(), "alone:", testing::TEST_PARTITIONS)
+            .expect("valid")
+    };
+    let store = RedisStore::connect_cluster_lazy(&config).expect("config");
+    assert!(first_append_held(&store, "a1").await, "a fresh cluster never acknowledged an append");
+    assert_eq!(store.reach().await.expect("reach"), store::Reach::All);
+
+    // Its replica dies and nothing takes its place.
+    let master =
+        cluster.master_of(&format!("alone:{{p{}}}events", store.partition_of("a1"))).expect("master");
+    let replica = cluster.replica_of(master).expect("a replica");
+    cluster.kill(replica);
+    let waits_before = wait_calls(master).await;
+
+    // The writes go on with the durability the shard has, and after the
+    // first (which learns that the master is alone) none waits for the
+    // replica it does not have.
+    for seq in 2..=21 {
+        assert_eq!(store.append(&entry("a1", seq), LIMITS).await, Ok(AppendOutcome::Applied), "seq {seq}");
+    }
+    let waits = wait_calls(master).await - waits_before;
+    assert!(waits <= 1, "{waits} WAITs sent to a master without a replica");
+    assert_eq!(store.read_log("a1", 0, 100).await.expect("history").head, 21);
+    // Readiness hears of it: ready, degraded, the partitions named.
+    let reach = store.reach().await.expect("reach");
+    assert!(matches!(reach, store::Reach::Unreplicated { partitions: 1.., of: 4 }), "{reach:?}");
+}
+
+/// How many `WAIT`s the node on `port` has run.
+async fn wait_calls(port: u16) -> u64 {
+    let client = ::redis::Client::open(format!("redis://127.0.0.1:{port}")).expect("url");
+    let mut conn = client.get_multiplexed_async_connection().await.expect("connect");
+    let stats: String =
+        ::redis::cmd("INFO").arg("commandstats").query_async(&mut conn).await.expect("commandstats");
+    stats
+        .lines()
+        .find_map(|line| line.strip_prefix("cmdstat_wait:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|calls| calls.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Appends `log`'s first entry until a replica holds it: on a cluster just
+/// started, a replica may still be taking its first copy of the master.
+async fn first_append_held(store: &RedisStore, log: &str) -> bool {
+    testing::eventually(Duration::from_secs(20), || async {
+        matches!(
+            store.append(&entry(log, 1), LIMITS).await,
+            Ok(AppendOutcome::Applied | AppendOutcome::Duplicate { head: 1 })
+        )
+    })
+    .await
 }

@@ -15,7 +15,7 @@ use super::helpers;
 use std::time::{Duration, Instant};
 
 use helpers::live::{WsClient, kickoff, pass, publish, publish_retrying};
-use store::{ClusterConfig, ClusterStore, StateStore as _, testing::ThrowawayCluster};
+use store::{ClusterConfig, RedisStore, StateStore as _, testing::ThrowawayCluster};
 
 /// A gateway on `cluster`, with the store settings of `config`.
 async fn spawn_on(cluster: &ThrowawayCluster, config: &ClusterConfig) -> helpers::TestApp {
@@ -42,7 +42,7 @@ async fn a_master_killed_mid_ingest_loses_no_acknowledged_event_and_the_feed_res
         ..ClusterConfig::from_settings(&cluster.urls(), "failover:", 4).expect("valid")
     };
     let app = spawn_on(&cluster, &config).await;
-    let direct = ClusterStore::connect_lazy(&config).expect("config");
+    let direct = RedisStore::connect_cluster_lazy(&config).expect("config");
     let doomed = cluster
         .master_of(&format!("failover:{{p{}}}events", direct.partition_of("final")))
         .expect("a master serves the match's partition");
@@ -118,7 +118,7 @@ async fn a_partition_down_leaves_the_gateway_ready_and_degraded_while_other_matc
 
     // A partition other than the live channel's (partition 0), and a match
     // on a partition another master serves.
-    let direct = ClusterStore::connect_lazy(&config).expect("config");
+    let direct = RedisStore::connect_cluster_lazy(&config).expect("config");
     let master_of_part = |k: usize| cluster.master_of(&format!("partial:{{p{k}}}events"));
     let live_master = master_of_part(0).expect("a master serves partition 0");
     let doomed = (1..usize::from(config.partitions))
