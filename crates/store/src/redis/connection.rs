@@ -17,7 +17,10 @@ use redis::{
 };
 use tokio::sync::OnceCell;
 
-use super::{ClusterConfig, RedisConfig, map_error};
+use super::{
+    config::{ClusterConfig, RedisConfig},
+    error::map_error,
+};
 use crate::{
     StoreError, Subscription,
     observed::{Observed, command_name, observe},

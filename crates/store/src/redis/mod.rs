@@ -29,6 +29,7 @@
 
 mod config;
 mod connection;
+mod error;
 mod layout;
 mod scripts;
 
@@ -45,12 +46,13 @@ use std::{
 use bytes::Bytes;
 use futures::{FutureExt as _, future::try_join_all};
 use redis::{
-    Cmd, FromRedisValue, Pipeline, RedisError, Script, Value,
+    Cmd, FromRedisValue, Pipeline, Script, Value,
     streams::{StreamAutoClaimReply, StreamId, StreamRangeReply, StreamReadReply},
 };
 
 pub use config::{ClusterConfig, RedisConfig};
 use connection::{Conn, Connection};
+use error::map_error;
 use layout::Layout;
 
 use crate::{
@@ -968,49 +970,6 @@ fn history_entry(id: &StreamId) -> Option<(u64, Bytes)> {
     let seq = id.id.split_once('-')?.0.parse().ok()?;
     let entry: Vec<u8> = id.get("e")?;
     Some((seq, Bytes::from(entry)))
-}
-
-/// Server error codes that mean "not now" rather than "never": the server
-/// is loading its data, is a replica, lost its master, runs a long script,
-/// is out of memory, cannot persist, is mid-failover or resharding, or does
-/// not (yet) accept our credentials. Retrying later may work, so callers
-/// answer 503 with `Retry-After`, not 500.
-const RETRYABLE_CODES: &[&str] = &[
-    "LOADING",
-    "READONLY",
-    "MASTERDOWN",
-    "BUSY",
-    "OOM",
-    "MISCONF",
-    "NOREPLICAS",
-    "TRYAGAIN",
-    "CLUSTERDOWN",
-    "NOAUTH",
-    "WRONGPASS",
-];
-
-pub(crate) fn map_error(err: RedisError) -> StoreError {
-    let retryable_code = err.code().is_some_and(|code| RETRYABLE_CODES.contains(&code));
-    // On a cluster: a slot moving or without a master (mid-failover), or
-    // no connection to the node that serves it yet. A transaction aborts
-    // as a whole when one of its commands was redirected (redis-rs follows
-    // redirects for plain commands only).
-    let cluster_in_flux = err.is_cluster_error()
-        || err.kind() == redis::ErrorKind::ClusterConnectionNotFound
-        || (err.code() == Some("EXECABORT")
-            && ["Moved", "Ask", "TryAgain", "ClusterDown"].iter().any(|kind| err.to_string().contains(kind)));
-    if retryable_code
-        || cluster_in_flux
-        || err.is_io_error()
-        || err.is_timeout()
-        || err.is_connection_dropped()
-        || err.is_connection_refusal()
-        || err.is_unrecoverable_error()
-    {
-        StoreError::Unavailable(err.to_string())
-    } else {
-        StoreError::Backend(err.to_string())
-    }
 }
 
 #[cfg(test)]
