@@ -357,6 +357,22 @@ impl ThrowawayCluster {
         })
     }
 
+    /// How many times the node on `port` has run `command` (its `INFO
+    /// commandstats`), e.g. to check that a command was not sent.
+    ///
+    /// # Panics
+    /// When the node does not answer.
+    pub fn calls(&self, port: u16, command: &str) -> u64 {
+        let stats = redis_cli(port, &["info", "commandstats"]).expect("the node answers");
+        let prefix = format!("cmdstat_{}:calls=", command.to_ascii_lowercase());
+        stats
+            .lines()
+            .find_map(|line| line.trim().strip_prefix(prefix.as_str()))
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|calls| calls.parse().ok())
+            .unwrap_or(0)
+    }
+
     /// SIGSTOP (`resume`: SIGCONT) the node on `port`: it holds its
     /// connections but answers nothing, as a node stuck in a long pause.
     ///

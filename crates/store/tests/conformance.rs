@@ -746,7 +746,7 @@ async fn a_master_without_a_replica_takes_writes_without_waiting_for_one() {
         cluster.master_of(&format!("alone:{{p{}}}events", store.partition_of("a1"))).expect("master");
     let replica = cluster.replica_of(master).expect("a replica");
     cluster.kill(replica);
-    let waits_before = wait_calls(master).await;
+    let waits_before = cluster.calls(master, "WAIT");
 
     // The writes go on with the durability the shard has, and after the
     // first (which learns that the master is alone) none waits for the
@@ -754,26 +754,12 @@ async fn a_master_without_a_replica_takes_writes_without_waiting_for_one() {
     for seq in 2..=21 {
         assert_eq!(store.append(&entry("a1", seq), LIMITS).await, Ok(AppendOutcome::Applied), "seq {seq}");
     }
-    let waits = wait_calls(master).await - waits_before;
+    let waits = cluster.calls(master, "WAIT") - waits_before;
     assert!(waits <= 1, "{waits} WAITs sent to a master without a replica");
     assert_eq!(store.read_log("a1", 0, 100).await.expect("history").head, 21);
     // Readiness hears of it: ready, degraded, the partitions named.
     let reach = store.reach().await.expect("reach");
     assert!(matches!(reach, store::Reach::Unreplicated { partitions: 1.., of: 4 }), "{reach:?}");
-}
-
-/// How many `WAIT`s the node on `port` has run.
-async fn wait_calls(port: u16) -> u64 {
-    let client = ::redis::Client::open(format!("redis://127.0.0.1:{port}")).expect("url");
-    let mut conn = client.get_multiplexed_async_connection().await.expect("connect");
-    let stats: String =
-        ::redis::cmd("INFO").arg("commandstats").query_async(&mut conn).await.expect("commandstats");
-    stats
-        .lines()
-        .find_map(|line| line.strip_prefix("cmdstat_wait:calls="))
-        .and_then(|rest| rest.split(',').next())
-        .and_then(|calls| calls.parse().ok())
-        .unwrap_or(0)
 }
 
 /// Appends `log`'s first entry until a replica holds it: on a cluster just

@@ -9,13 +9,26 @@
 //! (`COURTSIDE_REDIS_WAIT_REPLICAS=1`), so every event it acknowledged is on
 //! the replica that takes over. Nothing restarts the gateway or the
 //! subscriber: ingest and the feed must come back on their own.
+//!
+//! After the failover the promoted master has no replica. Publishing to it
+//! goes on without waiting for the replica it does not have, and readiness,
+//! asked all along, never leaves 200: the gateway can serve throughout.
 
 use super::helpers;
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
 
 use helpers::live::{WsClient, kickoff, pass, publish, publish_retrying};
-use store::{ClusterConfig, RedisStore, StateStore as _, testing::ThrowawayCluster};
+use store::{
+    ClusterConfig, RedisStore, StateStore as _,
+    testing::{self, ThrowawayCluster},
+};
 
 /// A gateway on `cluster`, with the store settings of `config`.
 async fn spawn_on(cluster: &ThrowawayCluster, config: &ClusterConfig) -> helpers::TestApp {
@@ -36,6 +49,9 @@ async fn spawn_on(cluster: &ThrowawayCluster, config: &ClusterConfig) -> helpers
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_master_killed_mid_ingest_loses_no_acknowledged_event_and_the_feed_resumes() {
     let Some(mut cluster) = ThrowawayCluster::start() else { return };
+    // A slot without a master stops only its own keys, as the deploy docs
+    // advise: the rest of the cluster, and the gateway, keep serving.
+    cluster.config_set("cluster-require-full-coverage", "no");
     let config = ClusterConfig {
         wait_replicas: 1,
         timeout: Duration::from_millis(500),
@@ -47,7 +63,26 @@ async fn a_master_killed_mid_ingest_loses_no_acknowledged_event_and_the_feed_res
         .master_of(&format!("failover:{{p{}}}events", direct.partition_of("final")))
         .expect("a master serves the match's partition");
 
-    let total = 120u64;
+    // Readiness, asked all along as a load balancer would.
+    let watching = Arc::new(AtomicBool::new(true));
+    let watcher = {
+        let (client, url) = (app.client.clone(), format!("http://{}/readyz", app.gateway.addr));
+        let watching = Arc::clone(&watching);
+        tokio::spawn(async move {
+            let mut answers = Vec::new();
+            while watching.load(Ordering::Relaxed) {
+                if let Ok(response) = client.get(&url).send().await {
+                    answers.push(response.status().as_u16());
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            answers
+        })
+    };
+
+    let killed_at = 40u64;
+    let failed_over = 120u64;
+    let total = 220u64;
     // A fresh cluster's replica may still be syncing: until it holds the
     // append, the gateway refuses it as retryable (503), and a client
     // retries, as this one does (it panics on anything but 200 in the end).
@@ -66,8 +101,8 @@ async fn a_master_killed_mid_ingest_loses_no_acknowledged_event_and_the_feed_res
     });
 
     let mut unavailable_answers = 0;
-    for seq in 2..=total {
-        if seq == 40 {
+    for seq in 2..=failed_over {
+        if seq == killed_at {
             cluster.kill(doomed);
         }
         unavailable_answers +=
@@ -76,7 +111,26 @@ async fn a_master_killed_mid_ingest_loses_no_acknowledged_event_and_the_feed_res
     }
     eprintln!("503 answers during the failover: {unavailable_answers}");
     let now_serving = cluster.master_of(&format!("failover:{{p{}}}events", direct.partition_of("final")));
-    assert!(now_serving.is_some_and(|port| port != doomed), "no replica took over: {now_serving:?}");
+    let promoted = now_serving.filter(|port| *port != doomed).expect("no replica took over");
+
+    // The promoted master has no replica: its writes go on without waiting
+    // for one (at most the first learns that it is alone).
+    let waits_before = cluster.calls(promoted, "WAIT");
+    let mut latencies = Vec::new();
+    for seq in failed_over + 1..=total {
+        let started = Instant::now();
+        publish_retrying(&app.client, app.gateway.addr, &pass("final", seq), Duration::from_secs(10)).await;
+        latencies.push(started.elapsed());
+    }
+    let waits = cluster.calls(promoted, "WAIT") - waits_before;
+    latencies.sort_unstable();
+    eprintln!(
+        "publishes to the shard without a replica: p50 {:?}, p99 {:?}, max {:?}; WAITs sent {waits}",
+        latencies[latencies.len() / 2],
+        latencies[latencies.len() * 99 / 100],
+        latencies[latencies.len() - 1],
+    );
+    assert!(waits <= 1, "{waits} WAITs sent to a master without a replica");
 
     let (head, _) = direct.log_state("final").await.expect("state").expect("match exists");
     assert_eq!(head, total, "the stored head covers every acknowledged event");
@@ -87,13 +141,28 @@ async fn a_master_killed_mid_ingest_loses_no_acknowledged_event_and_the_feed_res
         (1..=total).collect::<Vec<_>>(),
         "every acknowledged event is in history, once, in order"
     );
-    assert_eq!(direct.stream_len().await.expect("feed"), total, "and in the durable stream exactly once");
+    assert_eq!(direct.stream_len().await.expect("stream"), total, "and in the durable stream exactly once");
 
     let seen = tokio::time::timeout(Duration::from_secs(30), follower)
         .await
         .expect("the subscriber caught up")
         .expect("the follower did not panic");
     assert_eq!(seen, (2..=total).collect::<Vec<_>>(), "the subscriber saw every event once, in order");
+
+    // Readiness says what is missing, and never left 200.
+    let degraded = testing::eventually(Duration::from_secs(10), || async {
+        let body: serde_json::Value = app.get("/readyz").await.json().await.expect("json");
+        body["checks"]["store"]["reason"].as_str().is_some_and(|r| r.ends_with("have no replica"))
+    })
+    .await;
+    assert!(degraded, "readiness never said that a partition has no replica");
+    watching.store(false, Ordering::Relaxed);
+    let answers = watcher.await.expect("the watcher did not panic");
+    assert!(answers.len() > 20, "readiness was asked {} times", answers.len());
+    assert!(
+        answers.iter().all(|status| *status == 200),
+        "readiness left 200 while the gateway could serve: {answers:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
