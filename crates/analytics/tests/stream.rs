@@ -198,6 +198,49 @@ async fn a_dead_consumers_entries_are_claimed_and_counted_once(store: Arc<dyn St
 }
 
 #[tokio::test]
+async fn a_worker_retries_its_own_pending_entries_without_waiting_for_the_claim_timeout() {
+    let Some(store) = redis().await else { return };
+    own_pending_entries_are_retried_at_once(store).await;
+}
+
+#[tokio::test]
+async fn on_a_redis_cluster_a_worker_retries_its_own_pending_entries_at_once() {
+    let Some(store) = cluster().await else { return };
+    own_pending_entries_are_retried_at_once(store).await;
+}
+
+async fn own_pending_entries_are_retried_at_once(store: Arc<dyn StateStore>) {
+    let passes: Vec<(&str, u64, u32)> = (1..=12).map(|seq| ("own", seq, 1 + (seq % 3) as u32)).collect();
+    for &(match_id, seq, player) in &passes {
+        append(store.as_ref(), match_id, seq, pass(match_id, seq, player)).await;
+    }
+    // A round of this worker's read a batch and failed before applying it
+    // (the store was failing over): the entries are pending for it.
+    store.stream_group_create(GROUP).await.expect("group");
+    let taken = store.stream_read_group(GROUP, "steady", 8, Duration::ZERO).await.expect("read");
+    assert_eq!(taken.len(), 8);
+
+    // Its next round retries them itself: nobody waits out a claim timeout
+    // meant for workers that are gone (ten minutes here).
+    let config = WorkerConfig {
+        claim_idle_ms: 600_000,
+        consumer_name: Some("steady".into()),
+        ..WorkerConfig::for_tests()
+    };
+    let expected = expected_totals(&bootstrap_model(&config), &passes);
+    let worker = spawn_worker(config, Arc::clone(&store)).await;
+    let store_ref = store.as_ref();
+    let expected_ref = &expected;
+    let done = eventually(Duration::from_secs(20), || async move {
+        store_ref.stream_backlog(GROUP).await.map_or(u64::MAX, |b| b.pending) == 0
+            && close(&season_board(store_ref).await, expected_ref)
+    })
+    .await;
+    assert!(done, "board {:?}, expected {expected:?}", season_board(store.as_ref()).await);
+    worker.stop().await.expect("stops");
+}
+
+#[tokio::test]
 async fn a_recompute_refits_on_the_stream_and_swaps_the_boards_in() {
     let Some(store) = redis().await else { return };
     a_recompute_refits_and_swaps(store).await;
