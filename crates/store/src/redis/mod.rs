@@ -422,28 +422,37 @@ impl RedisStore {
     /// Waits until something is appended (the doorbell rings), `pause`
     /// passes, or `deadline`, whichever comes first. Without a doorbell
     /// (it cannot subscribe, or another read holds it) waits `fallback`.
-    async fn wait_for_appends(&self, pause: Duration, fallback: Duration, deadline: tokio::time::Instant) {
+    /// Returns whether to sweep again: not when the deadline came and
+    /// nothing rang, so an idle read sweeps once, not twice.
+    async fn wait_for_appends(
+        &self,
+        pause: Duration,
+        fallback: Duration,
+        deadline: tokio::time::Instant,
+    ) -> bool {
         let until = |wait: Duration| deadline.min(tokio::time::Instant::now() + wait);
-        let Ok(mut doorbell) = self.doorbell.try_lock() else {
-            tokio::time::sleep_until(until(fallback)).await;
-            return;
+        let sleep = |wait: Duration| async move {
+            let until = until(wait);
+            tokio::time::sleep_until(until).await;
+            until < deadline
         };
+        let Ok(mut doorbell) = self.doorbell.try_lock() else { return sleep(fallback).await };
         if doorbell.is_none() {
             let channels = (0..self.layout.partitions()).map(|k| self.layout.live_channel(k)).collect();
             *doorbell = self.connection.subscribe(channels).await.ok();
         }
         let Some(subscription) = doorbell.as_mut() else {
             drop(doorbell);
-            tokio::time::sleep_until(until(fallback)).await;
-            return;
+            return sleep(fallback).await;
         };
         tokio::select! {
             rung = subscription.next() => {
                 if rung.is_none() {
                     *doorbell = None;
                 }
+                true
             }
-            () = tokio::time::sleep_until(until(pause)) => {}
+            poll = sleep(pause) => poll,
         }
     }
 
@@ -722,7 +731,9 @@ impl StateStore for RedisStore {
             if !entries.is_empty() || tokio::time::Instant::now() >= deadline {
                 return Ok(entries);
             }
-            self.wait_for_appends(IDLE_POLL, pause, deadline).await;
+            if !self.wait_for_appends(IDLE_POLL, pause, deadline).await {
+                return Ok(Vec::new());
+            }
             pause = (pause * 2).min(IDLE_POLL);
         }
     }
