@@ -56,6 +56,17 @@ fn close(a: &BTreeMap<String, f64>, b: &BTreeMap<String, f64>) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|((ka, va), (kb, vb))| ka == kb && (va - vb).abs() < 1e-9)
 }
 
+/// Waits until the season board holds `expected` and nothing is left
+/// pending: every entry counted, and acknowledged.
+async fn assert_counted(store: &dyn StateStore, expected: &BTreeMap<String, f64>) {
+    let done = eventually(Duration::from_secs(20), || async move {
+        store.stream_backlog(GROUP).await.map_or(u64::MAX, |b| b.pending) == 0
+            && close(&season_board(store).await, expected)
+    })
+    .await;
+    assert!(done, "board {:?}, expected {expected:?}", season_board(store).await);
+}
+
 #[tokio::test]
 async fn the_consumer_puts_each_event_on_the_leaderboards() {
     let Some(store) = redis().await else { return };
@@ -80,14 +91,7 @@ async fn the_consumer_counts_each_event(store: Arc<dyn StateStore>) {
     let expected = expected_totals(&bootstrap_model(&config), &passes);
     let worker = spawn_worker(config, Arc::clone(&store)).await;
 
-    let store_ref = store.as_ref();
-    let expected_ref = &expected;
-    let done = eventually(Duration::from_secs(20), || async move {
-        close(&season_board(store_ref).await, expected_ref)
-            && store_ref.stream_backlog(GROUP).await.map_or(u64::MAX, |b| b.pending) == 0
-    })
-    .await;
-    assert!(done, "board {:?}, expected {expected:?}", season_board(store.as_ref()).await);
+    assert_counted(store.as_ref(), &expected).await;
 
     let m2 = store.leaderboard(&boards::match_xt("m2"), 10).await.expect("board");
     assert_eq!(m2.len(), 1);
@@ -100,6 +104,7 @@ async fn the_consumer_counts_each_event(store: Arc<dyn StateStore>) {
 
     // New events keep flowing in while the worker runs.
     append(store.as_ref(), "m2", 3, pass("m2", 3, 9)).await;
+    let store_ref = store.as_ref();
     let more = eventually(Duration::from_secs(20), || async move {
         store_ref.leaderboard_score(boards::SEASON_XT, "9").await.ok().flatten().is_some()
     })
@@ -166,14 +171,7 @@ async fn a_dead_consumers_entries_are_claimed_and_counted_once(store: Arc<dyn St
     // pending ones once they have been idle for the claim timeout.
     let expected = expected_totals(&model, &passes);
     let worker = spawn_worker(config, Arc::clone(&store)).await;
-    let store_ref = store.as_ref();
-    let expected_ref = &expected;
-    let done = eventually(Duration::from_secs(20), || async move {
-        store_ref.stream_backlog(GROUP).await.map_or(u64::MAX, |b| b.pending) == 0
-            && close(&season_board(store_ref).await, expected_ref)
-    })
-    .await;
-    assert!(done, "board {:?}, expected {expected:?}", season_board(store.as_ref()).await);
+    assert_counted(store.as_ref(), &expected).await;
     worker.stop().await.expect("stops");
 
     // Delivered once more (a second claim, a replay): still counted once.
@@ -229,14 +227,7 @@ async fn own_pending_entries_are_retried_at_once(store: Arc<dyn StateStore>) {
     };
     let expected = expected_totals(&bootstrap_model(&config), &passes);
     let worker = spawn_worker(config, Arc::clone(&store)).await;
-    let store_ref = store.as_ref();
-    let expected_ref = &expected;
-    let done = eventually(Duration::from_secs(20), || async move {
-        store_ref.stream_backlog(GROUP).await.map_or(u64::MAX, |b| b.pending) == 0
-            && close(&season_board(store_ref).await, expected_ref)
-    })
-    .await;
-    assert!(done, "board {:?}, expected {expected:?}", season_board(store.as_ref()).await);
+    assert_counted(store.as_ref(), &expected).await;
     worker.stop().await.expect("stops");
 }
 

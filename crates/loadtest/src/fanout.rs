@@ -78,6 +78,11 @@ pub(crate) struct FanoutArgs {
     /// every socket queues it in the publisher.
     #[arg(long)]
     pub(crate) burst: bool,
+    /// Also writes each publish's answer time into this CSV file
+    /// (`match_id,micros`), so a script can compare the matches of one
+    /// store shard with the others'.
+    #[arg(long)]
+    pub(crate) publish_latency_log: Option<std::path::PathBuf>,
 }
 
 /// One subscriber process's share.
@@ -215,6 +220,8 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<()> {
     phase.store(PHASE_PUBLISHING, Ordering::Release);
     let mut published = 0u64;
     let mut publish_errors = 0u64;
+    let mut publish_times = Histogram::<u64>::new_with_bounds(1, 120_000_000, 3)?;
+    let mut publish_log = String::new();
     // Burst mode: when each round's first publish left, by sequence number.
     let mut round_started_us: Vec<(u64, u64)> = Vec::new();
     for round in 0..args.duration {
@@ -235,8 +242,17 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<()> {
                 "ts": ts_ms, "team": 1, "player": 7,
                 "start": {"x": 50.0, "y": 30.0}, "end": {"x": 60.0, "y": 30.0}, "success": true
             });
-            match publish(event).await {
-                Ok(response) if response.status().is_success() => published += 1,
+            let sent = Instant::now();
+            let answer = publish(event).await;
+            let micros = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
+            match answer {
+                Ok(response) if response.status().is_success() => {
+                    published += 1;
+                    publish_times.record(micros.clamp(1, 120_000_000))?;
+                    if args.publish_latency_log.is_some() {
+                        publish_log.push_str(&format!("{},{micros}\n", channel_id(&run_id, channel)));
+                    }
+                }
                 _ => publish_errors += 1,
             }
         }
@@ -247,6 +263,9 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<()> {
     }
     let rss_end = rss_kib(&args.server_pids);
     phase.store(PHASE_DONE, Ordering::Release);
+    if let Some(path) = &args.publish_latency_log {
+        std::fs::write(path, format!("match_id,micros\n{publish_log}")).context("write the publish log")?;
+    }
     if let Some(sampler) = sampler {
         sampler.await.context("rss sampler")??;
     }
@@ -296,6 +315,10 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<()> {
         "ramp_secs": ramp.as_secs_f64(),
         "published": published,
         "publish_errors": publish_errors,
+        "publish_ms": {
+            "p50": publish_times.value_at_quantile(0.5) as f64 / 1e3,
+            "p99": publish_times.value_at_quantile(0.99) as f64 / 1e3,
+        },
         "expected_deliveries": expected,
         "received": total.received,
         "gaps": total.gaps,
