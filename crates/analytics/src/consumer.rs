@@ -83,7 +83,7 @@ pub struct ConsumerStats {
     /// Entries claimed from dead consumers.
     pub claimed: AtomicU64,
     /// Entries in a format newer than this worker reads: left pending, for
-    /// a newer replica to claim (see `stream::FeedError::NewerFormat`).
+    /// a newer replica to claim (see `stream::EntryError::NewerFormat`).
     pub newer: AtomicU64,
 }
 
@@ -332,7 +332,7 @@ fn rate_batch(entries: &[StreamEntry], model: &RatingModel) -> Rated {
                     }
                     _ => Vec::new(),
                 },
-                Err(err @ stream::FeedError::NewerFormat { .. }) => {
+                Err(err @ stream::EntryError::NewerFormat { .. }) => {
                     tracing::warn!(error = %err, "leaving a stream entry for a newer worker");
                     newer += 1;
                     return None;

@@ -199,7 +199,7 @@ pub fn tally_page(page: &[StreamEntry], builder: &mut ActionBuilder, cancel: &Ca
                 seen.entry(event.match_id.clone()).or_insert_with(ImpactTally::default);
                 builder.push(event, &mut actions);
             }
-            Err(stream::FeedError::NewerFormat { .. }) => newer += 1,
+            Err(stream::EntryError::NewerFormat { .. }) => newer += 1,
             Err(_) => undecodable += 1,
         }
     }

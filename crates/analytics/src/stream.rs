@@ -48,7 +48,7 @@ pub struct GoalContext {
 
 /// Why a stream entry could not be used.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum FeedError {
+pub enum EntryError {
     #[error("stream entry {id} is not a match event: {reason}")]
     Undecodable { id: String, reason: String },
     #[error("stream entry {id}: `{field}` is missing")]
@@ -69,20 +69,20 @@ pub fn traceparent(entry: &StreamEntry) -> Option<String> {
 }
 
 /// Decodes one stream entry.
-pub fn decode(entry: &StreamEntry) -> Result<StreamEvent, FeedError> {
+pub fn decode(entry: &StreamEntry) -> Result<StreamEvent, EntryError> {
     let id = || entry.id.clone();
     let event = pb::MatchEvent::decode(entry.entry.as_ref())
-        .map_err(|err| FeedError::Undecodable { id: id(), reason: err.to_string() })?;
+        .map_err(|err| EntryError::Undecodable { id: id(), reason: err.to_string() })?;
     // 0 is an entry from before the field existed: the layout of format 1.
     if event.format > contracts::STREAM_ENTRY_FORMAT {
-        return Err(FeedError::NewerFormat { id: id(), format: event.format });
+        return Err(EntryError::NewerFormat { id: id(), format: event.format });
     }
     let point = |p: Option<pb::Point>, field: &'static str| {
-        let p = p.ok_or(FeedError::Missing { id: id(), field })?;
-        Point::new(p.x, p.y).map_err(|source| FeedError::Invalid { id: id(), source })
+        let p = p.ok_or(EntryError::Missing { id: id(), field })?;
+        Point::new(p.x, p.y).map_err(|source| EntryError::Invalid { id: id(), source })
     };
     let player =
-        |p: Option<u32>| p.map(PlayerId::new).ok_or(FeedError::Missing { id: id(), field: "player_id" });
+        |p: Option<u32>| p.map(PlayerId::new).ok_or(EntryError::Missing { id: id(), field: "player_id" });
     let move_kind = match event.kind() {
         pb::EventKind::Pass => Some(ActionType::Pass),
         pb::EventKind::Cross => Some(ActionType::Cross),
@@ -282,15 +282,15 @@ mod tests {
 
     #[test]
     fn bad_entries_are_reported_not_guessed() {
-        assert!(matches!(decode(&entry(vec![0xff, 0xff])), Err(FeedError::Undecodable { .. })));
+        assert!(matches!(decode(&entry(vec![0xff, 0xff])), Err(EntryError::Undecodable { .. })));
         let no_start =
             pb::MatchEvent { kind: pb::EventKind::Pass as i32, player_id: Some(1), ..Default::default() };
         assert!(matches!(
             decode(&entry(no_start.encode_to_vec())),
-            Err(FeedError::Missing { field: "start", .. })
+            Err(EntryError::Missing { field: "start", .. })
         ));
         let off_pitch = encode_move("m", 1, 1, 1, (1e6, 0.0), (0.0, 0.0), true);
-        assert!(matches!(decode(&entry(off_pitch)), Err(FeedError::Invalid { .. })));
+        assert!(matches!(decode(&entry(off_pitch)), Err(EntryError::Invalid { .. })));
     }
 
     #[test]
@@ -313,7 +313,7 @@ mod tests {
         let err = decode(&entry(newer.encode_to_vec())).expect_err("a newer format");
         assert_eq!(
             err,
-            FeedError::NewerFormat { id: "1-0".into(), format: contracts::STREAM_ENTRY_FORMAT + 1 }
+            EntryError::NewerFormat { id: "1-0".into(), format: contracts::STREAM_ENTRY_FORMAT + 1 }
         );
         assert!(err.to_string().contains("newer than this worker reads"), "{err}");
     }

@@ -27,7 +27,7 @@ const CHANNEL_CAPACITY: usize = 1024;
 #[derive(Debug, Clone, Default)]
 pub struct MemoryStore {
     inner: Arc<Mutex<Inner>>,
-    /// Woken on every feed append, for blocking group reads.
+    /// Woken on every append to the stream, for blocking group reads.
     appended: Arc<Notify>,
 }
 
@@ -38,14 +38,14 @@ struct Inner {
     logs: HashMap<String, Log>,
     /// The durable event stream. In memory it lasts as long as the process,
     /// like everything else here. An entry's id is `0-<position from 1>`.
-    feed: Vec<FeedRecord>,
+    stream: Vec<StreamRecord>,
     groups: HashMap<String, Group>,
     /// Idempotency tokens of applied entries, per scope.
     applied: HashMap<String, HashSet<String>>,
     boards: HashMap<String, HashMap<String, f64>>,
-    /// Increments applied since the last rebuild, by feed position.
+    /// Increments applied since the last rebuild, by stream position.
     journal: VecDeque<(usize, Vec<ScoreIncrement>)>,
-    /// Feed position the last rebuild covers.
+    /// Stream position the last rebuild covers.
     rebuilt_through: Option<usize>,
     /// Leases by name: holder, token, and when it runs out.
     leases: HashMap<String, (String, u64, Instant)>,
@@ -56,14 +56,14 @@ struct Inner {
 }
 
 #[derive(Debug)]
-struct FeedRecord {
+struct StreamRecord {
     log: String,
     seq: u64,
     entry: Bytes,
 }
 
 /// A consumer group: how far it has read, and what is delivered but not
-/// acknowledged (by feed position).
+/// acknowledged (by stream position).
 #[derive(Debug, Default)]
 struct Group {
     delivered: usize,
@@ -103,9 +103,9 @@ impl Inner {
 
 impl Inner {
     fn stream_entry(&self, position: usize) -> Option<StreamEntry> {
-        let record = self.feed.get(position.checked_sub(1)?)?;
+        let record = self.stream.get(position.checked_sub(1)?)?;
         Some(StreamEntry {
-            id: feed_id(position),
+            id: entry_id(position),
             log: record.log.clone(),
             seq: record.seq,
             entry: record.entry.clone(),
@@ -122,7 +122,7 @@ impl Inner {
         consumer: &str,
         count: usize,
     ) -> Result<Vec<StreamEntry>, StoreError> {
-        let stream_len = self.feed.len();
+        let stream_len = self.stream.len();
         let now = Instant::now();
         let state = self.group(group)?;
         let first = state.delivered + 1;
@@ -135,7 +135,7 @@ impl Inner {
     }
 
     fn apply(&mut self, group: &str, apply: &ScoreApply) -> Result<ApplyOutcome, StoreError> {
-        let position = parse_feed_id(&apply.entry_id)?;
+        let position = parse_entry_id(&apply.entry_id)?;
         self.group(group)?.pending.remove(&position);
         if !self.applied.entry(apply.scope.clone()).or_default().insert(apply.token.clone()) {
             return Ok(ApplyOutcome::Duplicate);
@@ -242,7 +242,7 @@ impl StateStore for MemoryStore {
             log.history.pop_front();
         }
         log.last_append = Some(now);
-        inner.feed.push(FeedRecord {
+        inner.stream.push(StreamRecord {
             log: append.log.clone(),
             seq: append.seq,
             entry: append.stream_entry.clone(),
@@ -275,13 +275,13 @@ impl StateStore for MemoryStore {
     }
 
     async fn stream_len(&self) -> Result<u64, StoreError> {
-        Ok(self.lock().feed.len() as u64)
+        Ok(self.lock().stream.len() as u64)
     }
 
     async fn read_stream(&self, after: Option<&str>, count: usize) -> Result<StreamPage, StoreError> {
-        let start = after.map(parse_feed_id).transpose()?.unwrap_or(0);
+        let start = after.map(parse_entry_id).transpose()?.unwrap_or(0);
         let inner = self.lock();
-        let last = inner.feed.len().min(start.saturating_add(count));
+        let last = inner.stream.len().min(start.saturating_add(count));
         let entries: Vec<StreamEntry> =
             (start + 1..=last).filter_map(|position| inner.stream_entry(position)).collect();
         let position = entries.last().map(|e| e.id.clone()).or_else(|| after.map(str::to_owned));
@@ -318,7 +318,7 @@ impl StateStore for MemoryStore {
     }
 
     async fn stream_ack(&self, group: &str, ids: &[String]) -> Result<u64, StoreError> {
-        let positions = ids.iter().map(|id| parse_feed_id(id)).collect::<Result<Vec<_>, _>>()?;
+        let positions = ids.iter().map(|id| parse_entry_id(id)).collect::<Result<Vec<_>, _>>()?;
         let mut inner = self.lock();
         let state = inner.group(group)?;
         Ok(positions.iter().filter(|position| state.pending.remove(position).is_some()).count() as u64)
@@ -372,7 +372,7 @@ impl StateStore for MemoryStore {
 
     async fn stream_backlog(&self, group: &str) -> Result<Backlog, StoreError> {
         let mut inner = self.lock();
-        let len = inner.feed.len();
+        let len = inner.stream.len();
         let state = inner.group(group)?;
         Ok(Backlog { lag: len.saturating_sub(state.delivered) as u64, pending: state.pending.len() as u64 })
     }
@@ -398,7 +398,7 @@ impl StateStore for MemoryStore {
     }
 
     async fn replace_leaderboards(&self, replace: &LeaderboardReplace) -> Result<bool, StoreError> {
-        let through = replace.through.as_deref().map(parse_feed_id).transpose()?;
+        let through = replace.through.as_deref().map(parse_entry_id).transpose()?;
         let mut inner = self.lock();
         if let Some(fence) = &replace.fence {
             let seen = inner.fences.entry(fence.lease.clone()).or_default();
@@ -471,11 +471,11 @@ impl StateStore for MemoryStore {
     }
 }
 
-fn feed_id(position: usize) -> String {
+fn entry_id(position: usize) -> String {
     format!("0-{position}")
 }
 
-fn parse_feed_id(id: &str) -> Result<usize, StoreError> {
+fn parse_entry_id(id: &str) -> Result<usize, StoreError> {
     id.strip_prefix("0-")
         .and_then(|position| position.parse().ok())
         .ok_or_else(|| StoreError::Backend(format!("invalid stream id {id:?}")))
