@@ -739,7 +739,13 @@ async fn a_master_without_a_replica_takes_writes_without_waiting_for_one() {
     };
     let store = RedisStore::connect_cluster_lazy(&config).expect("config");
     assert!(first_append_held(&store, "a1").await, "a fresh cluster never acknowledged an append");
-    assert_eq!(store.reach().await.expect("reach"), store::Reach::All);
+    // Every master has its replica once the fresh cluster has settled.
+    let store_ref = &store;
+    let replicated = testing::eventually(Duration::from_secs(20), || async move {
+        store_ref.reach().await == Ok(store::Reach::All)
+    })
+    .await;
+    assert!(replicated, "a master never listed its replica: {:?}", store.reach().await);
 
     // Its replica dies and nothing takes its place.
     let master =
