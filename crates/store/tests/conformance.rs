@@ -275,7 +275,7 @@ const GROUP: &str = "analytics";
 
 /// Appends `count` events of log `log` (from seq 1) and returns nothing; the
 /// feed then holds them in order.
-async fn fill_feed(store: &dyn StateStore, log: &str, count: u64) {
+async fn fill_stream(store: &dyn StateStore, log: &str, count: u64) {
     for seq in 1..=count {
         assert_eq!(store.append(&entry(log, seq), LIMITS).await.expect("append"), AppendOutcome::Applied);
     }
@@ -307,7 +307,7 @@ fn ranked(rows: &[(&str, f64)]) -> Vec<Ranked> {
 }
 
 async fn the_stream_reads_in_pages(store: &dyn StateStore) {
-    fill_feed(store, "f1", 5).await;
+    fill_stream(store, "f1", 5).await;
     let first = store.read_stream(None, 2).await.expect("page");
     assert_eq!(seqs(&first.entries), vec![1, 2]);
     assert_eq!(first.entries[0].log, "f1");
@@ -322,7 +322,7 @@ async fn the_stream_reads_in_pages(store: &dyn StateStore) {
 }
 
 async fn a_group_delivers_each_entry_once_until_acknowledged(store: &dyn StateStore) {
-    fill_feed(store, "g1", 3).await;
+    fill_stream(store, "g1", 3).await;
     store.stream_group_create(GROUP).await.expect("create");
     store.stream_group_create(GROUP).await.expect("creating again is a no-op");
     assert_eq!(store.stream_backlog(GROUP).await.expect("backlog").lag, 3, "nothing delivered yet");
@@ -344,14 +344,14 @@ async fn a_group_delivers_each_entry_once_until_acknowledged(store: &dyn StateSt
 }
 
 async fn a_group_created_late_still_reads_from_the_start(store: &dyn StateStore) {
-    fill_feed(store, "g2", 2).await;
+    fill_stream(store, "g2", 2).await;
     store.stream_group_create("late").await.expect("create");
     let entries = store.stream_read_group("late", "a", 10, Duration::ZERO).await.expect("read");
     assert_eq!(seqs(&entries), vec![1, 2]);
 }
 
 async fn reading_an_unknown_group_fails(store: &dyn StateStore) {
-    fill_feed(store, "g3", 1).await;
+    fill_stream(store, "g3", 1).await;
     let err = store.stream_read_group("never-created", "a", 10, Duration::ZERO).await.expect_err("no group");
     assert!(matches!(err, store::StoreError::Backend(_)), "{err:?}");
 }
@@ -361,14 +361,14 @@ async fn a_blocking_read_returns_an_entry_appended_while_it_waits(store: &dyn St
     let read = store.stream_read_group(GROUP, "a", 10, Duration::from_secs(4));
     let append = async {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        fill_feed(store, "g4", 1).await;
+        fill_stream(store, "g4", 1).await;
     };
     let (entries, ()) = tokio::join!(read, append);
     assert_eq!(seqs(&entries.expect("read")), vec![1]);
 }
 
 async fn idle_entries_are_claimed_by_another_consumer(store: &dyn StateStore) {
-    fill_feed(store, "c1", 4).await;
+    fill_stream(store, "c1", 4).await;
     store.stream_group_create(GROUP).await.expect("create");
     let taken = store.stream_read_group(GROUP, "dead", 3, Duration::ZERO).await.expect("read");
     assert_eq!(seqs(&taken), vec![1, 2, 3]);
@@ -399,7 +399,7 @@ async fn idle_entries_are_claimed_by_another_consumer(store: &dyn StateStore) {
 }
 
 async fn increments_apply_once_and_acknowledge(store: &dyn StateStore) {
-    fill_feed(store, "a1", 2).await;
+    fill_stream(store, "a1", 2).await;
     store.stream_group_create(GROUP).await.expect("create");
     let entries = store.stream_read_group(GROUP, "a", 10, Duration::ZERO).await.expect("read");
     let applies = [
@@ -422,7 +422,7 @@ async fn increments_apply_once_and_acknowledge(store: &dyn StateStore) {
 }
 
 async fn a_rebuild_swaps_boards_and_keeps_later_increments(store: &dyn StateStore) {
-    fill_feed(store, "r1", 4).await;
+    fill_stream(store, "r1", 4).await;
     store.stream_group_create(GROUP).await.expect("create");
     let entries = store.stream_read_group(GROUP, "a", 10, Duration::ZERO).await.expect("read");
     // The stream consumer has applied entries 1 and 3 (entry 2 lags behind,
@@ -463,7 +463,7 @@ async fn a_rebuild_swaps_boards_and_keeps_later_increments(store: &dyn StateStor
     assert_eq!(store.leaderboard_score("other", "9").await.expect("score"), Some(9.0));
 
     // An entry the rebuild covers is acknowledged but not counted again.
-    fill_feed(store, "r2", 1).await;
+    fill_stream(store, "r2", 1).await;
     let late = LeaderboardReplace { through: Some(entries[2].id.clone()), ..LeaderboardReplace::default() };
     store.replace_leaderboards(&late).await.expect("no-op swap");
     let covered = ScoreApply { token: "covered".into(), ..apply(&entries[1], &[("total", "1", 100.0)]) };
@@ -523,7 +523,7 @@ async fn a_swap_under_an_older_lease_token_changes_nothing(store: &dyn StateStor
     assert_eq!(store.leaderboard_score("fenced", "p").await.expect("score"), Some(3.0));
 }
 async fn a_consumer_rereads_its_own_pending_entries(store: &dyn StateStore) {
-    fill_feed(store, "o1", 3).await;
+    fill_stream(store, "o1", 3).await;
     store.stream_group_create(GROUP).await.expect("create");
     let mine = store.stream_read_group(GROUP, "me", 2, Duration::ZERO).await.expect("read");
     let theirs = store.stream_read_group(GROUP, "other", 10, Duration::ZERO).await.expect("read");
@@ -778,4 +778,31 @@ async fn first_append_held(store: &RedisStore, log: &str) -> bool {
         )
     })
     .await
+}
+
+#[tokio::test]
+async fn a_cluster_consumer_holds_the_doorbell_while_idle_and_lets_it_go_while_busy() {
+    let Some(config) = testing::cluster_config().await else { return };
+    let store = RedisStore::connect_cluster_lazy(&config).expect("config");
+    store.stream_group_create(GROUP).await.expect("create");
+    // Idle: the read waits on the doorbell (a subscription to the live
+    // channels), not on a poll.
+    let none = store.stream_read_group(GROUP, "c", 10, Duration::from_millis(100)).await.expect("read");
+    assert!(none.is_empty(), "{none:?}");
+    assert!(store.doorbell_is_up().await, "an idle read set up no doorbell");
+
+    // Busy: full batches in a row, and the subscription goes, so a busy
+    // consumer is not sent every event a second time.
+    fill_stream(&store, "busy", 200).await;
+    for _ in 0..10 {
+        let batch = store.stream_read_group(GROUP, "c", 10, Duration::ZERO).await.expect("read");
+        assert_eq!(batch.len(), 10);
+    }
+    assert!(!store.doorbell_is_up().await, "a busy consumer kept its doorbell");
+
+    // Idle again: back.
+    store.stream_read_group(GROUP, "c", 1_000, Duration::ZERO).await.expect("read the rest");
+    let none = store.stream_read_group(GROUP, "c", 10, Duration::from_millis(100)).await.expect("read");
+    assert!(none.is_empty(), "{none:?}");
+    assert!(store.doorbell_is_up().await, "an idle read set up no doorbell again");
 }

@@ -38,7 +38,7 @@ use std::{
     fmt,
     sync::{
         Arc,
-        atomic::{AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -92,6 +92,12 @@ const POLL: Duration = Duration::from_millis(50);
 /// every few seconds instead of twenty a second.
 const IDLE_POLL: Duration = Duration::from_secs(5);
 
+/// Full batches in a row after which a cluster consumer lets the doorbell
+/// go: it reads without waiting while it is that busy, and the subscription
+/// would only bring it every event's payload a second time. It subscribes
+/// again when a sweep finds nothing.
+const BUSY_SWEEPS: u32 = 8;
+
 /// A replica count not known yet: wait as configured.
 const UNKNOWN: u64 = u64::MAX;
 
@@ -111,6 +117,8 @@ pub struct RedisStore {
     sweep: Arc<AtomicUsize>,
     /// Wakes idle consumer-group reads on a cluster; see [`IDLE_POLL`].
     doorbell: Arc<tokio::sync::Mutex<Option<Subscription>>>,
+    /// Sweeps in a row that filled their batch; see [`BUSY_SWEEPS`].
+    full_sweeps: Arc<AtomicU32>,
 }
 
 struct Scripts {
@@ -176,6 +184,7 @@ impl RedisStore {
             wait_replicas,
             sweep: Arc::new(AtomicUsize::new(0)),
             doorbell: Arc::new(tokio::sync::Mutex::new(None)),
+            full_sweeps: Arc::new(AtomicU32::new(0)),
         }
     }
 
@@ -399,6 +408,12 @@ impl RedisStore {
                     .collect()
             })
             .unwrap_or_default())
+    }
+
+    /// Whether the doorbell is up, for the tests.
+    #[cfg(feature = "testing")]
+    pub async fn doorbell_is_up(&self) -> bool {
+        self.doorbell.lock().await.is_some()
     }
 
     /// Forgets rings that came while nobody waited: the sweep that follows
@@ -728,6 +743,13 @@ impl StateStore for RedisStore {
         loop {
             self.drain_doorbell().await;
             let entries = self.sweep_group(group, consumer, count).await?;
+            if entries.len() < count {
+                self.full_sweeps.store(0, Ordering::Relaxed);
+            } else if self.full_sweeps.fetch_add(1, Ordering::Relaxed) + 1 >= BUSY_SWEEPS
+                && let Ok(mut doorbell) = self.doorbell.try_lock()
+            {
+                *doorbell = None;
+            }
             if !entries.is_empty() || tokio::time::Instant::now() >= deadline {
                 return Ok(entries);
             }
