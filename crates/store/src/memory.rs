@@ -112,6 +112,32 @@ impl Inner {
         })
     }
 
+    /// Delivers up to `count` pending entries of `group` that `pick` chooses
+    /// to `consumer` again (a claim, or a consumer re-reading its own), as
+    /// Redis does: their idle time starts over.
+    fn redeliver(
+        &mut self,
+        group: &str,
+        consumer: &str,
+        count: usize,
+        pick: impl Fn(&Pending, Instant) -> bool,
+    ) -> Result<Vec<StreamEntry>, StoreError> {
+        let now = Instant::now();
+        let state = self.group(group)?;
+        let mut chosen = Vec::new();
+        for (&position, pending) in state.pending.iter_mut() {
+            if chosen.len() >= count.max(1) {
+                break;
+            }
+            if pick(pending, now) {
+                pending.consumer = consumer.to_owned();
+                pending.since = now;
+                chosen.push(position);
+            }
+        }
+        Ok(chosen.into_iter().filter_map(|position| self.stream_entry(position)).collect())
+    }
+
     fn group(&mut self, group: &str) -> Result<&mut Group, StoreError> {
         self.groups.get_mut(group).ok_or_else(|| no_group(group))
     }
@@ -331,21 +357,8 @@ impl StateStore for MemoryStore {
         min_idle: Duration,
         count: usize,
     ) -> Result<Vec<StreamEntry>, StoreError> {
-        let mut inner = self.lock();
-        let now = Instant::now();
-        let state = inner.group(group)?;
-        let mut claimed = Vec::new();
-        for (&position, pending) in state.pending.iter_mut() {
-            if claimed.len() >= count.max(1) {
-                break;
-            }
-            if now.duration_since(pending.since) >= min_idle {
-                pending.consumer = consumer.to_owned();
-                pending.since = now;
-                claimed.push(position);
-            }
-        }
-        Ok(claimed.into_iter().filter_map(|position| inner.stream_entry(position)).collect())
+        self.lock()
+            .redeliver(group, consumer, count, |pending, now| now.duration_since(pending.since) >= min_idle)
     }
 
     async fn stream_read_pending(
@@ -354,20 +367,7 @@ impl StateStore for MemoryStore {
         consumer: &str,
         count: usize,
     ) -> Result<Vec<StreamEntry>, StoreError> {
-        let mut inner = self.lock();
-        let now = Instant::now();
-        let state = inner.group(group)?;
-        let mut own = Vec::new();
-        for (&position, pending) in state.pending.iter_mut() {
-            if own.len() >= count.max(1) {
-                break;
-            }
-            if pending.consumer == consumer {
-                pending.since = now;
-                own.push(position);
-            }
-        }
-        Ok(own.into_iter().filter_map(|position| inner.stream_entry(position)).collect())
+        self.lock().redeliver(group, consumer, count, |pending, _| pending.consumer == consumer)
     }
 
     async fn stream_backlog(&self, group: &str) -> Result<Backlog, StoreError> {

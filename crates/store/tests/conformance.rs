@@ -806,3 +806,18 @@ async fn a_cluster_consumer_holds_the_doorbell_while_idle_and_lets_it_go_while_b
     assert!(none.is_empty(), "{none:?}");
     assert!(store.doorbell_is_up().await, "an idle read set up no doorbell again");
 }
+
+#[tokio::test]
+async fn a_store_that_never_waits_for_replicas_never_asks_for_them() {
+    // Some managed Redis services refuse ROLE: readiness must not read that
+    // as Redis being down unless replicas were asked for.
+    let Some(redis) = testing::ThrowawayRedis::start(&["--rename-command", "ROLE", ""]) else { return };
+    let mut config = store::RedisConfig::new(redis.url());
+    let store = RedisStore::connect_lazy(&config).expect("config");
+    assert_eq!(store.reach().await, Ok(store::Reach::All));
+
+    // Asked for: the refusal is an error, said as such.
+    config.wait_replicas = 1;
+    let waiting = RedisStore::connect_lazy(&config).expect("config");
+    assert!(waiting.reach().await.is_err(), "ROLE is refused, yet the store reached it");
+}

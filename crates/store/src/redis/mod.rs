@@ -472,13 +472,18 @@ impl RedisStore {
     }
 
     /// Asks one part (a partition, or on a cluster the leaderboards' slot)
-    /// whether it answers, and the replicas of its master.
-    async fn reach_part(&self, key: String) -> Result<u64, StoreError> {
+    /// whether it answers and, when replicas are asked for, how many its
+    /// master has. `ROLE` only then: some managed Redis services refuse it,
+    /// and a store that never waits for replicas must not look down there.
+    async fn reach_part(&self, key: String) -> Result<Option<u64>, StoreError> {
         let mut pipe = redis::pipe();
-        pipe.cmd("EXISTS").arg(key).ignore().cmd("ROLE");
-        let answer = tokio::time::timeout(REACH_TIMEOUT, self.query_pipe::<(Value,)>(&pipe)).await;
+        pipe.cmd("EXISTS").arg(key);
+        if self.wait_replicas > 0 {
+            pipe.cmd("ROLE");
+        }
+        let answer = tokio::time::timeout(REACH_TIMEOUT, self.query_pipe::<Vec<Value>>(&pipe)).await;
         match answer {
-            Ok(Ok((role,))) => Ok(connected_replicas(&role)),
+            Ok(Ok(values)) => Ok(values.get(1).map(connected_replicas)),
             Ok(Err(err)) => Err(err),
             Err(_) => Err(StoreError::Unavailable("no answer in time".into())),
         }
@@ -522,7 +527,7 @@ impl StateStore for RedisStore {
         let of = answers.len();
         let mut unreplicated = 0;
         for (k, answer) in answers.iter().enumerate().take(partitions) {
-            if let Ok(replicas) = answer {
+            if let Ok(Some(replicas)) = answer {
                 self.replicas[k].store(*replicas, Ordering::Relaxed);
                 unreplicated += usize::from(*replicas == 0);
             }
