@@ -212,7 +212,7 @@ fn fanout(app: &Application, count: usize) {
         })
         .collect();
     for update in updates.into_iter().take(WARM_UP + count) {
-        hub.dispatch(update);
+        hub.dispatch(&update);
         for receiver in &mut receivers {
             // Each subscriber takes the shared frame, as its cursor does.
             let _ = receiver.try_recv();

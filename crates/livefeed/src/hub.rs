@@ -156,8 +156,16 @@ impl Hub {
         self.states.clear();
     }
 
-    /// Routes one published update to the local subscribers of its topic.
-    pub fn dispatch(&self, payload: Bytes) {
+    /// Routes each update of one message from the live channel (one, or
+    /// several joined by newlines: [`store::live_entries`]) to the local
+    /// subscribers of its topic.
+    pub fn dispatch(&self, message: &Bytes) {
+        for update in store::live_entries(message) {
+            self.dispatch_one(update);
+        }
+    }
+
+    fn dispatch_one(&self, payload: Bytes) {
         let received = Instant::now();
         self.updates.increment(1);
         let header = match FrameHeader::read(&payload, self.topic_key) {
@@ -215,7 +223,7 @@ pub async fn run_bridge(hub: Arc<Hub>, store: Arc<dyn StateStore>, stop: Cancell
                 loop {
                     tokio::select! {
                         message = subscription.next() => match message {
-                            Some(payload) => hub.dispatch(payload),
+                            Some(message) => hub.dispatch(&message),
                             None => break,
                         },
                         () = stop.cancelled() => return,
@@ -319,7 +327,7 @@ mod tests {
         let (_, mut first) = hub.subscribe("l1");
         let (_, mut second) = hub.subscribe("l1");
         let (_, mut other) = hub.subscribe("l2");
-        hub.dispatch(Bytes::from_static(
+        hub.dispatch(&Bytes::from_static(
             br#"{"type":"event","lot":"l1","seq":1,"event":{},"state":{"n":1}}"#,
         ));
         let (a, b) = (first.recv().await.expect("a frame"), second.recv().await.expect("a frame"));
@@ -327,5 +335,27 @@ mod tests {
         assert_eq!(a.seq, 1);
         assert!(other.try_recv().is_err(), "another topic's subscriber got the update");
         assert_eq!(hub.cached_state("l1").as_deref(), Some(&br#"{"n":1}"#[..]));
+    }
+
+    #[tokio::test]
+    async fn a_message_of_several_updates_reaches_each_topic_in_order() {
+        let hub = Hub::new("lot", 8, 10);
+        let (_, mut l1) = hub.subscribe("l1");
+        let (_, mut l2) = hub.subscribe("l2");
+        // Format 2: one store call's updates in one message, one per line.
+        hub.dispatch(&Bytes::from_static(
+            br#"{"type":"event","lot":"l1","seq":1,"event":{},"state":{"n":1}}
+{"type":"event","lot":"l1","seq":2,"event":{},"state":{"n":2}}
+{"type":"event","lot":"l2","seq":7,"event":{},"state":{"n":7}}"#,
+        ));
+        assert_eq!(l1.recv().await.expect("a frame").seq, 1);
+        let second = l1.recv().await.expect("a frame");
+        assert_eq!(second.seq, 2);
+        assert!(
+            second.text.as_str().starts_with('{') && second.text.as_str().ends_with('}'),
+            "one whole update"
+        );
+        assert_eq!(l2.recv().await.expect("a frame").seq, 7);
+        assert_eq!(hub.cached_state("l1").as_deref(), Some(&br#"{"n":2}"#[..]));
     }
 }

@@ -308,12 +308,15 @@ impl<D: Domain> Ingestor<D> {
     ) -> anyhow::Result<LogAppend> {
         let state = D::state_json(next).with_context(|| format!("cannot encode the {} state", D::TOPIC))?;
         let rendered = D::event_json(event).context("cannot encode the event")?;
-        let entry = update(D::TOPIC, D::topic(event), D::seq(event), &rendered, &state)?;
+        let entry = Bytes::from(update(D::TOPIC, D::topic(event), D::seq(event), &rendered, &state)?);
+        // The update closes around the state: one buffer holds both, and
+        // the store sends the state's bytes once, inside the entry.
+        let state = entry.slice(entry.len() - 1 - state.len()..entry.len() - 1);
         Ok(LogAppend {
             log: D::topic(event).to_owned(),
             seq: D::seq(event),
-            entry: Bytes::from(entry),
-            state: Bytes::from(state),
+            entry,
+            state,
             stream_entry: D::stream_entry(event, before, traceparent),
         })
     }

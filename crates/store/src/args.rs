@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use clap::Args;
 use secrecy::{ExposeSecret as _, SecretString};
 
-use crate::{ClusterConfig, MemoryStore, RedisConfig, RedisStore, StateStore};
+use crate::{ClusterConfig, MemoryStore, RedisConfig, RedisStore, StateStore, WriteFormat};
 
 /// Where shared state lives.
 #[derive(Debug, Clone, Args)]
@@ -51,6 +51,13 @@ pub struct StoreArgs {
     /// acknowledged events.
     #[arg(long, env = "COURTSIDE_REDIS_WAIT_REPLICAS", default_value_t = 0)]
     pub redis_wait_replicas: u8,
+
+    /// The format appends are written in for other processes to read (1 or
+    /// 2; see README.md, "Upgrading"). Set it to the running release's
+    /// format while replicas of an older release are still up.
+    #[arg(long, env = "COURTSIDE_STORE_WRITE_FORMAT", default_value_t = WriteFormat::default().number(),
+          value_parser = clap::value_parser!(u8).range(1..=2))]
+    pub store_write_format: u8,
 }
 
 /// Partitions on a cluster unless configured: a few per master of a
@@ -65,6 +72,7 @@ impl Default for StoreArgs {
             redis_cluster: false,
             redis_partitions: DEFAULT_PARTITIONS,
             redis_wait_replicas: 0,
+            store_write_format: WriteFormat::default().number(),
         }
     }
 }
@@ -92,7 +100,11 @@ impl StoreArgs {
         if !self.redis_cluster {
             let config = self.redis_config()?;
             return Ok(config.map(|config| {
-                RedisSettings::Single(RedisConfig { wait_replicas: self.redis_wait_replicas, ..config })
+                RedisSettings::Single(RedisConfig {
+                    wait_replicas: self.redis_wait_replicas,
+                    write_format: self.write_format(),
+                    ..config
+                })
             }));
         }
         let Some(urls) = &self.redis_url else {
@@ -102,10 +114,15 @@ impl StoreArgs {
             .map(|config| {
                 Some(RedisSettings::Cluster(ClusterConfig {
                     wait_replicas: self.redis_wait_replicas,
+                    write_format: self.write_format(),
                     ..config
                 }))
             })
             .map_err(|reason| format!("invalid --redis-url / COURTSIDE_REDIS_URL for a cluster: {reason}"))
+    }
+
+    fn write_format(&self) -> WriteFormat {
+        WriteFormat::from_number(self.store_write_format).unwrap_or_default()
     }
 
     /// Checks the settings without connecting; call it before starting

@@ -37,7 +37,7 @@ use std::{fmt, pin::Pin, time::Duration};
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt as _};
-pub use log::{AppendOutcome, HistoryLimits, LIVE_CHANNEL, LogAppend, LogSlice};
+pub use log::{AppendOutcome, HistoryLimits, LIVE_CHANNEL, LogAppend, LogSlice, WriteFormat, live_entries};
 pub use stream::{
     ApplyOutcome, Backlog, Fence, LeaderboardReplace, Ranked, ScoreApply, ScoreIncrement, StreamEntry,
     StreamPage,
@@ -128,18 +128,22 @@ pub trait StateStore: Send + Sync + fmt::Debug + 'static {
     async fn subscribe(&self, channel: &str) -> Result<Subscription, StoreError>;
 
     /// Appends one event to its log, atomically with everything it implies
-    /// (see [`LogAppend`]). Either all of it happens or none of it does.
+    /// (see [`LogAppend`]). Either all of it happens or none of it does. An
+    /// entry holding a newline is refused, writing nothing.
     async fn append(&self, append: &LogAppend, limits: HistoryLimits) -> Result<AppendOutcome, StoreError>;
 
-    /// Appends events in order, in as few round trips as the backend allows.
-    /// Each append is atomic on its own; an error means the ones before it
-    /// may have been applied, so callers retry the batch (appends are
-    /// idempotent by sequence number).
+    /// Appends events in as few round trips as the backend allows, each
+    /// log's appends in their order; appends of different logs may be
+    /// stored in another order than given (Redis groups them by log). The
+    /// outcomes come back in the order given. Each append is atomic on its
+    /// own; an error means some may have been applied, so callers retry the
+    /// batch (appends are idempotent by sequence number).
     async fn append_batch(
         &self,
         appends: &[LogAppend],
         limits: HistoryLimits,
     ) -> Result<Vec<AppendOutcome>, StoreError> {
+        log::check_one_line(appends)?;
         let mut outcomes = Vec::with_capacity(appends.len());
         for append in appends {
             outcomes.push(self.append(append, limits).await?);

@@ -249,6 +249,7 @@ impl StateStore for MemoryStore {
     }
 
     async fn append(&self, append: &LogAppend, limits: HistoryLimits) -> Result<AppendOutcome, StoreError> {
+        crate::log::check_one_line(std::slice::from_ref(append))?;
         let mut inner = self.lock();
         let now = Instant::now();
         let log = inner.logs.entry(append.log.clone()).or_default();

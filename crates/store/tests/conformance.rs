@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use store::{
     AppendOutcome, ApplyOutcome, HistoryLimits, LIVE_CHANNEL, LeaderboardReplace, LogAppend, MemoryStore,
-    Ranked, RedisStore, ScoreApply, ScoreIncrement, StateStore, StreamEntry, testing,
+    Ranked, RedisStore, ScoreApply, ScoreIncrement, StateStore, StreamEntry, WriteFormat, testing,
 };
 
 /// How long a subscriber waits for a message that should arrive.
@@ -218,6 +218,46 @@ async fn batches_report_each_outcome(store: &dyn StateStore) {
     );
 }
 
+/// An update that closes around its state, as the gateway writes them: the
+/// state is the entry's tail.
+fn update(log: &str, seq: u64) -> LogAppend {
+    let state = format!("{{\"log\":\"{log}\",\"seq\":{seq}}}");
+    let entry = Bytes::from(format!("{{\"type\":\"event\",\"state\":{state}}}"));
+    LogAppend {
+        state: entry.slice(entry.len() - 1 - state.len()..entry.len() - 1),
+        entry,
+        ..self::entry(log, seq)
+    }
+}
+
+async fn a_state_inside_its_entry_is_stored_whole(store: &dyn StateStore) {
+    // Updates and plain entries mixed, logs interleaved, in one batch.
+    let batch = [update("u1", 1), entry("u2", 1), update("u1", 2), update("u2", 2), entry("u1", 3)];
+    let outcomes = store.append_batch(&batch, LIMITS).await.expect("batch");
+    assert!(outcomes.iter().all(|o| *o == AppendOutcome::Applied), "{outcomes:?}");
+    assert_eq!(store.log_state("u1").await.expect("state"), Some((3, Bytes::from("state of u1 at 3"))));
+    assert_eq!(store.log_state("u2").await.expect("state"), Some((2, update("u2", 2).state)));
+    let history = store.read_log("u1", 0, 10).await.expect("read").entries;
+    assert_eq!(history[1], (2, update("u1", 2).entry), "the entry is stored whole, its state in it");
+
+    // A state that is the tail of its entry but for the last byte only.
+    let state = Bytes::from_static(b"ab");
+    let near = LogAppend { entry: Bytes::from_static(b"xab"), state: state.clone(), ..entry("u3", 1) };
+    store.append(&near, LIMITS).await.expect("append");
+    assert_eq!(store.log_state("u3").await.expect("state"), Some((1, state)));
+    let empty = LogAppend { state: Bytes::new(), ..entry("u4", 1) };
+    store.append(&empty, LIMITS).await.expect("append");
+    assert_eq!(store.log_state("u4").await.expect("state"), Some((1, Bytes::new())));
+}
+
+async fn an_entry_holding_a_newline_is_refused_and_nothing_is_written(store: &dyn StateStore) {
+    let broken = LogAppend { entry: Bytes::from_static(b"two\nlines"), ..entry("n1", 2) };
+    let err = store.append_batch(&[entry("n1", 1), broken], LIMITS).await.expect_err("two lines");
+    assert!(err.to_string().contains("newline"), "{err}");
+    assert_eq!(store.log_state("n1").await.expect("state"), None, "nothing of the batch was written");
+    assert_eq!(store.stream_len().await.expect("feed"), 0);
+}
+
 async fn large_interleaved_batches_keep_each_logs_order(store: &dyn StateStore) {
     // Three logs taking turns, more appends than one script call takes.
     let batch: Vec<LogAppend> =
@@ -236,18 +276,13 @@ async fn large_interleaved_batches_keep_each_logs_order(store: &dyn StateStore) 
     let feed = store.read_stream(None, 1_000).await.expect("feed").entries;
     let order: Vec<(String, u64)> = feed.iter().map(|e| (e.log.clone(), e.seq)).collect();
     let expected: Vec<(String, u64)> = batch.iter().map(|a| (a.log.clone(), a.seq)).collect();
-    if store.backend() == "redis-cluster" {
-        // A partitioned stream keeps each log's order, not the order
-        // between logs of different partitions.
-        for log in ["i1", "i2", "i3"] {
-            let of =
-                |all: &[(String, u64)]| all.iter().filter(|(l, _)| l == log).cloned().collect::<Vec<_>>();
-            assert_eq!(of(&order), of(&expected), "the feed holds each append of {log} once, in order");
-        }
-        assert_eq!(order.len(), expected.len());
-    } else {
-        assert_eq!(order, expected, "the feed holds every append once, in the order given");
+    // Each log's order, not the order between logs: Redis groups a call's
+    // appends by log, and a cluster's stream is partitioned.
+    for log in ["i1", "i2", "i3"] {
+        let of = |all: &[(String, u64)]| all.iter().filter(|(l, _)| l == log).cloned().collect::<Vec<_>>();
+        assert_eq!(of(&order), of(&expected), "the feed holds each append of {log} once, in order");
     }
+    assert_eq!(order.len(), expected.len());
 
     // The same batch again: every append a duplicate, nothing added.
     let again = store.append_batch(&batch, LIMITS).await.expect("batch");
@@ -567,6 +602,8 @@ macro_rules! conformance {
                 history_is_bounded_in_length,
                 batches_report_each_outcome,
                 large_interleaved_batches_keep_each_logs_order,
+                a_state_inside_its_entry_is_stored_whole,
+                an_entry_holding_a_newline_is_refused_and_nothing_is_written,
                 the_stream_reads_in_pages,
                 a_group_delivers_each_entry_once_until_acknowledged,
                 a_group_created_late_still_reads_from_the_start,
@@ -628,28 +665,77 @@ async fn a_write_refused_midway_leaves_the_appends_before_it_whole() {
     // The history of w2 is not a stream: its append's XADD is refused.
     store.set("log:w2", Bytes::from_static(b"in the way")).await.expect("set");
     let batch = [entry("w1", 1), entry("w1", 2), entry("w2", 1), entry("w1", 3)];
+    let mut live = store.subscribe(LIVE_CHANNEL).await.expect("subscribe");
     store.append_batch(&batch, LIMITS).await.expect_err("w2's history is in the way");
 
-    // Everything before the refusal is whole, nothing after it was written.
-    assert_eq!(store.log_state("w1").await.expect("state"), Some((2, Bytes::from("state of w1 at 2"))));
-    assert_eq!(store.read_log("w1", 0, 10).await.expect("read").entries.len(), 2);
+    // The call takes w1's appends first (grouped by log): they are whole,
+    // and published; w2's refused append wrote nothing.
+    assert_eq!(store.log_state("w1").await.expect("state"), Some((3, Bytes::from("state of w1 at 3"))));
+    assert_eq!(store.read_log("w1", 0, 10).await.expect("read").entries.len(), 3);
     assert_eq!(store.log_state("w2").await.expect("state"), None);
-    assert_eq!(store.stream_len().await.expect("feed"), 2);
+    assert_eq!(store.stream_len().await.expect("feed"), 3);
+    let message = tokio::time::timeout(DELIVERY_DEADLINE, live.next()).await.expect("in time").expect("open");
+    let published: Vec<Bytes> = store::live_entries(&message).collect();
+    assert_eq!(published, ["w1#1", "w1#2", "w1#3"].map(Bytes::from));
 
-    // Out of the way, the same batch again: the first two are duplicates.
+    // Out of the way, the same batch again: w1's are duplicates.
     store.delete("log:w2").await.expect("delete");
     let outcomes = store.append_batch(&batch, LIMITS).await.expect("batch");
     assert_eq!(
         outcomes,
         [
-            AppendOutcome::Duplicate { head: 2 },
-            AppendOutcome::Duplicate { head: 2 },
+            AppendOutcome::Duplicate { head: 3 },
+            AppendOutcome::Duplicate { head: 3 },
             AppendOutcome::Applied,
-            AppendOutcome::Applied
+            AppendOutcome::Duplicate { head: 3 }
         ]
     );
     assert_eq!(store.log_state("w1").await.expect("state").map(|(head, _)| head), Some(3));
     assert_eq!(store.stream_len().await.expect("feed"), 4);
+}
+
+/// Every message on the live channel within `DELIVERY_DEADLINE`, until
+/// `entries` entries have come.
+async fn live_messages(live: &mut store::Subscription, entries: usize) -> Vec<Bytes> {
+    let mut messages = Vec::new();
+    let mut seen = 0;
+    while seen < entries {
+        let message =
+            tokio::time::timeout(DELIVERY_DEADLINE, live.next()).await.expect("in time").expect("open");
+        seen += store::live_entries(&message).count();
+        messages.push(message);
+    }
+    messages
+}
+
+#[tokio::test]
+async fn the_new_format_publishes_a_call_as_one_message_and_the_old_one_message_per_append() {
+    for (format, cluster) in [(WriteFormat::V2, false), (WriteFormat::V1, false), (WriteFormat::V2, true)] {
+        let store = if cluster {
+            let Some(config) = testing::cluster_config().await else { continue };
+            // One partition: the whole batch is one call.
+            let config = store::ClusterConfig { partitions: 1, write_format: format, ..config };
+            RedisStore::connect_cluster_lazy(&config).expect("valid test config")
+        } else {
+            let Some(config) = testing::redis_config().await else { return };
+            RedisStore::connect_lazy(&store::RedisConfig { write_format: format, ..config })
+                .expect("valid test config")
+        };
+        let mut live = store.subscribe(LIVE_CHANNEL).await.expect("subscribe");
+        let batch = [update("f1", 1), update("f2", 1), update("f1", 2)];
+        store.append_batch(&batch, LIMITS).await.expect("batch");
+        let messages = live_messages(&mut live, 3).await;
+        let expected: Vec<Bytes> =
+            [&batch[0], &batch[2], &batch[1]].iter().map(|a| a.entry.clone()).collect();
+        match format {
+            WriteFormat::V2 => assert_eq!(messages.len(), 1, "one message for the call: {messages:?}"),
+            WriteFormat::V1 => {
+                assert_eq!(messages, expected, "one message per append, as older releases read")
+            }
+        }
+        let entries: Vec<Bytes> = messages.iter().flat_map(store::live_entries).collect();
+        assert_eq!(entries, expected, "each entry once, whole, grouped by log in each log's order");
+    }
 }
 
 #[tokio::test]

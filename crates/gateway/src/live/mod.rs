@@ -116,7 +116,7 @@ mod tests {
         // The update stream delivers an older state late: the cache keeps
         // the newer one.
         let late = json!({"type": "event", "match": "ryw", "seq": 2, "state": {}});
-        hub.dispatch(Bytes::from(late.to_string()));
+        hub.dispatch(&Bytes::from(late.to_string()));
         assert_eq!(cached_seq(&hub, "ryw"), Some(3));
     }
 }

@@ -48,7 +48,7 @@ use crate::{
 };
 
 /// Events applied per store round trip in bulk ingest.
-const BULK_CHUNK: usize = 1_000;
+const BULK_CHUNK: usize = 4_096;
 /// Rejected lines listed in a bulk report; the count covers all of them.
 const MAX_REPORTED_REJECTIONS: usize = 1_000;
 

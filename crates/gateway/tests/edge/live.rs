@@ -373,6 +373,7 @@ pub(crate) fn cluster_args(cluster: &store::ClusterConfig) -> StoreArgs {
         redis_cluster: true,
         redis_partitions: cluster.partitions,
         redis_wait_replicas: cluster.wait_replicas,
+        ..StoreArgs::default()
     }
 }
 
@@ -406,6 +407,63 @@ async fn two_gateways_deliver_to_subscribers_on_both_in_order(store: &StoreArgs)
         .await
         .expect("json");
     assert_eq!(state["seq"], 20);
+}
+
+/// A rolling upgrade: a gateway writing the format older releases write
+/// (one live message per event) next to one writing the new (a store call's
+/// events in one message). Each reads what the other writes: subscribers on
+/// both see every update of bulk bodies published to either, in order.
+#[tokio::test]
+async fn gateways_writing_the_old_and_the_new_live_format_read_each_other() {
+    let Some(redis) = store::testing::redis_config().await else { return };
+    let store = |format: store::WriteFormat| StoreArgs {
+        redis_url: Some(redis.url.clone().into()),
+        redis_prefix: redis.key_prefix.clone(),
+        store_write_format: format.number(),
+        ..StoreArgs::default()
+    };
+    let worker = StandInWorker::spawn(StandInConfig::default()).await;
+    let old = spawn_gateway(GatewayConfig::for_tests(worker.url()), &store(store::WriteFormat::V1)).await;
+    let new = spawn_gateway(GatewayConfig::for_tests(worker.url()), &store(store::WriteFormat::V2)).await;
+    let client = reqwest::Client::new();
+    for id in ["upgrade-a", "upgrade-b"] {
+        start_match(&client, old.addr, id, 1).await;
+    }
+    let mut on_old = WsClient::connect(old.addr).await;
+    let mut on_new = WsClient::connect(new.addr).await;
+    for ws in [&mut on_old, &mut on_new] {
+        for id in ["upgrade-a", "upgrade-b"] {
+            assert_eq!(ws.subscribe(id, None).await["seq"], 1);
+        }
+    }
+
+    // Bodies of interleaved events, so one store call holds several.
+    for (writer, seqs) in [(new.addr, 2..=11), (old.addr, 12..=21), (new.addr, 22..=31)] {
+        let body: Vec<String> =
+            seqs.flat_map(|seq| ["upgrade-a", "upgrade-b"].map(|id| pass(id, seq).to_string())).collect();
+        let response = client
+            .post(format!("http://{writer}/v1/events/bulk"))
+            .bearer_auth(TEST_PUBLISH_TOKEN)
+            .header("content-type", "application/x-ndjson")
+            .body(body.join("\n"))
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(response.status(), StatusCode::OK);
+        let report: Value = response.json().await.expect("json");
+        assert_eq!(report["accepted"], 20, "{report}");
+    }
+    for (name, ws) in [("the old writer", &mut on_old), ("the new writer", &mut on_new)] {
+        let mut next = std::collections::HashMap::from([("upgrade-a", 2), ("upgrade-b", 2)]);
+        for _ in 0..60 {
+            let update = ws.recv().await;
+            let id = update["match"].as_str().expect("a match id").to_owned();
+            let expected = next.get_mut(id.as_str()).expect("a subscribed match");
+            assert_eq!(update["seq"], *expected, "on {name}, {id} in order");
+            assert_eq!(update["state"]["seq"], *expected, "on {name}, the state after the event");
+            *expected += 1;
+        }
+    }
 }
 
 #[tokio::test]

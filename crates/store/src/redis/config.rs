@@ -3,6 +3,8 @@
 
 use std::{fmt, time::Duration};
 
+use crate::WriteFormat;
+
 /// How to reach one Redis server and how long to wait for it.
 #[derive(Clone)]
 pub struct RedisConfig {
@@ -18,6 +20,8 @@ pub struct RedisConfig {
     /// Replicas that must hold an append before it is acknowledged (see
     /// [`crate::RedisStore`]'s durability); 0 takes the master's word.
     pub wait_replicas: u8,
+    /// What appends write for other processes to read; see [`WriteFormat`].
+    pub write_format: WriteFormat,
 }
 
 impl RedisConfig {
@@ -27,6 +31,7 @@ impl RedisConfig {
             key_prefix: "courtside:".into(),
             timeout: Duration::from_secs(1),
             wait_replicas: 0,
+            write_format: WriteFormat::default(),
         }
     }
 
@@ -51,6 +56,7 @@ impl fmt::Debug for RedisConfig {
             .field("key_prefix", &self.key_prefix)
             .field("timeout", &self.timeout)
             .field("wait_replicas", &self.wait_replicas)
+            .field("write_format", &self.write_format)
             .finish()
     }
 }
@@ -71,6 +77,8 @@ pub struct ClusterConfig {
     /// Replicas that must hold an append before it is acknowledged (see
     /// [`crate::RedisStore`]'s durability); 0 takes the master's word.
     pub wait_replicas: u8,
+    /// What appends write for other processes to read; see [`WriteFormat`].
+    pub write_format: WriteFormat,
 }
 
 impl ClusterConfig {
@@ -97,6 +105,7 @@ impl ClusterConfig {
             partitions,
             timeout: Duration::from_secs(1),
             wait_replicas: 0,
+            write_format: WriteFormat::default(),
         })
     }
 
@@ -114,6 +123,7 @@ impl fmt::Debug for ClusterConfig {
             .field("partitions", &self.partitions)
             .field("timeout", &self.timeout)
             .field("wait_replicas", &self.wait_replicas)
+            .field("write_format", &self.write_format)
             .finish()
     }
 }

@@ -57,7 +57,7 @@ use layout::Layout;
 
 use crate::{
     AppendOutcome, ApplyOutcome, HistoryLimits, LIVE_CHANNEL, LeaderboardReplace, LogAppend, LogSlice,
-    Ranked, Reach, ScoreApply, StateStore, StoreError, StreamEntry, StreamPage, Subscription,
+    Ranked, Reach, ScoreApply, StateStore, StoreError, StreamEntry, StreamPage, Subscription, WriteFormat,
     stream::{JOURNAL_MAX_LEN, MAX_BLOCK},
 };
 
@@ -109,6 +109,7 @@ pub struct RedisStore {
     connection: Connection,
     scripts: Arc<Scripts>,
     wait_replicas: u8,
+    write_format: WriteFormat,
     /// Replicas of each partition's master at its last `ROLE` answer, or
     /// [`UNKNOWN`].
     replicas: Arc<[AtomicU64]>,
@@ -148,7 +149,12 @@ impl RedisStore {
     /// is still coming up; readiness reports whether it answers.
     pub fn connect_lazy(config: &RedisConfig) -> Result<Self, StoreError> {
         let connection = Connection::single(config)?;
-        Ok(Self::new(Layout::single(&config.key_prefix), connection, config.wait_replicas))
+        Ok(Self::new(
+            Layout::single(&config.key_prefix),
+            connection,
+            config.wait_replicas,
+            config.write_format,
+        ))
     }
 
     /// A store on a Redis Cluster. Checks the settings and prepares the
@@ -159,10 +165,11 @@ impl RedisStore {
             Layout::cluster(&config.key_prefix, config.partitions),
             connection,
             config.wait_replicas,
+            config.write_format,
         ))
     }
 
-    fn new(layout: Layout, connection: Connection, wait_replicas: u8) -> Self {
+    fn new(layout: Layout, connection: Connection, wait_replicas: u8, write_format: WriteFormat) -> Self {
         let append_text = scripts::append_script(layout.publish_command());
         let apply_text = scripts::apply_script();
         let scripts = Scripts {
@@ -182,6 +189,7 @@ impl RedisStore {
             connection,
             scripts: Arc::new(scripts),
             wait_replicas,
+            write_format,
             sweep: Arc::new(AtomicUsize::new(0)),
             doorbell: Arc::new(tokio::sync::Mutex::new(None)),
             full_sweeps: Arc::new(AtomicU32::new(0)),
@@ -271,14 +279,26 @@ impl RedisStore {
                 args.push((slot, append));
             }
             let cmd = pipe.cmd("EVALSHA").arg(self.scripts.append.get_hash()).arg(keys.len()).arg(&keys);
-            cmd.arg(limits.max_entries).arg(max_idle_ms).arg(&channel).arg(attempt);
+            cmd.arg(limits.max_entries)
+                .arg(max_idle_ms)
+                .arg(&channel)
+                .arg(attempt)
+                .arg(self.write_format.number());
             for (slot, append) in args {
-                cmd.arg(slot)
-                    .arg(&append.log)
-                    .arg(append.seq)
-                    .arg(append.entry.as_ref())
-                    .arg(append.state.as_ref())
-                    .arg(append.stream_entry.as_ref());
+                let slot = i64::try_from(slot).unwrap_or(i64::MAX);
+                match state_within(append) {
+                    // The state travels once, inside the entry.
+                    Some(len) => {
+                        cmd.arg(-slot).arg(&append.log).arg(append.seq).arg(append.entry.as_ref()).arg(len)
+                    }
+                    None => cmd
+                        .arg(slot)
+                        .arg(&append.log)
+                        .arg(append.seq)
+                        .arg(append.entry.as_ref())
+                        .arg(append.state.as_ref()),
+                };
+                cmd.arg(append.stream_entry.as_ref());
             }
         }
     }
@@ -593,10 +613,14 @@ impl StateStore for RedisStore {
         if appends.is_empty() {
             return Ok(Vec::new());
         }
+        crate::log::check_one_line(appends)?;
         // The same for every try of this call: the client library's own
         // retries send the same bytes.
         let attempt = format!("{:016x}", rand::random::<u64>());
-        let groups = self.by_partition(appends.iter().map(|a| a.log.as_str()));
+        let mut groups = self.by_partition(appends.iter().map(|a| a.log.as_str()));
+        for (_, indexes) in &mut groups {
+            by_log(indexes, appends);
+        }
         let replies = try_join_all(groups.iter().map(|(k, indexes)| {
             let ours: Vec<&LogAppend> = indexes.iter().map(|&i| &appends[i]).collect();
             let attempt = attempt.as_str();
@@ -995,6 +1019,28 @@ fn value_int(value: &Value) -> Option<u64> {
     redis::from_redis_value_ref::<u64>(value).ok()
 }
 
+/// Puts each log's appends next to each other, in their order, logs in the
+/// order of their first append: appends of different logs are independent,
+/// and what a call pays per log (history expiry, state, head) it then pays
+/// once for several appends.
+fn by_log(indexes: &mut [usize], appends: &[LogAppend]) {
+    let mut first: HashMap<&str, usize> = HashMap::with_capacity(indexes.len());
+    for (n, &i) in indexes.iter().enumerate() {
+        first.entry(appends[i].log.as_str()).or_insert(n);
+    }
+    indexes.sort_by_key(|&i| first[appends[i].log.as_str()]);
+}
+
+/// The length of the append's state when the entry ends with it and one
+/// more byte (an update that closes around its state), so the script can
+/// cut it out instead of receiving it twice.
+fn state_within(append: &LogAppend) -> Option<usize> {
+    let (entry, state) = (append.entry.as_ref(), append.state.as_ref());
+    let end = entry.len().checked_sub(1)?;
+    let start = end.checked_sub(state.len())?;
+    (&entry[start..end] == state).then_some(state.len())
+}
+
 fn outcome((code, head): (i64, u64)) -> AppendOutcome {
     match code {
         1 => AppendOutcome::Applied,
@@ -1013,6 +1059,39 @@ fn history_entry(id: &StreamId) -> Option<(u64, Bytes)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn append(log: &str, entry: &'static [u8], state: &'static [u8]) -> LogAppend {
+        LogAppend {
+            log: log.into(),
+            seq: 1,
+            entry: Bytes::from_static(entry),
+            state: Bytes::from_static(state),
+            stream_entry: Bytes::new(),
+        }
+    }
+
+    #[test]
+    fn appends_are_grouped_by_log_keeping_each_logs_order() {
+        let appends: Vec<LogAppend> =
+            ["a", "b", "a", "c", "b", "a"].iter().map(|log| append(log, b"e", b"")).collect();
+        let mut indexes = vec![0, 1, 2, 3, 4, 5];
+        by_log(&mut indexes, &appends);
+        assert_eq!(indexes, [0, 2, 5, 1, 4, 3]);
+        // A partition's subset, out of input order, groups the same way.
+        let mut some = vec![4, 3, 1];
+        by_log(&mut some, &appends);
+        assert_eq!(some, [4, 1, 3]);
+    }
+
+    #[test]
+    fn a_state_is_found_only_as_the_entry_tail_before_its_last_byte() {
+        assert_eq!(state_within(&append("m", br#"{"state":{"n":1}}"#, br#"{"n":1}"#)), Some(7));
+        assert_eq!(state_within(&append("m", b"xs}", b"")), Some(0));
+        assert_eq!(state_within(&append("m", b"xs}", b"s}")), None, "the last byte is not the state's");
+        assert_eq!(state_within(&append("m", b"s}", b"s}")), None, "no byte left to close it");
+        assert_eq!(state_within(&append("m", b"", b"")), None);
+        assert_eq!(state_within(&append("m", b"abc}", b"abd")), None);
+    }
 
     #[tokio::test]
     async fn a_retry_of_an_attempt_that_was_stored_is_answered_applied() {
