@@ -2,7 +2,7 @@
 # The bulk ingest benchmark: one NDJSON body of a given size (default 1 GiB,
 # QUICK=1 about 20 MB) streamed into `POST /v1/events/bulk` of a gateway
 # backed by Redis; reports events per second and the gateway's peak RSS
-# (VmHWM).
+# (VmHWM), and the CPU that Redis and the gateway spent per event.
 #
 #   loadtest/ingest.sh [bytes] [matches]
 #
@@ -62,17 +62,27 @@ cleanup() {
 trap cleanup EXIT
 wait_http http://127.0.0.1:18081/healthz 200 || failed_line "did not start"
 rss_start=$(rss_kib "$server_pid")
+redis_cpu() { # seconds of CPU used so far by every Redis node in use
+  for p in $redis_ports; do redis-cli -p "$p" info cpu; done |
+    awk -F: '/^used_cpu_(user|sys):/ { s += $2 } END { printf "%.3f", s }'
+}
 
 echo "ingest: $bytes bytes over $matches matches; run $RUN; $PROFILE build; results in $RESULTS"
 start=$(date +%s.%N)
+redis_cpu_start=$(redis_cpu); gateway_ticks_start=$(cpu_ticks "$server_pid")
 # Bounded: an hour is some 30 times what a gibibyte takes here.
 report=$("$LT" ndjson --bytes "$bytes" --matches "$matches" --prefix "b$(date +%s%N)" |
   curl -sS --max-time 3600 -X POST -T - -H "Authorization: Bearer $token" -H 'content-type: application/x-ndjson' \
     -H 'Transfer-Encoding: chunked' http://127.0.0.1:18081/v1/events/bulk) || failed_line "the bulk request failed"
 end=$(date +%s.%N)
 peak=$(hwm_kib "$server_pid")
+redis_cpu_end=$(redis_cpu); gateway_ticks_end=$(cpu_ticks "$server_pid")
 accepted=$(sed -nE 's/.*"accepted":([0-9]+).*/\1/p' <<<"$report")
 rejected=$(sed -nE 's/.*"rejected_count":([0-9]+).*/\1/p' <<<"$report")
 [ -n "$accepted" ] && [ -n "$rejected" ] || failed_line "unexpected answer: ${report:0:300}"
-line=$(awk -v s="$start" -v e="$end" -v a="$accepted" 'BEGIN { printf "\"seconds\":%.3f,\"events_per_second\":%.0f", e - s, a / (e - s) }')
+line=$(awk -v s="$start" -v e="$end" -v a="$accepted" -v r0="$redis_cpu_start" -v r1="$redis_cpu_end" \
+  -v g0="$gateway_ticks_start" -v g1="$gateway_ticks_end" -v hz="$(getconf CLK_TCK)" 'BEGIN {
+  n = a > 0 ? a : 1
+  printf "\"seconds\":%.3f,\"events_per_second\":%.0f,\"redis_cpu_us_per_event\":%.2f,\"gateway_cpu_us_per_event\":%.2f",
+    e - s, a / (e - s), (r1 - r0) / n * 1e6, (g1 - g0) / hz / n * 1e6 }')
 emit $out "{$(common_fields ingest "$system"),$line,\"rss_peak_kib\":$peak,\"errors\":$rejected,\"label\":\"$label\",\"bytes\":$bytes,\"matches\":$matches,\"accepted\":$accepted,\"rejected\":$rejected,\"rss_start_kib\":$rss_start}"

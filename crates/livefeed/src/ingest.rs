@@ -246,8 +246,35 @@ impl<D: Domain> Ingestor<D> {
     /// so a caller can prepare the next chunk while this one is in flight;
     /// commits of one request must still complete in order.
     pub async fn commit(&self, prepared: Prepared<D>) -> Result<Committed<D>, IngestFailure> {
+        self.commit_after(prepared, None).await
+    }
+
+    /// [`Ingestor::commit`] for a chunk sent while the chunk before it may
+    /// still be on its way: `previous` resolves (its sender is dropped) once
+    /// that commit is over. The store keeps one connection's requests in
+    /// order, but a reconnection or a cluster client's retry can let this
+    /// chunk overtake the previous one; its appends then find a gap before
+    /// them, and are sent once more after `previous`, when the events
+    /// they follow are stored. A gap that remains is a real conflict.
+    pub async fn commit_after(
+        &self,
+        prepared: Prepared<D>,
+        previous: Option<tokio::sync::oneshot::Receiver<()>>,
+    ) -> Result<Committed<D>, IngestFailure> {
         let Prepared { mut results, appends, appended_at } = prepared;
-        let outcomes = self.store.append_batch(&appends, self.limits).await?;
+        let mut outcomes = self.store.append_batch(&appends, self.limits).await?;
+        let overtaken: Vec<usize> =
+            (0..outcomes.len()).filter(|&i| matches!(outcomes[i], AppendOutcome::Gap { .. })).collect();
+        if let Some(previous) = previous
+            && !overtaken.is_empty()
+        {
+            let _over = previous.await;
+            let again: Vec<LogAppend> = overtaken.iter().map(|&i| appends[i].clone()).collect();
+            let retried = self.store.append_batch(&again, self.limits).await?;
+            for (&i, outcome) in overtaken.iter().zip(retried) {
+                outcomes[i] = outcome;
+            }
+        }
         let mut stale = Vec::new();
         for ((index, outcome), append) in appended_at.into_iter().zip(outcomes).zip(&appends) {
             results[index] = Some(match outcome {
@@ -374,5 +401,107 @@ mod tests {
         assert_eq!(Sequencing::of(5, 5), Sequencing::Duplicate);
         assert_eq!(Sequencing::of(3, 5), Sequencing::Duplicate);
         assert_eq!(Sequencing::of(8, 5), Sequencing::Gap { expected: 6 });
+    }
+
+    /// A counter per topic: enough to ingest with.
+    struct Counts;
+
+    impl Domain for Counts {
+        type Event = (String, u64);
+        type State = u64;
+        type Rejection = std::io::Error;
+
+        const TOPIC: &'static str = "lot";
+
+        fn topic(event: &(String, u64)) -> &str {
+            &event.0
+        }
+
+        fn seq(event: &(String, u64)) -> u64 {
+            event.1
+        }
+
+        fn start(_: &(String, u64)) -> Result<u64, std::io::Error> {
+            Ok(1)
+        }
+
+        fn apply(state: &u64, _: &(String, u64)) -> Result<u64, std::io::Error> {
+            Ok(state + 1)
+        }
+
+        fn event_json(_: &(String, u64)) -> serde_json::Result<Vec<u8>> {
+            Ok(b"{}".to_vec())
+        }
+
+        fn state_json(state: &u64) -> serde_json::Result<Vec<u8>> {
+            serde_json::to_vec(state)
+        }
+
+        fn state_from_json(json: &[u8]) -> anyhow::Result<u64> {
+            Ok(serde_json::from_slice(json)?)
+        }
+
+        fn stream_entry(_: &(String, u64), _: Option<&u64>, _: &str) -> Bytes {
+            Bytes::new()
+        }
+    }
+
+    fn events(topic: &str, seqs: std::ops::RangeInclusive<u64>) -> Vec<(String, u64)> {
+        seqs.map(|seq| (topic.to_owned(), seq)).collect()
+    }
+
+    #[tokio::test]
+    async fn a_chunk_that_overtakes_the_one_before_it_is_stored_after_it() {
+        let store: Arc<dyn StateStore> = Arc::new(store::MemoryStore::new());
+        let ingestor = Ingestor::<Counts>::new(
+            Arc::clone(&store),
+            HistoryLimits::default(),
+            Arc::new(Hub::new("lot", 8, 10)),
+        );
+        let mut session = Session::default();
+        let first = ingestor.prepare(&mut session, &events("l1", 1..=3)).await.expect("prepare");
+        let second = ingestor.prepare(&mut session, &events("l1", 4..=6)).await.expect("prepare");
+
+        // The second reaches the store first.
+        let (first_done, after_first) = tokio::sync::oneshot::channel();
+        let second = tokio::spawn({
+            let ingestor = ingestor.clone();
+            async move { ingestor.commit_after(second, Some(after_first)).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert!(!second.is_finished(), "the overtaking chunk waits for the one before it");
+        let first = ingestor.commit_after(first, None).await.expect("commit");
+        drop(first_done);
+        let second = second.await.expect("task").expect("commit");
+
+        for result in first.results.iter().chain(&second.results) {
+            assert!(matches!(result, Ok(Accepted::Applied)), "{result:?}");
+        }
+        assert_eq!(store.log_state("l1").await.expect("state").map(|(head, _)| head), Some(6));
+        let seqs: Vec<u64> =
+            store.read_log("l1", 0, 10).await.expect("read").entries.iter().map(|e| e.0).collect();
+        assert_eq!(seqs, [1, 2, 3, 4, 5, 6]);
+    }
+
+    #[tokio::test]
+    async fn a_gap_that_the_chunk_before_does_not_fill_is_a_conflict() {
+        let store: Arc<dyn StateStore> = Arc::new(store::MemoryStore::new());
+        let ingestor = Ingestor::<Counts>::new(
+            Arc::clone(&store),
+            HistoryLimits::default(),
+            Arc::new(Hub::new("lot", 8, 10)),
+        );
+        let mut session = Session::default();
+        let _never_sent = ingestor.prepare(&mut session, &events("l1", 1..=3)).await.expect("prepare");
+        let second = ingestor.prepare(&mut session, &events("l1", 4..=5)).await.expect("prepare");
+        let (first_done, after_first) = tokio::sync::oneshot::channel::<()>();
+        drop(first_done);
+        let second = ingestor.commit_after(second, Some(after_first)).await.expect("commit");
+        assert!(
+            second.results.iter().all(|r| matches!(r, Err(Rejected::Conflict { .. }))),
+            "{:?}",
+            second.results
+        );
+        assert_eq!(store.log_state("l1").await.expect("state"), None);
     }
 }
