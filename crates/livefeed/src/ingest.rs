@@ -382,6 +382,7 @@ fn update(topic_key: &str, topic: &str, seq: u64, event: &[u8], state: &[u8]) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::Lots;
 
     #[test]
     fn an_update_carries_the_domains_json_under_its_topic_key() {
@@ -403,47 +404,10 @@ mod tests {
         assert_eq!(Sequencing::of(8, 5), Sequencing::Gap { expected: 6 });
     }
 
-    /// A counter per topic: enough to ingest with.
-    struct Counts;
-
-    impl Domain for Counts {
-        type Event = (String, u64);
-        type State = u64;
-        type Rejection = std::io::Error;
-
-        const TOPIC: &'static str = "lot";
-
-        fn topic(event: &(String, u64)) -> &str {
-            &event.0
-        }
-
-        fn seq(event: &(String, u64)) -> u64 {
-            event.1
-        }
-
-        fn start(_: &(String, u64)) -> Result<u64, std::io::Error> {
-            Ok(1)
-        }
-
-        fn apply(state: &u64, _: &(String, u64)) -> Result<u64, std::io::Error> {
-            Ok(state + 1)
-        }
-
-        fn event_json(_: &(String, u64)) -> serde_json::Result<Vec<u8>> {
-            Ok(b"{}".to_vec())
-        }
-
-        fn state_json(state: &u64) -> serde_json::Result<Vec<u8>> {
-            serde_json::to_vec(state)
-        }
-
-        fn state_from_json(json: &[u8]) -> anyhow::Result<u64> {
-            Ok(serde_json::from_slice(json)?)
-        }
-
-        fn stream_entry(_: &(String, u64), _: Option<&u64>, _: &str) -> Bytes {
-            Bytes::new()
-        }
+    fn in_memory() -> (Arc<dyn StateStore>, Ingestor<Lots>, Session<Lots>) {
+        let store: Arc<dyn StateStore> = Arc::new(store::MemoryStore::new());
+        let hub = Arc::new(Hub::new("lot", 8, 10));
+        (Arc::clone(&store), Ingestor::new(store, HistoryLimits::default(), hub), Session::default())
     }
 
     fn events(topic: &str, seqs: std::ops::RangeInclusive<u64>) -> Vec<(String, u64)> {
@@ -452,13 +416,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_chunk_that_overtakes_the_one_before_it_is_stored_after_it() {
-        let store: Arc<dyn StateStore> = Arc::new(store::MemoryStore::new());
-        let ingestor = Ingestor::<Counts>::new(
-            Arc::clone(&store),
-            HistoryLimits::default(),
-            Arc::new(Hub::new("lot", 8, 10)),
-        );
-        let mut session = Session::default();
+        let (store, ingestor, mut session) = in_memory();
         let first = ingestor.prepare(&mut session, &events("l1", 1..=3)).await.expect("prepare");
         let second = ingestor.prepare(&mut session, &events("l1", 4..=6)).await.expect("prepare");
 
@@ -485,13 +443,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_gap_that_the_chunk_before_does_not_fill_is_a_conflict() {
-        let store: Arc<dyn StateStore> = Arc::new(store::MemoryStore::new());
-        let ingestor = Ingestor::<Counts>::new(
-            Arc::clone(&store),
-            HistoryLimits::default(),
-            Arc::new(Hub::new("lot", 8, 10)),
-        );
-        let mut session = Session::default();
+        let (store, ingestor, mut session) = in_memory();
         let _never_sent = ingestor.prepare(&mut session, &events("l1", 1..=3)).await.expect("prepare");
         let second = ingestor.prepare(&mut session, &events("l1", 4..=5)).await.expect("prepare");
         let (first_done, after_first) = tokio::sync::oneshot::channel::<()>();

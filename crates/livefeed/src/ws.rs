@@ -527,49 +527,7 @@ async fn send<D: Domain>(sink: &mut Sink, message: Message, engine: &Engine<D>) 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A domain for the parser: only its topic key and id rule matter.
-    struct Lots;
-
-    impl Domain for Lots {
-        type Event = (String, u64);
-        type State = u64;
-        type Rejection = std::io::Error;
-
-        const TOPIC: &'static str = "lot";
-
-        fn topic(event: &(String, u64)) -> &str {
-            &event.0
-        }
-
-        fn seq(event: &(String, u64)) -> u64 {
-            event.1
-        }
-
-        fn start(_: &(String, u64)) -> Result<u64, std::io::Error> {
-            Ok(1)
-        }
-
-        fn apply(state: &u64, _: &(String, u64)) -> Result<u64, std::io::Error> {
-            Ok(state + 1)
-        }
-
-        fn event_json(_: &(String, u64)) -> serde_json::Result<Vec<u8>> {
-            Ok(b"{}".to_vec())
-        }
-
-        fn state_json(state: &u64) -> serde_json::Result<Vec<u8>> {
-            serde_json::to_vec(state)
-        }
-
-        fn state_from_json(json: &[u8]) -> anyhow::Result<u64> {
-            Ok(serde_json::from_slice(json)?)
-        }
-
-        fn stream_entry(_: &(String, u64), _: Option<&u64>, _: &str) -> bytes::Bytes {
-            bytes::Bytes::new()
-        }
-    }
+    use crate::domain::Lots;
 
     #[test]
     fn commands_parse_under_the_domains_key_and_refusals_carry_the_documented_codes() {
