@@ -335,10 +335,11 @@ impl<D: Domain> Ingestor<D> {
     ) -> anyhow::Result<LogAppend> {
         let state = D::state_json(next).with_context(|| format!("cannot encode the {} state", D::TOPIC))?;
         let rendered = D::event_json(event).context("cannot encode the event")?;
-        let entry = Bytes::from(update(D::TOPIC, D::topic(event), D::seq(event), &rendered, &state)?);
-        // The update closes around the state: one buffer holds both, and
-        // the store sends the state's bytes once, inside the entry.
-        let state = entry.slice(entry.len() - 1 - state.len()..entry.len() - 1);
+        let (entry, state_at) = update(D::TOPIC, D::topic(event), D::seq(event), &rendered, &state)?;
+        // One buffer holds both, and the store sends the state's bytes once,
+        // inside the entry.
+        let entry = Bytes::from(entry);
+        let state = entry.slice(state_at);
         Ok(LogAppend {
             log: D::topic(event).to_owned(),
             seq: D::seq(event),
@@ -362,8 +363,15 @@ fn unreadable<D: Domain>(err: anyhow::Error) -> IngestFailure {
 /// "seq":N,"event":{..},"state":{..}}`: the event and the topic's state
 /// after it. Written once per event at ingest, stored in history, published
 /// to every process, and forwarded to subscribers byte for byte. `event` and
-/// `state` are the domain's JSON, pasted in as written.
-fn update(topic_key: &str, topic: &str, seq: u64, event: &[u8], state: &[u8]) -> anyhow::Result<Vec<u8>> {
+/// `state` are the domain's JSON, pasted in as written. Returns the update
+/// and where the state sits in it.
+fn update(
+    topic_key: &str,
+    topic: &str,
+    seq: u64,
+    event: &[u8],
+    state: &[u8],
+) -> anyhow::Result<(Vec<u8>, std::ops::Range<usize>)> {
     let mut out = Vec::with_capacity(48 + topic_key.len() + topic.len() + event.len() + state.len());
     out.extend_from_slice(b"{\"type\":\"event\",");
     serde_json::to_writer(&mut out, topic_key)?;
@@ -374,9 +382,10 @@ fn update(topic_key: &str, topic: &str, seq: u64, event: &[u8], state: &[u8]) ->
     out.extend_from_slice(b",\"event\":");
     out.extend_from_slice(event);
     out.extend_from_slice(b",\"state\":");
+    let state_at = out.len()..out.len() + state.len();
     out.extend_from_slice(state);
     out.push(b'}');
-    Ok(out)
+    Ok((out, state_at))
 }
 
 #[cfg(test)]
@@ -386,7 +395,9 @@ mod tests {
 
     #[test]
     fn an_update_carries_the_domains_json_under_its_topic_key() {
-        let entry = update("lot", "l\"1", 7, br#"{"bid":5}"#, br#"{"leading":5}"#).expect("an update");
+        let (entry, state_at) =
+            update("lot", "l\"1", 7, br#"{"bid":5}"#, br#"{"leading":5}"#).expect("an update");
+        assert_eq!(&entry[state_at], br#"{"leading":5}"#);
         let value: serde_json::Value = serde_json::from_slice(&entry).expect("valid json");
         assert_eq!(
             value,

@@ -35,8 +35,7 @@ pub enum WriteFormat {
     V1,
     /// The entries of one store call in one live message, joined by
     /// newlines (entries hold none), so Redis sends one message per call
-    /// instead of one per append. Read by this
-    /// release and later ones.
+    /// instead of one per append. Read by this release and later ones.
     #[default]
     V2,
 }
