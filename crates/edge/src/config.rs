@@ -65,6 +65,13 @@ pub struct EdgeConfig {
     #[arg(long, env = "COURTSIDE_MAX_CONNECTIONS", default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_connections: u64,
 
+    /// WebSocket and SSE connections one client address may hold (IPv6:
+    /// per /64); past it, 429. Behind a load balancer, the address is the
+    /// client's own only with the PROXY protocol or `X-Forwarded-For` from
+    /// `--trusted-proxies`. `--rate-limit off` turns it off.
+    #[arg(long, env = "COURTSIDE_MAX_CONNECTIONS_PER_ADDRESS", default_value_t = crate::streams::DEFAULT_PER_ADDRESS as u64, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections_per_address: u64,
+
     /// Kernel send buffer of each client connection, in bytes. Bounds the
     /// kernel memory a client that stops reading can pin (autotuning would
     /// let it grow to megabytes) and makes such a client visible sooner.
@@ -105,10 +112,12 @@ pub struct EdgeConfig {
     #[arg(long, env = "COURTSIDE_RATE_LIMIT_PER_TOKEN", default_value_t = limits::DEFAULT_PER_TOKEN)]
     pub rate_limit_per_token: Rate,
 
-    /// Proxies (addresses or CIDR ranges, comma-separated) whose
-    /// `X-Forwarded-For` names the client a request counts against. Empty:
-    /// the header is ignored and the connection's address counts. Set it
-    /// behind a load balancer, or every client shares its address.
+    /// Proxies (addresses or CIDR ranges, comma-separated) whose PROXY
+    /// protocol header (v1 or v2) or `X-Forwarded-For` names the client a
+    /// connection or request counts against. Empty: a PROXY header is
+    /// refused, `X-Forwarded-For` ignored, and the connection's address
+    /// counts. Set it behind a load balancer, or every client shares its
+    /// address.
     #[arg(long, env = "COURTSIDE_TRUSTED_PROXIES", default_value = "")]
     pub trusted_proxies: TrustedProxies,
 
@@ -184,6 +193,15 @@ impl EdgeConfig {
         usize::try_from(self.max_connections).unwrap_or(usize::MAX)
     }
 
+    /// WebSocket and SSE connections one client address may hold; `None`
+    /// with `--rate-limit off`, like every other per-client limit.
+    pub fn max_streams_per_address(&self) -> Option<usize> {
+        match self.rate_limit {
+            RateLimiting::Off => None,
+            RateLimiting::On => Some(usize::try_from(self.max_connections_per_address).unwrap_or(usize::MAX)),
+        }
+    }
+
     /// A configuration for tests: any free loopback port, the test publish
     /// token. Rate limits are off: a test drives many requests from one
     /// address, and the tests of the limits turn them on with their own
@@ -199,6 +217,7 @@ impl EdgeConfig {
             max_http_connections: 16_384,
             header_read_timeout_ms: 10_000,
             max_connections: 20_000,
+            max_connections_per_address: crate::streams::DEFAULT_PER_ADDRESS as u64,
             socket_send_buffer_bytes: 128 * 1024,
             slow_poll_ms: 10,
             rate_limit: RateLimiting::Off,
@@ -262,6 +281,7 @@ mod tests {
             (&["--rate-limit-ingest", "100/day"], "--rate-limit-ingest"),
             (&["--rate-limit-compute", "0/s"], "--rate-limit-compute"),
             (&["--trusted-proxies", "10.0.0.0/8,lb.internal"], "--trusted-proxies"),
+            (&["--max-connections-per-address", "0"], "--max-connections-per-address"),
         ] {
             let err = parse(args).expect_err("bad value");
             assert!(err.to_string().contains(flag), "{args:?}: {err}");
@@ -285,6 +305,10 @@ mod tests {
         for rate in [off.ingest, off.subscribe, off.compute, off.per_token] {
             assert_eq!(rate, Rate::Off);
         }
+        let parsed = |args: &[&str]| parse(args).expect("parses").max_streams_per_address();
+        assert_eq!(parsed(&[]), Some(crate::streams::DEFAULT_PER_ADDRESS));
+        assert_eq!(parsed(&["--max-connections-per-address", "7"]), Some(7));
+        assert_eq!(parsed(&["--rate-limit", "off", "--max-connections-per-address", "7"]), None);
     }
 
     #[test]

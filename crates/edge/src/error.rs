@@ -65,6 +65,10 @@ pub enum EdgeError {
     RateLimited(#[from] RateLimited),
     #[error("this server already holds {0} live connections; try another replica or retry later")]
     TooManyConnections(usize),
+    #[error(
+        "this client address already holds {0} live connections, the most one address may hold; close one first"
+    )]
+    TooManyConnectionsFromAddress(usize),
     #[error("content type must be {0}")]
     UnsupportedMediaType(&'static str),
     #[error("request body exceeds the limit of {0} bytes")]
@@ -81,6 +85,7 @@ impl ApiErrorKind for EdgeError {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::TooManyConnections(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::TooManyConnectionsFromAddress(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         }
@@ -95,6 +100,7 @@ impl ApiErrorKind for EdgeError {
             Self::Unauthorized(_) => "unauthorized",
             Self::RateLimited(_) => "rate_limited",
             Self::TooManyConnections(_) => "too_many_connections",
+            Self::TooManyConnectionsFromAddress(_) => "too_many_connections_from_address",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::PayloadTooLarge(_) => "payload_too_large",
         }
@@ -107,6 +113,11 @@ impl IntoResponse for EdgeError {
         if let Self::RateLimited(limited) = &self {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(limited.retry_after_secs()));
             response.extensions_mut().insert(RateLimitedIn(limited.lane));
+        }
+        if let Self::TooManyConnectionsFromAddress(_) = &self {
+            // A slot frees as soon as one of the address's connections
+            // closes; there is no refill to wait for.
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
         }
         response
     }

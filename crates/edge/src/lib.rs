@@ -11,7 +11,8 @@
 //!
 //! What a service gets, without a line of its own:
 //! - the accept loop ([`server`]): a cap on open HTTP connections, the
-//!   header-read timeout (slow-loris, idle keep-alives), HTTP/1 and HTTP/2;
+//!   header-read timeout (slow-loris, idle keep-alives), HTTP/1 and HTTP/2,
+//!   and the PROXY protocol from trusted load balancers ([`proxy`]);
 //! - request tracking ([`middleware`]): a request id, the trace context and
 //!   span, per-route Prometheus series and the runtime-fit report ([`fit`]),
 //!   the `x-trace-id` header, and a capped body;
@@ -25,8 +26,8 @@
 //! And the pieces a service puts on its own routes: bearer tokens
 //! ([`auth`]), rate limits per client address and per token in three lanes
 //! ([`limits`], [`middleware::rate_limit`]), the request timeout
-//! ([`middleware::TimeoutLayer`]), and a permit per long-lived connection
-//! ([`Edge::streams`]). They are all in [`Edge`], which the server hands out.
+//! ([`middleware::TimeoutLayer`]), and a slot per long-lived connection
+//! under the server's and the client address's caps ([`streams`]). They are all in [`Edge`], which the server hands out.
 
 pub mod auth;
 pub mod config;
@@ -38,13 +39,15 @@ pub mod healthcheck;
 pub mod limits;
 pub mod metrics;
 pub mod middleware;
+mod proxy;
 pub mod server;
+pub mod streams;
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use axum::{Router, extract::DefaultBodyLimit, extract::FromRef, routing::get};
-use tokio::{net::TcpListener, sync::Semaphore};
+use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, SetRequestIdLayer};
 
@@ -52,11 +55,12 @@ use crate::{
     auth::Auth,
     fit::RuntimeFit,
     health::Readiness,
-    limits::{Lane, Limits, Rate},
+    limits::{Lane, Limits, Rate, TrustedProxies},
     middleware::{
         LaneLimit, REQUEST_ID, TimeoutLayer, TraceLayer, TrackLayer, method_not_allowed, not_found,
     },
     server::ServerLimits,
+    streams::Streams,
 };
 pub use crate::{
     config::EdgeConfig,
@@ -75,12 +79,9 @@ pub struct Edge {
     pub limits: Arc<Limits>,
     pub fit: Arc<RuntimeFit>,
     pub shutdown: Shutdown,
-    /// Long-lived connections (WebSocket, SSE): one permit each, taken
-    /// after the token check; none left is `503 too_many_connections`.
-    pub streams: Arc<Semaphore>,
-    /// How many permits [`Edge::streams`] started with, for the refusal's
-    /// message.
-    pub max_streams: usize,
+    /// Long-lived connections (WebSocket, SSE): one slot each, taken after
+    /// the token check, under the server's cap and the client address's.
+    pub streams: Arc<Streams>,
     /// How long an ordinary request may take ([`Edge::timeout`]).
     pub request_timeout: Duration,
     /// The largest request body read whole, in bytes.
@@ -139,8 +140,7 @@ impl Server {
             limits: Arc::new(limits),
             fit: Arc::new(RuntimeFit::new(config.slow_poll_threshold())),
             shutdown: Shutdown::new(),
-            streams: Arc::new(Semaphore::new(config.max_streams())),
-            max_streams: config.max_streams(),
+            streams: Streams::new(config.max_streams(), config.max_streams_per_address()),
             request_timeout: config.request_timeout(),
             body_limit: config.body_limit(),
         };
@@ -259,6 +259,9 @@ impl Server {
                 max_connections: 64,
                 header_read_timeout: config.header_read_timeout(),
                 send_buffer_bytes: 64 * 1024,
+                // Reached from the monitoring network, never through the
+                // balancer: a PROXY header there is refused.
+                trusted_proxies: TrustedProxies::default(),
             };
             // It stops with the long-lived connections: monitoring can still
             // scrape during the drain.
@@ -270,6 +273,9 @@ impl Server {
             max_connections: usize::try_from(config.max_http_connections).unwrap_or(usize::MAX),
             header_read_timeout: config.header_read_timeout(),
             send_buffer_bytes: usize::try_from(config.socket_send_buffer_bytes).unwrap_or(usize::MAX),
+            // Whether or not the rate limits are on: the balancer's header
+            // says who the client is for the logs and the caps too.
+            trusted_proxies: config.trusted_proxies.clone(),
         };
         let served = {
             let shutdown = shutdown.clone();
@@ -357,8 +363,9 @@ fn log_limits(config: &EdgeConfig) {
         subscribe = %limits.subscribe,
         compute = %limits.compute,
         per_token = %limits.per_token,
+        live_connections_per_address = config.max_connections_per_address,
         trusted_proxies = %limits.trusted_proxies,
-        "rate limits per client address (ingest, subscribe, compute) and per publish token"
+        "rate limits per client address (ingest, subscribe, compute), live connections per address, and per publish token"
     );
 }
 

@@ -21,6 +21,9 @@ pub const HTTP_CONNECTIONS: &str = "courtside_http_connections";
 pub const HTTP_CONNECTIONS_REFUSED: &str = "courtside_http_connections_refused_total";
 pub const RATE_LIMITED: &str = "courtside_http_rate_limited_total";
 pub const RATE_LIMIT_TRACKED: &str = "courtside_rate_limit_tracked_addresses";
+pub const STREAMS_REFUSED: &str = "courtside_live_connections_refused_total";
+pub const STREAM_ADDRESSES: &str = "courtside_live_connection_addresses";
+pub const PROXY_HEADERS: &str = "courtside_proxy_headers_total";
 
 /// Adds help text and units to the edge's series. Idempotent.
 pub fn describe() {
@@ -36,6 +39,15 @@ pub fn describe() {
     describe_counter!(
         RATE_LIMITED,
         "requests and WebSocket subscribes refused for going over a rate limit, by route template and lane"
+    );
+    describe_counter!(
+        STREAMS_REFUSED,
+        "WebSocket and SSE connections refused by reason: server_cap (503), address_cap (429, one client address's share)"
+    );
+    describe_gauge!(STREAM_ADDRESSES, "client addresses holding a WebSocket or SSE connection");
+    describe_counter!(
+        PROXY_HEADERS,
+        "PROXY protocol headers by outcome: accepted (from a trusted proxy), refused_untrusted, refused_invalid"
     );
     describe_gauge!(
         RATE_LIMIT_TRACKED,

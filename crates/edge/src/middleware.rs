@@ -16,7 +16,7 @@ use std::{
 
 use axum::{
     body::Body,
-    extract::{MatchedPath, Request, State},
+    extract::{ConnectInfo, MatchedPath, Request, State},
     http::{HeaderName, Method, Response, Uri},
     middleware::Next,
     response::IntoResponse as _,
@@ -484,6 +484,7 @@ pub fn http_span(request: &Request<Body>) -> Span {
         http.request.method = Empty,
         http.route = Empty,
         url.path = Empty,
+        client.address = Empty,
         http.response.status_code = Empty,
         request_id = Empty,
         error.message = Empty,
@@ -503,6 +504,11 @@ pub fn http_span(request: &Request<Body>) -> Span {
         span.record("http.route", route.unwrap_or_default());
         span.record("url.path", request.uri().path());
         span.record("request_id", request_id);
+        // The client's own address: behind a trusted balancer, the one its
+        // PROXY header named.
+        if let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<std::net::SocketAddr>>() {
+            span.record("client.address", tracing::field::display(peer.ip()));
+        }
     }
     span
 }

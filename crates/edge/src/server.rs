@@ -10,10 +10,14 @@
 //!   which also closes an HTTP/1 keep-alive connection that stays idle that
 //!   long, and a new connection that sends nothing at all; HTTP/2
 //!   connections are pinged and closed when the peer is gone.
+//! - A trusted load balancer's PROXY protocol header (v1 or v2) names the
+//!   client whose address the request extensions carry (`ConnectInfo`);
+//!   from anyone else such a header is refused ([`crate::proxy`]). Reading
+//!   it counts against the header-read timeout.
 //! - On shutdown the listener closes, each connection finishes its
 //!   in-flight requests and then closes.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{
     Router,
@@ -29,8 +33,13 @@ use tokio::{net::TcpListener, sync::Semaphore};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
+use crate::{
+    limits::TrustedProxies,
+    proxy::{self, Preface},
+};
+
 /// How the server treats connections.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ServerLimits {
     /// Open HTTP connections at most.
     pub max_connections: usize,
@@ -39,6 +48,8 @@ pub struct ServerLimits {
     pub header_read_timeout: Duration,
     /// Kernel send buffer of each connection.
     pub send_buffer_bytes: usize,
+    /// Peers whose PROXY protocol header is believed.
+    pub trusted_proxies: TrustedProxies,
 }
 
 /// Serves `app` on `listener` until `stop` fires, then waits for open
@@ -65,6 +76,9 @@ pub fn serve(
     let open = Arc::new(Semaphore::new(limits.max_connections));
     let refused = metrics::counter!(crate::metrics::HTTP_CONNECTIONS_REFUSED);
     let connections = metrics::gauge!(crate::metrics::HTTP_CONNECTIONS);
+    let proxied = metrics::counter!(crate::metrics::PROXY_HEADERS, "outcome" => "accepted");
+    let (header_read_timeout, send_buffer_bytes) = (limits.header_read_timeout, limits.send_buffer_bytes);
+    let trusted_proxies = Arc::new(limits.trusted_proxies);
 
     async move {
         let graceful = GracefulShutdown::new();
@@ -88,38 +102,54 @@ pub fn serve(
                 continue;
             };
             let _ = tcp.set_nodelay(true);
-            if let Err(err) = socket2::SockRef::from(&tcp).set_send_buffer_size(limits.send_buffer_bytes) {
+            if let Err(err) = socket2::SockRef::from(&tcp).set_send_buffer_size(send_buffer_bytes) {
                 tracing::debug!(%err, "cannot set the socket send buffer");
             }
             // One clone of the router (an Arc) per connection: serving the
             // router itself would rebuild its route table per connection.
             let app = app.clone();
-            // Each request carries the peer's address, as axum's own server
-            // does it (`ConnectInfo`): the rate limits count per client.
-            let service =
-                TowerToHyperService::new(tower::service_fn(move |mut request: Request<Incoming>| {
-                    request.extensions_mut().insert(ConnectInfo(peer));
-                    app.clone().oneshot(request)
-                }));
+            let trusted = !trusted_proxies.is_empty() && trusted_proxies.contains(peer.ip());
             let (builder, watcher, stop) = (Arc::clone(&builder), graceful.watcher(), stop.clone());
-            let connections = connections.clone();
+            let (connections, proxied) = (connections.clone(), proxied.clone());
             connections.increment(1.0);
             tokio::spawn(async move {
+                let mut tcp = tcp;
                 // hyper's header-read timer starts only once the first bytes
                 // have told HTTP/1 from HTTP/2; until then nothing bounds
                 // the wait. A client that sends nothing must not hold its
                 // connection (and a slot under the cap) for longer.
-                let first = tokio::select! {
-                    first = tokio::time::timeout(limits.header_read_timeout, first_bytes(&tcp)) => first,
-                    () = stop.cancelled() => Ok(Ok(false)),
+                let opened = tokio::select! {
+                    opened = tokio::time::timeout(header_read_timeout, opening(&mut tcp, peer, trusted)) => opened,
+                    () = stop.cancelled() => Ok(Ok(Opened::Closed)),
                 };
-                if matches!(first, Ok(Ok(true))) {
-                    let connection = watcher.watch(
-                        builder.serve_connection_with_upgrades(TokioIo::new(tcp), service).into_owned(),
-                    );
-                    if let Err(err) = connection.await {
-                        tracing::debug!(error = %err, "connection ended with an error");
+                match opened {
+                    Ok(Ok(Opened::Serve { client, proxied: by_proxy })) => {
+                        if by_proxy {
+                            proxied.increment(1);
+                        }
+                        // Each request carries the client's address, as
+                        // axum's own server does it (`ConnectInfo`): the
+                        // rate limits count per client.
+                        let service = TowerToHyperService::new(tower::service_fn(
+                            move |mut request: Request<Incoming>| {
+                                request.extensions_mut().insert(ConnectInfo(client));
+                                app.clone().oneshot(request)
+                            },
+                        ));
+                        let connection = watcher.watch(
+                            builder.serve_connection_with_upgrades(TokioIo::new(tcp), service).into_owned(),
+                        );
+                        if let Err(err) = connection.await {
+                            tracing::debug!(error = %err, "connection ended with an error");
+                        }
                     }
+                    Ok(Ok(Opened::Refused(refusal))) => {
+                        tracing::debug!(%peer, %refusal, "proxy header refused");
+                        metrics::counter!(crate::metrics::PROXY_HEADERS, "outcome" => refusal.label())
+                            .increment(1);
+                        proxy::refuse(tcp, &refusal).await;
+                    }
+                    Ok(Ok(Opened::Closed)) | Ok(Err(_)) | Err(_) => {}
                 }
                 connections.decrement(1.0);
                 drop(permit);
@@ -129,6 +159,32 @@ pub fn serve(
         graceful.shutdown().await;
         Ok(())
     }
+}
+
+/// What a new connection's first bytes decided.
+enum Opened {
+    /// Serve it, for `client`: the peer, or the one a trusted proxy's
+    /// header named (`proxied`).
+    Serve { client: SocketAddr, proxied: bool },
+    /// A PROXY header that is not to be believed.
+    Refused(proxy::Refusal),
+    /// Closed before sending a request.
+    Closed,
+}
+
+/// Reads what comes before the first request: a trusted proxy's header,
+/// then enough to tell HTTP/1 from HTTP/2.
+async fn opening(
+    tcp: &mut tokio::net::TcpStream,
+    peer: SocketAddr,
+    trusted: bool,
+) -> std::io::Result<Opened> {
+    let (client, proxied) = match proxy::read_preface(tcp, peer, trusted).await? {
+        Ok(Preface::Client(client)) => (client, true),
+        Ok(Preface::None) => (peer, false),
+        Err(refusal) => return Ok(Opened::Refused(refusal)),
+    };
+    Ok(if first_bytes(tcp).await? { Opened::Serve { client, proxied } } else { Opened::Closed })
 }
 
 /// The HTTP/2 connection preface, which hyper-util reads in full before it

@@ -45,6 +45,11 @@ pub struct GatewayConfig {
     #[arg(long, env = "COURTSIDE_PING_INTERVAL_SECS", default_value_t = 25, value_parser = clap::value_parser!(u64).range(1..=600))]
     pub ping_interval_secs: u64,
 
+    /// Seconds a WebSocket connection may hold no subscription (from its
+    /// opening or its last unsubscribe) before it is closed with 4001.
+    #[arg(long, env = "COURTSIDE_LIVE_SUBSCRIBE_GRACE_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub subscribe_grace_secs: u64,
+
     /// Milliseconds one send to a live subscriber may take; a client whose
     /// socket stays full that long is disconnected.
     #[arg(long, env = "COURTSIDE_WRITE_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(10..=600_000))]
@@ -85,6 +90,7 @@ impl GatewayConfig {
             history_events: 1_000,
             history_idle_secs: 3600,
             ping_interval_secs: 25,
+            subscribe_grace_secs: 30,
             write_timeout_ms: 10_000,
             max_line_bytes: 64 * 1024,
             bench_routes: BenchRoutes::Public,

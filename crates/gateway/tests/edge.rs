@@ -7,6 +7,7 @@
 mod edge {
     mod api;
     mod cluster_failover;
+    mod connections;
     mod dashboard_browser;
     mod fit;
     mod helpers;

@@ -44,6 +44,8 @@ pub struct Settings {
     pub ring_capacity: usize,
     /// Topic states kept in the read cache.
     pub cached_topics: u64,
+    /// How long a WebSocket may hold no subscription before it is closed.
+    pub subscribe_grace: Duration,
 }
 
 impl Default for Settings {
@@ -55,6 +57,7 @@ impl Default for Settings {
             history: HistoryLimits::default(),
             ring_capacity: 1024,
             cached_topics: 10_000,
+            subscribe_grace: Duration::from_secs(30),
         }
     }
 }
@@ -71,6 +74,7 @@ pub struct Engine<D: Domain> {
     delivered: AtomicU64,
     websocket: TransportMetrics,
     sse: TransportMetrics,
+    unsubscribed_closes: Counter,
 }
 
 impl<D: Domain> fmt::Debug for Engine<D> {
@@ -105,6 +109,7 @@ impl<D: Domain> Engine<D> {
             delivered: AtomicU64::new(0),
             websocket: TransportMetrics::new(Transport::WebSocket),
             sse: TransportMetrics::new(Transport::Sse),
+            unsubscribed_closes: counter!(names::UNSUBSCRIBED_CLOSES),
         })
     }
 
@@ -174,6 +179,10 @@ impl<D: Domain> Engine<D> {
 
     pub(crate) fn count_slow_disconnect(&self, transport: Transport) {
         self.metrics_of(transport).slow_disconnects.increment(1);
+    }
+
+    pub(crate) fn count_unsubscribed_close(&self) {
+        self.unsubscribed_closes.increment(1);
     }
 }
 

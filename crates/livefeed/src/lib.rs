@@ -60,6 +60,9 @@ pub mod metrics {
     pub const DELIVERED: &str = "courtside_live_messages_delivered_total";
     /// Subscribers cut off for falling behind or not reading, by `transport`.
     pub const SLOW_DISCONNECTS: &str = "courtside_live_slow_consumer_disconnects_total";
+    /// WebSocket connections closed for holding no subscription for the
+    /// grace.
+    pub const UNSUBSCRIBED_CLOSES: &str = "courtside_live_unsubscribed_closes_total";
     /// From an update's arrival on this process's pub/sub subscription to
     /// its write to one subscriber, by `transport`.
     pub const DELIVERY_LAG: &str = "courtside_live_delivery_lag_seconds";
@@ -69,6 +72,10 @@ pub mod metrics {
         describe_gauge!(CONNECTIONS, "open WebSocket and SSE connections");
         describe_counter!(DELIVERED, "messages written to live subscribers");
         describe_counter!(SLOW_DISCONNECTS, "live subscribers disconnected for falling behind");
+        describe_counter!(
+            UNSUBSCRIBED_CLOSES,
+            "WebSocket connections closed (4001) for holding no subscription for the grace"
+        );
         describe_histogram!(
             DELIVERY_LAG,
             Unit::Seconds,

@@ -10,12 +10,13 @@
 //! (`slow_consumer`, `store_unavailable`).
 //!
 //! What it costs is paid in order: the reader's token, the topic id and
-//! `since`, then a connection permit, then the store read.
+//! `since`, then a connection slot (the client address's share, then the
+//! server's cap), then the store read.
 
 use std::{convert::Infallible, sync::Arc, time::Duration};
 
 use axum::{
-    extract::State,
+    extract::{Request, State},
     http::HeaderMap,
     response::{
         IntoResponse, Response,
@@ -25,10 +26,11 @@ use axum::{
 use edge::{
     EdgeError,
     extract::{Path, Query},
+    limits::ClientKey,
+    streams::StreamSlot,
 };
 use futures::{Stream, StreamExt as _};
 use serde::Deserialize;
-use tokio::sync::OwnedSemaphorePermit;
 
 use crate::{
     Domain,
@@ -51,10 +53,11 @@ pub struct LiveQuery {
 pub async fn handler<D: Domain>(
     State(engine): State<Arc<Engine<D>>>,
     Path(id): Path<String>,
-    headers: HeaderMap,
     Query(query): Query<LiveQuery>,
+    request: Request,
 ) -> Response {
-    match open(engine, &id, &headers, query).await {
+    let client = ClientKey::of(&engine.edge.limits, &request);
+    match open(engine, &id, request.headers(), client, query).await {
         Ok(response) => response,
         Err(err) => err.into_response(),
     }
@@ -64,6 +67,7 @@ async fn open<D: Domain>(
     engine: Arc<Engine<D>>,
     id: &str,
     headers: &HeaderMap,
+    client: ClientKey,
     query: LiveQuery,
 ) -> Result<Response, FeedError> {
     engine.edge.auth.authorize_read(headers, query.token.as_deref()).map_err(EdgeError::from)?;
@@ -77,12 +81,10 @@ async fn open<D: Domain>(
         None => query.since,
     };
 
-    let permit = Arc::clone(&engine.edge.streams)
-        .try_acquire_owned()
-        .map_err(|_| EdgeError::TooManyConnections(engine.edge.max_streams))?;
+    let slot = engine.edge.streams.open(client)?;
     let opened = engine.subscriptions.open(id, since).await.map_err(FeedError::subscribe::<D>)?;
     engine.count_connection(Transport::Sse, 1);
-    let connection = Connection { engine: Arc::clone(&engine), _permit: permit };
+    let connection = Connection { engine: Arc::clone(&engine), _slot: slot };
     let stream = events(engine.subscriptions.follow(opened), connection);
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)).into_response())
 }
@@ -90,7 +92,7 @@ async fn open<D: Domain>(
 /// Counts the connection while the response body lives.
 struct Connection<D: Domain> {
     engine: Arc<Engine<D>>,
-    _permit: OwnedSemaphorePermit,
+    _slot: StreamSlot,
 }
 
 impl<D: Domain> Drop for Connection<D> {

@@ -17,8 +17,12 @@
 //!   (seconds); the client sends it again then.
 //!
 //! The server pings every `ping_interval` and closes a connection that has
-//! not answered for two intervals. Close codes: 1001 when the gateway shuts
-//! down, 4000 when the client stopped answering pings, 4008 when the client
+//! not answered for two intervals. A connection that holds no subscription
+//! for `subscribe_grace` (from its opening or its last unsubscribe) is
+//! closed: an idle connection must not keep a slot under the caps. Close
+//! codes: 1001 when the gateway shuts down, 4000 when the client stopped
+//! answering pings, 4001 when it subscribed to nothing within the grace,
+//! 4008 when the client
 //! fell too far behind or stopped reading (slow consumer), 1011 when the
 //! store failed, 1008 after too many failed subscribes, 1009 for a message
 //! over the size limit, 1007 for a text message that is not UTF-8 and 1002
@@ -39,10 +43,11 @@ use edge::{
     auth::TokenQuery,
     extract::Query,
     limits::{ClientKey, Lane},
+    streams::StreamSlot,
 };
 use futures::{SinkExt as _, StreamExt as _, stream::SplitSink};
 use serde::Serialize;
-use tokio::{sync::OwnedSemaphorePermit, time::Instant};
+use tokio::time::Instant;
 use tokio_stream::{
     StreamMap,
     wrappers::{BroadcastStream, errors::BroadcastStreamRecvError},
@@ -59,6 +64,8 @@ use crate::{
 pub const CLOSE_SLOW_CONSUMER: u16 = 4008;
 /// Close code for a client that stopped answering pings.
 pub const CLOSE_NO_PONG: u16 = 4000;
+/// Close code for a connection that held no subscription for the grace.
+pub const CLOSE_NO_SUBSCRIPTION: u16 = 4001;
 /// How long a close frame to a client that stopped reading may take.
 const STUCK_CLOSE_TRY: std::time::Duration = std::time::Duration::from_millis(100);
 /// How long a connection closed for a bad frame stays open after its close
@@ -85,8 +92,9 @@ pub const CLOSE_POLICY_VIOLATION: u16 = 1008;
 pub const CLOSE_TOO_BIG: u16 = 1009;
 /// The WebSocket feed of `D` (protocol in the module documentation).
 /// Refusals before the upgrade, in order: a malformed query (400), no or a
-/// wrong read token (401), not a WebSocket handshake (400), the connection
-/// cap (503).
+/// wrong read token (401), not a WebSocket handshake (400), the client
+/// address's share of live connections (429), the server's connection cap
+/// (503).
 pub async fn handler<D: Domain>(State(engine): State<Arc<Engine<D>>>, request: Request) -> Response {
     let client = ClientKey::of(&engine.edge.limits, &request);
     // The route template, a closed set, names the route in the rate-limit
@@ -105,8 +113,9 @@ pub async fn handler<D: Domain>(State(engine): State<Arc<Engine<D>>>, request: R
         Ok(upgrade) => upgrade,
         Err(rejection) => return EdgeError::InvalidParameter(rejection.body_text()).into_response(),
     };
-    let Ok(permit) = Arc::clone(&engine.edge.streams).try_acquire_owned() else {
-        return EdgeError::TooManyConnections(engine.edge.max_streams).into_response();
+    let slot = match engine.edge.streams.open(client) {
+        Ok(slot) => slot,
+        Err(refused) => return refused.into_response(),
     };
     // Taken before the upgrade, so a shutdown that starts meanwhile waits
     // for this connection's close frame too.
@@ -124,7 +133,7 @@ pub async fn handler<D: Domain>(State(engine): State<Arc<Engine<D>>>, request: R
         .max_message_size(MAX_CLIENT_MESSAGE)
         .max_frame_size(MAX_CLIENT_MESSAGE)
         .on_upgrade(move |socket| async move {
-            connection(socket, engine, permit, subscriber).await;
+            connection(socket, engine, slot, subscriber).await;
             drop(tracked);
         })
 }
@@ -308,13 +317,19 @@ impl SendFailed {
 async fn connection<D: Domain>(
     socket: WebSocket,
     engine: Arc<Engine<D>>,
-    _permit: OwnedSemaphorePermit,
+    _slot: StreamSlot,
     subscriber: Subscriber,
 ) {
     let (mut sink, mut incoming) = socket.split();
     let mut streams: StreamMap<String, BroadcastStream<Arc<Frame>>> = StreamMap::new();
     let mut cursors: HashMap<String, Cursor> = HashMap::new();
-    let mut ping = tokio::time::interval(engine.settings.ping_interval);
+    // One timer per connection, for whichever comes first: the next ping,
+    // or the end of the grace of a connection without subscriptions.
+    let settings = &engine.settings;
+    let mut next_ping = Instant::now() + settings.ping_interval;
+    let mut unsubscribed_until = Some(Instant::now() + settings.subscribe_grace);
+    let timer = tokio::time::sleep_until(earliest(next_ping, unsubscribed_until));
+    tokio::pin!(timer);
     let mut last_heard = Instant::now();
     let mut failed_subscribes = 0usize;
     engine.count_connection(Transport::WebSocket, 1);
@@ -338,7 +353,13 @@ async fn connection<D: Domain>(
                     }
                     Message::Ping(_) | Message::Pong(_) => continue,
                 };
-                match handle_command(&text, &engine, &subscriber, &mut streams, &mut cursors).await {
+                let was_idle = cursors.is_empty();
+                let handled = handle_command(&text, &engine, &subscriber, &mut streams, &mut cursors).await;
+                if was_idle != cursors.is_empty() {
+                    unsubscribed_until = cursors.is_empty().then(|| Instant::now() + settings.subscribe_grace);
+                    timer.as_mut().reset(earliest(next_ping, unsubscribed_until));
+                }
+                match handled {
                     Ok(outgoing) => {
                         if let Err(failed) = send_all(&mut sink, outgoing, &engine).await { break failed.ending() }
                     }
@@ -371,11 +392,23 @@ async fn connection<D: Domain>(
                     }
                 }
             }
-            _ = ping.tick() => {
-                if last_heard.elapsed() > engine.settings.ping_interval * 2 {
-                    break Ending::Close(CLOSE_NO_PONG, "no answer to pings".into());
+            () = &mut timer => {
+                let now = Instant::now();
+                if unsubscribed_until.is_some_and(|until| until <= now) {
+                    engine.count_unsubscribed_close();
+                    break Ending::Close(
+                        CLOSE_NO_SUBSCRIPTION,
+                        format!("no subscription within {} s", settings.subscribe_grace.as_secs()),
+                    );
                 }
-                if let Err(failed) = send(&mut sink, Message::Ping(Default::default()), &engine).await { break failed.ending() }
+                if next_ping <= now {
+                    if last_heard.elapsed() > settings.ping_interval * 2 {
+                        break Ending::Close(CLOSE_NO_PONG, "no answer to pings".into());
+                    }
+                    next_ping = now + settings.ping_interval;
+                    if let Err(failed) = send(&mut sink, Message::Ping(Default::default()), &engine).await { break failed.ending() }
+                }
+                timer.as_mut().reset(earliest(next_ping, unsubscribed_until));
             }
             () = engine.edge.shutdown.closing().cancelled() => break Ending::Close(1001, "server shutting down".into()),
         }
@@ -418,6 +451,11 @@ async fn connection<D: Domain>(
     drop(streams);
     engine.subscriptions.hub.prune();
     engine.count_connection(Transport::WebSocket, -1);
+}
+
+/// When the connection's timer must next fire.
+fn earliest(next_ping: Instant, unsubscribed_until: Option<Instant>) -> Instant {
+    unsubscribed_until.map_or(next_ping, |until| until.min(next_ping))
 }
 
 /// How to end a connection whose client broke the protocol: RFC 6455's

@@ -56,6 +56,7 @@ pub fn settings(config: &GatewayConfig) -> livefeed::Settings {
         max_lag_bytes: config.subscriber_max_lag_bytes,
         ping_interval: Duration::from_secs(config.ping_interval_secs),
         write_timeout: Duration::from_millis(config.write_timeout_ms),
+        subscribe_grace: Duration::from_secs(config.subscribe_grace_secs),
         history: HistoryLimits {
             max_entries: usize::try_from(config.history_events).unwrap_or(usize::MAX),
             max_idle: Duration::from_secs(config.history_idle_secs),

@@ -4,7 +4,10 @@
 
 use std::sync::Arc;
 
-use axum::{extract::State, http::HeaderMap, response::Response};
+use axum::{
+    extract::{Request, State},
+    response::Response,
+};
 use edge::extract::{Path, Query};
 pub use livefeed::sse::LiveQuery;
 
@@ -22,14 +25,14 @@ use super::LiveState;
         (status = 200, description = "`subscribed`, then `event` (or `resync`) messages", content_type = "text/event-stream", body = super::wire::LiveMessage),
         (status = 400, description = "`since` beyond the match's head", body = edge::error::ErrorBody),
         (status = 404, description = "no such match", body = edge::error::ErrorBody),
-        (status = 429, description = "over the rate limit for this client address; see Retry-After", body = edge::error::ErrorBody, headers(("retry-after" = u64, description = "seconds until a request would be accepted"))),
+        (status = 429, description = "over the rate limit for this client address (`rate_limited`), or the address holds its share of live connections already (`too_many_connections_from_address`); see Retry-After", body = edge::error::ErrorBody, headers(("retry-after" = u64, description = "seconds until a request would be accepted"))),
         (status = 503, description = "connection limit reached", body = edge::error::ErrorBody),
     ))]
 pub async fn live_sse(
     State(live): State<Arc<LiveState>>,
     id: Path<String>,
-    headers: HeaderMap,
     query: Query<LiveQuery>,
+    request: Request,
 ) -> Response {
-    livefeed::sse::handler(State(live), id, headers, query).await
+    livefeed::sse::handler(State(live), id, query, request).await
 }

@@ -18,7 +18,7 @@ use super::LiveState;
     responses(
         (status = 401, description = "read tokens are configured and none (or a wrong one) was given", body = edge::error::ErrorBody),
         (status = 101, description = "switching to the WebSocket protocol", body = super::wire::LiveMessage),
-        (status = 429, description = "over the rate limit for this client address; see Retry-After", body = edge::error::ErrorBody, headers(("retry-after" = u64, description = "seconds until a request would be accepted"))),
+        (status = 429, description = "over the rate limit for this client address (`rate_limited`), or the address holds its share of live connections already (`too_many_connections_from_address`); see Retry-After", body = edge::error::ErrorBody, headers(("retry-after" = u64, description = "seconds until a request would be accepted"))),
         (status = 503, description = "connection limit reached", body = edge::error::ErrorBody),
     ))]
 pub async fn live_ws(State(live): State<Arc<LiveState>>, request: Request) -> Response {

@@ -102,14 +102,22 @@ impl WsClient {
     /// other than 127.0.0.1 (Linux routes all of 127/8 to lo), to be
     /// another client to the gateway's per-address limits.
     pub async fn connect_from(addr: SocketAddr, source: std::net::IpAddr) -> Self {
+        Self::try_connect_from(addr, source).await.expect("websocket")
+    }
+
+    /// As [`WsClient::connect_from`], with the upgrade's refusal (an HTTP
+    /// answer) as the error.
+    pub async fn try_connect_from(
+        addr: SocketAddr,
+        source: std::net::IpAddr,
+    ) -> Result<Self, tokio_tungstenite::tungstenite::Error> {
         let socket = tokio::net::TcpSocket::new_v4().expect("socket");
         socket.bind(SocketAddr::new(source, 0)).expect("bind the source address");
         let stream = socket.connect(addr).await.expect("connect");
         let (socket, _) =
             tokio_tungstenite::client_async(format!("ws://{addr}/v1/live"), MaybeTlsStream::Plain(stream))
-                .await
-                .expect("websocket");
-        Self { socket }
+                .await?;
+        Ok(Self { socket })
     }
 
     /// A client whose socket buffers only a few KiB, so a server writing to
