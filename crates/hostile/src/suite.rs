@@ -86,6 +86,23 @@ pub(crate) struct Settings {
     #[arg(long, env = "COURTSIDE_RATE_LIMIT_PER_TOKEN", default_value = "200/s")]
     pub(crate) rate_limit_per_token: Rate,
 
+    /// The gateway's COURTSIDE_MAX_CONNECTIONS_PER_ADDRESS: live connections
+    /// (WebSocket and SSE) one client address may hold.
+    #[arg(long, env = "COURTSIDE_MAX_CONNECTIONS_PER_ADDRESS", default_value_t = 1_000)]
+    pub(crate) max_connections_per_address: usize,
+
+    /// The gateway's COURTSIDE_LIVE_SUBSCRIBE_GRACE_SECS: how long a
+    /// WebSocket may hold no subscription.
+    #[arg(long, env = "COURTSIDE_LIVE_SUBSCRIBE_GRACE_SECS", default_value_t = 30)]
+    pub(crate) subscribe_grace_secs: u64,
+
+    /// A source address of this machine the gateway trusts as a proxy (in
+    /// its COURTSIDE_TRUSTED_PROXIES): the PROXY protocol cases speak from
+    /// it as a load balancer would. Without it they only check that
+    /// anyone else's header is refused.
+    #[arg(long, env = "COURTSIDE_HOSTILE_PROXY_SOURCE")]
+    pub(crate) proxy_source: Option<IpAddr>,
+
     /// Gives each case a loopback source address of its own
     /// (127.77.x.y), so the per-address rate limits see each case as one
     /// client and the cases that exhaust a lane on purpose disturb no
@@ -240,6 +257,12 @@ pub(crate) struct Ctx {
     pub(crate) header_read_timeout: Duration,
     pub(crate) body_limit: usize,
     pub(crate) max_line_bytes: usize,
+    /// Live connections one address may hold; `None` when the gateway's
+    /// per-client limits are off.
+    pub(crate) max_connections_per_address: Option<usize>,
+    pub(crate) subscribe_grace: Duration,
+    /// Where the PROXY protocol cases speak from as a trusted balancer.
+    pub(crate) proxy_source: Option<IpAddr>,
     pub(crate) pid: Option<u32>,
     pub(crate) max_rss_growth_kib: u64,
     /// Prefix of every match id this run creates, so runs never collide.
@@ -275,7 +298,8 @@ impl Ctx {
         let millis =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
         let pid = settings.pid;
-        let rates = if settings.rate_limit.trim().eq_ignore_ascii_case("off") {
+        let limits_off = settings.rate_limit.trim().eq_ignore_ascii_case("off");
+        let rates = if limits_off {
             Rates { ingest: Rate::Off, subscribe: Rate::Off, compute: Rate::Off, per_token: Rate::Off }
         } else {
             Rates {
@@ -316,6 +340,9 @@ impl Ctx {
             header_read_timeout: Duration::from_millis(settings.header_read_timeout_ms),
             body_limit: settings.body_limit_bytes,
             max_line_bytes: settings.max_line_bytes,
+            max_connections_per_address: (!limits_off).then_some(settings.max_connections_per_address),
+            subscribe_grace: Duration::from_secs(settings.subscribe_grace_secs),
+            proxy_source: settings.proxy_source,
             pid,
             max_rss_growth_kib: settings.max_rss_growth_mib * 1024,
             run: format!("hostile-{millis}-{}", std::process::id()),

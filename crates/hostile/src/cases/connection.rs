@@ -6,15 +6,23 @@
 //! The parser's own refusals (431, 400) come from hyper before any handler
 //! runs, so they carry no JSON body; those cases check the status and that
 //! the connection is closed.
+//!
+//! A PROXY protocol header (a load balancer's word for who the client is)
+//! is believed only from the gateway's trusted proxies: from anyone else it
+//! is a `400` naming why, and from a trusted one (`--proxy-source`) the
+//! client it names is who the rate limits count.
 
-use std::time::{Duration, Instant};
+use std::{
+    net::Ipv4Addr,
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context as _, bail, ensure};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::{
-    http::{Conn, Request},
-    suite::{Case, Check, Ctx},
+    http::{self, Conn, Request, Response},
+    suite::{Case, Check, Ctx, Rate, Skip},
 };
 
 pub(crate) const CASES: &[Case] = &[
@@ -30,7 +38,108 @@ pub(crate) const CASES: &[Case] = &[
     Case { name: "conn/not-http-is-closed", run: not_http },
     Case { name: "conn/length-and-chunked-together-are-not-smuggled", run: length_and_chunked },
     Case { name: "conn/bad-chunk-size-is-400-json", run: bad_chunk_size },
+    Case { name: "conn/proxy-header-from-anyone-is-400-json", run: untrusted_proxy_header },
+    Case { name: "conn/proxy-header-from-a-trusted-proxy-names-the-client", run: trusted_proxy_header },
 ];
+
+/// A PROXY protocol v1 header naming `client` as the connection's source.
+fn proxy_v1(client: Ipv4Addr, ctx: &Ctx) -> Vec<u8> {
+    format!("PROXY TCP4 {client} {} 40000 {}\r\n", destination(ctx), ctx.addr.port()).into_bytes()
+}
+
+/// The same as a v2 header, byte by byte: the signature, PROXY over TCP/IPv4,
+/// twelve bytes of addresses and ports.
+fn proxy_v2(client: Ipv4Addr, ctx: &Ctx) -> Vec<u8> {
+    let mut header = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    header.extend_from_slice(&[0x21, 0x11]);
+    header.extend_from_slice(&12u16.to_be_bytes());
+    header.extend_from_slice(&client.octets());
+    header.extend_from_slice(&destination(ctx).octets());
+    header.extend_from_slice(&40000u16.to_be_bytes());
+    header.extend_from_slice(&ctx.addr.port().to_be_bytes());
+    header
+}
+
+fn destination(ctx: &Ctx) -> Ipv4Addr {
+    match ctx.addr.ip() {
+        std::net::IpAddr::V4(ip) => ip,
+        std::net::IpAddr::V6(_) => Ipv4Addr::LOCALHOST,
+    }
+}
+
+/// Addresses from the benchmarking range (198.18.0.0/15) no other run
+/// names: the gateway remembers a named client's bucket across runs.
+fn made_up_clients(ctx: &Ctx) -> (Ipv4Addr, Ipv4Addr) {
+    let seed = ctx.run.bytes().fold(0u32, |hash, byte| hash.wrapping_mul(31).wrapping_add(u32::from(byte)));
+    let [_, a, b, c] = seed.to_be_bytes();
+    (Ipv4Addr::new(198, 18 | (a & 1), b, c & 0x7f), Ipv4Addr::new(198, 18 | (a & 1), b, c | 0x80))
+}
+
+/// Sends `preface` and then `request` on a new connection; the answer.
+async fn after_preface(ctx: &Ctx, preface: &[u8], request: &Request) -> anyhow::Result<(Conn, Response)> {
+    let mut conn = Conn::open(ctx.addr).await?;
+    let mut bytes = preface.to_vec();
+    bytes.extend_from_slice(&request.to_bytes(&ctx.addr.to_string()));
+    let response = conn.exchange(&bytes).await?;
+    Ok((conn, response))
+}
+
+fn untrusted_proxy_header(ctx: &Ctx) -> Check<'_> {
+    Box::pin(async move {
+        let claimed = made_up_clients(ctx).0;
+        for (version, header) in [("v1", proxy_v1(claimed, ctx)), ("v2", proxy_v2(claimed, ctx))] {
+            let (mut conn, response) = after_preface(ctx, &header, &Request::get("/healthz")).await?;
+            response
+                .expect_error(400, "proxy_header_not_trusted")
+                .with_context(|| format!("a {version} header"))?;
+            conn.closed_within(Duration::from_secs(3))
+                .await
+                .with_context(|| format!("after the {version} refusal"))?;
+        }
+        let plain = ctx.send(&Request::get("/healthz")).await?;
+        ensure!(plain.status() == 200, "a plain request afterwards: {}", plain.status());
+        Ok("v1 and v2 headers naming another client: 400 proxy_header_not_trusted, closed".into())
+    })
+}
+
+fn trusted_proxy_header(ctx: &Ctx) -> Check<'_> {
+    Box::pin(async move {
+        let Some(balancer) = ctx.proxy_source else {
+            return Err(Skip("no --proxy-source (an address the gateway trusts as a proxy)".into()).into());
+        };
+        let Rate::Limited { count: burst, .. } = ctx.rates.ingest else {
+            return Err(Skip("the ingest lane is off".into()).into());
+        };
+        let (first, second) = made_up_clients(ctx);
+        let anonymous = Request::post(ctx.publish_path()).body("application/json", "{}").keep_alive();
+        http::from_source(Some(balancer), async {
+            // The first client spends its whole burst on one connection.
+            let (mut conn, mut response) = after_preface(ctx, &proxy_v2(first, ctx), &anonymous).await?;
+            let mut sent = 1u64;
+            while response.status() == 401 {
+                ensure!(sent <= u64::from(burst) * 2 + 10, "no 429 after {sent} requests");
+                response = conn.request(&anonymous).await?;
+                sent += 1;
+            }
+            response.expect_error(429, "rate_limited").context("the named client over its burst")?;
+            ensure!(sent > u64::from(burst), "refused at request {sent}, within the burst of {burst}");
+            // Its bucket is its own: a new connection naming it is refused
+            // at once, one naming another client and the balancer's own
+            // request are not.
+            let (_, again) = after_preface(ctx, &proxy_v1(first, ctx), &anonymous).await?;
+            again.expect_error(429, "rate_limited").context("the same client on a new connection")?;
+            let (_, other) = after_preface(ctx, &proxy_v1(second, ctx), &anonymous).await?;
+            ensure!(other.status() == 401, "another named client: {} {}", other.status(), other.text());
+            let (_, own) = after_preface(ctx, b"", &anonymous).await?;
+            ensure!(own.status() == 401, "the balancer's own request: {} {}", own.status(), own.text());
+            Ok(format!(
+                "from {balancer}: {first} refused at request {sent} (burst {burst}), and on a new connection; \
+                 {second} and the balancer itself served"
+            ))
+        })
+        .await
+    })
+}
 
 /// How much longer than the configured timeout a close may take: timers
 /// fire late on a busy machine, never early.

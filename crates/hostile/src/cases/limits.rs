@@ -1,6 +1,7 @@
 //! Bodies over the limit and query or path parameters that do not parse:
 //! `413` and `400` in the JSON error shape (axum's own extractors once
-//! answered some of these in plain text).
+//! answered some of these in plain text). And the live connections one
+//! address may hold: its share, then `429`.
 
 use anyhow::{Context as _, ensure};
 
@@ -24,7 +25,77 @@ pub(crate) const CASES: &[Case] = &[
     Case { name: "limits/since-not-a-number-is-400-json", run: since_not_a_number },
     Case { name: "limits/last-event-id-garbage-is-400-json", run: last_event_id_garbage },
     Case { name: "limits/compute-n-invalid-is-400-json", run: compute_n_invalid },
+    Case { name: "limits/live-connections-per-address-are-capped", run: live_connections_per_address },
 ];
+
+/// Opens `topic`'s SSE feed on a new connection; the connection and the
+/// answer's head.
+async fn open_sse(ctx: &Ctx, path: &str) -> anyhow::Result<(Conn, crate::http::Head)> {
+    let mut conn = Conn::open(ctx.addr).await?;
+    conn.write(&ctx.read(path).to_bytes(&ctx.addr.to_string())).await?;
+    let head = conn.head_within(crate::ws::WAIT).await?;
+    Ok((conn, head))
+}
+
+fn live_connections_per_address(ctx: &Ctx) -> Check<'_> {
+    Box::pin(async move {
+        let Some(cap) = ctx.max_connections_per_address else {
+            return Err(Skip("the gateway's per-client limits are off".into()).into());
+        };
+        if let crate::suite::Rate::Limited { count, .. } = ctx.rates.subscribe
+            && (count as usize) < cap + 8
+        {
+            return Err(Skip(format!(
+                "the subscribe lane's burst ({count}) cannot pay for {cap} connections"
+            ))
+            .into());
+        }
+        let m = ctx.new_match("per-address").await?;
+        let path = ctx.sse_path(&m.id);
+        let mut held = Vec::with_capacity(cap);
+        for n in 1..=cap {
+            let (conn, head) = open_sse(ctx, &path).await?;
+            ensure!(head.status == 200, "connection {n} of the {cap} allowed: status {}", head.status);
+            held.push(conn);
+        }
+        // Past the share, refused before the store is read, over both
+        // transports.
+        let mut over = Conn::open(ctx.addr).await?;
+        let refused = over.request(&ctx.read(&path)).await?;
+        let message = refused.expect_error(429, "too_many_connections_from_address")?;
+        ensure!(refused.header("retry-after").is_some(), "no Retry-After");
+        ensure!(message.contains(&cap.to_string()), "the message does not name the cap: {message}");
+        if !ctx.surface.edge_only {
+            match crate::ws::Ws::upgrade(ctx.addr, &ctx.with_token("/v1/live")).await? {
+                Ok(_) => anyhow::bail!("a WebSocket past the share was accepted"),
+                Err(response) => {
+                    response
+                        .expect_error(429, "too_many_connections_from_address")
+                        .context("the WebSocket")?;
+                }
+            }
+        }
+        // A closed connection gives its slot back.
+        drop(held.pop());
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let (conn, head) = open_sse(ctx, &path).await?;
+            if head.status == 200 {
+                held.push(conn);
+                break;
+            }
+            ensure!(head.status == 429, "after a close: status {}", head.status);
+            ensure!(
+                tokio::time::Instant::now() < deadline,
+                "the closed connection's slot was not given back"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        Ok(format!(
+            "{cap} live connections held, the next: 429 too_many_connections_from_address; a close frees a slot"
+        ))
+    })
+}
 
 fn oversized_body(ctx: &Ctx) -> Check<'_> {
     Box::pin(async move {

@@ -36,6 +36,7 @@ pub(crate) const CASES: &[Case] = &[
     Case { name: "ws/65th-subscription-is-refused", run: too_many_subscriptions },
     Case { name: "ws/ping-gets-pong", run: ping_pong },
     Case { name: "ws/close-is-answered", run: close_answered },
+    Case { name: "ws/no-subscription-closes-4001", run: no_subscription },
     Case { name: "sse/unknown-match-is-404-json", run: sse_unknown_match },
     Case { name: "sse/bad-match-id-is-400-json", run: sse_bad_match_id },
     Case { name: "sse/subscribed-comes-first", run: sse_subscribed },
@@ -289,6 +290,35 @@ fn close_answered(ctx: &Ctx) -> Check<'_> {
             Some(code) => Ok(format!("close 1000 answered with close {code}")),
             None => bail!("the server dropped the connection without answering the close"),
         }
+    })
+}
+
+fn no_subscription(ctx: &Ctx) -> Check<'_> {
+    Box::pin(async move {
+        let m = ctx.new_match("unsubscribed").await?;
+        let started = std::time::Instant::now();
+        let mut idle = open(ctx).await?;
+        // One that subscribed and left: the grace starts again.
+        let mut left = open(ctx).await?;
+        left.json(&json!({"op": "subscribe", "match": m.id})).await?;
+        ensure!(left.reply().await?["type"] == "subscribed", "subscribe");
+        left.json(&json!({"op": "unsubscribe", "match": m.id})).await?;
+        ensure!(left.reply().await?["type"] == "unsubscribed", "unsubscribe");
+        let limit = ctx.subscribe_grace + ws::WAIT;
+        for (what, ws) in [("never subscribed", &mut idle), ("unsubscribed", &mut left)] {
+            match ws.close_code(limit).await? {
+                Some(4001) => {}
+                Some(code) => bail!("{what}: close {code}, expected 4001"),
+                None => bail!("{what}: no close frame within {} s", limit.as_secs()),
+            }
+        }
+        let took = started.elapsed();
+        ensure!(took >= ctx.subscribe_grace, "closed after {} ms, before the grace", took.as_millis());
+        Ok(format!(
+            "closed with 4001 after {} ms (grace {} s), also after an unsubscribe",
+            took.as_millis(),
+            ctx.subscribe_grace.as_secs()
+        ))
     })
 }
 

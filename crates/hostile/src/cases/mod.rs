@@ -34,6 +34,7 @@ const EDGE: &[&str] = &[
     "limits/match-id-not-a-slug-is-400-json",
     "limits/since-not-a-number-is-400-json",
     "limits/last-event-id-garbage-is-400-json",
+    "limits/live-connections-per-address-are-capped",
     "sse/",
     "ratelimit/ingest-burst-then-429-json",
     "ratelimit/x-forwarded-for-is-not-believed",
