@@ -112,9 +112,10 @@ pub struct EdgeConfig {
     #[arg(long, env = "COURTSIDE_RATE_LIMIT_PER_TOKEN", default_value_t = limits::DEFAULT_PER_TOKEN)]
     pub rate_limit_per_token: Rate,
 
-    /// Proxies (addresses or CIDR ranges, comma-separated) whose PROXY
-    /// protocol header (v1 or v2) or `X-Forwarded-For` names the client a
-    /// connection or request counts against. Empty: a PROXY header is
+    /// Proxies (addresses, CIDR ranges or host names, comma-separated)
+    /// whose PROXY protocol header (v1 or v2) or `X-Forwarded-For` names the
+    /// client a connection or request counts against. A host name (a compose
+    /// service, a Kubernetes Service) is looked up every 5 s. Empty: a PROXY header is
     /// refused, `X-Forwarded-For` ignored, and the connection's address
     /// counts. Set it behind a load balancer, or every client shares its
     /// address.
@@ -280,7 +281,7 @@ mod tests {
             (&["--rate-limit", "sometimes"], "--rate-limit"),
             (&["--rate-limit-ingest", "100/day"], "--rate-limit-ingest"),
             (&["--rate-limit-compute", "0/s"], "--rate-limit-compute"),
-            (&["--trusted-proxies", "10.0.0.0/8,lb.internal"], "--trusted-proxies"),
+            (&["--trusted-proxies", "10.0.0.0/8,lb_internal"], "--trusted-proxies"),
             (&["--max-connections-per-address", "0"], "--max-connections-per-address"),
         ] {
             let err = parse(args).expect_err("bad value");

@@ -251,6 +251,15 @@ impl Server {
         // The edge's runtime is labelled `gateway`, as the dashboards read it.
         let probe = telemetry::metrics::spawn_runtime_probe("gateway");
         shutdown.spawn(Arc::clone(&self.edge.limits).sweep_periodically());
+        // Trusted proxies named by host: looked up before the first
+        // connection is accepted, then kept current.
+        if tokio::time::timeout(Duration::from_secs(2), self.config.trusted_proxies.resolve()).await.is_err()
+        {
+            tracing::warn!(
+                "the trusted proxies' names did not resolve within 2 s; retrying in the background"
+            );
+        }
+        shutdown.spawn(self.config.trusted_proxies.clone().keep_resolved());
         let admin = self.admin_router();
         let Self { config, listener, local_addr, admin: admin_listener, .. } = self;
         let admin = admin_listener.map(|(listener, addr)| {

@@ -28,10 +28,12 @@
 //! the configured list, never by the text a client sent.
 
 use std::{
+    collections::HashMap,
     fmt,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     num::NonZeroU32,
     str::FromStr,
+    sync::{Arc, PoisonError, RwLock},
     time::Duration,
 };
 
@@ -185,28 +187,91 @@ impl FromStr for Rate {
     }
 }
 
-/// The proxies whose `X-Forwarded-For` is believed: addresses or CIDR
-/// ranges. Empty by default, so a client cannot pick its own key by sending
-/// the header.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TrustedProxies(Vec<IpNet>);
+/// The proxies whose PROXY protocol header and `X-Forwarded-For` are
+/// believed: addresses, CIDR ranges, or host names (a compose service or a
+/// Kubernetes Service whose addresses change), which
+/// [`TrustedProxies::keep_resolved`] resolves every
+/// [`PROXY_RESOLVE_INTERVAL`]. Empty by default, so a client cannot pick
+/// its own key by sending either. Clones share the resolved addresses.
+#[derive(Debug, Clone, Default)]
+pub struct TrustedProxies {
+    nets: Vec<IpNet>,
+    hosts: Vec<String>,
+    /// The addresses each host name had at its last successful lookup.
+    resolved: Arc<RwLock<HashMap<String, Vec<IpAddr>>>>,
+}
+
+/// How often host names among the trusted proxies are looked up again.
+pub const PROXY_RESOLVE_INTERVAL: Duration = Duration::from_secs(5);
+
+impl PartialEq for TrustedProxies {
+    fn eq(&self, other: &Self) -> bool {
+        self.nets == other.nets && self.hosts == other.hosts
+    }
+}
+
+impl Eq for TrustedProxies {}
 
 impl TrustedProxies {
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.nets.is_empty() && self.hosts.is_empty()
     }
 
-    /// Whether `ip` is one of the proxies (IPv4-mapped IPv6 as IPv4).
+    /// Whether `ip` is one of the proxies (IPv4-mapped IPv6 as IPv4): in a
+    /// range, or an address a host name had at its last lookup.
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = canonical(ip);
-        self.0.iter().any(|net| net.contains(&ip))
+        if self.nets.iter().any(|net| net.contains(&ip)) {
+            return true;
+        }
+        !self.hosts.is_empty()
+            && self
+                .resolved
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .values()
+                .any(|addresses| addresses.contains(&ip))
+    }
+
+    /// Looks every host name up once; a name that does not resolve now
+    /// keeps the addresses it had (a balancer restarting), and one never
+    /// resolved trusts nothing yet.
+    pub async fn resolve(&self) {
+        for host in &self.hosts {
+            match tokio::net::lookup_host((host.as_str(), 0)).await {
+                Ok(found) => {
+                    let addresses: Vec<IpAddr> = found.map(|addr| canonical(addr.ip())).collect();
+                    self.resolved
+                        .write()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .insert(host.clone(), addresses);
+                }
+                Err(err) => tracing::debug!(%host, %err, "a trusted proxy's name does not resolve"),
+            }
+        }
+    }
+
+    /// Resolves the host names now and then every
+    /// [`PROXY_RESOLVE_INTERVAL`], forever (spawn it on the shutdown).
+    /// Returns at once when there are none.
+    pub async fn keep_resolved(self) {
+        if self.hosts.is_empty() {
+            return;
+        }
+        let mut every = tokio::time::interval(PROXY_RESOLVE_INTERVAL);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            self.resolve().await;
+        }
     }
 }
 
 impl fmt::Display for TrustedProxies {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let nets: Vec<String> = self.0.iter().map(ToString::to_string).collect();
-        f.write_str(&nets.join(","))
+        let entries: Vec<String> =
+            self.nets.iter().map(ToString::to_string).chain(self.hosts.iter().cloned()).collect();
+        f.write_str(&entries.join(","))
     }
 }
 
@@ -214,19 +279,33 @@ impl FromStr for TrustedProxies {
     type Err = String;
 
     fn from_str(raw: &str) -> Result<Self, String> {
-        raw.split(',')
-            .map(str::trim)
-            .filter(|entry| !entry.is_empty())
-            .map(|entry| {
-                entry
-                    .parse::<IpNet>()
-                    .or_else(|_| entry.parse::<IpAddr>().map(IpNet::from))
-                    .map(|net| net.trunc())
-                    .map_err(|_| format!("{entry:?} is neither an IP address nor a CIDR range"))
-            })
-            .collect::<Result<_, _>>()
-            .map(Self)
+        let mut proxies = Self::default();
+        for entry in raw.split(',').map(str::trim).filter(|entry| !entry.is_empty()) {
+            if let Ok(net) = entry.parse::<IpNet>().or_else(|_| entry.parse::<IpAddr>().map(IpNet::from)) {
+                proxies.nets.push(net.trunc());
+            } else if is_host_name(entry) {
+                proxies.hosts.push(entry.to_ascii_lowercase());
+            } else {
+                return Err(format!("{entry:?} is neither an IP address, a CIDR range nor a host name"));
+            }
+        }
+        Ok(proxies)
     }
+}
+
+/// A DNS name as RFC 1123 allows it: dot-separated labels of letters,
+/// digits and inner hyphens, with at least one letter somewhere (so a
+/// mistyped address is not taken for a name).
+fn is_host_name(text: &str) -> bool {
+    text.len() <= 253
+        && text.bytes().any(|byte| byte.is_ascii_alphabetic())
+        && text.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'-')
+        })
 }
 
 /// Every rate the gateway applies, as configured.
@@ -672,8 +751,24 @@ mod tests {
         // No header: the proxy itself.
         assert_eq!(limits.client(peer("10.0.0.1"), &HeaderMap::new()), ClientKey::from_ip(ip("10.0.0.1")));
         assert_eq!(limits.client(None, &HeaderMap::new()), ClientKey::UNKNOWN);
-        assert!("10.0.0.0/33".parse::<TrustedProxies>().is_err());
-        assert!("proxy.example".parse::<TrustedProxies>().is_err());
+        for bad in ["10.0.0.0/33", "10.0.0.300", "lb_internal", "-lb", "lb..internal"] {
+            assert!(bad.parse::<TrustedProxies>().is_err(), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_proxy_named_by_host_is_trusted_at_the_addresses_it_resolves_to() {
+        let proxies: TrustedProxies = "192.0.2.50, localhost".parse().expect("valid");
+        let shared = proxies.clone();
+        assert_eq!(proxies.to_string(), "192.0.2.50/32,localhost");
+        assert!(!proxies.contains(ip("127.0.0.1")), "nothing trusted before the lookup");
+        shared.resolve().await;
+        assert!(proxies.contains(ip("127.0.0.1")), "a clone shares the lookup");
+        assert!(proxies.contains(ip("192.0.2.50")));
+        assert!(!proxies.contains(ip("127.0.0.2")));
+        let limits = Limits::new(&Settings { trusted_proxies: proxies, ..Settings::off() }, 0);
+        let chain = forwarded(&["203.0.113.9"]);
+        assert_eq!(limits.client(peer("127.0.0.1"), &chain), ClientKey::from_ip(ip("203.0.113.9")));
     }
 
     #[test]
