@@ -19,6 +19,9 @@
 # - the runtime (`FROM gcr.io/distroless/cc...`): glibc, libgcc, Debian's CA
 #   certificates, /etc/passwd with the `nonroot` user (65532) and /tmp; no
 #   shell, no package manager, like the real one;
+# - HAProxy (`image: haproxy:...`, the scale profile): Debian's haproxy,
+#   with an entrypoint that runs it as the official image does
+#   (master-worker, in the foreground, as the haproxy user);
 # - Redis (`image: redis:...` in docker-compose.yml): Debian's redis-server
 #   and redis-cli, with an entrypoint that does what the official image's
 #   does (drops to the redis user, and turns protected mode off when no
@@ -67,11 +70,13 @@ rust_image=$(awk 'toupper($1) == "FROM" && $2 ~ /^rust:/ {print $2; exit}' "$doc
 runtime_image=$(awk 'toupper($1) == "FROM" && $2 ~ /^gcr\.io\/distroless\/cc/ {print $2; exit}' "$dockerfile")
 chef_version=$(sed -n 's/^ARG CARGO_CHEF_VERSION=\([0-9.]*\).*/\1/p' "$dockerfile" | head -n 1)
 redis_image=$(sed -n 's/^ *image: *"\{0,1\}\(redis:[^" ]*\).*/\1/p' "$root/docker-compose.yml" | head -n 1)
+haproxy_image=$(sed -n 's/^ *image: *"\{0,1\}\(haproxy:[^" ]*\).*/\1/p' "$root/docker-compose.yml" | head -n 1)
 channel=$(sed -n 's/^channel *= *"\(.*\)".*/\1/p' "$root/rust-toolchain.toml")
 [ -n "$rust_image" ] || die "no 'FROM rust:...' in deploy/Dockerfile"
 [ -n "$runtime_image" ] || die "no 'FROM gcr.io/distroless/cc...' in deploy/Dockerfile"
 [ -n "$chef_version" ] || die "no 'ARG CARGO_CHEF_VERSION=' in deploy/Dockerfile"
 [ -n "$redis_image" ] || die "no 'image: redis:...' in docker-compose.yml"
+[ -n "$haproxy_image" ] || die "no 'image: haproxy:...' in docker-compose.yml"
 [ -n "$channel" ] || die "no channel in rust-toolchain.toml"
 # The stand-in gets the host's toolchain; it must be the one the tag names.
 tag_version=${rust_image#rust:}
@@ -240,4 +245,35 @@ else
   log "$redis_image: built"
 fi
 
-log "ready: $rust_image, $runtime_image, $redis_image"
+# --- HAProxy --------------------------------------------------------------------
+haproxy_dockerfile=$(cat <<EOF
+FROM $base_image
+RUN apt-get update \\
+ && apt-get install -y --no-install-recommends haproxy \\
+ && rm -rf /var/lib/apt/lists/* \\
+ && mkdir -p /usr/local/etc/haproxy /var/lib/haproxy
+COPY docker-entrypoint.sh /usr/local/bin/docker-entrypoint.sh
+USER haproxy
+WORKDIR /var/lib/haproxy
+STOPSIGNAL SIGUSR1
+ENTRYPOINT ["docker-entrypoint.sh"]
+CMD ["haproxy", "-f", "/usr/local/etc/haproxy/haproxy.cfg"]
+EOF
+)
+haproxy_hash=$(printf '%s\n' "$haproxy_dockerfile" "$(cat "$here/haproxy-entrypoint.sh")" "$base_id" | sha)
+if current "$haproxy_image" "$haproxy_hash"; then
+  log "$haproxy_image: cached"
+else
+  log "$haproxy_image: Debian's haproxy with the official image's entrypoint behaviour"
+  ctx="$work/haproxy"
+  mkdir -p "$ctx"
+  cp "$here/haproxy-entrypoint.sh" "$ctx/docker-entrypoint.sh"
+  printf '%s\n' "$haproxy_dockerfile" \
+    "LABEL $label=$haproxy_hash org.courtside.airgap.source=\"haproxy of debootstrap $suite\"" \
+    >"$ctx/Dockerfile"
+  docker build --network host -t "$haproxy_image" "$ctx" >"$work/haproxy-build.log" 2>&1 \
+    || { tail -n 30 "$work/haproxy-build.log" >&2; die "building $haproxy_image failed"; }
+  log "$haproxy_image: built"
+fi
+
+log "ready: $rust_image, $runtime_image, $redis_image, $haproxy_image"

@@ -295,8 +295,12 @@ impl FromStr for TrustedProxies {
 
 /// A DNS name as RFC 1123 allows it: dot-separated labels of letters,
 /// digits and inner hyphens, with at least one letter somewhere (so a
-/// mistyped address is not taken for a name).
+/// mistyped address is not taken for a name). A trailing dot makes it
+/// absolute (`haproxy.`): no search domain of the host is tried, so a name
+/// that is not on the container network resolves to nothing rather than to
+/// some machine of the host's domain.
 fn is_host_name(text: &str) -> bool {
+    let text = text.strip_suffix('.').unwrap_or(text);
     text.len() <= 253
         && text.bytes().any(|byte| byte.is_ascii_alphabetic())
         && text.split('.').all(|label| {
@@ -758,6 +762,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_proxy_named_by_host_is_trusted_at_the_addresses_it_resolves_to() {
+        assert!("haproxy.".parse::<TrustedProxies>().is_ok(), "an absolute name");
         let proxies: TrustedProxies = "192.0.2.50, localhost".parse().expect("valid");
         let shared = proxies.clone();
         assert_eq!(proxies.to_string(), "192.0.2.50/32,localhost");
