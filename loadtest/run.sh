@@ -6,7 +6,9 @@
 #   loadtest/run.sh [--quick] [--runs N] [scenario ...]
 #
 # Scenarios: startup slow latency compute compute-small mixed fanout ingest
-# callgrind (default all). Runs: default 3; each run goes through every
+# callgrind (default all), and scale (100,000 subscribers through HAProxy
+# on a Redis Cluster, about half an hour: only when named, or with --quick
+# at its quick size). Runs: default 3; each run goes through every
 # chosen scenario before the next begins, so slow drift on the machine
 # spreads over all of them.
 #
@@ -30,7 +32,8 @@ quick=0
 runs=""
 chosen=()
 all="startup slow latency compute compute-small mixed fanout ingest callgrind"
-usage() { echo "usage: loadtest/run.sh [--quick] [--runs N] [scenario ...]   (scenarios: $all)"; }
+optional="scale"
+usage() { echo "usage: loadtest/run.sh [--quick] [--runs N] [scenario ...]   (scenarios: $all $optional)"; }
 while [ $# -gt 0 ]; do
   case $1 in
     --quick) quick=1 ;;
@@ -39,7 +42,7 @@ while [ $# -gt 0 ]; do
     -h | --help) usage; exit 0 ;;
     -*) usage >&2; exit 2 ;;
     *)
-      [[ " $all " == *" $1 "* ]] || { echo "unknown scenario '$1'" >&2; usage >&2; exit 2; }
+      [[ " $all $optional " == *" $1 "* ]] || { echo "unknown scenario '$1'" >&2; usage >&2; exit 2; }
       chosen+=("$1")
       ;;
   esac
@@ -47,7 +50,10 @@ while [ $# -gt 0 ]; do
 done
 [ -n "$runs" ] || runs=$([ $quick = 1 ] && echo 1 || echo 3)
 [[ "$runs" =~ ^[1-9][0-9]*$ ]] || { echo "--runs needs a positive whole number" >&2; exit 2; }
-[ ${#chosen[@]} -gt 0 ] || read -ra chosen <<<"$all"
+if [ ${#chosen[@]} = 0 ]; then
+  read -ra chosen <<<"$all"
+  [ $quick = 1 ] && chosen+=(scale)
+fi
 has() { [[ " ${chosen[*]} " == *" $1 "* ]]; }
 
 # Only --quick makes a quick run, whatever the environment says.
@@ -126,6 +132,7 @@ has startup && supersede startup.jsonl startup
 [ ${#http_scenarios[@]} -gt 0 ] && supersede http.jsonl "${http_scenarios[@]}"
 has fanout && supersede fanout.jsonl fanout && supersede fanout-burst.jsonl fanout-burst
 has ingest && supersede ingest.jsonl ingest
+has scale && supersede scale.jsonl scale
 has callgrind && supersede callgrind.jsonl callgrind-slow
 
 # --- the runs -----------------------------------------------------------------
@@ -150,6 +157,7 @@ for ((i = 1; i <= runs; i++)); do
     if [ $quick = 1 ]; then BURST=1 step fanout-burst loadtest/fanout.sh; else BURST=1 step fanout-burst loadtest/fanout.sh 15000; fi
   fi
   has ingest && step ingest loadtest/ingest.sh
+  has scale && step scale loadtest/scale.sh
   has callgrind && step callgrind loadtest/callgrind.sh
 done
 

@@ -19,7 +19,7 @@
 # - the runtime (`FROM gcr.io/distroless/cc...`): glibc, libgcc, Debian's CA
 #   certificates, /etc/passwd with the `nonroot` user (65532) and /tmp; no
 #   shell, no package manager, like the real one;
-# - HAProxy (`image: haproxy:...`, the scale profile): Debian's haproxy,
+# - HAProxy (`image: haproxy:...`, the stack's balancer): Debian's haproxy,
 #   with an entrypoint that runs it as the official image does
 #   (master-worker, in the foreground, as the haproxy user);
 # - Redis (`image: redis:...` in docker-compose.yml): Debian's redis-server

@@ -51,9 +51,14 @@ pub(crate) struct FanoutArgs {
     pub(crate) subscribers: usize,
     #[arg(long, default_value_t = 100)]
     pub(crate) channels: usize,
-    /// Seconds of publishing, one event per channel per second.
+    /// Seconds of publishing, one event per channel per round.
     #[arg(long, default_value_t = 30)]
     pub(crate) duration: u64,
+    /// Seconds per round: each channel gets one event every this many
+    /// seconds (the seed's cadence is 1; the scale run's balancer target
+    /// is 4).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=60))]
+    pub(crate) round_secs: u64,
     /// Subscriber processes.
     #[arg(long, default_value_t = 2)]
     pub(crate) processes: usize,
@@ -214,9 +219,10 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_connected = rss_kib(&args.server_pids);
 
-    // Publish: every second, one event per channel, each at the start of a
-    // millisecond, spread evenly over the second.
-    let spacing = Duration::from_micros(1_000_000 / args.channels.max(1) as u64);
+    // Publish: every round, one event per channel, each at the start of a
+    // millisecond, spread evenly over the round.
+    let round = Duration::from_secs(args.round_secs);
+    let spacing = Duration::from_micros(round.as_micros() as u64 / args.channels.max(1) as u64);
     phase.store(PHASE_PUBLISHING, Ordering::Release);
     let mut published = 0u64;
     let mut publish_errors = 0u64;
@@ -224,10 +230,10 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<()> {
     let mut publish_log = String::new();
     // Burst mode: when each round's first publish left, by sequence number.
     let mut round_started_us: Vec<(u64, u64)> = Vec::new();
-    for round in 0..args.duration {
+    for round_index in 0..args.duration / args.round_secs {
         let round_start = Instant::now();
         if args.burst {
-            round_started_us.push((round + 2, now_micros()));
+            round_started_us.push((round_index + 2, now_micros()));
         }
         for channel in 0..args.channels {
             let ts_ms = if args.burst {
@@ -238,7 +244,7 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<()> {
                 wait_for_millisecond_boundary()
             };
             let event = serde_json::json!({
-                "match_id": channel_id(&run_id, channel), "seq": round + 2, "kind": "pass", "minute": 1,
+                "match_id": channel_id(&run_id, channel), "seq": round_index + 2, "kind": "pass", "minute": 1,
                 "ts": ts_ms, "team": 1, "player": 7,
                 "start": {"x": 50.0, "y": 30.0}, "end": {"x": 60.0, "y": 30.0}, "success": true
             });
@@ -257,8 +263,8 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<()> {
             }
         }
         let elapsed = round_start.elapsed();
-        if elapsed < Duration::from_secs(1) {
-            tokio::time::sleep(Duration::from_secs(1) - elapsed).await;
+        if elapsed < round {
+            tokio::time::sleep(round - elapsed).await;
         }
     }
     let rss_end = rss_kib(&args.server_pids);
@@ -311,6 +317,8 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<()> {
         "subscribers": args.subscribers,
         "connected": total.connected,
         "channels": args.channels,
+        "round_secs": args.round_secs,
+        "deliveries_per_second": args.subscribers as f64 / args.round_secs as f64,
         "servers": args.ws.len(),
         "ramp_secs": ramp.as_secs_f64(),
         "published": published,

@@ -197,6 +197,22 @@ fn columns(scenario: &str) -> &'static [(&'static str, &'static str, f64)] {
             ("errors", "errors", 1.0),
         ],
         "startup" => &[("p50 ms", "p50_ms", 1.0), ("max ms", "max_ms", 1.0), ("errors", "errors", 1.0)],
+        "scale" => &[
+            ("deliveries/s", "deliveries_per_second", 1.0),
+            ("ramp s", "ramp_secs", 1.0),
+            ("p50 ms", "p50_ms", 1.0),
+            ("p99 ms", "p99_ms", 1.0),
+            ("max ms", "max_ms", 1.0),
+            ("gaps", "gaps", 1.0),
+            ("errors", "errors", 1.0),
+            ("gateway RSS/sub KB", "gateway_rss_per_subscriber_bytes", 1.0 / 1000.0),
+            ("gateways CPU µs/delivery", "gateways_cpu_us_per_delivery", 1.0),
+            ("HAProxy CPU µs/delivery", "haproxy_cpu_us_per_delivery", 1.0),
+            ("load generator CPU µs/delivery", "load_generator_cpu_us_per_delivery", 1.0),
+            ("Redis CPU s", "redis_cpu_secs", 1.0),
+            ("HAProxy RSS MiB", "haproxy_rss_mib", 1.0),
+            ("load generator peak RSS MiB/process", "load_generator_peak_rss_mib_per_process", 1.0),
+        ],
         "soak" => &[
             ("secs", "secs", 1.0),
             ("RSS at warm-up end MiB", "rss_warmup_end_kib", 1.0 / 1024.0),
@@ -232,6 +248,7 @@ const ORDER: &[&str] = &[
     "fanout",
     "fanout-burst",
     "ingest",
+    "scale",
     "overhead",
     "callgrind-slow",
     "soak",
@@ -239,7 +256,7 @@ const ORDER: &[&str] = &[
 
 fn x_label(scenario: &str) -> &'static str {
     match scenario {
-        "fanout" | "fanout-burst" | "soak" => "subscribers",
+        "fanout" | "fanout-burst" | "soak" | "scale" => "subscribers",
         "compute" | "compute-small" => "concurrency",
         "latency" | "mixed" => "offered req/s",
         _ => "connections",

@@ -1,0 +1,216 @@
+#!/usr/bin/env bash
+# The scale scenario: the seed's platform at 100,000 fans on one machine, in
+# the layout that spreads over machines. A Redis Cluster of six
+# (`.ci/redis-cluster`), two workers, six `courtside-gateway` processes, and
+# in front of them several HAProxy processes sharing one port (SO_REUSEPORT,
+# HAProxy's default on Linux) in TCP mode with leastconn, /readyz checks and
+# PROXY protocol v2, the gateways trusting 127.0.0.1 (the balancer's source).
+# A process here may hold 20,000 descriptors: each gateway holds about a
+# sixth of the subscribers, each HAProxy process under 9,800 connections (two
+# descriptors each), the load generator's subscribers live in several
+# processes, each from its own loopback source address.
+#
+# Three runs, each with fresh subscribers spread over 100 matches, holding
+# them for HOLD seconds while the coordinator publishes:
+# 1. direct: subscribers connected straight to the six gateways, one event
+#    per match per second (SUBSCRIBERS deliveries/s). Target: 0 gaps, p99
+#    delivery < 250 ms.
+# 2. haproxy: the same through HAProxy, one event per match every 4 s.
+#    Target: 0 gaps, p99 < 250 ms.
+# 3. haproxy at one event per match every 2 s and every second: the highest
+#    rate held with 0 gaps.
+# Lines are scenario `scale`, system `direct@1s`, `haproxy@4s` and so on
+# (the path and the seconds between a match's events), x the subscribers.
+# Each line adds the ramp (connect time of all subscribers), every process
+# group's CPU seconds and RSS (gateways, HAProxy, load generator, Redis,
+# workers) and the gateways' RSS per subscriber above idle.
+#
+#   loadtest/scale.sh            100,000 subscribers, 300 s per run
+#   loadtest/scale.sh --quick    the same layout, 3,000 subscribers, 15 s,
+#                                runs 1 and 2 only: CI's proof that it works
+#
+# Environment: SUBSCRIBERS, HOLD (seconds), GATEWAYS (6), HAPROXIES (12),
+# PROCESSES (load generator processes, 8), RAMP (connections per second,
+# 4000), RUNS_TO_DO ("direct haproxy haproxy-2s haproxy-1s"); RESULTS, RUN,
+# BUILD: see lib.sh. One JSON line per run goes to $RESULTS/scale.jsonl.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+quick=$QUICK
+[ "${1:-}" = --quick ] && quick=1
+if [ "$quick" = 1 ]; then
+  subscribers=${SUBSCRIBERS:-3000} hold=${HOLD:-15} haproxies=${HAPROXIES:-2} processes=${PROCESSES:-2}
+  runs_to_do=${RUNS_TO_DO:-"direct haproxy"}
+else
+  subscribers=${SUBSCRIBERS:-100000} hold=${HOLD:-300} haproxies=${HAPROXIES:-12} processes=${PROCESSES:-8}
+  runs_to_do=${RUNS_TO_DO:-"direct haproxy haproxy-2s haproxy-1s"}
+fi
+gateways=${GATEWAYS:-6}
+ramp=${RAMP:-4000}
+channels=100
+out=scale.jsonl
+token=scale-benchmark-token-0123456789
+gateway_port=18500 lb_port=18600 worker_port=18700
+
+command -v haproxy >/dev/null || { echo "scale: haproxy is missing (apt-get install haproxy)" >&2; exit 1; }
+build gateway analytics loadtest
+raise_fd_limit
+for ((g = 0; g < gateways; g++)); do port_free $((gateway_port + g)); done
+port_free $lb_port
+
+dir=$(mktemp -d)
+gateway_pids=() worker_pids=() haproxy_pids=()
+cleanup() {
+  stop_tree "${haproxy_pids[@]}" "${gateway_pids[@]}" "${worker_pids[@]}" 2>/dev/null || true
+  "$LOADTEST_ROOT/.ci/redis-cluster" stop "$dir" >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+urls=$("$LOADTEST_ROOT/.ci/redis-cluster" start "$dir")
+redis_pids=$(cat "$dir"/*/redis.pid)
+prefix="scale-$(date +%s%N):"
+store=(COURTSIDE_REDIS_URL="$urls" COURTSIDE_REDIS_CLUSTER=true COURTSIDE_REDIS_PREFIX="$prefix" RUST_LOG=warn)
+
+worker_urls=""
+for w in 0 1; do
+  port=$((worker_port + 2 * w))
+  env "${store[@]}" COURTSIDE_ANALYTICS_CONSUMER="scale-$w" "$BIN/courtside-analytics" \
+    --analytics-addr "127.0.0.1:$port" --metrics-addr "127.0.0.1:$((port + 1))" >>"$LOGS/scale-worker.log" 2>&1 &
+  worker_pids+=($!)
+  worker_urls+="${worker_urls:+,}http://127.0.0.1:$port"
+done
+servers=""
+direct=()
+for ((g = 0; g < gateways; g++)); do
+  port=$((gateway_port + g))
+  env "${store[@]}" COURTSIDE_GATEWAY_ADDR="127.0.0.1:$port" COURTSIDE_WORKER_URL="$worker_urls" \
+    COURTSIDE_PUBLISH_TOKENS=$token COURTSIDE_TRUSTED_PROXIES=127.0.0.1 COURTSIDE_SIMULATE=false \
+    "$BIN/courtside-gateway" >>"$LOGS/scale-gateway.log" 2>&1 &
+  gateway_pids+=($!)
+  servers+="    server gateway$g 127.0.0.1:$port"$'\n'
+  direct+=(--ws "ws://127.0.0.1:$port/v1/live")
+done
+for ((g = 0; g < gateways; g++)); do
+  wait_http "http://127.0.0.1:$((gateway_port + g))/readyz" 600 || { echo "scale: gateway $g is not ready" >&2; exit 1; }
+done
+
+# The balancer: the compose profile's settings (deploy/haproxy/haproxy.cfg)
+# with the gateways at fixed addresses, and each process within its
+# descriptors.
+cat >"$dir/haproxy.cfg" <<EOF
+global
+    maxconn 9800
+    nbthread 1
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 2m
+    timeout server 2m
+    retries 3
+    option redispatch
+frontend live
+    bind 127.0.0.1:$lb_port
+    default_backend gateways
+backend gateways
+    balance leastconn
+    option httpchk
+    http-check send meth GET uri /readyz ver HTTP/1.1 hdr host gateway
+    http-check expect status 200
+    default-server check inter 2s fall 2 rise 2 send-proxy-v2
+$servers
+EOF
+haproxy -c -q -f "$dir/haproxy.cfg"
+for ((h = 0; h < haproxies; h++)); do
+  haproxy -db -f "$dir/haproxy.cfg" >>"$LOGS/scale-haproxy.log" 2>&1 &
+  haproxy_pids+=($!)
+done
+sleep 3
+wait_http "http://127.0.0.1:$lb_port/readyz" 600 || { echo "scale: HAProxy does not answer" >&2; exit 1; }
+
+# JSON object of every process group's CPU seconds since `mark` and RSS now.
+group_pids() { # group
+  case $1 in
+    gateways) echo "${gateway_pids[@]}" ;;
+    haproxy) echo "${haproxy_pids[@]}" ;;
+    workers) echo "${worker_pids[@]}" ;;
+    redis) echo "$redis_pids" ;;
+  esac
+}
+declare -A mark
+mark_cpu() { for group in gateways haproxy workers redis; do mark[$group]=$(cpu_ticks $(group_pids $group)); done; }
+usage_json() { # generator-cpu-seconds generator-peak-rss-kib
+  local hz group parts=()
+  hz=$(getconf CLK_TCK)
+  for group in gateways haproxy workers redis; do
+    parts+=("\"$group\":{\"cpu_secs\":$(awk -v a="${mark[$group]}" -v b="$(cpu_ticks $(group_pids $group))" -v hz="$hz" 'BEGIN { printf "%.1f", (b - a) / hz }'),\"rss_mib\":$(($(rss_kib $(group_pids $group)) / 1024))}")
+  done
+  parts+=("\"load_generator\":{\"cpu_secs\":$1,\"peak_rss_mib_per_process\":$(($2 / 1024))}")
+  local IFS=,
+  echo "{${parts[*]}}"
+}
+
+# The tool's nested report and the usage, flattened onto the common fields
+# as fanout.sh does; the tool's own fields follow unchanged.
+normalize() { # report usage common-fields
+  python3 - "$1" "$2" "{$3}" <<'PY'
+import json, sys
+report, usage, line = json.loads(sys.argv[1]), json.loads(sys.argv[2]), json.loads(sys.argv[3])
+latency = report.get("latency_ms") or {}
+rss = report.get("server_rss_kib") or {}
+gaps = report.get("gaps", 0)
+missing = max(0, report.get("expected_deliveries", 0) - report.get("received", 0))
+line["x"] = report["subscribers"]
+for ours, theirs in (("p50_ms", "p50"), ("p90_ms", "p90"), ("p99_ms", "p99"), ("p999_ms", "p999"), ("max_ms", "max")):
+    if theirs in latency:
+        line[ours] = latency[theirs]
+line["errors"] = (gaps + report.get("duplicates", 0) + report.get("disconnects", 0)
+                  + report.get("publish_errors", 0) + max(0, missing - gaps)
+                  + max(0, report["subscribers"] - report.get("connected", 0)))
+line["missing_deliveries"] = missing
+line["ramp_secs"] = round(report.get("ramp_secs", 0), 1)
+line["deliveries_per_second"] = report.get("deliveries_per_second")
+if report.get("rss_bytes_per_connection_end") is not None:
+    line["gateway_rss_per_subscriber_bytes"] = round(report["rss_bytes_per_connection_end"])
+delivered = max(1, report.get("received", 0))
+for group, figures in usage.items():
+    line[f"{group}_cpu_secs"] = figures["cpu_secs"]
+    line[f"{group}_cpu_us_per_delivery"] = round(figures["cpu_secs"] * 1e6 / delivered, 2)
+    for key in ("rss_mib", "peak_rss_mib_per_process"):
+        if key in figures:
+            line[f"{group}_{key}"] = figures[key]
+line["usage"] = usage
+for key, value in report.items():
+    line.setdefault(key, value)
+print(json.dumps(line, separators=(",", ":")))
+PY
+}
+
+measure() { # name round-secs url-args...
+  local name=$1 round=$2 report usage
+  shift 2
+  echo "scale: $name, $subscribers subscribers, one event per match every $round s, $hold s"
+  mark_cpu
+  # The load generator's own CPU and peak RSS, its subscriber processes
+  # included (GNU time counts waited-for children).
+  if report=$(/usr/bin/time -f '%U %S %M' -o "$dir/time" "$LT" fanout --label "courtside-$name" "$@" \
+    --publish "http://127.0.0.1:$lb_port/v1/events" --token $token --subscribers "$subscribers" \
+    --channels $channels --duration "$hold" --round-secs "$round" --processes "$processes" \
+    --ramp-per-second "$ramp" $(for p in "${gateway_pids[@]}"; do printf -- '--server-pid %s ' "$p"; done)); then
+    read -r user system peak <"$dir/time"
+    usage=$(usage_json "$(awk -v u="$user" -v s="$system" 'BEGIN { printf "%.1f", u + s }')" "$peak")
+    emit $out "$(normalize "$report" "$usage" "$(common_fields scale "$name"),\"gateways\":$gateways,\"haproxy_processes\":$([ "${name%%@*}" = direct ] && echo 0 || echo "$haproxies"),\"load_generator_processes\":$processes,\"store\":\"redis-cluster-3x2\",\"hold_secs\":$hold")"
+  else
+    emit $out "{$(common_fields scale "$name"),\"x\":$subscribers,\"errors\":1,\"failed\":true}"
+  fi
+  # Connections closing take a moment; the next run starts from idle.
+  sleep 5
+}
+
+for run in $runs_to_do; do
+  case $run in
+    direct) measure direct@1s 1 "${direct[@]}" ;;
+    haproxy) measure haproxy@4s 4 --ws "ws://127.0.0.1:$lb_port/v1/live" ;;
+    haproxy-2s) measure haproxy@2s 2 --ws "ws://127.0.0.1:$lb_port/v1/live" ;;
+    haproxy-1s) measure haproxy@1s 1 --ws "ws://127.0.0.1:$lb_port/v1/live" ;;
+    *) echo "scale: unknown run '$run'" >&2; exit 2 ;;
+  esac
+done
