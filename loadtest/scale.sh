@@ -82,18 +82,30 @@ servers=""
 direct=()
 for ((g = 0; g < gateways; g++)); do
   port=$((gateway_port + g))
-  env "${store[@]}" COURTSIDE_GATEWAY_ADDR="127.0.0.1:$port" COURTSIDE_WORKER_URL="$worker_urls" \
-    COURTSIDE_PUBLISH_TOKENS=$token COURTSIDE_TRUSTED_PROXIES=127.0.0.1 COURTSIDE_SIMULATE=false \
-    "$BIN/courtside-gateway" >>"$LOGS/scale-gateway.log" 2>&1 &
-  gateway_pids+=($!)
   servers+="    server gateway$g 127.0.0.1:$port"$'\n'
   direct+=(--ws "ws://127.0.0.1:$port/v1/live")
 done
-for ((g = 0; g < gateways; g++)); do
-  wait_http "http://127.0.0.1:$((gateway_port + g))/readyz" 600 || { echo "scale: gateway $g is not ready" >&2; exit 1; }
-done
+# Fresh gateways for each run, so each run's memory per subscriber is
+# measured above an idle process.
+start_gateways() {
+  local g
+  for ((g = 0; g < gateways; g++)); do
+    env "${store[@]}" COURTSIDE_GATEWAY_ADDR="127.0.0.1:$((gateway_port + g))" COURTSIDE_WORKER_URL="$worker_urls" \
+      COURTSIDE_PUBLISH_TOKENS=$token COURTSIDE_TRUSTED_PROXIES=127.0.0.1 \
+      "$BIN/courtside-gateway" >>"$LOGS/scale-gateway.log" 2>&1 &
+    gateway_pids+=($!)
+  done
+  for ((g = 0; g < gateways; g++)); do
+    wait_http "http://127.0.0.1:$((gateway_port + g))/readyz" 600 || { echo "scale: gateway $g is not ready" >&2; exit 1; }
+  done
+}
+stop_gateways() {
+  stop_tree "${gateway_pids[@]}"
+  gateway_pids=()
+}
+start_gateways
 
-# The balancer: the compose profile's settings (deploy/haproxy/haproxy.cfg)
+# The balancer: the compose stack's settings (deploy/haproxy/haproxy.cfg)
 # with the gateways at fixed addresses, and each process within its
 # descriptors.
 cat >"$dir/haproxy.cfg" <<EOF
@@ -205,7 +217,15 @@ measure() { # name round-secs url-args...
   sleep 5
 }
 
+first=1
 for run in $runs_to_do; do
+  if [ $first = 0 ]; then
+    stop_gateways
+    start_gateways
+    # HAProxy's checks find them up again (two passes, 2 s apart).
+    sleep 6
+  fi
+  first=0
   case $run in
     direct) measure direct@1s 1 "${direct[@]}" ;;
     haproxy) measure haproxy@4s 4 --ws "ws://127.0.0.1:$lb_port/v1/live" ;;
