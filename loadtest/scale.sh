@@ -4,7 +4,8 @@
 # (`.ci/redis-cluster`), two workers, six `courtside-gateway` processes, and
 # in front of them several HAProxy processes sharing one port (SO_REUSEPORT,
 # HAProxy's default on Linux) in TCP mode with leastconn, /readyz checks and
-# PROXY protocol v2, the gateways trusting 127.0.0.1 (the balancer's source).
+# PROXY protocol v2, the gateways trusting 127.1.0.0/16 (the balancer's
+# sources).
 # A process here may hold 20,000 descriptors: each gateway holds about a
 # sixth of the subscribers, each HAProxy process under 9,800 connections (two
 # descriptors each), the load generator's subscribers live in several
@@ -82,7 +83,6 @@ servers=""
 direct=()
 for ((g = 0; g < gateways; g++)); do
   port=$((gateway_port + g))
-  servers+="    server gateway$g 127.0.0.1:$port"$'\n'
   direct+=(--ws "ws://127.0.0.1:$port/v1/live")
 done
 # Fresh gateways for each run, so each run's memory per subscriber is
@@ -91,7 +91,7 @@ start_gateways() {
   local g
   for ((g = 0; g < gateways; g++)); do
     env "${store[@]}" COURTSIDE_GATEWAY_ADDR="127.0.0.1:$((gateway_port + g))" COURTSIDE_WORKER_URL="$worker_urls" \
-      COURTSIDE_PUBLISH_TOKENS=$token COURTSIDE_TRUSTED_PROXIES=127.0.0.1 \
+      COURTSIDE_PUBLISH_TOKENS=$token COURTSIDE_TRUSTED_PROXIES=127.1.0.0/16 \
       "$BIN/courtside-gateway" >>"$LOGS/scale-gateway.log" 2>&1 &
     gateway_pids+=($!)
   done
@@ -106,9 +106,18 @@ stop_gateways() {
 start_gateways
 
 # The balancer: the compose stack's settings (deploy/haproxy/haproxy.cfg)
-# with the gateways at fixed addresses, and each process within its
-# descriptors.
-cat >"$dir/haproxy.cfg" <<EOF
+# with the gateways at fixed addresses, each process within its
+# descriptors, and each process's connections to each gateway from a
+# source address of their own (127.1.<process>.<gateway>): a connection
+# whose source address is bound gets its port from half the ephemeral range
+# (about 14,000 ports), fewer than one gateway's share of the subscribers.
+# One config file per process; they share the port (SO_REUSEPORT).
+for ((h = 0; h < haproxies; h++)); do
+  servers=""
+  for ((g = 0; g < gateways; g++)); do
+    servers+="    server gateway$g 127.0.0.1:$((gateway_port + g)) source 127.1.$h.$((g + 1))"$'\n'
+  done
+  cat >"$dir/haproxy-$h.cfg" <<EOF
 global
     maxconn 9800
     nbthread 1
@@ -130,13 +139,21 @@ backend gateways
     default-server check inter 2s fall 2 rise 2 send-proxy-v2
 $servers
 EOF
-haproxy -c -q -f "$dir/haproxy.cfg"
-for ((h = 0; h < haproxies; h++)); do
-  haproxy -db -f "$dir/haproxy.cfg" >>"$LOGS/scale-haproxy.log" 2>&1 &
-  haproxy_pids+=($!)
+  haproxy -c -q -f "$dir/haproxy-$h.cfg"
 done
-sleep 3
-wait_http "http://127.0.0.1:$lb_port/readyz" 600 || { echo "scale: HAProxy does not answer" >&2; exit 1; }
+# Started after the gateways: HAProxy takes its servers as up until its
+# checks say otherwise, so a fresh balancer in front of fresh gateways
+# sends to all of them from the first connection.
+start_haproxy() {
+  local h
+  for ((h = 0; h < haproxies; h++)); do
+    haproxy -db -f "$dir/haproxy-$h.cfg" >>"$LOGS/scale-haproxy.log" 2>&1 &
+    haproxy_pids+=($!)
+  done
+  sleep 1
+  wait_http "http://127.0.0.1:$lb_port/readyz" 600 || { echo "scale: HAProxy does not answer" >&2; exit 1; }
+}
+start_haproxy
 
 # JSON object of every process group's CPU seconds since `mark` and RSS now.
 group_pids() { # group
@@ -179,7 +196,10 @@ line["errors"] = (gaps + report.get("duplicates", 0) + report.get("disconnects",
                   + max(0, report["subscribers"] - report.get("connected", 0)))
 line["missing_deliveries"] = missing
 line["ramp_secs"] = round(report.get("ramp_secs", 0), 1)
-line["deliveries_per_second"] = report.get("deliveries_per_second")
+# Achieved: deliveries over the publishing time (the target is the
+# subscribers over the round).
+line["deliveries_per_second"] = round(report.get("deliveries_per_second", 0))
+line["target_deliveries_per_second"] = report.get("target_deliveries_per_second")
 if report.get("rss_bytes_per_connection_end") is not None:
     line["gateway_rss_per_subscriber_bytes"] = round(report["rss_bytes_per_connection_end"])
 delivered = max(1, report.get("received", 0))
@@ -196,23 +216,67 @@ print(json.dumps(line, separators=(",", ":")))
 PY
 }
 
+# Every 2 s until stopped, one CSV row: seconds since the run began, the
+# subscribers the gateways hold, each group's RSS (MiB) and CPU (share of
+# one core over the last interval). For the report's plots over time.
+sample() { # csv
+  # Nothing here may end the sampling: one failed read is one odd row.
+  set +e
+  local t0 hz g n subs rss cpu group now previous
+  t0=$(date +%s.%N) previous=$t0
+  hz=$(getconf CLK_TCK)
+  declare -A last
+  for group in gateways haproxy load_generator redis; do last[$group]=0; done
+  echo "t_secs,subscribers,gateways_rss_mib,haproxy_rss_mib,load_generator_rss_mib,redis_rss_mib,gateways_cpu,haproxy_cpu,load_generator_cpu,redis_cpu" >"$1"
+  while :; do
+    subs=0
+    for ((g = 0; g < gateways && subs >= 0; g++)); do
+      # A busy gateway may not answer in time: the sample's count is left
+      # empty then, and the sampling goes on.
+      n=$(curl -s -m 2 "http://127.0.0.1:$((gateway_port + g))/metrics" |
+        awk '$1 == "courtside_live_connections{transport=\"websocket\"}" { printf "%d", $2 }' || true)
+      if [ -n "$n" ]; then subs=$((subs + n)); else subs=-1; fi
+    done
+    [ "$subs" -ge 0 ] || subs=""
+    rss="" cpu=""
+    now=$(date +%s.%N)
+    for group in gateways haproxy load_generator redis; do
+      local pids
+      # The coordinator; its subscriber processes are its descendants.
+      if [ $group = load_generator ]; then pids=$(pgrep -f "^$LT fanout --label" | tr '\n' ' ' || true); else pids=$(group_pids $group); fi
+      rss+=",$(($(rss_kib $pids) / 1024))"
+      n=$(cpu_ticks $pids)
+      [ "${last[$group]}" = 0 ] && last[$group]=$n
+      cpu+=",$(awk -v a="${last[$group]}" -v b="$n" -v hz="$hz" -v dt="$(awk -v p="$previous" -v q="$now" 'BEGIN { print q - p }')" 'BEGIN { printf "%.2f", (dt > 0 ? (b - a) / hz / dt : 0) }')"
+      last[$group]=$n
+    done
+    echo "$(awk -v a="$t0" -v b="$now" 'BEGIN { printf "%.1f", b - a }'),$subs$rss$cpu" >>"$1"
+    previous=$now
+    sleep 2
+  done
+}
+
 measure() { # name round-secs url-args...
-  local name=$1 round=$2 report usage
+  local name=$1 round=$2 report usage sampler
   shift 2
   echo "scale: $name, $subscribers subscribers, one event per match every $round s, $hold s"
   mark_cpu
+  sample "$RESULTS/scale-${name/@/-}-$RUN.csv" &
+  sampler=$!
   # The load generator's own CPU and peak RSS, its subscriber processes
   # included (GNU time counts waited-for children).
   if report=$(/usr/bin/time -f '%U %S %M' -o "$dir/time" "$LT" fanout --label "courtside-$name" "$@" \
     --publish "http://127.0.0.1:$lb_port/v1/events" --token $token --subscribers "$subscribers" \
     --channels $channels --duration "$hold" --round-secs "$round" --processes "$processes" \
-    --ramp-per-second "$ramp" $(for p in "${gateway_pids[@]}"; do printf -- '--server-pid %s ' "$p"; done)); then
+    --ramp-per-second "$ramp" --connect-timeout-secs 600 $(for p in "${gateway_pids[@]}"; do printf -- '--server-pid %s ' "$p"; done)); then
     read -r user system peak <"$dir/time"
     usage=$(usage_json "$(awk -v u="$user" -v s="$system" 'BEGIN { printf "%.1f", u + s }')" "$peak")
     emit $out "$(normalize "$report" "$usage" "$(common_fields scale "$name"),\"gateways\":$gateways,\"haproxy_processes\":$([ "${name%%@*}" = direct ] && echo 0 || echo "$haproxies"),\"load_generator_processes\":$processes,\"store\":\"redis-cluster-3x2\",\"hold_secs\":$hold")"
   else
     emit $out "{$(common_fields scale "$name"),\"x\":$subscribers,\"errors\":1,\"failed\":true}"
   fi
+  kill "$sampler" 2>/dev/null || true
+  wait "$sampler" 2>/dev/null || true
   # Connections closing take a moment; the next run starts from idle.
   sleep 5
 }
@@ -220,10 +284,11 @@ measure() { # name round-secs url-args...
 first=1
 for run in $runs_to_do; do
   if [ $first = 0 ]; then
+    stop_tree "${haproxy_pids[@]}"
+    haproxy_pids=()
     stop_gateways
     start_gateways
-    # HAProxy's checks find them up again (two passes, 2 s apart).
-    sleep 6
+    start_haproxy
   fi
   first=0
   case $run in

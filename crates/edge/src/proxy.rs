@@ -97,13 +97,16 @@ pub(crate) async fn read_preface(
     peer: SocketAddr,
     trusted: bool,
 ) -> io::Result<Result<Preface, Refusal>> {
-    let mut buf = vec![0u8; V2_MAX];
-    let Some(kind) = header_kind(tcp, &mut buf).await? else {
+    // Most connections carry no header: their first peek needs no more.
+    let mut fixed = [0u8; V2_FIXED];
+    let Some(kind) = header_kind(tcp, &mut fixed).await? else {
         return Ok(Ok(Preface::None));
     };
     if !trusted {
         return Ok(Err(Refusal::Untrusted));
     }
+    let mut buf = vec![0u8; V2_MAX];
+    buf[..V2_FIXED].copy_from_slice(&fixed);
     let length = match kind {
         Kind::V1 => v1_length(tcp, &mut buf).await?,
         Kind::V2 => v2_length(tcp, &mut buf).await?,
@@ -125,9 +128,9 @@ pub(crate) async fn read_preface(
 /// its first bytes say (a v2 header's fixed part, with its length, is
 /// awaited whole). `None` for anything else, and for a connection that
 /// closes first.
-async fn header_kind(tcp: &TcpStream, buf: &mut [u8]) -> io::Result<Option<Kind>> {
+async fn header_kind(tcp: &TcpStream, buf: &mut [u8; V2_FIXED]) -> io::Result<Option<Kind>> {
     loop {
-        let seen = tcp.peek(&mut buf[..V2_FIXED]).await?;
+        let seen = tcp.peek(buf).await?;
         if seen == 0 {
             return Ok(None);
         }

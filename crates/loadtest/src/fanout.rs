@@ -65,6 +65,10 @@ pub(crate) struct FanoutArgs {
     /// Connections opened per second while ramping up.
     #[arg(long, default_value_t = 3000)]
     pub(crate) ramp_per_second: u64,
+    /// Seconds every subscriber process may take to connect all of its
+    /// subscribers before the run fails.
+    #[arg(long, default_value_t = 120)]
+    pub(crate) connect_timeout_secs: u64,
     /// Server process ids whose memory is sampled (RSS per connection).
     #[arg(long = "server-pid")]
     pub(crate) server_pids: Vec<u32>,
@@ -206,9 +210,11 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<()> {
     for child in &mut children {
         let stdout = child.stdout.take().context("child stdout")?;
         let mut lines = tokio::io::BufReader::new(stdout).lines();
-        let ready = tokio::time::timeout(Duration::from_secs(120), lines.next_line())
+        let ready = tokio::time::timeout(Duration::from_secs(args.connect_timeout_secs), lines.next_line())
             .await
-            .context("subscribers did not connect within 120 s")??;
+            .with_context(|| {
+                format!("subscribers did not connect within {} s", args.connect_timeout_secs)
+            })??;
         if ready.as_deref() != Some("ready") {
             bail!("subscriber process said {ready:?} instead of ready");
         }
@@ -220,14 +226,18 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<()> {
     let rss_connected = rss_kib(&args.server_pids);
 
     // Publish: every round, one event per channel, each at the start of a
-    // millisecond, spread evenly over the round.
+    // millisecond, spread evenly over the round. Spread publishes do not
+    // wait for the one before (a slow answer must not stretch the round and
+    // so lower the rate), except their own channel's previous one, so each
+    // match's events arrive in order. Burst publishes go back to back, each
+    // awaited: that queueing is what the burst mode compares.
     let round = Duration::from_secs(args.round_secs);
     let spacing = Duration::from_micros(round.as_micros() as u64 / args.channels.max(1) as u64);
     phase.store(PHASE_PUBLISHING, Ordering::Release);
-    let mut published = 0u64;
-    let mut publish_errors = 0u64;
-    let mut publish_times = Histogram::<u64>::new_with_bounds(1, 120_000_000, 3)?;
-    let mut publish_log = String::new();
+    let publishing = Instant::now();
+    let mut stats = PublishStats::new(args.publish_latency_log.is_some())?;
+    let mut in_flight: Vec<Option<tokio::task::JoinHandle<(u64, bool)>>> =
+        (0..args.channels).map(|_| None).collect();
     // Burst mode: when each round's first publish left, by sequence number.
     let mut round_started_us: Vec<(u64, u64)> = Vec::new();
     for round_index in 0..args.duration / args.round_secs {
@@ -235,7 +245,7 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<()> {
         if args.burst {
             round_started_us.push((round_index + 2, now_micros()));
         }
-        for channel in 0..args.channels {
+        for (channel, slot) in in_flight.iter_mut().enumerate() {
             let ts_ms = if args.burst {
                 now_micros() / 1000
             } else {
@@ -248,18 +258,21 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<()> {
                 "ts": ts_ms, "team": 1, "player": 7,
                 "start": {"x": 50.0, "y": 30.0}, "end": {"x": 60.0, "y": 30.0}, "success": true
             });
-            let sent = Instant::now();
-            let answer = publish(event).await;
-            let micros = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
-            match answer {
-                Ok(response) if response.status().is_success() => {
-                    published += 1;
-                    publish_times.record(micros.clamp(1, 120_000_000))?;
-                    if args.publish_latency_log.is_some() {
-                        publish_log.push_str(&format!("{},{micros}\n", channel_id(&run_id, channel)));
-                    }
-                }
-                _ => publish_errors += 1,
+            if let Some(previous) = slot.take() {
+                let (micros, ok) = previous.await.context("a publish task")?;
+                stats.record(&channel_id(&run_id, channel), micros, ok)?;
+            }
+            let pending = publish(event);
+            let answer = async move {
+                let sent = Instant::now();
+                let ok = matches!(pending.await, Ok(response) if response.status().is_success());
+                (u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX), ok)
+            };
+            if args.burst {
+                let (micros, ok) = answer.await;
+                stats.record(&channel_id(&run_id, channel), micros, ok)?;
+            } else {
+                *slot = Some(tokio::spawn(answer));
             }
         }
         let elapsed = round_start.elapsed();
@@ -267,6 +280,15 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<()> {
             tokio::time::sleep(round - elapsed).await;
         }
     }
+    for (channel, previous) in in_flight.into_iter().enumerate() {
+        if let Some(previous) = previous {
+            let (micros, ok) = previous.await.context("a publish task")?;
+            stats.record(&channel_id(&run_id, channel), micros, ok)?;
+        }
+    }
+    let publish_secs = publishing.elapsed().as_secs_f64();
+    let PublishStats { published, errors: publish_errors, times: publish_times, log: publish_log, .. } =
+        stats;
     let rss_end = rss_kib(&args.server_pids);
     phase.store(PHASE_DONE, Ordering::Release);
     if let Some(path) = &args.publish_latency_log {
@@ -318,7 +340,9 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<()> {
         "connected": total.connected,
         "channels": args.channels,
         "round_secs": args.round_secs,
-        "deliveries_per_second": args.subscribers as f64 / args.round_secs as f64,
+        "publish_secs": publish_secs,
+        "target_deliveries_per_second": args.subscribers as f64 / args.round_secs as f64,
+        "deliveries_per_second": total.received as f64 / publish_secs.max(1e-9),
         "servers": args.ws.len(),
         "ramp_secs": ramp.as_secs_f64(),
         "published": published,
@@ -347,6 +371,41 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<()> {
     });
     println!("{report}");
     Ok(())
+}
+
+/// What the publisher saw: answers, failures, answer times, and with a
+/// publish log each answer's time by match.
+struct PublishStats {
+    published: u64,
+    errors: u64,
+    times: Histogram<u64>,
+    log: String,
+    keep_log: bool,
+}
+
+impl PublishStats {
+    fn new(keep_log: bool) -> anyhow::Result<Self> {
+        Ok(Self {
+            published: 0,
+            errors: 0,
+            times: Histogram::new_with_bounds(1, 120_000_000, 3)?,
+            log: String::new(),
+            keep_log,
+        })
+    }
+
+    fn record(&mut self, match_id: &str, micros: u64, ok: bool) -> anyhow::Result<()> {
+        if !ok {
+            self.errors += 1;
+            return Ok(());
+        }
+        self.published += 1;
+        self.times.record(micros.clamp(1, 120_000_000))?;
+        if self.keep_log {
+            self.log.push_str(&format!("{match_id},{micros}\n"));
+        }
+        Ok(())
+    }
 }
 
 /// Each burst round's completion, first publish to last delivery: its

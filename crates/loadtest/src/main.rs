@@ -11,6 +11,8 @@
 //!   [`fanout`]).
 //! - `viewers`: dashboard viewers on one gateway, and the worker's
 //!   win-probability computations they caused (see [`viewers`]).
+//! - `report`: a results folder's lines as `report.md` and plots (see
+//!   [`report`]; the scale scenario's plots over time in [`timeline`]).
 //!
 //! Every loop is bounded in count and time, and targets are meant to be
 //! loopback addresses: this harness measures systems on the same machine.
@@ -19,6 +21,7 @@ mod fanout;
 mod oha;
 mod otlp_sink;
 mod report;
+mod timeline;
 mod viewers;
 
 use std::{

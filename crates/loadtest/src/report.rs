@@ -45,7 +45,8 @@ pub(crate) fn run(results: &Path, check: bool) -> anyhow::Result<()> {
     let (lines, skipped) = read_lines(results)?;
     anyhow::ensure!(!lines.is_empty(), "no result lines with a \"scenario\" in {}", results.display());
     let points = fold(&lines);
-    let plots = plot_all(results, &points)?;
+    let mut plots = plot_all(results, &points)?;
+    plots.extend(crate::timeline::plot(results)?);
     let markdown = render(results, &points, &plots, skipped);
     let path = results.join("report.md");
     std::fs::write(&path, markdown).with_context(|| format!("cannot write {}", path.display()))?;
@@ -914,7 +915,7 @@ where
 }
 
 /// Splits `text` into lines of at most `width` characters, at spaces.
-fn wrap(text: &str, width: usize) -> Vec<String> {
+pub(crate) fn wrap(text: &str, width: usize) -> Vec<String> {
     let mut lines: Vec<String> = Vec::new();
     for word in text.split_whitespace() {
         match lines.last_mut() {
