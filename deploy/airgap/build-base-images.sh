@@ -214,6 +214,27 @@ else
   log "$runtime_image: built"
 fi
 
+# `stand_in IMAGE DOCKERFILE ENTRYPOINT WHAT SOURCE`: a Debian package's
+# image with an entrypoint script of this folder, rebuilt only when the
+# recipe, the script or the base image changes.
+stand_in() {
+  local image=$1 dockerfile=$2 entrypoint=$3 what=$4 source=$5 hash ctx name
+  name=${image%%:*}
+  hash=$(printf '%s\n' "$dockerfile" "$(cat "$entrypoint")" "$base_id" | sha)
+  if current "$image" "$hash"; then
+    log "$image: cached"
+    return
+  fi
+  log "$image: $what"
+  ctx="$work/$name"
+  mkdir -p "$ctx"
+  cp "$entrypoint" "$ctx/docker-entrypoint.sh"
+  printf '%s\n' "$dockerfile" "LABEL $label=$hash org.courtside.airgap.source=\"$source\"" >"$ctx/Dockerfile"
+  docker build --network host -t "$image" "$ctx" >"$work/$name-build.log" 2>&1 \
+    || { tail -n 30 "$work/$name-build.log" >&2; die "building $image failed"; }
+  log "$image: built"
+}
+
 # --- Redis ----------------------------------------------------------------------
 redis_dockerfile=$(cat <<EOF
 FROM $base_image
@@ -229,21 +250,8 @@ ENTRYPOINT ["docker-entrypoint.sh"]
 CMD ["redis-server"]
 EOF
 )
-redis_hash=$(printf '%s\n' "$redis_dockerfile" "$(cat "$here/redis-entrypoint.sh")" "$base_id" | sha)
-if current "$redis_image" "$redis_hash"; then
-  log "$redis_image: cached"
-else
-  log "$redis_image: Debian's redis-server with the official image's entrypoint behaviour"
-  ctx="$work/redis"
-  mkdir -p "$ctx"
-  cp "$here/redis-entrypoint.sh" "$ctx/docker-entrypoint.sh"
-  printf '%s\n' "$redis_dockerfile" \
-    "LABEL $label=$redis_hash org.courtside.airgap.source=\"redis-server of debootstrap $suite\"" \
-    >"$ctx/Dockerfile"
-  docker build --network host -t "$redis_image" "$ctx" >"$work/redis-build.log" 2>&1 \
-    || { tail -n 30 "$work/redis-build.log" >&2; die "building $redis_image failed"; }
-  log "$redis_image: built"
-fi
+stand_in "$redis_image" "$redis_dockerfile" "$here/redis-entrypoint.sh" \
+  "Debian's redis-server with the official image's entrypoint behaviour" "redis-server of debootstrap $suite"
 
 # --- HAProxy --------------------------------------------------------------------
 haproxy_dockerfile=$(cat <<EOF
@@ -260,20 +268,7 @@ ENTRYPOINT ["docker-entrypoint.sh"]
 CMD ["haproxy", "-f", "/usr/local/etc/haproxy/haproxy.cfg"]
 EOF
 )
-haproxy_hash=$(printf '%s\n' "$haproxy_dockerfile" "$(cat "$here/haproxy-entrypoint.sh")" "$base_id" | sha)
-if current "$haproxy_image" "$haproxy_hash"; then
-  log "$haproxy_image: cached"
-else
-  log "$haproxy_image: Debian's haproxy with the official image's entrypoint behaviour"
-  ctx="$work/haproxy"
-  mkdir -p "$ctx"
-  cp "$here/haproxy-entrypoint.sh" "$ctx/docker-entrypoint.sh"
-  printf '%s\n' "$haproxy_dockerfile" \
-    "LABEL $label=$haproxy_hash org.courtside.airgap.source=\"haproxy of debootstrap $suite\"" \
-    >"$ctx/Dockerfile"
-  docker build --network host -t "$haproxy_image" "$ctx" >"$work/haproxy-build.log" 2>&1 \
-    || { tail -n 30 "$work/haproxy-build.log" >&2; die "building $haproxy_image failed"; }
-  log "$haproxy_image: built"
-fi
+stand_in "$haproxy_image" "$haproxy_dockerfile" "$here/haproxy-entrypoint.sh" \
+  "Debian's haproxy with the official image's entrypoint behaviour" "haproxy of debootstrap $suite"
 
 log "ready: $rust_image, $runtime_image, $redis_image, $haproxy_image"

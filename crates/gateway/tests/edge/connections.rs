@@ -11,41 +11,20 @@ use std::{
     time::Duration,
 };
 
-use edge::limits::Rate;
-use gateway::{
-    GatewayConfig,
-    config::{RateLimiting, TEST_PUBLISH_TOKEN},
-};
+use gateway::config::TEST_PUBLISH_TOKEN;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio_tungstenite::tungstenite;
 
 use super::helpers::{
-    TestApp, error_of, eventually_async,
+    error_of, eventually_async,
     live::{WsClient, kickoff, pass, publish_ok},
-    spawn_app_with,
+    spawn_app_with, spawn_limited,
 };
 
 const BALANCER: [u8; 4] = [127, 0, 0, 2];
 const OTHER_CLIENT: [u8; 4] = [127, 0, 0, 3];
-
-/// A gateway with the per-client limits on and every rate lane off until
-/// `adjust` sets what the test needs.
-async fn spawn_limited(adjust: impl FnOnce(&mut GatewayConfig)) -> TestApp {
-    spawn_app_with(
-        |_| {},
-        |config, _| {
-            config.edge.rate_limit = RateLimiting::On;
-            config.edge.rate_limit_ingest = Rate::Off;
-            config.edge.rate_limit_subscribe = Rate::Off;
-            config.edge.rate_limit_compute = Rate::Off;
-            config.edge.rate_limit_per_token = Rate::Off;
-            adjust(config);
-        },
-    )
-    .await
-}
 
 /// Sends `preface` then one HTTP/1.1 request from `source`, as a balancer
 /// relays a client's, and returns the status and JSON body of the answer.

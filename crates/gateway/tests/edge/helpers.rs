@@ -56,6 +56,24 @@ pub(crate) async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}, |_, _| {}).await
 }
 
+/// A gateway with the per-client limits on (rate lanes and the per-address
+/// connection cap) and every rate lane off until `adjust` sets the one
+/// under test.
+pub(crate) async fn spawn_limited(adjust: impl FnOnce(&mut GatewayConfig)) -> TestApp {
+    spawn_app_with(
+        |_| {},
+        |config, _| {
+            config.edge.rate_limit = gateway::config::RateLimiting::On;
+            config.edge.rate_limit_ingest = edge::limits::Rate::Off;
+            config.edge.rate_limit_subscribe = edge::limits::Rate::Off;
+            config.edge.rate_limit_compute = edge::limits::Rate::Off;
+            config.edge.rate_limit_per_token = edge::limits::Rate::Off;
+            adjust(config);
+        },
+    )
+    .await
+}
+
 /// A gateway whose worker address has nothing listening.
 pub(crate) async fn spawn_app_without_worker() -> TestApp {
     // Bind and drop a listener to get a port that is (for now) unused.

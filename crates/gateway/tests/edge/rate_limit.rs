@@ -15,13 +15,10 @@ use std::{net::IpAddr, ops::RangeInclusive, time::Duration};
 use super::helpers::{
     TestApp, error_of,
     live::{SseClient, WsClient, kickoff, publish_ok},
-    spawn_app_with,
+    spawn_limited,
 };
 use edge::limits::Rate;
-use gateway::{
-    GatewayConfig,
-    config::{RateLimiting, TEST_PUBLISH_TOKEN},
-};
+use gateway::config::TEST_PUBLISH_TOKEN;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite;
@@ -31,23 +28,6 @@ const SECOND_TOKEN: &str = "second-publisher-token-abcdefgh";
 
 fn rate(text: &str) -> Rate {
     text.parse().expect("a valid rate")
-}
-
-/// A gateway with rate limits on and every lane off until `adjust` sets
-/// the one under test.
-async fn spawn_limited(adjust: impl FnOnce(&mut GatewayConfig)) -> TestApp {
-    spawn_app_with(
-        |_| {},
-        |config, _| {
-            config.edge.rate_limit = RateLimiting::On;
-            config.edge.rate_limit_ingest = Rate::Off;
-            config.edge.rate_limit_subscribe = Rate::Off;
-            config.edge.rate_limit_compute = Rate::Off;
-            config.edge.rate_limit_per_token = Rate::Off;
-            adjust(config);
-        },
-    )
-    .await
 }
 
 /// An HTTP client whose connections come from `address`.
