@@ -94,41 +94,10 @@ failed_line() { # system subscribers message
   emit $out "{$(common_fields $scenario "$1"),\"x\":$2,\"errors\":1,\"failed\":true,\"error\":$(json_str "$3")}"
 }
 
-# The tool's nested report, flattened onto the common fields; its own fields
-# follow unchanged so nothing it measured is lost.
+# The tool's nested report, flattened onto the common fields
+# (loadtest/fanout_fields.py).
 normalize() { # report common-fields
-  python3 - "$1" "{$2}" <<'PY'
-import json, sys
-report = json.loads(sys.argv[1])
-line = json.loads(sys.argv[2])
-latency = report.get("latency_ms") or {}
-rss = report.get("server_rss_kib") or {}
-gaps = report.get("gaps", 0)
-missing = max(0, report.get("expected_deliveries", 0) - report.get("received", 0))
-line["x"] = report["subscribers"]
-for ours, theirs in (("p50_ms", "p50"), ("p90_ms", "p90"), ("p99_ms", "p99"), ("p999_ms", "p999"), ("max_ms", "max")):
-    if theirs in latency:
-        line[ours] = latency[theirs]
-# A gap is a missing event seen from the next one; losses after a
-# subscriber's last received event show only as deliveries short of expected.
-line["errors"] = (gaps + report.get("duplicates", 0) + report.get("disconnects", 0)
-                  + report.get("publish_errors", 0) + max(0, missing - gaps))
-line["missing_deliveries"] = missing
-# Memory under load: sampled at the end of publishing, against the idle
-# server before the first subscriber connected.
-if rss.get("end") is not None:
-    line["rss_kib"] = rss["end"]
-if report.get("rss_bytes_per_connection_end") is not None:
-    line["rss_per_conn_bytes"] = round(report["rss_bytes_per_connection_end"])
-# Burst mode: each round's completion, first publish to last delivery.
-completion = report.get("round_completion_ms") or {}
-for ours, theirs in (("completion_p50_ms", "p50"), ("completion_max_ms", "max")):
-    if completion.get(theirs) is not None:
-        line[ours] = completion[theirs]
-for key, value in report.items():
-    line.setdefault(key, value)
-print(json.dumps(line, separators=(",", ":")))
-PY
+  python3 loadtest/fanout_fields.py "$1" "{$2}"
 }
 
 measure() { # system subscribers ws-args... -- publish-url token server-pid...

@@ -178,42 +178,9 @@ usage_json() { # generator-cpu-seconds generator-peak-rss-kib
 }
 
 # The tool's nested report and the usage, flattened onto the common fields
-# as fanout.sh does; the tool's own fields follow unchanged.
+# as fanout.sh does (loadtest/fanout_fields.py).
 normalize() { # report usage common-fields
-  python3 - "$1" "$2" "{$3}" <<'PY'
-import json, sys
-report, usage, line = json.loads(sys.argv[1]), json.loads(sys.argv[2]), json.loads(sys.argv[3])
-latency = report.get("latency_ms") or {}
-rss = report.get("server_rss_kib") or {}
-gaps = report.get("gaps", 0)
-missing = max(0, report.get("expected_deliveries", 0) - report.get("received", 0))
-line["x"] = report["subscribers"]
-for ours, theirs in (("p50_ms", "p50"), ("p90_ms", "p90"), ("p99_ms", "p99"), ("p999_ms", "p999"), ("max_ms", "max")):
-    if theirs in latency:
-        line[ours] = latency[theirs]
-line["errors"] = (gaps + report.get("duplicates", 0) + report.get("disconnects", 0)
-                  + report.get("publish_errors", 0) + max(0, missing - gaps)
-                  + max(0, report["subscribers"] - report.get("connected", 0)))
-line["missing_deliveries"] = missing
-line["ramp_secs"] = round(report.get("ramp_secs", 0), 1)
-# Achieved: deliveries over the publishing time (the target is the
-# subscribers over the round).
-line["deliveries_per_second"] = round(report.get("deliveries_per_second", 0))
-line["target_deliveries_per_second"] = report.get("target_deliveries_per_second")
-if report.get("rss_bytes_per_connection_end") is not None:
-    line["gateway_rss_per_subscriber_bytes"] = round(report["rss_bytes_per_connection_end"])
-delivered = max(1, report.get("received", 0))
-for group, figures in usage.items():
-    line[f"{group}_cpu_secs"] = figures["cpu_secs"]
-    line[f"{group}_cpu_us_per_delivery"] = round(figures["cpu_secs"] * 1e6 / delivered, 2)
-    for key in ("rss_mib", "peak_rss_mib_per_process"):
-        if key in figures:
-            line[f"{group}_{key}"] = figures[key]
-line["usage"] = usage
-for key, value in report.items():
-    line.setdefault(key, value)
-print(json.dumps(line, separators=(",", ":")))
-PY
+  python3 loadtest/fanout_fields.py "$1" "{$3}" "$2"
 }
 
 # Every 2 s until stopped, one CSV row: seconds since the run began, the
