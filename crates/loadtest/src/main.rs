@@ -17,6 +17,7 @@
 //! Every loop is bounded in count and time, and targets are meant to be
 //! loopback addresses: this harness measures systems on the same machine.
 
+mod caption;
 mod fanout;
 mod oha;
 mod otlp_sink;

@@ -906,27 +906,12 @@ where
         .draw()
         .map_err(err)?;
     let caption_style = ("sans-serif", 12).into_font().color(&RGBColor(80, 80, 80));
-    for (index, text) in wrap(chart_spec.caption, 110).iter().enumerate() {
+    for (index, text) in crate::caption::wrap(chart_spec.caption, 110).iter().enumerate() {
         let y = 4 + 16 * i32::try_from(index).unwrap_or(0);
         lower.draw_text(text, &caption_style, (16, y)).map_err(err)?;
     }
     root.present().map_err(err)?;
     Ok(())
-}
-
-/// Splits `text` into lines of at most `width` characters, at spaces.
-pub(crate) fn wrap(text: &str, width: usize) -> Vec<String> {
-    let mut lines: Vec<String> = Vec::new();
-    for word in text.split_whitespace() {
-        match lines.last_mut() {
-            Some(line) if line.len() + 1 + word.len() <= width => {
-                line.push(' ');
-                line.push_str(word);
-            }
-            _ => lines.push(word.to_owned()),
-        }
-    }
-    lines
 }
 
 #[cfg(test)]
@@ -992,6 +977,6 @@ mod tests {
         );
         assert_ne!(system_colour("courtside"), system_colour("node"));
         assert_eq!(system_colour("courtside-2-replicas"), system_colour("courtside-2-replicas"));
-        assert_eq!(wrap("a bb ccc", 4), ["a bb", "ccc"]);
+        assert_eq!(crate::caption::wrap("a bb ccc", 4), ["a bb", "ccc"]);
     }
 }

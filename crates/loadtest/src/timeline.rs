@@ -187,7 +187,7 @@ fn draw(
         .draw()
         .map_err(err)?;
     let caption_style = ("sans-serif", 12).into_font().color(&RGBColor(80, 80, 80));
-    for (index, text) in super::report::wrap(caption, 110).iter().enumerate() {
+    for (index, text) in crate::caption::wrap(caption, 110).iter().enumerate() {
         let y = 4 + 16 * i32::try_from(index).unwrap_or(0);
         lower.draw_text(text, &caption_style, (16, y)).map_err(err)?;
     }
