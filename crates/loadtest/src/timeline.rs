@@ -186,11 +186,7 @@ fn draw(
         .position(SeriesLabelPosition::UpperRight)
         .draw()
         .map_err(err)?;
-    let caption_style = ("sans-serif", 12).into_font().color(&RGBColor(80, 80, 80));
-    for (index, text) in crate::caption::wrap(caption, 110).iter().enumerate() {
-        let y = 4 + 16 * i32::try_from(index).unwrap_or(0);
-        lower.draw_text(text, &caption_style, (16, y)).map_err(err)?;
-    }
+    crate::caption::draw(&lower, caption)?;
     root.present().map_err(err)?;
     Ok(())
 }
