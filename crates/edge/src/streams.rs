@@ -95,18 +95,9 @@ impl Streams {
     }
 
     /// Connections `client` holds now (0 when the per-address cap is off).
-    pub fn held_by(&self, client: ClientKey) -> usize {
+    #[cfg(test)]
+    fn held_by(&self, client: ClientKey) -> usize {
         self.held.lock().unwrap_or_else(PoisonError::into_inner).get(&client).copied().unwrap_or(0)
-    }
-
-    /// The server's cap.
-    pub fn max(&self) -> usize {
-        self.max
-    }
-
-    /// The cap per client address, if on.
-    pub fn per_address(&self) -> Option<usize> {
-        self.per_address
     }
 }
 
