@@ -12,7 +12,9 @@
 //! What a service gets, without a line of its own:
 //! - the accept loop ([`server`]): a cap on open HTTP connections, the
 //!   header-read timeout (slow-loris, idle keep-alives), HTTP/1 and HTTP/2,
-//!   and the PROXY protocol from trusted load balancers ([`proxy`]);
+//!   the PROXY protocol from trusted load balancers ([`proxy`]), and the
+//!   connection's socket for a transport that writes to it itself after an
+//!   upgrade ([`socket`]);
 //! - request tracking ([`middleware`]): a request id, the trace context and
 //!   span, per-route Prometheus series and the runtime-fit report ([`fit`]),
 //!   the `x-trace-id` header, and a capped body;
@@ -41,6 +43,7 @@ pub mod metrics;
 pub mod middleware;
 mod proxy;
 pub mod server;
+pub mod socket;
 pub mod streams;
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};

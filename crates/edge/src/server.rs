@@ -36,6 +36,7 @@ use tower::ServiceExt as _;
 use crate::{
     limits::TrustedProxies,
     proxy::{self, Preface},
+    socket::{ConnectionSocket, SharedTcp},
 };
 
 /// How the server treats connections.
@@ -129,15 +130,22 @@ pub fn serve(
                         }
                         // Each request carries the client's address, as
                         // axum's own server does it (`ConnectInfo`): the
-                        // rate limits count per client.
+                        // rate limits count per client. And a handle to the
+                        // socket, for a transport that writes to it itself
+                        // after an upgrade (the live feed's fan-out).
+                        let tcp = Arc::new(tcp);
+                        let socket = ConnectionSocket(Arc::clone(&tcp));
                         let service = TowerToHyperService::new(tower::service_fn(
                             move |mut request: Request<Incoming>| {
                                 request.extensions_mut().insert(ConnectInfo(client));
+                                request.extensions_mut().insert(socket.clone());
                                 app.clone().oneshot(request)
                             },
                         ));
                         let connection = watcher.watch(
-                            builder.serve_connection_with_upgrades(TokioIo::new(tcp), service).into_owned(),
+                            builder
+                                .serve_connection_with_upgrades(TokioIo::new(SharedTcp(tcp)), service)
+                                .into_owned(),
                         );
                         if let Err(err) = connection.await {
                             tracing::debug!(error = %err, "connection ended with an error");

@@ -15,7 +15,7 @@ use std::{
     fmt,
     sync::{
         Arc,
-        atomic::{AtomicI64, AtomicU64, Ordering},
+        atomic::{AtomicI64, Ordering},
     },
     time::Duration,
 };
@@ -71,7 +71,6 @@ pub struct Engine<D: Domain> {
     /// shutdown that closes every connection with its close frame.
     pub(crate) edge: Edge,
     open_connections: AtomicI64,
-    delivered: AtomicU64,
     websocket: TransportMetrics,
     sse: TransportMetrics,
     unsubscribed_closes: Counter,
@@ -93,7 +92,10 @@ impl<D: Domain> Engine<D> {
     /// [`Engine::start_bridge`].
     pub fn new(store: Arc<dyn StateStore>, settings: Settings, edge: &Edge) -> Arc<Self> {
         names::describe();
-        let hub = Arc::new(Hub::new(D::TOPIC, settings.ring_capacity, settings.cached_topics));
+        let hub = Arc::new(
+            Hub::new(D::TOPIC, settings.ring_capacity, settings.cached_topics)
+                .with_max_lag_bytes(settings.max_lag_bytes),
+        );
         Arc::new(Self {
             ingestor: Ingestor::new(Arc::clone(&store), settings.history, Arc::clone(&hub)),
             subscriptions: Subscriptions {
@@ -106,7 +108,6 @@ impl<D: Domain> Engine<D> {
             settings,
             edge: edge.clone(),
             open_connections: AtomicI64::new(0),
-            delivered: AtomicU64::new(0),
             websocket: TransportMetrics::new(Transport::WebSocket),
             sse: TransportMetrics::new(Transport::Sse),
             unsubscribed_closes: counter!(names::UNSUBSCRIBED_CLOSES),
@@ -151,7 +152,7 @@ impl<D: Domain> Engine<D> {
 
     /// Messages sent to subscribers since start.
     pub fn delivered(&self) -> u64 {
-        self.delivered.load(Ordering::Relaxed)
+        self.subscriptions.hub.delivered()
     }
 
     fn metrics_of(&self, transport: Transport) -> &TransportMetrics {
@@ -169,7 +170,7 @@ impl<D: Domain> Engine<D> {
     /// Counts one message written to a subscriber and, for a live update,
     /// how long it took from this process's pub/sub subscription to here.
     pub(crate) fn count_delivered(&self, transport: Transport, message: &Outgoing) {
-        self.delivered.fetch_add(1, Ordering::Relaxed);
+        self.subscriptions.hub.count_delivered(1);
         let metrics = self.metrics_of(transport);
         metrics.delivered.increment(1);
         if let Some(received) = message.received {

@@ -3,18 +3,27 @@
 //!
 //! The bridge task holds the process's single subscription to the store's
 //! live channel. Each update arrives once, is decoded once (just its topic,
-//! sequence number and state), and is handed to the topic's broadcast
-//! channel as one shared [`Frame`]: every local subscriber forwards the same
-//! bytes. The broadcast preserves per-topic order.
+//! sequence number and state), and becomes one shared [`Frame`]: its JSON
+//! text and, when the topic has WebSocket subscribers, its WebSocket frame,
+//! encoded once.
 //!
-//! Slow subscribers are measured in bytes. Each topic channel counts the
-//! bytes it has published (`head_offset`), and each frame carries the offset
-//! at which it ends, so a subscriber receiving a frame knows how far behind
-//! the newest update it is. Past the configured limit it is disconnected;
-//! the broadcast ring bounds memory whatever subscribers do.
+//! - **WebSocket** subscribers are written to by the hub itself, in one loop
+//!   per update, straight to each socket ([`crate::outlet`]): no task is
+//!   woken for a subscriber that keeps up. A subscription that is opening,
+//!   or met a gap, is *held*: its frames wait in a bounded list for its
+//!   connection's task, which sends what must come first (the snapshot, a
+//!   replay, the gap from history) and then puts it back in the loop.
+//! - **SSE** subscribers each follow the topic's broadcast channel. The
+//!   channel counts the bytes it has published (`head_offset`), and each
+//!   frame carries the offset at which it ends, so a subscriber knows how
+//!   far behind the newest update it is; the broadcast ring bounds memory
+//!   whatever subscribers do.
+//!
+//! Both keep per-topic order, and both cut off a subscriber that falls more
+//! than the configured number of bytes behind.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     sync::{
         Arc, Mutex, MutexGuard,
         atomic::{AtomicU64, Ordering},
@@ -28,7 +37,10 @@ use store::{LIVE_CHANNEL, StateStore};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use crate::states::StateCache;
+use crate::{
+    outlet::{Outlet, Sent, frame},
+    states::StateCache,
+};
 
 /// One update, shared by every local subscriber of its topic.
 #[derive(Debug)]
@@ -46,14 +58,107 @@ pub struct Frame {
 /// The local fan-out point of one topic.
 #[derive(Debug)]
 pub struct Channel {
+    /// SSE subscribers.
     sender: broadcast::Sender<Arc<Frame>>,
     head_offset: AtomicU64,
+    /// WebSocket subscribers, written to by the hub.
+    members: Mutex<Members>,
 }
 
 impl Channel {
+    fn new(ring_capacity: usize) -> Self {
+        Self {
+            sender: broadcast::channel(ring_capacity).0,
+            head_offset: AtomicU64::new(0),
+            members: Mutex::new(Members::default()),
+        }
+    }
+
     /// How many bytes were published on this channel after `frame`.
     pub fn bytes_behind(&self, frame: &Frame) -> u64 {
         self.head_offset.load(Ordering::Acquire).saturating_sub(frame.end_offset)
+    }
+
+    fn members(&self) -> MutexGuard<'_, Members> {
+        // Each critical section leaves the list consistent at every step.
+        self.members.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn is_unused(&self) -> bool {
+        self.sender.receiver_count() == 0 && self.members().list.is_empty()
+    }
+}
+
+/// A topic's WebSocket subscriptions.
+#[derive(Debug, Default)]
+struct Members {
+    next_id: u64,
+    list: Vec<Member>,
+}
+
+/// One WebSocket subscription, as the hub sees it.
+#[derive(Debug)]
+struct Member {
+    id: u64,
+    outlet: Arc<Outlet>,
+    /// The next sequence number its client expects: earlier frames are
+    /// replays it has seen, a later one means a gap.
+    next_seq: u64,
+    /// Frames waiting for the connection's task, while the subscription is
+    /// opening or filling a gap; `None` while the hub writes to it.
+    held: Option<Held>,
+}
+
+#[derive(Debug, Default)]
+struct Held {
+    frames: VecDeque<Arc<Frame>>,
+    bytes: usize,
+}
+
+/// A WebSocket subscription's place in its topic's fan-out; leaving it
+/// (dropping) removes the subscription, and the topic's channel once
+/// nobody else listens.
+#[derive(Debug)]
+pub(crate) struct Membership {
+    hub: Arc<Hub>,
+    topic: String,
+    channel: Arc<Channel>,
+    id: u64,
+}
+
+impl Membership {
+    /// Frames held for this subscription, with the sequence number its
+    /// client expects next; `None` once nothing is held, and then (if it
+    /// was held) the hub writes to it from `next_seq` on.
+    pub(crate) fn take_held(&self) -> Option<(u64, VecDeque<Arc<Frame>>)> {
+        let mut members = self.channel.members();
+        let member = members.list.iter_mut().find(|member| member.id == self.id)?;
+        let held = member.held.as_mut()?;
+        if held.frames.is_empty() {
+            member.held = None;
+            return None;
+        }
+        held.bytes = 0;
+        Some((member.next_seq, std::mem::take(&mut held.frames)))
+    }
+
+    pub(crate) fn channel(&self) -> Arc<Channel> {
+        Arc::clone(&self.channel)
+    }
+
+    /// Sets the sequence number the client expects next, while held.
+    pub(crate) fn expect(&self, next_seq: u64) {
+        let mut members = self.channel.members();
+        if let Some(member) = members.list.iter_mut().find(|member| member.id == self.id) {
+            member.next_seq = next_seq;
+        }
+    }
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        self.channel.members().list.retain(|member| member.id != self.id);
+        self.hub.release(&self.topic);
     }
 }
 
@@ -65,11 +170,24 @@ pub struct Hub {
     topic_key: &'static str,
     channels: Mutex<HashMap<String, Arc<Channel>>>,
     ring_capacity: usize,
+    /// Bytes a held WebSocket subscription may have waiting before its
+    /// client is cut off as a slow consumer.
+    max_lag_bytes: usize,
     /// Each topic's latest known state and its sequence number: an older
     /// state never replaces a newer one, whichever path brings it (this
     /// process's own ingest, the update stream, a store read).
     states: StateCache,
     updates: metrics::Counter,
+    /// Messages written to subscribers, both transports.
+    delivered: AtomicU64,
+    websocket: Deliveries,
+}
+
+/// The WebSocket series the hub's own writes count in.
+#[derive(Debug)]
+struct Deliveries {
+    delivered: metrics::Counter,
+    lag: metrics::Histogram,
 }
 
 impl Hub {
@@ -81,6 +199,7 @@ impl Hub {
             topic_key,
             channels: Mutex::new(HashMap::new()),
             ring_capacity: ring_capacity.max(1),
+            max_lag_bytes: 256 * 1024,
             // The time to live is a backstop only: updates refresh entries
             // long before.
             states: StateCache::new(
@@ -88,7 +207,28 @@ impl Hub {
                 Duration::from_secs(300),
             ),
             updates: metrics::counter!(crate::metrics::UPDATES),
+            delivered: AtomicU64::new(0),
+            websocket: Deliveries {
+                delivered: metrics::counter!(crate::metrics::DELIVERED, "transport" => "websocket"),
+                lag: metrics::histogram!(crate::metrics::DELIVERY_LAG, "transport" => "websocket"),
+            },
         }
+    }
+
+    /// How far, in bytes, a held WebSocket subscription may fall behind
+    /// (the engine's `max_lag_bytes`; 256 KiB unless set).
+    pub fn with_max_lag_bytes(mut self, bytes: u64) -> Self {
+        self.max_lag_bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
+        self
+    }
+
+    /// Messages written to subscribers so far.
+    pub fn delivered(&self) -> u64 {
+        self.delivered.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_delivered(&self, messages: u64) {
+        self.delivered.fetch_add(messages, Ordering::Relaxed);
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Arc<Channel>>> {
@@ -100,23 +240,42 @@ impl Hub {
     /// Starts receiving the updates of `topic`. Subscribe before reading
     /// history, so nothing published in between is missed.
     pub fn subscribe(&self, topic: &str) -> (Arc<Channel>, broadcast::Receiver<Arc<Frame>>) {
-        let mut channels = self.lock();
-        let channel = channels
-            .entry(topic.to_owned())
-            .or_insert_with(|| {
-                Arc::new(Channel {
-                    sender: broadcast::channel(self.ring_capacity).0,
-                    head_offset: AtomicU64::new(0),
-                })
-            })
-            .clone();
+        let channel = self.channel(topic);
         let receiver = channel.sender.subscribe();
         (channel, receiver)
     }
 
+    fn channel(&self, topic: &str) -> Arc<Channel> {
+        let mut channels = self.lock();
+        Arc::clone(
+            channels.entry(topic.to_owned()).or_insert_with(|| Arc::new(Channel::new(self.ring_capacity))),
+        )
+    }
+
+    /// Adds a WebSocket subscription to `topic`'s fan-out, held (see the
+    /// module documentation) until its connection's task has sent what
+    /// comes first. Join before reading history, so nothing published in
+    /// between is missed.
+    pub(crate) fn join(self: &Arc<Self>, topic: &str, outlet: &Arc<Outlet>) -> Membership {
+        let channel = self.channel(topic);
+        let id = {
+            let mut members = channel.members();
+            let id = members.next_id;
+            members.next_id += 1;
+            members.list.push(Member {
+                id,
+                outlet: Arc::clone(outlet),
+                next_seq: 0,
+                held: Some(Held::default()),
+            });
+            id
+        };
+        Membership { hub: Arc::clone(self), topic: topic.to_owned(), channel, id }
+    }
+
     /// Forgets channels nobody listens to any more.
     pub fn prune(&self) {
-        self.lock().retain(|_, channel| channel.sender.receiver_count() > 0);
+        self.lock().retain(|_, channel| !channel.is_unused());
     }
 
     /// Forgets `topic`'s channel if nobody listens to it: a subscription
@@ -124,7 +283,7 @@ impl Hub {
     /// nothing behind.
     pub fn release(&self, topic: &str) {
         let mut channels = self.lock();
-        if channels.get(topic).is_some_and(|channel| channel.sender.receiver_count() == 0) {
+        if channels.get(topic).is_some_and(|channel| channel.is_unused()) {
             channels.remove(topic);
         }
     }
@@ -136,7 +295,10 @@ impl Hub {
 
     /// Local subscriptions, for metrics and tests.
     pub fn subscriber_count(&self) -> usize {
-        self.lock().values().map(|channel| channel.sender.receiver_count()).sum()
+        self.lock()
+            .values()
+            .map(|channel| channel.sender.receiver_count() + channel.members().list.len())
+            .sum()
     }
 
     /// The cached state of a topic, if the cache has it.
@@ -189,7 +351,7 @@ impl Hub {
         let Ok(text) = Utf8Bytes::try_from(payload) else { return };
         let len = text.as_str().len() as u64;
         let end_offset = channel.head_offset.fetch_add(len, Ordering::AcqRel) + len;
-        let frame = Frame { seq: header.seq, text, end_offset, received };
+        let frame = Arc::new(Frame { seq: header.seq, text, end_offset, received });
         // One span per update, not per recipient: at 15,000 subscribers a
         // span each would cost more than the delivery.
         let span = tracing::info_span!(
@@ -199,8 +361,64 @@ impl Hub {
             seq = header.seq,
             fan_out = tracing::field::Empty,
         );
-        let fan_out = span.in_scope(|| channel.sender.send(Arc::new(frame)).unwrap_or(0));
+        let fan_out = span.in_scope(|| {
+            let followers = if channel.sender.receiver_count() > 0 {
+                channel.sender.send(Arc::clone(&frame)).unwrap_or(0)
+            } else {
+                0
+            };
+            followers + self.write_members(&channel, &frame)
+        });
         span.record("fan_out", fan_out);
+    }
+
+    /// Writes `frame` to the topic's WebSocket subscribers, in one loop:
+    /// the frame is encoded once, and each socket that has room takes it at
+    /// once. Returns how many subscriptions got it or will.
+    fn write_members(&self, channel: &Channel, frame: &Arc<Frame>) -> usize {
+        let mut members = channel.members();
+        if members.list.is_empty() {
+            return 0;
+        }
+        let wire = frame::text(frame.text.as_str());
+        let (mut written, mut reached) = (0u64, 0usize);
+        for member in &mut members.list {
+            if let Some(held) = &mut member.held {
+                held.bytes += frame.text.len();
+                held.frames.push_back(Arc::clone(frame));
+                if held.bytes > self.max_lag_bytes || held.frames.len() > self.ring_capacity {
+                    member.outlet.cut_off(held.bytes as u64);
+                    member.held = Some(Held::default());
+                } else {
+                    reached += 1;
+                }
+                continue;
+            }
+            if frame.seq < member.next_seq {
+                continue;
+            }
+            if frame.seq > member.next_seq {
+                // A gap (a lost pub/sub message): the connection's task
+                // fills it from history before this frame.
+                member.held =
+                    Some(Held { frames: VecDeque::from([Arc::clone(frame)]), bytes: frame.text.len() });
+                member.outlet.wake();
+                reached += 1;
+                continue;
+            }
+            if member.outlet.send(&wire) == Sent::Accepted {
+                member.next_seq += 1;
+                written += 1;
+                reached += 1;
+            }
+        }
+        drop(members);
+        if written > 0 {
+            self.count_delivered(written);
+            self.websocket.delivered.increment(written);
+            self.websocket.lag.record_many(frame.received.elapsed().as_secs_f64(), written as usize);
+        }
+        reached
     }
 }
 

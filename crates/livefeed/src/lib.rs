@@ -10,7 +10,9 @@
 //!   history, durable stream, live publication), acknowledged only once
 //!   stored.
 //! - [`Hub`]: one store subscription per process, fanned out in process as
-//!   shared frames; the bounded cache of each topic's latest state.
+//!   shared frames, each WebSocket frame encoded once and written to every
+//!   subscriber's socket in one loop; the bounded cache of each topic's
+//!   latest state.
 //! - [`Subscriptions`]: a subscriber's snapshot or replay, gap filling, and
 //!   the slow-consumer limit, for any transport.
 //! - [`ws`], [`sse`]: the two transports, served through the edge's tokens,
@@ -33,6 +35,7 @@ mod domain;
 pub mod engine;
 pub mod hub;
 pub mod ingest;
+mod outlet;
 mod routes;
 pub mod sse;
 mod states;

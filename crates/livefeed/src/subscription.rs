@@ -22,7 +22,10 @@ use tokio_stream::{
     wrappers::{BroadcastStream, errors::BroadcastStreamRecvError},
 };
 
-use crate::hub::{Channel, Frame, Hub};
+use crate::{
+    hub::{Channel, Frame, Hub, Membership},
+    outlet::Outlet,
+};
 
 /// Why a subscription could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +101,15 @@ impl Cursor {
     /// The topic subscribed to.
     pub fn topic(&self) -> &str {
         &self.topic
+    }
+
+    /// The sequence number the client expects next.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    pub(crate) fn expect(&mut self, next_seq: u64) {
+        self.next_seq = next_seq;
     }
 }
 
@@ -176,18 +188,39 @@ impl Subscriptions {
         // gone mid-call) releases it again.
         let mut pending = Pending { hub: &self.hub, topic, opened: false };
         let (channel, receiver) = self.hub.subscribe(topic);
-        let opened = self.open_from(topic, since, channel, receiver).await;
+        let opened = self.open_from(topic, since).await.map(|(first, next_seq)| Opened {
+            first,
+            cursor: Cursor { topic: topic.to_owned(), channel, next_seq },
+            receiver,
+        });
         pending.opened = opened.is_ok();
         opened
     }
 
+    /// Subscribes a WebSocket connection (`outlet`) to `topic`, as
+    /// [`Subscriptions::open`] does: the messages to send first, the
+    /// cursor, and the subscription's place in the hub's fan-out, held until
+    /// the first messages are sent. An error leaves nothing behind.
+    pub(crate) async fn open_member(
+        &self,
+        topic: &str,
+        since: Option<u64>,
+        outlet: &Arc<Outlet>,
+    ) -> Result<(Vec<Outgoing>, Cursor, Membership), SubscribeError> {
+        let membership = self.hub.join(topic, outlet);
+        let (first, next_seq) = self.open_from(topic, since).await?;
+        let cursor = Cursor { topic: topic.to_owned(), channel: membership.channel(), next_seq };
+        membership.expect(next_seq);
+        Ok((first, cursor, membership))
+    }
+
+    /// What a new subscription sends first, and the sequence number its
+    /// client expects after it.
     async fn open_from(
         &self,
         topic: &str,
         since: Option<u64>,
-        channel: Arc<Channel>,
-        receiver: broadcast::Receiver<Arc<Frame>>,
-    ) -> Result<Opened, SubscribeError> {
+    ) -> Result<(Vec<Outgoing>, u64), SubscribeError> {
         let Some((head, state)) = self.store.log_state(topic).await? else {
             return Err(SubscribeError::UnknownTopic { topic: self.topic_key, id: topic.to_owned() });
         };
@@ -237,8 +270,7 @@ impl Subscriptions {
                 Utf8Bytes::try_from(entry).map_err(|_| SubscribeError::CorruptState(self.topic_key))?;
             first.push(Outgoing { seq, kind: "event", text, received: None });
         }
-        let cursor = Cursor { topic: topic.to_owned(), channel, next_seq };
-        Ok(Opened { first, cursor, receiver })
+        Ok((first, next_seq))
     }
 
     /// Everything one subscription must receive, in order: the opening
@@ -293,6 +325,16 @@ impl Subscriptions {
         if behind > self.max_lag_bytes {
             return Err(Disconnect::SlowConsumer(behind));
         }
+        self.next_for(cursor, frame).await
+    }
+
+    /// What to send for `frame`, whose lag is bounded elsewhere (a held
+    /// WebSocket subscription's).
+    pub(crate) async fn next_for(
+        &self,
+        cursor: &mut Cursor,
+        frame: &Frame,
+    ) -> Result<Vec<Outgoing>, Disconnect> {
         if frame.seq < cursor.next_seq {
             return Ok(Vec::new());
         }

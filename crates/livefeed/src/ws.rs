@@ -29,13 +29,17 @@
 //! for a frame that breaks the protocol. A client's own close frame is
 //! answered with one, as RFC 6455 asks.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::HashMap,
+    io,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
 
 use axum::{
-    extract::{
-        FromRequestParts as _, MatchedPath, Request, State,
-        ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade},
-    },
+    extract::{FromRequestParts as _, MatchedPath, Request, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts},
     response::{IntoResponse as _, Response},
 };
 use edge::{
@@ -43,20 +47,28 @@ use edge::{
     auth::TokenQuery,
     extract::Query,
     limits::{ClientKey, Lane},
+    socket::ConnectionSocket,
     streams::StreamSlot,
 };
-use futures::{SinkExt as _, StreamExt as _, stream::SplitSink};
+use futures::StreamExt as _;
+use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper_util::rt::TokioIo;
 use serde::Serialize;
-use tokio::time::Instant;
-use tokio_stream::{
-    StreamMap,
-    wrappers::{BroadcastStream, errors::BroadcastStreamRecvError},
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::TcpStream,
+    time::Instant,
+};
+use tokio_tungstenite::{
+    WebSocketStream,
+    tungstenite::{Message, protocol::Role, protocol::WebSocketConfig},
 };
 
 use crate::{
     Domain,
     engine::{Engine, Transport},
-    hub::Frame,
+    hub::Membership,
+    outlet::{Fault, Outlet, Sent, Wire, frame},
     subscription::{Cursor, Disconnect, Outgoing},
 };
 
@@ -109,9 +121,9 @@ pub async fn handler<D: Domain>(State(engine): State<Arc<Engine<D>>>, request: R
     if let Err(err) = engine.edge.auth.authorize_read(&parts.headers, query.token.as_deref()) {
         return EdgeError::from(err).into_response();
     }
-    let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
-        Ok(upgrade) => upgrade,
-        Err(rejection) => return EdgeError::InvalidParameter(rejection.body_text()).into_response(),
+    let handshake = match Handshake::read(&mut parts) {
+        Ok(handshake) => handshake,
+        Err(problem) => return EdgeError::InvalidParameter(problem.into()).into_response(),
     };
     let slot = match engine.edge.streams.open(client) {
         Ok(slot) => slot,
@@ -121,21 +133,64 @@ pub async fn handler<D: Domain>(State(engine): State<Arc<Engine<D>>>, request: R
     // for this connection's close frame too.
     let tracked = engine.edge.shutdown.hold();
     let subscriber = Subscriber { client, route };
-    upgrade
-        // Buffers sized for the small commands clients send instead of
-        // tungstenite's 128 KiB default, which would dominate memory per
-        // connection; a larger message is simply read in several chunks.
-        .read_buffer_size(512)
-        .write_buffer_size(0)
-        .max_write_buffer_size(
-            usize::try_from(engine.settings.max_lag_bytes).unwrap_or(usize::MAX) + 64 * 1024,
-        )
-        .max_message_size(MAX_CLIENT_MESSAGE)
-        .max_frame_size(MAX_CLIENT_MESSAGE)
-        .on_upgrade(move |socket| async move {
-            connection(socket, engine, slot, subscriber).await;
-            drop(tracked);
-        })
+    // The edge's server hands out the connection's socket, for the hub to
+    // write to directly once hyper has let go of it.
+    let socket = parts.extensions.get::<ConnectionSocket>().map(|socket| Arc::clone(&socket.0));
+    let on_upgrade = handshake.on_upgrade;
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => connection(upgraded, socket, engine, slot, subscriber).await,
+            Err(err) => tracing::debug!(%err, "websocket upgrade failed"),
+        }
+        drop(tracked);
+    });
+    handshake.accept
+}
+
+/// A valid WebSocket opening handshake (RFC 6455, section 4.2.1): the
+/// answer to send and the upgrade to wait for.
+struct Handshake {
+    on_upgrade: OnUpgrade,
+    accept: Response,
+}
+
+impl Handshake {
+    fn read(parts: &mut Parts) -> Result<Handshake, &'static str> {
+        fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+            headers
+                .get_all(name)
+                .iter()
+                .filter_map(|value| value.to_str().ok())
+                .any(|value| value.split(',').any(|part| part.trim().eq_ignore_ascii_case(token)))
+        }
+        if parts.method != axum::http::Method::GET {
+            return Err("a websocket handshake must be a GET request");
+        }
+        if !has_token(&parts.headers, header::CONNECTION, "upgrade") {
+            return Err("not a websocket handshake: the `Connection` header must include `upgrade`");
+        }
+        if !has_token(&parts.headers, header::UPGRADE, "websocket") {
+            return Err("not a websocket handshake: the `Upgrade` header must be `websocket`");
+        }
+        if parts.headers.get(header::SEC_WEBSOCKET_VERSION).is_none_or(|version| version != "13") {
+            return Err("unsupported websocket version: `Sec-WebSocket-Version` must be 13");
+        }
+        let Some(key) = parts.headers.get(header::SEC_WEBSOCKET_KEY) else {
+            return Err("not a websocket handshake: `Sec-WebSocket-Key` is missing");
+        };
+        let accept_key = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+        let Some(on_upgrade) = parts.extensions.remove::<OnUpgrade>() else {
+            return Err("this connection cannot be upgraded to a websocket");
+        };
+        let mut accept = StatusCode::SWITCHING_PROTOCOLS.into_response();
+        let headers = accept.headers_mut();
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        if let Ok(accept_key) = HeaderValue::from_str(&accept_key) {
+            headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept_key);
+        }
+        Ok(Handshake { on_upgrade, accept })
+    }
 }
 
 /// A client's message, parsed: what it asks for.
@@ -281,60 +336,100 @@ impl Reply {
     }
 }
 
-type Sink = SplitSink<WebSocket, Message>;
-
 /// Why the connection loop ended, and how to say so.
 enum Ending {
     ClientGone,
-    /// The client sent a close frame; the reply is queued, to be flushed.
-    ClientClosed,
+    /// The client sent a close frame: answered with its status code.
+    ClientClosed(Option<u16>),
     Close(u16, String),
     /// The client broke the protocol or a limit: closed like `Close`, then
     /// held open a moment (see [`REFUSED_LINGER`]).
     Refused(u16, String),
-    /// A send did not complete within the write timeout: a client that
-    /// stopped reading.
+    /// Queued frames made no progress within the write timeout: a client
+    /// that stopped reading.
     Stuck,
 }
 
-/// Why a send failed.
-enum SendFailed {
-    /// The connection is gone.
-    Gone,
-    /// The client's socket stayed full for the write timeout.
-    Stuck,
+/// One subscription of a connection.
+struct Following {
+    cursor: Cursor,
+    membership: Membership,
 }
 
-impl SendFailed {
-    fn ending(self) -> Ending {
-        match self {
-            Self::Gone => Ending::ClientGone,
-            Self::Stuck => Ending::Stuck,
-        }
+/// The client's side of the socket, read by tungstenite. Everything the
+/// server sends goes through the connection's [`Outlet`] instead, so
+/// tungstenite's own writes (its automatic pong and close replies, which
+/// the connection sends itself) are dropped here.
+struct ReadOnly(Box<dyn AsyncRead + Send + Unpin>);
+
+impl AsyncRead for ReadOnly {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ReadOnly {
+    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
     }
 }
 
 async fn connection<D: Domain>(
-    socket: WebSocket,
+    upgraded: Upgraded,
+    socket: Option<Arc<TcpStream>>,
     engine: Arc<Engine<D>>,
     _slot: StreamSlot,
     subscriber: Subscriber,
 ) {
-    let (mut sink, mut incoming) = socket.split();
-    let mut streams: StreamMap<String, BroadcastStream<Arc<Frame>>> = StreamMap::new();
-    let mut cursors: HashMap<String, Cursor> = HashMap::new();
-    // One timer per connection, for whichever comes first: the next ping,
-    // or the end of the grace of a connection without subscriptions.
     let settings = &engine.settings;
+    let upgraded = TokioIo::new(upgraded);
+    let (reader, mut wire): (Box<dyn AsyncRead + Send + Unpin>, Wire) = match &socket {
+        // Reads go through the upgraded stream, which starts with whatever
+        // hyper had read past the handshake; writes go to the socket.
+        Some(socket) => (Box::new(upgraded), Wire::Socket(Arc::clone(socket))),
+        None => {
+            let (reader, writer) = tokio::io::split(upgraded);
+            (Box::new(reader), Wire::Stream(Box::new(writer)))
+        }
+    };
+    let outlet = Arc::new(Outlet::new(socket, usize::try_from(settings.max_lag_bytes).unwrap_or(usize::MAX)));
+    // A read buffer sized for the small commands clients send instead of
+    // tungstenite's 128 KiB default, which would dominate memory per
+    // connection; a larger message is simply read in several chunks.
+    let config = WebSocketConfig::default()
+        .read_buffer_size(512)
+        .write_buffer_size(0)
+        .max_message_size(Some(MAX_CLIENT_MESSAGE))
+        .max_frame_size(Some(MAX_CLIENT_MESSAGE));
+    let mut incoming = WebSocketStream::from_raw_socket(ReadOnly(reader), Role::Server, Some(config)).await;
+
+    let mut subscriptions: HashMap<String, Following> = HashMap::new();
+    // One timer per connection, for whichever comes first: the next ping,
+    // the end of the grace of a connection without subscriptions, or the
+    // write timeout of frames waiting for a full socket.
     let mut next_ping = Instant::now() + settings.ping_interval;
     let mut unsubscribed_until = Some(Instant::now() + settings.subscribe_grace);
-    let timer = tokio::time::sleep_until(earliest(next_ping, unsubscribed_until));
+    let mut deadline = next_ping.min(unsubscribed_until.unwrap_or(next_ping));
+    let timer = tokio::time::sleep_until(deadline);
     tokio::pin!(timer);
     let mut last_heard = Instant::now();
     let mut failed_subscribes = 0usize;
     engine.count_connection(Transport::WebSocket, 1);
 
     let ending = loop {
+        let queued = outlet.has_queued();
         tokio::select! {
             message = incoming.next() => {
                 let message = match message {
@@ -345,26 +440,33 @@ async fn connection<D: Domain>(
                 last_heard = Instant::now();
                 let text = match message {
                     Message::Text(text) => text,
-                    Message::Close(_) => break Ending::ClientClosed,
+                    Message::Close(frame) => break Ending::ClientClosed(frame.map(|frame| frame.code.into())),
                     Message::Binary(_) => {
-                        let reply = Reply::error("invalid_message", "messages must be JSON text");
-                        if let Err(failed) = send_json(&mut sink, &reply, &engine).await { break failed.ending() }
+                        send_json(&outlet, &Reply::error("invalid_message", "messages must be JSON text"));
                         continue;
                     }
-                    Message::Ping(_) | Message::Pong(_) => continue,
+                    Message::Ping(payload) => {
+                        outlet.send(&frame::pong(&payload));
+                        continue;
+                    }
+                    Message::Pong(_) | Message::Frame(_) => continue,
                 };
-                let was_idle = cursors.is_empty();
-                let handled = handle_command(&text, &engine, &subscriber, &mut streams, &mut cursors).await;
-                if was_idle != cursors.is_empty() {
-                    unsubscribed_until = cursors.is_empty().then(|| Instant::now() + settings.subscribe_grace);
-                    timer.as_mut().reset(earliest(next_ping, unsubscribed_until));
+                let was_idle = subscriptions.is_empty();
+                let handled = handle_command(text.as_str(), &engine, &subscriber, &outlet, &mut subscriptions).await;
+                if was_idle != subscriptions.is_empty() {
+                    unsubscribed_until = subscriptions.is_empty().then(|| Instant::now() + settings.subscribe_grace);
                 }
                 match handled {
-                    Ok(outgoing) => {
-                        if let Err(failed) = send_all(&mut sink, outgoing, &engine).await { break failed.ending() }
+                    Ok((outgoing, opened)) => {
+                        send_all(&outlet, outgoing, &engine);
+                        if let Some(following) = opened.and_then(|topic| subscriptions.get_mut(&topic))
+                            && let Err(ending) = catch_up(&engine, &outlet, following).await
+                        {
+                            break ending;
+                        }
                     }
                     Err(reply) => {
-                        if let Err(failed) = send_json(&mut sink, &reply, &engine).await { break failed.ending() }
+                        send_json(&outlet, &reply);
                         if reply.failed_subscribe {
                             failed_subscribes += 1;
                             if failed_subscribes >= MAX_FAILED_SUBSCRIBES {
@@ -374,26 +476,39 @@ async fn connection<D: Domain>(
                     }
                 }
             }
-            Some((topic, item)) = streams.next(), if !streams.is_empty() => {
-                let Some(cursor) = cursors.get_mut(&topic) else { continue };
-                let outgoing = match item {
-                    Ok(frame) => engine.subscriptions.on_frame(cursor, &frame).await,
-                    Err(BroadcastStreamRecvError::Lagged(missed)) => Err(Disconnect::Lagged(missed)),
-                };
-                match outgoing {
-                    Ok(outgoing) => {
-                        if let Err(failed) = send_all(&mut sink, outgoing, &engine).await { break failed.ending() }
-                    }
-                    Err(Disconnect::StoreUnavailable) => break Ending::Close(1011, Disconnect::StoreUnavailable.to_string()),
-                    Err(slow) => {
-                        tracing::info!(topic, reason = %slow, "disconnecting a slow consumer");
+            () = outlet.woken() => {
+                match outlet.fault() {
+                    Some(Fault::Slow(behind)) => {
+                        let slow = Disconnect::SlowConsumer(behind);
+                        tracing::info!(reason = %slow, "disconnecting a slow consumer");
                         engine.count_slow_disconnect(Transport::WebSocket);
                         break Ending::Close(CLOSE_SLOW_CONSUMER, slow.to_string());
                     }
+                    Some(Fault::Broken) => break Ending::ClientGone,
+                    None => {}
+                }
+                // A subscription the hub handed back (a gap to fill).
+                let mut caught_up = Ok(());
+                for following in subscriptions.values_mut() {
+                    caught_up = catch_up(&engine, &outlet, following).await;
+                    if caught_up.is_err() {
+                        break;
+                    }
+                }
+                if let Err(ending) = caught_up {
+                    break ending;
+                }
+            }
+            drained = outlet.drain(&mut wire), if queued => {
+                if drained.is_err() {
+                    break Ending::ClientGone;
                 }
             }
             () = &mut timer => {
                 let now = Instant::now();
+                if outlet.stalled_since().is_some_and(|since| since + settings.write_timeout <= now) {
+                    break Ending::Stuck;
+                }
                 if unsubscribed_until.is_some_and(|until| until <= now) {
                     engine.count_unsubscribed_close();
                     break Ending::Close(
@@ -406,22 +521,32 @@ async fn connection<D: Domain>(
                         break Ending::Close(CLOSE_NO_PONG, "no answer to pings".into());
                     }
                     next_ping = now + settings.ping_interval;
-                    if let Err(failed) = send(&mut sink, Message::Ping(Default::default()), &engine).await { break failed.ending() }
+                    outlet.send(&frame::ping());
                 }
-                timer.as_mut().reset(earliest(next_ping, unsubscribed_until));
             }
             () = engine.edge.shutdown.closing().cancelled() => break Ending::Close(1001, "server shutting down".into()),
         }
+        let stalled_until = outlet.stalled_since().map(|since| since + settings.write_timeout);
+        let next = [Some(next_ping), unsubscribed_until, stalled_until].into_iter().flatten().min();
+        if let Some(next) = next
+            && next != deadline
+        {
+            deadline = next;
+            timer.as_mut().reset(deadline);
+        }
     };
 
+    // Nothing reaches this connection from the hub any more.
+    drop(subscriptions);
+    let write_timeout = settings.write_timeout;
     match ending {
         Ending::Close(code, reason) => {
-            let frame = CloseFrame { code, reason: Utf8Bytes::from(reason) };
-            let _ = send(&mut sink, Message::Close(Some(frame)), &engine).await;
+            outlet.finish(frame::close(Some((code, &reason))));
+            flush(&outlet, &mut wire, write_timeout).await;
         }
         Ending::Refused(code, reason) => {
-            let frame = CloseFrame { code, reason: Utf8Bytes::from(reason) };
-            if send(&mut sink, Message::Close(Some(frame)), &engine).await.is_ok() {
+            outlet.finish(frame::close(Some((code, &reason))));
+            if flush(&outlet, &mut wire, write_timeout).await {
                 tokio::select! {
                     () = tokio::time::sleep(REFUSED_LINGER) => {}
                     () = engine.edge.shutdown.closing().cancelled() => {}
@@ -433,60 +558,91 @@ async fn connection<D: Domain>(
             // told so if a close frame still fits (its socket is full, so
             // only a short try).
             tracing::info!(
-                timeout_ms = engine.settings.write_timeout.as_millis(),
+                timeout_ms = write_timeout.as_millis(),
                 "disconnecting a subscriber that stopped reading"
             );
             engine.count_slow_disconnect(Transport::WebSocket);
-            let frame =
-                CloseFrame { code: CLOSE_SLOW_CONSUMER, reason: Utf8Bytes::from_static("stopped reading") };
-            let _ = tokio::time::timeout(STUCK_CLOSE_TRY, sink.send(Message::Close(Some(frame)))).await;
+            outlet.cut_off(0);
+            outlet.finish(frame::close(Some((CLOSE_SLOW_CONSUMER, "stopped reading"))));
+            flush(&outlet, &mut wire, STUCK_CLOSE_TRY).await;
         }
-        Ending::ClientClosed => {
-            // tungstenite queued the answering close frame when it read the
-            // client's; it goes out with the next flush.
-            let _ = tokio::time::timeout(STUCK_CLOSE_TRY, sink.flush()).await;
+        Ending::ClientClosed(code) => {
+            // RFC 6455 asks for a close frame back, echoing the status.
+            outlet.finish(frame::close(code.map(|code| (code, ""))));
+            flush(&outlet, &mut wire, STUCK_CLOSE_TRY).await;
         }
-        Ending::ClientGone => {}
+        Ending::ClientGone => outlet.broken(),
     }
-    drop(streams);
-    engine.subscriptions.hub.prune();
     engine.count_connection(Transport::WebSocket, -1);
 }
 
-/// When the connection's timer must next fire.
-fn earliest(next_ping: Instant, unsubscribed_until: Option<Instant>) -> Instant {
-    unsubscribed_until.map_or(next_ping, |until| until.min(next_ping))
+/// Writes what the outlet still holds, within `limit`: whether all of it
+/// went.
+async fn flush(outlet: &Outlet, wire: &mut Wire, limit: std::time::Duration) -> bool {
+    let drained = tokio::time::timeout(limit, async {
+        while outlet.has_queued() {
+            outlet.drain(wire).await?;
+        }
+        io::Result::Ok(())
+    });
+    matches!(drained.await, Ok(Ok(())))
+}
+
+/// Sends what a held subscription's frames call for (a replay's rest, a
+/// gap filled from history), then hands the subscription back to the hub.
+async fn catch_up<D: Domain>(
+    engine: &Engine<D>,
+    outlet: &Outlet,
+    following: &mut Following,
+) -> Result<(), Ending> {
+    while let Some((next_seq, frames)) = following.membership.take_held() {
+        following.cursor.expect(next_seq);
+        for frame in frames {
+            match engine.subscriptions.next_for(&mut following.cursor, &frame).await {
+                Ok(outgoing) => send_all(outlet, outgoing, engine),
+                Err(Disconnect::StoreUnavailable) => {
+                    return Err(Ending::Close(1011, Disconnect::StoreUnavailable.to_string()));
+                }
+                Err(slow) => {
+                    engine.count_slow_disconnect(Transport::WebSocket);
+                    return Err(Ending::Close(CLOSE_SLOW_CONSUMER, slow.to_string()));
+                }
+            }
+        }
+        following.membership.expect(following.cursor.next_seq());
+    }
+    Ok(())
 }
 
 /// How to end a connection whose client broke the protocol: RFC 6455's
 /// close codes, so the client learns why instead of seeing a reset.
-fn ending_after(err: axum::Error) -> Ending {
+fn ending_after(err: tokio_tungstenite::tungstenite::Error) -> Ending {
     use tokio_tungstenite::tungstenite::Error;
-    match err.into_inner().downcast::<Error>().map(|err| *err) {
-        Ok(Error::Capacity(reason)) => Ending::Refused(CLOSE_TOO_BIG, format!("message too big: {reason}")),
-        Ok(Error::Protocol(reason)) => {
-            Ending::Refused(CLOSE_PROTOCOL_ERROR, format!("protocol error: {reason}"))
-        }
-        Ok(Error::Utf8(_)) => Ending::Refused(CLOSE_INVALID_PAYLOAD, "text message is not UTF-8".into()),
+    match err {
+        Error::Capacity(reason) => Ending::Refused(CLOSE_TOO_BIG, format!("message too big: {reason}")),
+        Error::Protocol(reason) => Ending::Refused(CLOSE_PROTOCOL_ERROR, format!("protocol error: {reason}")),
+        Error::Utf8(_) => Ending::Refused(CLOSE_INVALID_PAYLOAD, "text message is not UTF-8".into()),
         _ => Ending::ClientGone,
     }
 }
 
+/// Carries out a client's command: what to send, and the topic a new
+/// subscription opened on (to hand to the hub once that is sent).
 async fn handle_command<D: Domain>(
     text: &str,
     engine: &Engine<D>,
     subscriber: &Subscriber,
-    streams: &mut StreamMap<String, BroadcastStream<Arc<Frame>>>,
-    cursors: &mut HashMap<String, Cursor>,
-) -> Result<Vec<Outgoing>, Reply> {
+    outlet: &Arc<Outlet>,
+    subscriptions: &mut HashMap<String, Following>,
+) -> Result<(Vec<Outgoing>, Option<String>), Reply> {
     let command =
         parse_client_message::<D>(text).map_err(|invalid| Reply::error(invalid.code, invalid.message))?;
     match command {
         ClientCommand::Subscribe { id, since } => {
-            if cursors.contains_key(id.as_str()) {
+            if subscriptions.contains_key(id.as_str()) {
                 return Err(Reply::error("already_subscribed", format!("already subscribed to {id}")));
             }
-            if cursors.len() >= MAX_SUBSCRIPTIONS {
+            if subscriptions.len() >= MAX_SUBSCRIPTIONS {
                 return Err(Reply::error(
                     "too_many_subscriptions",
                     format!("at most {MAX_SUBSCRIPTIONS} subscriptions per connection"),
@@ -500,22 +656,21 @@ async fn handle_command<D: Domain>(
                 }
                 return Err(Reply::rate_limited::<D>(&id, &limited));
             }
-            let opened = engine.subscriptions.open(id.as_str(), since).await.map_err(|err| Reply {
-                failed_subscribe: true,
-                ..Reply::error(err.code::<D>(), err.to_string())
-            })?;
-            streams.insert(id.to_string(), BroadcastStream::new(opened.receiver));
-            cursors.insert(id.to_string(), opened.cursor);
-            Ok(opened.first)
+            let (first, cursor, membership) =
+                engine.subscriptions.open_member(id.as_str(), since, outlet).await.map_err(|err| Reply {
+                    failed_subscribe: true,
+                    ..Reply::error(err.code::<D>(), err.to_string())
+                })?;
+            subscriptions.insert(id.clone(), Following { cursor, membership });
+            Ok((first, Some(id)))
         }
         ClientCommand::Unsubscribe { id } => {
-            if cursors.remove(&id).is_none() {
+            if subscriptions.remove(&id).is_none() {
                 return Err(Reply::error(
                     "not_subscribed",
                     format!("not subscribed to {}", id.chars().take(64).collect::<String>()),
                 ));
             }
-            streams.remove(&id);
             let reply = Reply {
                 kind: "unsubscribed",
                 topic: Some((D::TOPIC, id)),
@@ -525,40 +680,26 @@ async fn handle_command<D: Domain>(
                 failed_subscribe: false,
             };
             let text = serde_json::to_string(&reply).unwrap_or_default();
-            Ok(vec![Outgoing { seq: 0, kind: "unsubscribed", text: Utf8Bytes::from(text), received: None }])
+            Ok((vec![Outgoing { seq: 0, kind: "unsubscribed", text: text.into(), received: None }], None))
         }
     }
 }
 
-async fn send_all<D: Domain>(
-    sink: &mut Sink,
-    outgoing: Vec<Outgoing>,
-    engine: &Engine<D>,
-) -> Result<(), SendFailed> {
+/// Sends a subscription's messages. One the outlet refuses (its client was
+/// cut off, or is gone) is dropped: the connection's task learns why from
+/// the outlet and closes.
+fn send_all<D: Domain>(outlet: &Outlet, outgoing: Vec<Outgoing>, engine: &Engine<D>) {
     for message in outgoing {
-        send(sink, Message::Text(message.text.clone()), engine).await?;
+        if outlet.send(&frame::text(message.text.as_str())) == Sent::Refused {
+            return;
+        }
         engine.count_delivered(Transport::WebSocket, &message);
     }
-    Ok(())
 }
 
-async fn send_json<T: Serialize, D: Domain>(
-    sink: &mut Sink,
-    message: &T,
-    engine: &Engine<D>,
-) -> Result<(), SendFailed> {
-    let text = serde_json::to_string(message).map_err(|_| SendFailed::Gone)?;
-    send(sink, Message::Text(Utf8Bytes::from(text)), engine).await
-}
-
-/// Sends one message, giving up on a client that does not take it within the
-/// write timeout: a socket that stays full is a consumer that stopped
-/// reading.
-async fn send<D: Domain>(sink: &mut Sink, message: Message, engine: &Engine<D>) -> Result<(), SendFailed> {
-    match tokio::time::timeout(engine.settings.write_timeout, sink.send(message)).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(_)) => Err(SendFailed::Gone),
-        Err(_) => Err(SendFailed::Stuck),
+fn send_json<T: Serialize>(outlet: &Outlet, message: &T) {
+    if let Ok(text) = serde_json::to_string(message) {
+        outlet.send(&frame::text(&text));
     }
 }
 
