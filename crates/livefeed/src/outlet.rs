@@ -18,7 +18,10 @@
 use std::{
     collections::VecDeque,
     io,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicBool, Ordering},
+    },
 };
 
 use bytes::Bytes;
@@ -72,12 +75,20 @@ pub(crate) struct Outlet {
     queue: Mutex<Queue>,
     /// Wakes the connection's task: frames queued, or a fault.
     wake: Notify,
+    /// A subscription waits for the connection's task ([`Outlet::hand_back`]).
+    handed_back: AtomicBool,
     max_queued: usize,
 }
 
 impl Outlet {
     pub(crate) fn new(socket: Option<Arc<TcpStream>>, max_queued: usize) -> Self {
-        Self { socket, queue: Mutex::new(Queue::default()), wake: Notify::new(), max_queued }
+        Self {
+            socket,
+            queue: Mutex::new(Queue::default()),
+            wake: Notify::new(),
+            handed_back: AtomicBool::new(false),
+            max_queued,
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Queue> {
@@ -170,10 +181,16 @@ impl Outlet {
         self.wake.notify_one();
     }
 
-    /// Wakes the connection's task: something of its own needs doing (a
-    /// held subscription).
-    pub(crate) fn wake(&self) {
+    /// Hands a subscription back to the connection's task (a gap to fill
+    /// from history) and wakes it.
+    pub(crate) fn hand_back(&self) {
+        self.handed_back.store(true, Ordering::Release);
         self.wake.notify_one();
+    }
+
+    /// Whether a subscription was handed back since the last call.
+    pub(crate) fn take_handed_back(&self) -> bool {
+        self.handed_back.swap(false, Ordering::AcqRel)
     }
 
     /// Waits until there is something for the connection's task to do.
@@ -292,7 +309,7 @@ pub(crate) mod frame {
     }
 
     pub(crate) fn ping() -> Bytes {
-        encode(PING, &[])
+        Bytes::from_static(&[0x80 | PING, 0])
     }
 
     /// A pong echoing a ping's payload (at most 125 bytes, as the reader

@@ -489,7 +489,8 @@ async fn connection<D: Domain>(
                 }
                 // A subscription the hub handed back (a gap to fill).
                 let mut caught_up = Ok(());
-                for following in subscriptions.values_mut() {
+                let handed_back = outlet.take_handed_back();
+                for following in subscriptions.values_mut().filter(|_| handed_back) {
                     caught_up = catch_up(&engine, &outlet, following).await;
                     if caught_up.is_err() {
                         break;
