@@ -413,7 +413,8 @@ async fn connection<D: Domain>(
         .write_buffer_size(0)
         .max_message_size(Some(MAX_CLIENT_MESSAGE))
         .max_frame_size(Some(MAX_CLIENT_MESSAGE));
-    let mut incoming = WebSocketStream::from_raw_socket(ReadOnly(reader), Role::Server, Some(config)).await;
+    let mut incoming =
+        Box::pin(WebSocketStream::from_raw_socket(ReadOnly(reader), Role::Server, Some(config))).await;
 
     let mut subscriptions: HashMap<String, Following> = HashMap::new();
     // One timer per connection, for whichever comes first: the next ping,
@@ -452,7 +453,9 @@ async fn connection<D: Domain>(
                     Message::Pong(_) | Message::Frame(_) => continue,
                 };
                 let was_idle = subscriptions.is_empty();
-                let handled = handle_command(text.as_str(), &engine, &subscriber, &outlet, &mut subscriptions).await;
+                // Boxed, as the other rare paths below: the connection's
+                // future, alive as long as the connection, stays small.
+                let handled = Box::pin(handle_command(text.as_str(), &engine, &subscriber, &outlet, &mut subscriptions)).await;
                 if was_idle != subscriptions.is_empty() {
                     unsubscribed_until = subscriptions.is_empty().then(|| Instant::now() + settings.subscribe_grace);
                 }
@@ -460,7 +463,7 @@ async fn connection<D: Domain>(
                     Ok((outgoing, opened)) => {
                         send_all(&outlet, outgoing, &engine);
                         if let Some(following) = opened.and_then(|topic| subscriptions.get_mut(&topic))
-                            && let Err(ending) = catch_up(&engine, &outlet, following).await
+                            && let Err(ending) = Box::pin(catch_up(&engine, &outlet, following)).await
                         {
                             break ending;
                         }
@@ -491,7 +494,7 @@ async fn connection<D: Domain>(
                 let mut caught_up = Ok(());
                 let handed_back = outlet.take_handed_back();
                 for following in subscriptions.values_mut().filter(|_| handed_back) {
-                    caught_up = catch_up(&engine, &outlet, following).await;
+                    caught_up = Box::pin(catch_up(&engine, &outlet, following)).await;
                     if caught_up.is_err() {
                         break;
                     }
@@ -539,15 +542,21 @@ async fn connection<D: Domain>(
 
     // Nothing reaches this connection from the hub any more.
     drop(subscriptions);
-    let write_timeout = settings.write_timeout;
+    Box::pin(close(ending, &engine, &outlet, &mut wire)).await;
+    engine.count_connection(Transport::WebSocket, -1);
+}
+
+/// Says goodbye as `ending` asks: the close frame, written within its time.
+async fn close<D: Domain>(ending: Ending, engine: &Engine<D>, outlet: &Outlet, wire: &mut Wire) {
+    let write_timeout = engine.settings.write_timeout;
     match ending {
         Ending::Close(code, reason) => {
             outlet.finish(frame::close(Some((code, &reason))));
-            flush(&outlet, &mut wire, write_timeout).await;
+            flush(outlet, wire, write_timeout).await;
         }
         Ending::Refused(code, reason) => {
             outlet.finish(frame::close(Some((code, &reason))));
-            if flush(&outlet, &mut wire, write_timeout).await {
+            if flush(outlet, wire, write_timeout).await {
                 tokio::select! {
                     () = tokio::time::sleep(REFUSED_LINGER) => {}
                     () = engine.edge.shutdown.closing().cancelled() => {}
@@ -565,16 +574,15 @@ async fn connection<D: Domain>(
             engine.count_slow_disconnect(Transport::WebSocket);
             outlet.cut_off(0);
             outlet.finish(frame::close(Some((CLOSE_SLOW_CONSUMER, "stopped reading"))));
-            flush(&outlet, &mut wire, STUCK_CLOSE_TRY).await;
+            flush(outlet, wire, STUCK_CLOSE_TRY).await;
         }
         Ending::ClientClosed(code) => {
             // RFC 6455 asks for a close frame back, echoing the status.
             outlet.finish(frame::close(code.map(|code| (code, ""))));
-            flush(&outlet, &mut wire, STUCK_CLOSE_TRY).await;
+            flush(outlet, wire, STUCK_CLOSE_TRY).await;
         }
         Ending::ClientGone => outlet.broken(),
     }
-    engine.count_connection(Transport::WebSocket, -1);
 }
 
 /// Writes what the outlet still holds, within `limit`: whether all of it

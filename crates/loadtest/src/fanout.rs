@@ -234,6 +234,7 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<()> {
     let round = Duration::from_secs(args.round_secs);
     let spacing = Duration::from_micros(round.as_micros() as u64 / args.channels.max(1) as u64);
     phase.store(PHASE_PUBLISHING, Ordering::Release);
+    let cpu_before = cpu_secs(&args.server_pids);
     let publishing = Instant::now();
     let mut stats = PublishStats::new(args.publish_latency_log.is_some())?;
     let mut in_flight: Vec<Option<tokio::task::JoinHandle<(u64, bool)>>> =
@@ -298,6 +299,9 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<()> {
         sampler.await.context("rss sampler")??;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
+    // From the first publish to two seconds after the last: every delivery
+    // is in, and what the servers spent on it (and on little else).
+    let cpu_after = cpu_secs(&args.server_pids);
 
     let mut total = ClientReport::default();
     let mut last_delivery: std::collections::HashMap<u64, u64> = std::collections::HashMap::new();
@@ -334,6 +338,7 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<()> {
         }
         _ => None,
     };
+    let server_cpu = cpu_before.zip(cpu_after).map(|(before, after)| after - before);
     let report = serde_json::json!({
         "label": args.label,
         "subscribers": args.subscribers,
@@ -366,6 +371,10 @@ pub(crate) async fn run(args: FanoutArgs) -> anyhow::Result<()> {
         "server_rss_kib": {"before": rss_before, "connected": rss_connected, "end": rss_end},
         "rss_bytes_per_connection": per_connection(rss_connected),
         "rss_bytes_per_connection_end": per_connection(rss_end),
+        "server_cpu_secs": server_cpu,
+        "server_cpu_us_per_delivery": server_cpu
+            .filter(|_| total.received > 0)
+            .map(|secs| secs * 1e6 / total.received as f64),
         "mode": if args.burst { "burst" } else { "spread" },
         "round_completion_ms": args.burst.then(|| round_completion(&round_started_us, &last_delivery)),
     });
@@ -471,6 +480,23 @@ fn wait_for_millisecond_boundary() -> u64 {
         }
         std::hint::spin_loop();
     }
+}
+
+/// CPU time (user and system, all threads) `pids` have used so far, in
+/// seconds: fields 14 and 15 of `/proc/PID/stat`, in the kernel's clock
+/// ticks, 100 a second for user space on Linux.
+fn cpu_secs(pids: &[u32]) -> Option<f64> {
+    if pids.is_empty() {
+        return None;
+    }
+    let mut ticks = 0u64;
+    for pid in pids {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The command name may hold spaces; the fields after it do not.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        ticks += fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    }
+    Some(ticks as f64 / 100.0)
 }
 
 /// Sum of the resident set sizes of `pids`, in KiB.

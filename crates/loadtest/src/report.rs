@@ -182,6 +182,7 @@ fn columns(scenario: &str) -> &'static [(&'static str, &'static str, f64)] {
             ("gaps", "gaps", 1.0),
             ("errors", "errors", 1.0),
             ("RSS/conn KB", "rss_per_conn_bytes", 1.0 / 1000.0),
+            ("server CPU µs/delivery", "server_cpu_us_per_delivery", 1.0),
         ],
         "fanout-burst" => &[
             ("p50 ms", "p50_ms", 1.0),
@@ -587,6 +588,14 @@ fn edge_targets(points: &[Point], out: &mut Vec<Verdict>) {
             format!("fanout@15000 {name}RSS/conn vs half of node ws"),
             figure("fanout", system, 15000.0, "rss_per_conn_bytes"),
             figure("fanout", "node-ws", 15000.0, "rss_per_conn_bytes").map(|b| b / 2.0),
+            1.0,
+            false,
+        );
+        ratio(
+            out,
+            format!("fanout@15000 {name}server CPU/delivery vs 0.7× node ws"),
+            figure("fanout", system, 15000.0, "server_cpu_us_per_delivery"),
+            figure("fanout", "node-ws", 15000.0, "server_cpu_us_per_delivery").map(|us| us * 0.7),
             1.0,
             false,
         );
