@@ -25,7 +25,7 @@
 use std::{
     collections::{HashMap, VecDeque},
     sync::{
-        Arc, Mutex, MutexGuard,
+        Arc, Mutex, MutexGuard, OnceLock,
         atomic::{AtomicU64, Ordering},
     },
     time::{Duration, Instant},
@@ -58,17 +58,21 @@ pub struct Frame {
 /// The local fan-out point of one topic.
 #[derive(Debug)]
 pub struct Channel {
-    /// SSE subscribers.
-    sender: broadcast::Sender<Arc<Frame>>,
+    /// The topic, for leaving it.
+    topic: Box<str>,
+    /// SSE subscribers; made for the first (its ring is the largest part
+    /// of a channel, and most topics may have none).
+    sender: OnceLock<broadcast::Sender<Arc<Frame>>>,
     head_offset: AtomicU64,
     /// WebSocket subscribers, written to by the hub.
     members: Mutex<Members>,
 }
 
 impl Channel {
-    fn new(ring_capacity: usize) -> Self {
+    fn new(topic: &str) -> Self {
         Self {
-            sender: broadcast::channel(ring_capacity).0,
+            topic: topic.into(),
+            sender: OnceLock::new(),
             head_offset: AtomicU64::new(0),
             members: Mutex::new(Members::default()),
         }
@@ -85,7 +89,12 @@ impl Channel {
     }
 
     fn is_unused(&self) -> bool {
-        self.sender.receiver_count() == 0 && self.members().list.is_empty()
+        self.followers() == 0 && self.members().list.is_empty()
+    }
+
+    /// SSE subscribers.
+    fn followers(&self) -> usize {
+        self.sender.get().map_or(0, broadcast::Sender::receiver_count)
     }
 }
 
@@ -144,7 +153,6 @@ struct Held {
 #[derive(Debug)]
 pub(crate) struct Membership {
     hub: Arc<Hub>,
-    topic: String,
     channel: Arc<Channel>,
     id: u64,
 }
@@ -181,7 +189,7 @@ impl Membership {
 impl Drop for Membership {
     fn drop(&mut self) {
         self.channel.members().remove(self.id);
-        self.hub.release(&self.topic);
+        self.hub.release(&self.channel.topic);
     }
 }
 
@@ -264,15 +272,13 @@ impl Hub {
     /// history, so nothing published in between is missed.
     pub fn subscribe(&self, topic: &str) -> (Arc<Channel>, broadcast::Receiver<Arc<Frame>>) {
         let channel = self.channel(topic);
-        let receiver = channel.sender.subscribe();
+        let receiver = channel.sender.get_or_init(|| broadcast::channel(self.ring_capacity).0).subscribe();
         (channel, receiver)
     }
 
     fn channel(&self, topic: &str) -> Arc<Channel> {
         let mut channels = self.lock();
-        Arc::clone(
-            channels.entry(topic.to_owned()).or_insert_with(|| Arc::new(Channel::new(self.ring_capacity))),
-        )
+        Arc::clone(channels.entry(topic.to_owned()).or_insert_with(|| Arc::new(Channel::new(topic))))
     }
 
     /// Adds a WebSocket subscription to `topic`'s fan-out, held (see the
@@ -288,7 +294,7 @@ impl Hub {
             members.add(Member { id, outlet: Arc::clone(outlet), next_seq: 0, held: Some(Held::default()) });
             id
         };
-        Membership { hub: Arc::clone(self), topic: topic.to_owned(), channel, id }
+        Membership { hub: Arc::clone(self), channel, id }
     }
 
     /// Forgets channels nobody listens to any more.
@@ -313,10 +319,7 @@ impl Hub {
 
     /// Local subscriptions, for metrics and tests.
     pub fn subscriber_count(&self) -> usize {
-        self.lock()
-            .values()
-            .map(|channel| channel.sender.receiver_count() + channel.members().list.len())
-            .sum()
+        self.lock().values().map(|channel| channel.followers() + channel.members().list.len()).sum()
     }
 
     /// The cached state of a topic, if the cache has it.
@@ -380,8 +383,10 @@ impl Hub {
             fan_out = tracing::field::Empty,
         );
         let fan_out = span.in_scope(|| {
-            let followers = if channel.sender.receiver_count() > 0 {
-                channel.sender.send(Arc::clone(&frame)).unwrap_or(0)
+            let followers = if let Some(sender) = channel.sender.get()
+                && sender.receiver_count() > 0
+            {
+                sender.send(Arc::clone(&frame)).unwrap_or(0)
             } else {
                 0
             };

@@ -18,19 +18,17 @@
 use std::{
     collections::VecDeque,
     io,
+    pin::Pin,
     sync::{
         Arc, Mutex, MutexGuard,
         atomic::{AtomicBool, Ordering},
     },
+    task::{Context, Poll, ready},
 };
 
 use bytes::Bytes;
-use tokio::{
-    io::{AsyncWrite, AsyncWriteExt as _},
-    net::TcpStream,
-    sync::Notify,
-    time::Instant,
-};
+use futures::task::AtomicWaker;
+use tokio::{io::AsyncWrite, net::TcpStream, time::Instant};
 
 /// What became of a frame handed to [`Outlet::send`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,8 +71,12 @@ pub(crate) struct Outlet {
     /// through the queue.
     socket: Option<Arc<TcpStream>>,
     queue: Mutex<Queue>,
-    /// Wakes the connection's task: frames queued, or a fault.
-    wake: Notify,
+    /// Wakes the connection's task: frames queued, a fault, or a
+    /// subscription handed back. (A waker and a flag rather than a
+    /// `Notify`: the connection's future, alive as long as the connection,
+    /// then holds no waiting future of its own.)
+    waker: AtomicWaker,
+    woken: AtomicBool,
     /// A subscription waits for the connection's task ([`Outlet::hand_back`]).
     handed_back: AtomicBool,
     max_queued: usize,
@@ -85,7 +87,8 @@ impl Outlet {
         Self {
             socket,
             queue: Mutex::new(Queue::default()),
-            wake: Notify::new(),
+            waker: AtomicWaker::new(),
+            woken: AtomicBool::new(false),
             handed_back: AtomicBool::new(false),
             max_queued,
         }
@@ -116,7 +119,7 @@ impl Outlet {
                     Err(_) => {
                         queue.fault = Some(Fault::Broken);
                         drop(queue);
-                        self.wake.notify_one();
+                        self.wake();
                         return Sent::Refused;
                     }
                 }
@@ -131,7 +134,7 @@ impl Outlet {
             Self::drop_unstarted(&mut queue);
         }
         drop(queue);
-        self.wake.notify_one();
+        self.wake();
         Sent::Accepted
     }
 
@@ -153,7 +156,7 @@ impl Outlet {
         queue.bytes += frame.len();
         queue.chunks.push_back(frame);
         drop(queue);
-        self.wake.notify_one();
+        self.wake();
     }
 
     fn drop_unstarted(queue: &mut Queue) {
@@ -178,14 +181,19 @@ impl Outlet {
             Self::drop_unstarted(&mut queue);
         }
         drop(queue);
-        self.wake.notify_one();
+        self.wake();
+    }
+
+    fn wake(&self) {
+        self.woken.store(true, Ordering::Release);
+        self.waker.wake();
     }
 
     /// Hands a subscription back to the connection's task (a gap to fill
     /// from history) and wakes it.
     pub(crate) fn hand_back(&self) {
         self.handed_back.store(true, Ordering::Release);
-        self.wake.notify_one();
+        self.wake();
     }
 
     /// Whether a subscription was handed back since the last call.
@@ -193,9 +201,15 @@ impl Outlet {
         self.handed_back.swap(false, Ordering::AcqRel)
     }
 
-    /// Waits until there is something for the connection's task to do.
-    pub(crate) async fn woken(&self) {
-        self.wake.notified().await;
+    /// Ready once there is something for the connection's task to do
+    /// (since the last time it was ready).
+    pub(crate) fn poll_woken(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.woken.swap(false, Ordering::AcqRel) {
+            return Poll::Ready(());
+        }
+        self.waker.register(cx.waker());
+        // A wake between the check and the registration found no waker.
+        if self.woken.swap(false, Ordering::AcqRel) { Poll::Ready(()) } else { Poll::Pending }
     }
 
     /// Why the outlet stopped taking frames, if it did.
@@ -208,32 +222,33 @@ impl Outlet {
         self.lock().stalled_since
     }
 
-    /// Writes what the queue holds, as far as the socket takes it now or
-    /// once it is writable. Cancel-safe: a write that did not happen leaves
-    /// the queue as it was. Ends when the queue is empty, or after one write
-    /// that made progress (so the caller can look around).
-    pub(crate) async fn drain(&self, wire: &mut Wire) -> io::Result<()> {
-        let Some(front) = self.lock().chunks.front().cloned() else { return Ok(()) };
+    /// Writes the front of the queue, as far as the socket takes it now or
+    /// once it is writable: ready after one write that made progress (so the
+    /// caller can look around), or at once if nothing is queued. A write
+    /// that did not happen leaves the queue as it was.
+    pub(crate) fn poll_drain(&self, cx: &mut Context<'_>, wire: &mut Wire) -> Poll<io::Result<()>> {
+        let Some(front) = self.lock().chunks.front().cloned() else { return Poll::Ready(Ok(())) };
         let written = match wire {
             Wire::Socket(socket) => loop {
-                socket.writable().await?;
+                ready!(socket.poll_write_ready(cx))?;
                 match socket.try_write(&front) {
                     Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
                     written => break written?,
                 }
             },
             Wire::Stream(stream) => {
-                let n = stream.write(&front).await?;
-                stream.flush().await?;
-                n
+                let written = ready!(Pin::new(&mut **stream).poll_write(cx, &front))?;
+                // A stream of the edge's server does not buffer; another
+                // may, and a frame must not wait in it.
+                let _ = Pin::new(&mut **stream).poll_flush(cx)?;
+                written
             }
         };
-        if written == 0 {
-            let mut queue = self.lock();
-            queue.fault = Some(Fault::Broken);
-            return Err(io::ErrorKind::WriteZero.into());
-        }
         let mut queue = self.lock();
+        if written == 0 {
+            queue.fault = Some(Fault::Broken);
+            return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+        }
         queue.bytes -= written;
         if written == front.len() {
             queue.chunks.pop_front();
@@ -243,7 +258,12 @@ impl Outlet {
             queue.front_started = true;
         }
         queue.stalled_since = (!queue.chunks.is_empty()).then(Instant::now);
-        Ok(())
+        Poll::Ready(Ok(()))
+    }
+
+    /// [`Outlet::poll_drain`] as a future.
+    pub(crate) async fn drain(&self, wire: &mut Wire) -> io::Result<()> {
+        std::future::poll_fn(|cx| self.poll_drain(cx, wire)).await
     }
 
     /// Whether frames wait in the queue.

@@ -30,7 +30,6 @@
 //! answered with one, as RFC 6455 asks.
 
 use std::{
-    collections::HashMap,
     io,
     pin::Pin,
     sync::Arc,
@@ -405,18 +404,19 @@ async fn connection<D: Domain>(
         }
     };
     let outlet = Arc::new(Outlet::new(socket, usize::try_from(settings.max_lag_bytes).unwrap_or(usize::MAX)));
-    // A read buffer sized for the small commands clients send instead of
-    // tungstenite's 128 KiB default, which would dominate memory per
+    // A read buffer sized for the small commands clients send (128 bytes)
+    // instead of tungstenite's 128 KiB default, which would dominate memory per
     // connection; a larger message is simply read in several chunks.
     let config = WebSocketConfig::default()
-        .read_buffer_size(512)
+        .read_buffer_size(128)
         .write_buffer_size(0)
         .max_message_size(Some(MAX_CLIENT_MESSAGE))
         .max_frame_size(Some(MAX_CLIENT_MESSAGE));
     let mut incoming =
         Box::pin(WebSocketStream::from_raw_socket(ReadOnly(reader), Role::Server, Some(config))).await;
 
-    let mut subscriptions: HashMap<String, Following> = HashMap::new();
+    // At most 64, each looked up by its topic: a list costs less than a map.
+    let mut subscriptions: Vec<Following> = Vec::new();
     // One timer per connection, for whichever comes first: the next ping,
     // the end of the grace of a connection without subscriptions, or the
     // write timeout of frames waiting for a full socket.
@@ -462,7 +462,7 @@ async fn connection<D: Domain>(
                 match handled {
                     Ok((outgoing, opened)) => {
                         send_all(&outlet, outgoing, &engine);
-                        if let Some(following) = opened.and_then(|topic| subscriptions.get_mut(&topic))
+                        if let Some(following) = subscriptions.last_mut().filter(|_| opened)
                             && let Err(ending) = Box::pin(catch_up(&engine, &outlet, following)).await
                         {
                             break ending;
@@ -479,7 +479,7 @@ async fn connection<D: Domain>(
                     }
                 }
             }
-            () = outlet.woken() => {
+            () = std::future::poll_fn(|cx| outlet.poll_woken(cx)) => {
                 match outlet.fault() {
                     Some(Fault::Slow(behind)) => {
                         let slow = Disconnect::SlowConsumer(behind);
@@ -493,7 +493,7 @@ async fn connection<D: Domain>(
                 // A subscription the hub handed back (a gap to fill).
                 let mut caught_up = Ok(());
                 let handed_back = outlet.take_handed_back();
-                for following in subscriptions.values_mut().filter(|_| handed_back) {
+                for following in subscriptions.iter_mut().filter(|_| handed_back) {
                     caught_up = Box::pin(catch_up(&engine, &outlet, following)).await;
                     if caught_up.is_err() {
                         break;
@@ -503,7 +503,7 @@ async fn connection<D: Domain>(
                     break ending;
                 }
             }
-            drained = outlet.drain(&mut wire), if queued => {
+            drained = std::future::poll_fn(|cx| outlet.poll_drain(cx, &mut wire)), if queued => {
                 if drained.is_err() {
                     break Ending::ClientGone;
                 }
@@ -635,20 +635,21 @@ fn ending_after(err: tokio_tungstenite::tungstenite::Error) -> Ending {
     }
 }
 
-/// Carries out a client's command: what to send, and the topic a new
-/// subscription opened on (to hand to the hub once that is sent).
+/// Carries out a client's command: what to send, and whether it opened a
+/// subscription (the last of the list, to hand to the hub once that is
+/// sent).
 async fn handle_command<D: Domain>(
     text: &str,
     engine: &Engine<D>,
     subscriber: &Subscriber,
     outlet: &Arc<Outlet>,
-    subscriptions: &mut HashMap<String, Following>,
-) -> Result<(Vec<Outgoing>, Option<String>), Reply> {
+    subscriptions: &mut Vec<Following>,
+) -> Result<(Vec<Outgoing>, bool), Reply> {
     let command =
         parse_client_message::<D>(text).map_err(|invalid| Reply::error(invalid.code, invalid.message))?;
     match command {
         ClientCommand::Subscribe { id, since } => {
-            if subscriptions.contains_key(id.as_str()) {
+            if subscriptions.iter().any(|following| following.cursor.topic() == id) {
                 return Err(Reply::error("already_subscribed", format!("already subscribed to {id}")));
             }
             if subscriptions.len() >= MAX_SUBSCRIPTIONS {
@@ -670,16 +671,17 @@ async fn handle_command<D: Domain>(
                     failed_subscribe: true,
                     ..Reply::error(err.code::<D>(), err.to_string())
                 })?;
-            subscriptions.insert(id.clone(), Following { cursor, membership });
-            Ok((first, Some(id)))
+            subscriptions.push(Following { cursor, membership });
+            Ok((first, true))
         }
         ClientCommand::Unsubscribe { id } => {
-            if subscriptions.remove(&id).is_none() {
+            let Some(at) = subscriptions.iter().position(|following| following.cursor.topic() == id) else {
                 return Err(Reply::error(
                     "not_subscribed",
                     format!("not subscribed to {}", id.chars().take(64).collect::<String>()),
                 ));
-            }
+            };
+            subscriptions.swap_remove(at);
             let reply = Reply {
                 kind: "unsubscribed",
                 topic: Some((D::TOPIC, id)),
@@ -689,7 +691,7 @@ async fn handle_command<D: Domain>(
                 failed_subscribe: false,
             };
             let text = serde_json::to_string(&reply).unwrap_or_default();
-            Ok((vec![Outgoing { seq: 0, kind: "unsubscribed", text: text.into(), received: None }], None))
+            Ok((vec![Outgoing { seq: 0, kind: "unsubscribed", text: text.into(), received: None }], false))
         }
     }
 }
