@@ -439,44 +439,15 @@ async fn connection<D: Domain>(
                     None => break Ending::ClientGone,
                 };
                 last_heard = Instant::now();
-                let text = match message {
-                    Message::Text(text) => text,
-                    Message::Close(frame) => break Ending::ClientClosed(frame.map(|frame| frame.code.into())),
-                    Message::Binary(_) => {
-                        send_json(&outlet, &Reply::error("invalid_message", "messages must be JSON text"));
-                        continue;
-                    }
-                    Message::Ping(payload) => {
-                        outlet.send(&frame::pong(&payload));
-                        continue;
-                    }
-                    Message::Pong(_) | Message::Frame(_) => continue,
-                };
                 let was_idle = subscriptions.is_empty();
                 // Boxed, as the other rare paths below: the connection's
                 // future, alive as long as the connection, stays small.
-                let handled = Box::pin(handle_command(text.as_str(), &engine, &subscriber, &outlet, &mut subscriptions)).await;
+                let handled = Box::pin(on_message(message, &engine, &subscriber, &outlet, &mut subscriptions, &mut failed_subscribes)).await;
                 if was_idle != subscriptions.is_empty() {
                     unsubscribed_until = subscriptions.is_empty().then(|| Instant::now() + settings.subscribe_grace);
                 }
-                match handled {
-                    Ok((outgoing, opened)) => {
-                        send_all(&outlet, outgoing, &engine);
-                        if let Some(following) = subscriptions.last_mut().filter(|_| opened)
-                            && let Err(ending) = Box::pin(catch_up(&engine, &outlet, following)).await
-                        {
-                            break ending;
-                        }
-                    }
-                    Err(reply) => {
-                        send_json(&outlet, &reply);
-                        if reply.failed_subscribe {
-                            failed_subscribes += 1;
-                            if failed_subscribes >= MAX_FAILED_SUBSCRIBES {
-                                break Ending::Close(CLOSE_POLICY_VIOLATION, format!("more than {MAX_FAILED_SUBSCRIBES} failed subscribes"));
-                            }
-                        }
-                    }
+                if let Err(ending) = handled {
+                    break ending;
                 }
             }
             () = std::future::poll_fn(|cx| outlet.poll_woken(cx)) => {
@@ -491,15 +462,9 @@ async fn connection<D: Domain>(
                     None => {}
                 }
                 // A subscription the hub handed back (a gap to fill).
-                let mut caught_up = Ok(());
-                let handed_back = outlet.take_handed_back();
-                for following in subscriptions.iter_mut().filter(|_| handed_back) {
-                    caught_up = Box::pin(catch_up(&engine, &outlet, following)).await;
-                    if caught_up.is_err() {
-                        break;
-                    }
-                }
-                if let Err(ending) = caught_up {
+                if outlet.take_handed_back()
+                    && let Err(ending) = Box::pin(catch_up_all(&engine, &outlet, &mut subscriptions)).await
+                {
                     break ending;
                 }
             }
@@ -544,6 +509,65 @@ async fn connection<D: Domain>(
     drop(subscriptions);
     Box::pin(close(ending, &engine, &outlet, &mut wire)).await;
     engine.count_connection(Transport::WebSocket, -1);
+}
+
+/// Answers one message from the client.
+async fn on_message<D: Domain>(
+    message: Message,
+    engine: &Engine<D>,
+    subscriber: &Subscriber,
+    outlet: &Arc<Outlet>,
+    subscriptions: &mut Vec<Following>,
+    failed_subscribes: &mut usize,
+) -> Result<(), Ending> {
+    let text = match message {
+        Message::Text(text) => text,
+        Message::Close(frame) => return Err(Ending::ClientClosed(frame.map(|frame| frame.code.into()))),
+        Message::Binary(_) => {
+            send_json(outlet, &Reply::error("invalid_message", "messages must be JSON text"));
+            return Ok(());
+        }
+        Message::Ping(payload) => {
+            outlet.send(&frame::pong(&payload));
+            return Ok(());
+        }
+        Message::Pong(_) | Message::Frame(_) => return Ok(()),
+    };
+    let opened = match handle_command(text.as_str(), engine, subscriber, outlet, subscriptions).await {
+        Ok((outgoing, opened)) => {
+            send_all(outlet, outgoing, engine);
+            opened
+        }
+        Err(reply) => {
+            send_json(outlet, &reply);
+            if reply.failed_subscribe {
+                *failed_subscribes += 1;
+                if *failed_subscribes >= MAX_FAILED_SUBSCRIBES {
+                    return Err(Ending::Close(
+                        CLOSE_POLICY_VIOLATION,
+                        format!("more than {MAX_FAILED_SUBSCRIBES} failed subscribes"),
+                    ));
+                }
+            }
+            false
+        }
+    };
+    match subscriptions.last_mut().filter(|_| opened) {
+        Some(following) => catch_up(engine, outlet, following).await,
+        None => Ok(()),
+    }
+}
+
+/// [`catch_up`] for each subscription the hub handed back.
+async fn catch_up_all<D: Domain>(
+    engine: &Engine<D>,
+    outlet: &Outlet,
+    subscriptions: &mut [Following],
+) -> Result<(), Ending> {
+    for following in subscriptions {
+        catch_up(engine, outlet, following).await?;
+    }
+    Ok(())
 }
 
 /// Says goodbye as `ending` asks: the close frame, written within its time.
