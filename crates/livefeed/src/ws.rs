@@ -22,12 +22,18 @@
 //! closed: an idle connection must not keep a slot under the caps. Close
 //! codes: 1001 when the gateway shuts down, 4000 when the client stopped
 //! answering pings, 4001 when it subscribed to nothing within the grace,
-//! 4008 when the client
-//! fell too far behind or stopped reading (slow consumer), 1011 when the
-//! store failed, 1008 after too many failed subscribes, 1009 for a message
-//! over the size limit, 1007 for a text message that is not UTF-8 and 1002
-//! for a frame that breaks the protocol. A client's own close frame is
-//! answered with one, as RFC 6455 asks.
+//! 4008 when the client fell too far behind or stopped reading (slow
+//! consumer), 1011 when the store failed, 1008 after too many failed
+//! subscribes, 1009 for a message over the size limit, 1007 for a text
+//! message that is not UTF-8 and 1002 for a frame that breaks the protocol.
+//! A client's own close frame is answered with one, as RFC 6455 asks.
+//!
+//! Who writes: live updates are written by the hub itself, straight to the
+//! socket ([`crate::outlet`]); the connection's task reads the client's
+//! frames (tungstenite, for their parsing and limits), answers them,
+//! writes what a subscription sends first, and drains the queue of a socket
+//! that was full. Both go through the connection's one outlet, so frames
+//! never interleave and keep their order.
 
 use std::{
     io,
