@@ -107,7 +107,7 @@ fn trusted_proxy_header(ctx: &Ctx) -> Check<'_> {
         let Some(balancer) = ctx.proxy_source else {
             return Err(Skip("no --proxy-source (an address the gateway trusts as a proxy)".into()).into());
         };
-        let Rate::Limited { count: burst, .. } = ctx.rates.ingest else {
+        let Rate::Limited { count: burst, window } = ctx.rates.ingest else {
             return Err(Skip("the ingest lane is off".into()).into());
         };
         let (first, second) = made_up_clients(ctx);
@@ -122,11 +122,25 @@ fn trusted_proxy_header(ctx: &Ctx) -> Check<'_> {
                 sent += 1;
             }
             response.expect_error(429, "rate_limited").context("the named client over its burst")?;
+            let emptied = std::time::Instant::now();
             ensure!(sent > u64::from(burst), "refused at request {sent}, within the burst of {burst}");
             // Its bucket is its own: a new connection naming it is refused
-            // at once, one naming another client and the balancer's own
-            // request are not.
-            let (_, again) = after_preface(ctx, &proxy_v1(first, ctx), &anonymous).await?;
+            // once the tokens refilled meanwhile are spent (a new bucket
+            // would serve a whole burst), while one naming another client
+            // and the balancer's own request are served.
+            let (mut conn, mut again) = after_preface(ctx, &proxy_v1(first, ctx), &anonymous).await?;
+            let per_token = window / burst.max(1);
+            let mut served = 0u32;
+            while again.status() == 401 {
+                served += 1;
+                let refilled = emptied.elapsed().as_nanos() / per_token.as_nanos().max(1) + 1;
+                ensure!(
+                    u128::from(served) <= refilled,
+                    "the same client on a new connection: {served} requests served, \
+                     {refilled} tokens refilled since its 429"
+                );
+                again = conn.request(&anonymous).await?;
+            }
             again.expect_error(429, "rate_limited").context("the same client on a new connection")?;
             let (_, other) = after_preface(ctx, &proxy_v1(second, ctx), &anonymous).await?;
             ensure!(other.status() == 401, "another named client: {} {}", other.status(), other.text());
