@@ -16,7 +16,9 @@
 # REDIS_CLUSTER_URL (seed nodes, comma-separated, as `.ci/redis-cluster
 # start DIR` prints them) ingests into that Redis Cluster instead, reported
 # as the system courtside-cluster; REDIS_WAIT_REPLICAS sets
-# COURTSIDE_REDIS_WAIT_REPLICAS for it (default 0).
+# COURTSIDE_REDIS_WAIT_REPLICAS for it (default 0). COURTSIDE_STORE_WRITE_FORMAT
+# (see README.md, "Upgrading") is passed on, and the system's name then ends
+# in -format<N>.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -44,6 +46,12 @@ else
   redis_env=(COURTSIDE_REDIS_URL=redis://127.0.0.1:6379)
   label=courtside-bulk-ingest
   redis_ports=6379
+fi
+# A format other than the default is its own system in the report, so the
+# formats can be compared in one results folder.
+if [ -n "${COURTSIDE_STORE_WRITE_FORMAT:-}" ]; then
+  system="$system-format$COURTSIDE_STORE_WRITE_FORMAT"
+  label="$label-format$COURTSIDE_STORE_WRITE_FORMAT"
 fi
 port_free 18081 || failed_line "port 18081 in use"
 token=ingest-benchmark-token-0123456789

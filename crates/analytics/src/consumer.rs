@@ -288,7 +288,11 @@ struct Rated {
     newer: u64,
 }
 
-/// The leaderboard increments of each entry.
+/// The leaderboard increments of each entry. Every entry read is applied
+/// (undecodable ones with no increments) or, written by a newer release,
+/// left pending: appends stored together share an entry id and are
+/// acknowledged together (`store::StreamEntry::id`), and since one release
+/// wrote them all, they are all left or all applied.
 fn rate_batch(entries: &[StreamEntry], model: &RatingModel) -> Rated {
     let mut undecodable = 0;
     let mut newer = 0;

@@ -52,11 +52,11 @@ pub struct StoreArgs {
     #[arg(long, env = "COURTSIDE_REDIS_WAIT_REPLICAS", default_value_t = 0)]
     pub redis_wait_replicas: u8,
 
-    /// The format appends are written in for other processes to read (1 or
-    /// 2; see README.md, "Upgrading"). Set it to the running release's
+    /// The format appends are written in for other processes to read (1 to
+    /// 3; see README.md, "Upgrading"). Set it to the running release's
     /// format while replicas of an older release are still up.
     #[arg(long, env = "COURTSIDE_STORE_WRITE_FORMAT", default_value_t = WriteFormat::default().number(),
-          value_parser = clap::value_parser!(u8).range(1..=2))]
+          value_parser = clap::value_parser!(u8).range(1..=3))]
     pub store_write_format: u8,
 }
 

@@ -172,7 +172,9 @@ pub trait StateStore: Send + Sync + fmt::Debug + 'static {
     /// first, and the log's head.
     async fn read_log(&self, log: &str, after: u64, limit: usize) -> Result<LogSlice, StoreError>;
 
-    /// Number of entries in the durable event stream.
+    /// Number of entries in the durable event stream: appends, or on Redis
+    /// from format 3 fewer, a run of appends stored together counting once
+    /// (see [`StreamEntry::id`]).
     async fn stream_len(&self) -> Result<u64, StoreError>;
 
     /// Up to `count` entries of the durable event stream after position

@@ -29,15 +29,20 @@ pub const LIVE_CHANNEL: &str = "live";
 /// format up to its own and writes the one it is told to. Upgrading: run
 /// the new release with the old format until no older replica is left,
 /// then switch (see README.md, "Upgrading").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub enum WriteFormat {
     /// One message on the live channel per append: read by every release.
     V1,
     /// The entries of one store call in one live message, joined by
     /// newlines (entries hold none), so Redis sends one message per call
     /// instead of one per append. Read by this release and later ones.
-    #[default]
     V2,
+    /// As format 2, and on Redis a call's consecutive entries of one log
+    /// are one history entry instead of one each: a third of the commands
+    /// per event again in bulk ingest, where a call holds a few events of
+    /// each match. Read by this release and later ones.
+    #[default]
+    V3,
 }
 
 impl WriteFormat {
@@ -46,6 +51,7 @@ impl WriteFormat {
         match self {
             Self::V1 => 1,
             Self::V2 => 2,
+            Self::V3 => 3,
         }
     }
 
@@ -54,6 +60,7 @@ impl WriteFormat {
         match n {
             1 => Some(Self::V1),
             2 => Some(Self::V2),
+            3 => Some(Self::V3),
             _ => None,
         }
     }
@@ -105,7 +112,9 @@ pub struct LogAppend {
 /// How much history a log keeps for subscribers that resume.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HistoryLimits {
-    /// Entries kept per log; older ones are dropped.
+    /// Entries kept per log; older ones are dropped. At least this many:
+    /// the Redis store keeps a call's entries of one log together (format
+    /// 3), so a few more may stay until the next append.
     pub max_entries: usize,
     /// A log's history is dropped this long after its last append.
     pub max_idle: Duration,

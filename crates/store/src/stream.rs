@@ -38,7 +38,11 @@ pub const MAX_BLOCK: Duration = Duration::from_secs(5);
 /// One entry of the durable event stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamEntry {
-    /// The stream id, opaque to callers and increasing along the stream.
+    /// The stream id, opaque to callers, and never decreasing along the
+    /// stream: appends stored together (one run of a log in one Redis
+    /// call, format 3) share it, and each is read, applied and rebuilt
+    /// through with the others. Acknowledging it acknowledges them all, so
+    /// a consumer applies the entries it reads together.
     pub id: String,
     /// The log (match id) the entry belongs to.
     pub log: String,

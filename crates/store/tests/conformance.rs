@@ -673,7 +673,7 @@ async fn a_write_refused_midway_leaves_the_appends_before_it_whole() {
     assert_eq!(store.log_state("w1").await.expect("state"), Some((3, Bytes::from("state of w1 at 3"))));
     assert_eq!(store.read_log("w1", 0, 10).await.expect("read").entries.len(), 3);
     assert_eq!(store.log_state("w2").await.expect("state"), None);
-    assert_eq!(store.stream_len().await.expect("feed"), 3);
+    assert_eq!(events_in_stream(&store).await, 3);
     let message = tokio::time::timeout(DELIVERY_DEADLINE, live.next()).await.expect("in time").expect("open");
     let published: Vec<Bytes> = store::live_entries(&message).collect();
     assert_eq!(published, ["w1#1", "w1#2", "w1#3"].map(Bytes::from));
@@ -691,7 +691,12 @@ async fn a_write_refused_midway_leaves_the_appends_before_it_whole() {
         ]
     );
     assert_eq!(store.log_state("w1").await.expect("state").map(|(head, _)| head), Some(3));
-    assert_eq!(store.stream_len().await.expect("feed"), 4);
+    assert_eq!(events_in_stream(&store).await, 4);
+}
+
+/// The appends in the event stream, however the backend stores them.
+async fn events_in_stream(store: &dyn StateStore) -> usize {
+    store.read_stream(None, 100_000).await.expect("stream").entries.len()
 }
 
 /// Every message on the live channel within `DELIVERY_DEADLINE`, until
@@ -710,7 +715,13 @@ async fn live_messages(live: &mut store::Subscription, entries: usize) -> Vec<By
 
 #[tokio::test]
 async fn the_new_format_publishes_a_call_as_one_message_and_the_old_one_message_per_append() {
-    for (format, cluster) in [(WriteFormat::V2, false), (WriteFormat::V1, false), (WriteFormat::V2, true)] {
+    let cases = [
+        (WriteFormat::V3, false),
+        (WriteFormat::V2, false),
+        (WriteFormat::V1, false),
+        (WriteFormat::V3, true),
+    ];
+    for (format, cluster) in cases {
         let store = if cluster {
             let Some(config) = testing::cluster_config().await else { continue };
             // One partition: the whole batch is one call.
@@ -728,13 +739,160 @@ async fn the_new_format_publishes_a_call_as_one_message_and_the_old_one_message_
         let expected: Vec<Bytes> =
             [&batch[0], &batch[2], &batch[1]].iter().map(|a| a.entry.clone()).collect();
         match format {
-            WriteFormat::V2 => assert_eq!(messages.len(), 1, "one message for the call: {messages:?}"),
+            WriteFormat::V2 | WriteFormat::V3 => {
+                assert_eq!(messages.len(), 1, "one message for the call: {messages:?}")
+            }
             WriteFormat::V1 => {
                 assert_eq!(messages, expected, "one message per append, as older releases read")
             }
         }
         let entries: Vec<Bytes> = messages.iter().flat_map(store::live_entries).collect();
         assert_eq!(entries, expected, "each entry once, whole, grouped by log in each log's order");
+    }
+}
+
+/// Stores of one prefix writing `formats`, on one server and on a cluster.
+async fn stores_writing(formats: &[WriteFormat]) -> Vec<Vec<RedisStore>> {
+    let mut sets = Vec::new();
+    if let Some(config) = testing::redis_config().await {
+        sets.push(
+            formats
+                .iter()
+                .map(|&write_format| {
+                    RedisStore::connect_lazy(&store::RedisConfig { write_format, ..config.clone() })
+                        .expect("valid test config")
+                })
+                .collect(),
+        );
+    }
+    if let Some(config) = testing::cluster_config().await {
+        sets.push(
+            formats
+                .iter()
+                .map(|&write_format| {
+                    RedisStore::connect_cluster_lazy(&store::ClusterConfig { write_format, ..config.clone() })
+                        .expect("valid test config")
+                })
+                .collect(),
+        );
+    }
+    sets
+}
+
+/// A rolling upgrade of the history: a log written in turns by a release on
+/// format 2 (an entry per append) and one on format 3 (an entry per run of
+/// a call), read whole and from every sequence number by both, with runs
+/// that start below the head and histories trimmed across both forms.
+#[tokio::test]
+async fn histories_written_in_the_old_and_the_new_format_read_as_one() {
+    for stores in stores_writing(&[WriteFormat::V2, WriteFormat::V3]).await {
+        let (old, new) = (&stores[0], &stores[1]);
+        let run =
+            |from: u64, to: u64| -> Vec<LogAppend> { (from..=to).map(|seq| update("h1", seq)).collect() };
+        assert!(
+            old.append_batch(&run(1, 3), LIMITS)
+                .await
+                .expect("old")
+                .iter()
+                .all(|o| *o == AppendOutcome::Applied)
+        );
+        assert!(
+            new.append_batch(&run(4, 7), LIMITS)
+                .await
+                .expect("new")
+                .iter()
+                .all(|o| *o == AppendOutcome::Applied)
+        );
+        // A run that starts below the head: its first two are duplicates,
+        // the rest is stored without them.
+        let overlapping = new.append_batch(&run(6, 10), LIMITS).await.expect("overlapping");
+        let mut expected = vec![AppendOutcome::Duplicate { head: 7 }; 2];
+        expected.extend([AppendOutcome::Applied; 3]);
+        assert_eq!(overlapping, expected);
+        assert_eq!(old.append(&update("h1", 11), LIMITS).await.expect("old"), AppendOutcome::Applied);
+        // A run that starts beyond head + 1 is a gap throughout.
+        let gap = new.append_batch(&run(13, 14), LIMITS).await.expect("gap");
+        assert_eq!(gap, [AppendOutcome::Gap { head: 11 }; 2]);
+
+        for reader in [old, new] {
+            for after in 0..=11 {
+                let slice = reader.read_log("h1", after, 100).await.expect("read");
+                let expected: Vec<(u64, Bytes)> =
+                    (after + 1..=11).map(|seq| (seq, update("h1", seq).entry)).collect();
+                assert_eq!(slice.entries, expected, "after {after}");
+                assert_eq!((slice.head, slice.oldest), (11, Some(1)));
+                assert!(slice.is_complete_after(after));
+            }
+            // A limit counts appends, not stored entries.
+            let limited = reader.read_log("h1", 4, 2).await.expect("read");
+            assert_eq!(limited.entries.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), [5, 6]);
+        }
+        assert_eq!(new.log_state("h1").await.expect("state"), Some((11, update("h1", 11).state)));
+        let fed = new.read_stream(None, 100).await.expect("stream").entries;
+        let fed: Vec<u64> = fed.iter().filter(|e| e.log == "h1").map(|e| e.seq).collect();
+        assert_eq!(fed, (1..=11).collect::<Vec<_>>(), "each append in the event stream once");
+
+        // Trimmed to the last five appends by sequence number: a run is
+        // kept whole, so a history keeps at least five, and a read says
+        // what it holds.
+        let limits = HistoryLimits { max_entries: 5, ..LIMITS };
+        let seqs = |slice: &store::LogSlice| slice.entries.iter().map(|(seq, _)| *seq).collect::<Vec<_>>();
+        new.append_batch(&run(12, 14), limits).await.expect("new");
+        let slice = new.read_log("h1", 0, 100).await.expect("read");
+        assert_eq!(seqs(&slice), (8..=14).collect::<Vec<_>>(), "the run 8..10 stays whole");
+        assert_eq!(slice.oldest, Some(8));
+        new.append_batch(&run(15, 17), limits).await.expect("new");
+        assert_eq!(seqs(&new.read_log("h1", 0, 100).await.expect("read")), (12..=17).collect::<Vec<_>>());
+        old.append(&update("h1", 18), limits).await.expect("old");
+        let slice = old.read_log("h1", 0, 100).await.expect("read");
+        assert_eq!(seqs(&slice), (12..=18).collect::<Vec<_>>(), "format 2 trims by sequence number too");
+        assert!(!slice.is_complete_after(10) && slice.is_complete_after(11));
+    }
+}
+
+/// From format 3 a run of one log's appends in one call is one stream
+/// entry: read, applied and acknowledged together, each append still
+/// applied once by its own token, and a rebuild through the entry covers
+/// them all.
+#[tokio::test]
+async fn appends_stored_together_are_read_and_acknowledged_together() {
+    for stores in stores_writing(&[WriteFormat::V3]).await {
+        let store = &stores[0];
+        let batch = [entry("t1", 1), entry("t1", 2), entry("t1", 3), entry("t2", 1)];
+        store.append_batch(&batch, LIMITS).await.expect("batch");
+        assert_eq!(store.stream_len().await.expect("len"), 2, "a run of t1 and t2's one append");
+        store.stream_group_create(GROUP).await.expect("create");
+        let mut read = Vec::new();
+        while read.iter().map(Vec::len).sum::<usize>() < 4 {
+            let entries = store.stream_read_group(GROUP, "a", 1, Duration::ZERO).await.expect("read");
+            assert!(!entries.is_empty(), "read {read:?} so far");
+            read.push(entries);
+        }
+        let run = read.iter().find(|entries| entries[0].log == "t1").expect("t1's run");
+        assert_eq!(seqs(run), [1, 2, 3], "one read of one entry brings the whole run");
+        assert!(run.iter().all(|e| e.id == run[0].id), "under one id");
+        assert_eq!(run[1].entry, batch[1].stream_entry);
+
+        // The consumer dies before applying anything: the claim brings the
+        // run again, whole, and applying it acknowledges it.
+        let claimed = store.stream_claim(GROUP, "b", Duration::ZERO, 1).await.expect("claim");
+        let claimed: Vec<StreamEntry> = claimed.into_iter().filter(|e| e.log == "t1").collect();
+        assert_eq!(seqs(&claimed), [1, 2, 3]);
+        let applies: Vec<ScoreApply> = claimed.iter().map(|e| apply(e, &[("total", "7", 1.0)])).collect();
+        let outcomes = store.apply_once(GROUP, &applies).await.expect("apply run");
+        assert_eq!(outcomes, [ApplyOutcome::Applied; 3]);
+        let t2: Vec<ScoreApply> =
+            read.iter().flatten().filter(|e| e.log == "t2").map(|e| apply(e, &[])).collect();
+        store.apply_once(GROUP, &t2).await.expect("apply t2");
+        assert_eq!(store.stream_backlog(GROUP).await.expect("backlog").pending, 0);
+        // Delivered again: each append a duplicate by its own token.
+        let outcomes = store.apply_once(GROUP, &applies).await.expect("apply again");
+        assert_eq!(outcomes, [ApplyOutcome::Duplicate; 3]);
+        assert_eq!(
+            store.leaderboard_score("total", "7").await.expect("score"),
+            Some(3.0),
+            "each append once"
+        );
     }
 }
 

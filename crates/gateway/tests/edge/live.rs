@@ -424,7 +424,7 @@ async fn gateways_writing_the_old_and_the_new_live_format_read_each_other() {
     };
     let worker = StandInWorker::spawn(StandInConfig::default()).await;
     let old = spawn_gateway(GatewayConfig::for_tests(worker.url()), &store(store::WriteFormat::V1)).await;
-    let new = spawn_gateway(GatewayConfig::for_tests(worker.url()), &store(store::WriteFormat::V2)).await;
+    let new = spawn_gateway(GatewayConfig::for_tests(worker.url()), &store(store::WriteFormat::V3)).await;
     let client = reqwest::Client::new();
     for id in ["upgrade-a", "upgrade-b"] {
         start_match(&client, old.addr, id, 1).await;

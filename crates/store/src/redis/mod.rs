@@ -222,11 +222,25 @@ impl RedisStore {
         invocation.invoke_async(&mut conn).await.map_err(map_error)
     }
 
-    fn stream_entry(&self, k: usize, id: &StreamId) -> Option<StreamEntry> {
-        let log: String = id.get("log")?;
-        let seq: u64 = id.get("seq")?;
-        let entry: Vec<u8> = id.get("e")?;
-        Some(StreamEntry { id: self.layout.entry_id(k, &id.id), log, seq, entry: Bytes::from(entry) })
+    /// The appends an event stream entry holds: one up to format 2, a
+    /// run's from format 3, all under the entry's id (see
+    /// [`StreamEntry::id`]). An entry that does not decode yields nothing.
+    fn stream_entries(&self, k: usize, id: &StreamId) -> Vec<StreamEntry> {
+        let (Some(log), Some(seq)) = (id.get::<String>("log"), id.get::<u64>("seq")) else {
+            return Vec::new();
+        };
+        let entry_id = self.layout.entry_id(k, &id.id);
+        if let Some(entry) = id.get::<Vec<u8>>("e") {
+            return vec![StreamEntry { id: entry_id, log, seq, entry: Bytes::from(entry) }];
+        }
+        let (Some(n), Some(run)) = (id.get::<usize>("n"), id.get::<Vec<u8>>("r")) else { return Vec::new() };
+        match unframe(Bytes::from(run)) {
+            Some(entries) if entries.len() == n => (seq..)
+                .zip(entries)
+                .map(|(seq, entry)| StreamEntry { id: entry_id.clone(), log: log.clone(), seq, entry })
+                .collect(),
+            _ => Vec::new(),
+        }
     }
 
     /// Indexes of `logs` grouped by partition, each group in input order.
@@ -250,19 +264,31 @@ impl RedisStore {
     }
 
     /// Adds the calls of the append script for `appends` (all of partition
-    /// `k`) to `pipe`, [`APPENDS_PER_CALL`] at most per call.
-    fn push_appends(
+    /// `k`, grouped by log) to `pipe`: the appends cut into runs (see
+    /// [`runs`]), about [`APPENDS_PER_CALL`] appends per call, a run never
+    /// split between calls. Returns the runs in call order.
+    fn push_appends<'a>(
         &self,
         pipe: &mut Pipeline,
         k: usize,
-        appends: &[&LogAppend],
+        appends: &[&'a LogAppend],
         limits: HistoryLimits,
         attempt: &str,
-    ) {
+    ) -> Vec<Vec<&'a LogAppend>> {
         let max_idle_ms = u64::try_from(limits.max_idle.as_millis()).unwrap_or(u64::MAX).max(1);
         let channel = self.layout.live_channel(k);
-        for call in appends.chunks(APPENDS_PER_CALL) {
-            // Each log's history key once, appends pointing at it by index.
+        let all = runs(appends, self.write_format);
+        let mut calls: Vec<&[Vec<&LogAppend>]> = Vec::new();
+        let (mut start, mut held) = (0, 0);
+        for (n, run) in all.iter().enumerate() {
+            held += run.len();
+            if held >= APPENDS_PER_CALL || n + 1 == all.len() {
+                calls.push(&all[start..=n]);
+                (start, held) = (n + 1, 0);
+            }
+        }
+        for call in calls {
+            // Each log's history key once, runs pointing at it by index.
             let mut slots: HashMap<&str, usize> = HashMap::with_capacity(call.len());
             let mut keys = vec![
                 self.layout.heads(k),
@@ -270,37 +296,43 @@ impl RedisStore {
                 self.layout.stream(k),
                 self.layout.attempts(k),
             ];
-            let mut args = Vec::with_capacity(call.len());
-            for append in call {
-                let slot = *slots.entry(append.log.as_str()).or_insert_with(|| {
-                    keys.push(self.layout.history(&append.log));
+            let cmd = pipe.cmd("EVALSHA").arg(self.scripts.append.get_hash());
+            let mut args: Vec<(usize, &Vec<&LogAppend>)> = Vec::with_capacity(call.len());
+            for run in call {
+                let log = run[0].log.as_str();
+                let slot = *slots.entry(log).or_insert_with(|| {
+                    keys.push(self.layout.history(log));
                     keys.len()
                 });
-                args.push((slot, append));
+                args.push((slot, run));
             }
-            let cmd = pipe.cmd("EVALSHA").arg(self.scripts.append.get_hash()).arg(keys.len()).arg(&keys);
+            cmd.arg(keys.len()).arg(&keys);
             cmd.arg(limits.max_entries)
                 .arg(max_idle_ms)
                 .arg(&channel)
                 .arg(attempt)
                 .arg(self.write_format.number());
-            for (slot, append) in args {
+            for (slot, run) in args {
                 let slot = i64::try_from(slot).unwrap_or(i64::MAX);
-                match state_within(append) {
+                let (first, last) = (run[0], run[run.len() - 1]);
+                let state = state_within(last);
+                cmd.arg(if state.is_some() { -slot } else { slot })
+                    .arg(&first.log)
+                    .arg(first.seq)
+                    .arg(run.len())
+                    .arg(joined_entries(run).as_slice());
+                match state {
                     // The state travels once, inside the entry.
-                    Some(len) => {
-                        cmd.arg(-slot).arg(&append.log).arg(append.seq).arg(append.entry.as_ref()).arg(len)
-                    }
-                    None => cmd
-                        .arg(slot)
-                        .arg(&append.log)
-                        .arg(append.seq)
-                        .arg(append.entry.as_ref())
-                        .arg(append.state.as_ref()),
+                    Some(len) => cmd.arg(len),
+                    None => cmd.arg(last.state.as_ref()),
                 };
-                cmd.arg(append.stream_entry.as_ref());
+                match self.write_format {
+                    WriteFormat::V1 | WriteFormat::V2 => cmd.arg(first.stream_entry.as_ref()),
+                    WriteFormat::V3 => cmd.arg(framed_stream_entries(run).as_slice()),
+                };
             }
         }
+        all
     }
 
     /// The appends of partition `k`, in one round trip: the script load,
@@ -314,7 +346,7 @@ impl RedisStore {
     ) -> Result<Vec<AppendOutcome>, StoreError> {
         let mut pipe = redis::pipe();
         pipe.cmd("SCRIPT").arg("LOAD").arg(&self.scripts.append_text).ignore();
-        self.push_appends(&mut pipe, k, appends, limits, attempt);
+        let runs = self.push_appends(&mut pipe, k, appends, limits, attempt);
         let wanted = u64::from(self.wait_replicas);
         let wait_ms =
             u64::try_from((self.connection.timeout() / 2).min(MAX_WAIT).as_millis()).unwrap_or(0).max(1);
@@ -341,23 +373,27 @@ impl RedisStore {
                 )));
             }
         }
-        let mut outcomes = Vec::with_capacity(appends.len());
+        let mut replies = Vec::with_capacity(runs.len());
         for value in &values {
-            let reply: Vec<i64> =
+            let reply: Vec<u64> =
                 redis::from_redis_value_ref(value).map_err(|e| StoreError::Backend(e.to_string()))?;
             for pair in reply.chunks(2) {
-                let &[code, head] = pair else {
+                let &[head, retry] = pair else {
                     return Err(StoreError::Backend("odd-length reply to an append".into()));
                 };
-                outcomes.push(outcome((code, u64::try_from(head).unwrap_or(0))));
+                replies.push((head, retry == 1));
             }
         }
-        if outcomes.len() != appends.len() {
+        if replies.len() != runs.len() {
             return Err(StoreError::Backend(format!(
-                "{} outcomes in the reply to {} appends",
-                outcomes.len(),
-                appends.len()
+                "{} answers in the reply to {} runs of appends",
+                replies.len(),
+                runs.len()
             )));
+        }
+        let mut outcomes = Vec::with_capacity(appends.len());
+        for (run, (head, retry)) in runs.iter().zip(replies) {
+            outcomes.extend(run_outcomes(run, head, retry));
         }
         Ok(outcomes)
     }
@@ -400,7 +436,7 @@ impl RedisStore {
                 reply
                     .keys
                     .iter()
-                    .flat_map(|key| key.ids.iter().filter_map(|id| self.stream_entry(k, id)))
+                    .flat_map(|key| key.ids.iter().flat_map(|id| self.stream_entries(k, id)))
                     .collect()
             })
             .unwrap_or_default())
@@ -424,7 +460,7 @@ impl RedisStore {
                 reply
                     .keys
                     .iter()
-                    .flat_map(|key| key.ids.iter().filter_map(|id| self.stream_entry(0, id)))
+                    .flat_map(|key| key.ids.iter().flat_map(|id| self.stream_entries(0, id)))
                     .collect()
             })
             .unwrap_or_default())
@@ -677,16 +713,21 @@ impl StateStore for RedisStore {
     async fn read_log(&self, log: &str, after: u64, limit: usize) -> Result<LogSlice, StoreError> {
         let k = self.layout.partition_of(log);
         let mut invocation = self.scripts.read_log.key(self.layout.heads(k));
-        invocation.key(self.layout.history(log)).arg(log).arg(format!("({after}-1")).arg(limit.max(1));
+        // Entries whose last sequence number is past `after`; a run's entry
+        // may start at or before it, and holds at least one append, so
+        // `limit` entries hold at least `limit` appends.
+        let start = format!("{}-0", after.saturating_add(1));
+        invocation.key(self.layout.history(log)).arg(log).arg(start).arg(limit.max(1));
         let (head, entries, oldest): (Option<u64>, StreamRangeReply, StreamRangeReply) =
             self.invoke(&invocation).await?;
-        let entries =
-            if limit == 0 { Vec::new() } else { entries.ids.iter().filter_map(history_entry).collect() };
-        Ok(LogSlice {
-            entries,
-            head: head.unwrap_or(0),
-            oldest: oldest.ids.first().and_then(history_entry).map(|(seq, _)| seq),
-        })
+        let entries = entries
+            .ids
+            .iter()
+            .flat_map(history_entries)
+            .filter(|(seq, _)| *seq > after)
+            .take(limit)
+            .collect();
+        Ok(LogSlice { entries, head: head.unwrap_or(0), oldest: oldest.ids.first().and_then(history_first) })
     }
 
     async fn stream_len(&self) -> Result<u64, StoreError> {
@@ -721,7 +762,7 @@ impl StateStore for RedisStore {
                 ids[next].clone_from(&last.id);
             }
             let got = reply.ids.len();
-            entries.extend(reply.ids.iter().filter_map(|id| self.stream_entry(next, id)));
+            entries.extend(reply.ids.iter().flat_map(|id| self.stream_entries(next, id)));
             if got < want {
                 next += 1;
             }
@@ -846,7 +887,7 @@ impl StateStore for RedisStore {
                             .arg(count - claimed.len()),
                     )
                     .await?;
-                claimed.extend(reply.claimed.iter().filter_map(|id| self.stream_entry(k, id)));
+                claimed.extend(reply.claimed.iter().flat_map(|id| self.stream_entries(k, id)));
                 cursor = reply.next_stream_id;
                 if cursor == "0-0" {
                     break;
@@ -920,7 +961,9 @@ impl StateStore for RedisStore {
             cmd.arg(JOURNAL_MAX_LEN);
         }
         let codes: Vec<i64> = self.query_pipe(&pipe).await?;
-        let ids: Vec<String> = applies.iter().map(|a| a.entry_id.clone()).collect();
+        // The appends of a run share their entry's id: each acknowledged once.
+        let mut ids: Vec<String> = applies.iter().map(|a| a.entry_id.clone()).collect();
+        ids.dedup();
         self.stream_ack(group, &ids).await?;
         Ok(codes
             .into_iter()
@@ -1041,19 +1084,109 @@ fn state_within(append: &LogAppend) -> Option<usize> {
     (&entry[start..end] == state).then_some(state.len())
 }
 
-fn outcome((code, head): (i64, u64)) -> AppendOutcome {
-    match code {
-        1 => AppendOutcome::Applied,
-        0 => AppendOutcome::Duplicate { head },
-        _ => AppendOutcome::Gap { head },
+/// Cuts appends (grouped by log) into the runs the append script takes:
+/// consecutive appends of one log with consecutive sequence numbers, one
+/// append each up to format 2, whose history holds an entry per append. A
+/// run holds [`APPENDS_PER_CALL`] appends at most, so an event stream entry
+/// (one per run) stays small for its readers.
+fn runs<'a>(appends: &[&'a LogAppend], format: WriteFormat) -> Vec<Vec<&'a LogAppend>> {
+    let mut runs: Vec<Vec<&LogAppend>> = Vec::new();
+    for &append in appends {
+        match runs.last_mut() {
+            Some(run)
+                if format >= WriteFormat::V3
+                    && run.len() < APPENDS_PER_CALL
+                    && run[run.len() - 1].log == append.log
+                    && run[run.len() - 1].seq.checked_add(1) == Some(append.seq) =>
+            {
+                run.push(append);
+            }
+            _ => runs.push(vec![append]),
+        }
     }
+    runs
 }
 
-/// `(seq, entry)` of a history stream entry whose id is `<seq>-1`.
-fn history_entry(id: &StreamId) -> Option<(u64, Bytes)> {
-    let seq = id.id.split_once('-')?.0.parse().ok()?;
-    let entry: Vec<u8> = id.get("e")?;
-    Some((seq, Bytes::from(entry)))
+/// A run's entries joined by newlines, as the script stores and publishes
+/// them.
+fn joined_entries(run: &[&LogAppend]) -> Vec<u8> {
+    let mut joined = Vec::with_capacity(run.iter().map(|a| a.entry.len() + 1).sum());
+    for (n, append) in run.iter().enumerate() {
+        if n > 0 {
+            joined.push(b'\n');
+        }
+        joined.extend_from_slice(&append.entry);
+    }
+    joined
+}
+
+/// A run's stream entries as the script stores them from format 3: each
+/// framed by its length in 4 big-endian bytes.
+fn framed_stream_entries(run: &[&LogAppend]) -> Vec<u8> {
+    let mut framed = Vec::with_capacity(run.iter().map(|a| a.stream_entry.len() + 4).sum());
+    for append in run {
+        let len = u32::try_from(append.stream_entry.len()).unwrap_or(u32::MAX);
+        framed.extend_from_slice(&len.to_be_bytes());
+        framed.extend_from_slice(&append.stream_entry);
+    }
+    framed
+}
+
+/// The entries framed by [`framed_stream_entries`], or `None` when the
+/// frames do not add up to the whole.
+fn unframe(mut framed: Bytes) -> Option<Vec<Bytes>> {
+    let mut entries = Vec::new();
+    while !framed.is_empty() {
+        let len = u32::from_be_bytes(framed.get(..4)?.try_into().ok()?) as usize;
+        let end = len.checked_add(4).filter(|&end| end <= framed.len())?;
+        entries.push(framed.slice(4..end));
+        framed = framed.slice(end..);
+    }
+    Some(entries)
+}
+
+/// What the script did with each append of a run, from the log's head
+/// before the run and whether this attempt wrote that head: appends at or
+/// below the head are duplicates (the head itself applied on a retry of
+/// the attempt that wrote it), a run starting beyond head + 1 is a gap, and
+/// the rest was applied.
+fn run_outcomes<'a>(
+    run: &'a [&'a LogAppend],
+    head: u64,
+    retry: bool,
+) -> impl Iterator<Item = AppendOutcome> + 'a {
+    let gap = run[0].seq > head.saturating_add(1);
+    run.iter().map(move |append| match append.seq {
+        _ if gap => AppendOutcome::Gap { head },
+        seq if seq == head && retry => AppendOutcome::Applied,
+        seq if seq <= head => AppendOutcome::Duplicate { head },
+        _ => AppendOutcome::Applied,
+    })
+}
+
+/// The `(seq, entry)` pairs of a history stream entry: one for an entry of
+/// format 1 or 2 (id `<seq>-1`, field `e`), a run's for format 3 (id
+/// `<last>-<first>`, field `b`, newline-joined). An entry whose lines do not
+/// match its id yields nothing, so a read that meets one is incomplete.
+fn history_entries(id: &StreamId) -> Vec<(u64, Bytes)> {
+    let Some((last, first)) = id.id.split_once('-') else { return Vec::new() };
+    let Ok(last) = last.parse::<u64>() else { return Vec::new() };
+    if let Some(entry) = id.get::<Vec<u8>>("e") {
+        return vec![(last, Bytes::from(entry))];
+    }
+    let (Ok(first), Some(run)) = (first.parse::<u64>(), id.get::<Vec<u8>>("b")) else { return Vec::new() };
+    let run = Bytes::from(run);
+    let lines: Vec<Bytes> = crate::live_entries(&run).collect();
+    if first > last || lines.len() as u64 != last - first + 1 {
+        return Vec::new();
+    }
+    (first..=last).zip(lines).collect()
+}
+
+/// The oldest sequence number a history stream entry holds.
+fn history_first(id: &StreamId) -> Option<u64> {
+    let (last, first) = id.id.split_once('-')?;
+    if id.map.contains_key("b") { first.parse().ok() } else { last.parse().ok() }
 }
 
 #[cfg(test)]
@@ -1081,6 +1214,37 @@ mod tests {
         let mut some = vec![4, 3, 1];
         by_log(&mut some, &appends);
         assert_eq!(some, [4, 1, 3]);
+    }
+
+    #[test]
+    fn runs_are_consecutive_appends_of_one_log_from_format_3() {
+        let at = |log: &str, seq: u64| LogAppend { seq, ..append(log, b"e", b"") };
+        let appends = [at("a", 1), at("a", 2), at("a", 4), at("a", 5), at("b", 6), at("b", 6), at("b", 7)];
+        let refs: Vec<&LogAppend> = appends.iter().collect();
+        let shape = |format| -> Vec<Vec<u64>> {
+            runs(&refs, format).iter().map(|run| run.iter().map(|a| a.seq).collect()).collect()
+        };
+        assert_eq!(shape(WriteFormat::V3), [vec![1, 2], vec![4, 5], vec![6], vec![6, 7]]);
+        assert_eq!(shape(WriteFormat::V2), (appends.iter().map(|a| vec![a.seq])).collect::<Vec<_>>());
+        assert_eq!(joined_entries(&refs[..3]), b"e\ne\ne");
+    }
+
+    #[test]
+    fn a_runs_outcomes_follow_from_the_head_before_it() {
+        let at = |seq: u64| LogAppend { seq, ..append("a", b"e", b"") };
+        let run = [at(4), at(5), at(6)];
+        let refs: Vec<&LogAppend> = run.iter().collect();
+        let outcomes = |head, retry| run_outcomes(&refs, head, retry).collect::<Vec<_>>();
+        use AppendOutcome::{Applied, Duplicate, Gap};
+        assert_eq!(outcomes(3, false), [Applied; 3]);
+        assert_eq!(outcomes(5, false), [Duplicate { head: 5 }, Duplicate { head: 5 }, Applied]);
+        assert_eq!(
+            outcomes(5, true),
+            [Duplicate { head: 5 }, Applied, Applied],
+            "the head this attempt wrote"
+        );
+        assert_eq!(outcomes(9, false), [Duplicate { head: 9 }; 3]);
+        assert_eq!(outcomes(2, false), [Gap { head: 2 }; 3]);
     }
 
     #[test]

@@ -7,11 +7,25 @@
 /// hash, states hash, the event stream, the attempts hash, then the history
 /// stream of each log the call touches. Args: history length cap, idle
 /// expiry in ms, the live channel, this attempt's tag, the write format
-/// (see [`crate::WriteFormat`]), then six per append: the index of its
-/// history key in KEYS, log, seq, entry, state, stream entry. History
-/// entries use the sequence number as their stream id (`<seq>-1`), so a
-/// range read by sequence number is a plain XRANGE. Returns `code, head`
-/// per append: 1 applied, 0 duplicate, 2 gap.
+/// (see [`crate::WriteFormat`]), then one *run* after another: appends of
+/// one log with consecutive sequence numbers, each run as
+/// `slot, log, first seq, count, entries, state, stream entries`.
+/// `slot` is the index of the log's history key in KEYS; `entries` the
+/// run's entries joined by newlines (entries are one line each). Returns
+/// `head, retry` per run: the log's head before the run, and 1 when the
+/// run's log was last written by this same attempt (see below). What
+/// happened to each append follows from those (`run_outcomes`): below or at
+/// the head a duplicate, beyond head + 1 a gap, the rest applied.
+///
+/// History entries: up to format 2, one per append, its id `<seq>-1` and
+/// its entry in field `e`; from format 3, one per run, its id
+/// `<last seq>-<first seq>` and the run's entries, newline-joined, in field
+/// `b`. Either way a history's ids grow with the sequence numbers, so a
+/// range read by sequence number is a plain XRANGE from `<seq>-0`, and the
+/// history is trimmed by sequence number with `MINID` (entries whose last
+/// append is among the newest `cap`: a run is kept whole). Format 3 writes a run with one
+/// XADD instead of one per append: in bulk ingest a call holds a few events
+/// of each match.
 ///
 /// The attempt tag tells a retry from a replay: the client library sends a
 /// call again when its connection drops before the answer (a failover),
@@ -20,37 +34,43 @@
 /// answered applied, not duplicate, so the publisher hears what happened.
 /// Only the head's attempt is kept: one hash field per log.
 ///
-/// Each append is checked against the head its predecessors in the call
-/// left. The heads are read in one HMGET and the new heads, states and
-/// attempts written in one HSET each at the end of the call. Nobody sees
-/// the call half done (a script runs alone); if a write is refused midway
-/// (a key of the wrong type), the heads, states and publications of the
-/// appends before it are still written before the error is returned, and
-/// the refused one wrote nothing, so every append is whole or absent.
+/// Each run is checked against the head its predecessors in the call left.
+/// The heads are read in one HMGET and the new heads, states and attempts
+/// written in one HSET each at the end of the call. Nobody sees the call
+/// half done (a script runs alone); if a write is refused midway (a key of
+/// the wrong type), the heads, states and publications of the runs before
+/// it are still written before the error is returned, and the refused one
+/// wrote nothing (the history's XADD, with its explicit id, is the write
+/// that can be refused, so it goes first), so every append is whole or
+/// absent.
 ///
 /// What the call pays once per log, not per append (the history's expiry,
-/// the state, the head) is why the store groups a call's appends by log.
-/// A state is sent as bytes, or, when the entry ends with it and one more
-/// byte (a JSON update closing around its state), as its length with the
-/// history index negated: the bytes travel once, inside the entry, and only
-/// the last state of each log is cut out of it. With format 2 the call's
-/// entries are published as one message, joined by newlines (entries are
-/// one line each).
+/// the state, the head) is why the store groups a call's appends by log. A
+/// state is sent as bytes, or, when the run's last entry ends with it and
+/// one more byte (a JSON update closing around its state), as its length
+/// with the slot negated: the bytes travel once, inside the entry. From
+/// format 2 the call's entries are published as one message, joined by
+/// newlines.
 ///
 /// `PUBLISH` is replaced by `SPUBLISH` on a cluster ([`append_script`]).
 ///
-/// Measured (Redis 7.0, 64 appends per call, 1,000 matches): the call's
-/// arguments alone cost Redis about 1.4 ns a byte plus 0.1 µs an argument;
-/// each XADD from the script some 2 to 3 µs; the rest is the interpreter.
+/// Measured (Redis 7.0, 64 appends per call, 1,000 matches, format 2): the
+/// call's arguments alone cost Redis about 1.4 ns a byte plus 0.1 µs an
+/// argument; each XADD from the script some 2 to 3 µs; the rest is the
+/// interpreter.
 const APPEND_SCRIPT: &str = r#"
-local maxlen, idle, channel, attempt, batched = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5] == '2'
-local logs, seen = {}, {}
-for i = 6, #ARGV, 6 do
+local maxlen, idle, channel, attempt = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4]
+local format = tonumber(ARGV[5])
+local logs, seen, runs = {}, {}, {}
+local i = 6
+while i <= #ARGV do
+  runs[#runs + 1] = i
   local log = ARGV[i + 1]
   if not seen[log] then
     seen[log] = true
     logs[#logs + 1] = log
   end
+  i = i + 7
 end
 local heads, stored = {}, redis.call('HMGET', KEYS[1], unpack(logs))
 for n, log in ipairs(logs) do
@@ -58,51 +78,73 @@ for n, log in ipairs(logs) do
 end
 
 local changed, new_head, last, expiring, published, out = {}, {}, {}, {}, {}, {}
-local function write(...)
-  local reply = redis.pcall(...)
-  if type(reply) == 'table' and reply.err then return reply end
-end
+-- Writes go through pcall so a refused one stops the call cleanly (see
+-- above); a refusal is the only table these commands answer.
 local failed
-for i = 6, #ARGV, 6 do
-  local history, log, seq = KEYS[math.abs(tonumber(ARGV[i]))], ARGV[i + 1], tonumber(ARGV[i + 2])
-  local head = heads[log]
-  if seq == head and not new_head[log] and redis.call('HGET', KEYS[4], log) == attempt then
-    out[#out + 1] = 1
-  elseif seq <= head then
-    out[#out + 1] = 0
-  elseif seq ~= head + 1 then
-    out[#out + 1] = 2
-  else
-    -- The history's explicit id is the write that can be refused: first,
-    -- so a refused append leaves nothing.
-    failed = write('XADD', history, 'MAXLEN', maxlen, ARGV[i + 2] .. '-1', 'e', ARGV[i + 3])
-    if failed then break end
-    if not new_head[log] then changed[#changed + 1] = log end
-    new_head[log], last[log], head = ARGV[i + 2], i, seq
-    if not expiring[history] then
-      expiring[history] = true
-      failed = write('PEXPIRE', history, idle)
-    end
-    failed = failed or write('XADD', KEYS[3], '*', 'log', log, 'seq', ARGV[i + 2], 'e', ARGV[i + 5])
-    if failed then break end
-    if batched then
-      published[#published + 1] = ARGV[i + 3]
-    else
-      redis.call('PUBLISH', channel, ARGV[i + 3])
-    end
-    out[#out + 1] = 1
+for _, i in ipairs(runs) do
+  local history, log = KEYS[math.abs(tonumber(ARGV[i]))], ARGV[i + 1]
+  local first, count = tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
+  local final, head = first + count - 1, heads[log]
+  local retry = 0
+  if first <= head and not new_head[log] and redis.call('HGET', KEYS[4], log) == attempt then
+    retry = 1
   end
   out[#out + 1] = head
-  heads[log] = head
+  out[#out + 1] = retry
+  if first <= head + 1 and final > head then
+    -- The appends at or below the head are duplicates: their lines go.
+    local skip, entries = head + 1 - first, ARGV[i + 4]
+    if skip > 0 then
+      local at = 1
+      for _ = 1, skip do
+        at = string.find(entries, '\n', at, true) + 1
+      end
+      entries = string.sub(entries, at)
+    end
+    local oldest, reply = string.format('%d-0', math.max(final - maxlen + 1, 0))
+    if format >= 3 then
+      reply = redis.pcall('XADD', history, 'MINID', oldest, string.format('%d-%d', final, head + 1), 'b', entries)
+    else
+      reply = redis.pcall('XADD', history, 'MINID', oldest, string.format('%d-1', final), 'e', entries)
+    end
+    if type(reply) == 'table' then failed = reply break end
+    if not new_head[log] then changed[#changed + 1] = log end
+    new_head[log], last[log], heads[log] = final, i, final
+    if not expiring[history] then
+      expiring[history] = true
+      local reply = redis.pcall('PEXPIRE', history, idle)
+      if type(reply) == 'table' then failed = reply break end
+    end
+    local stream, reply = ARGV[i + 6]
+    if format >= 3 then
+      -- One stream entry for the run: its entries framed by 4-byte
+      -- big-endian lengths, the duplicates' frames cut off.
+      local at = 1
+      for _ = 1, skip do
+        local a, b, c, d = string.byte(stream, at, at + 3)
+        at = at + 4 + ((a * 256 + b) * 256 + c) * 256 + d
+      end
+      if at > 1 then stream = string.sub(stream, at) end
+      reply = redis.pcall('XADD', KEYS[3], '*', 'log', log, 'seq', first + skip, 'n', count - skip, 'r', stream)
+    else
+      reply = redis.pcall('XADD', KEYS[3], '*', 'log', log, 'seq', first, 'e', stream)
+    end
+    if type(reply) == 'table' then failed = reply break end
+    if format >= 2 then
+      published[#published + 1] = entries
+    else
+      redis.call('PUBLISH', channel, entries)
+    end
+  end
 end
 
 if #changed > 0 then
   local h, s, a = {}, {}, {}
   for n, log in ipairs(changed) do
     local i = last[log]
-    local state = ARGV[i + 4]
+    local state = ARGV[i + 5]
     if tonumber(ARGV[i]) < 0 then
-      state = string.sub(ARGV[i + 3], -(tonumber(state) + 1), -2)
+      state = string.sub(ARGV[i + 4], -(tonumber(state) + 1), -2)
     end
     h[2 * n - 1], h[2 * n] = log, new_head[log]
     s[2 * n - 1], s[2 * n] = log, state
