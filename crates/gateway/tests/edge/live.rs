@@ -410,7 +410,7 @@ async fn two_gateways_deliver_to_subscribers_on_both_in_order(store: &StoreArgs)
 }
 
 /// A rolling upgrade: a gateway writing the format older releases write
-/// (one live message per event) next to one writing the new (a store call's
+/// (one live message per event) next to one writing the newest (a store call's
 /// events in one message). Each reads what the other writes: subscribers on
 /// both see every update of bulk bodies published to either, in order.
 #[tokio::test]
