@@ -216,22 +216,24 @@ impl<D: Domain> Ingestor<D> {
                     Some(Err(Rejected::Gap { topic: D::TOPIC, id: topic.to_owned(), expected, got: seq }))
                 }
                 Sequencing::Next => {
-                    let state = known.map(|(_, state)| state.clone());
-                    let next = match &state {
+                    // The state before is only borrowed: the append is built
+                    // from it before the session moves on.
+                    let before = known.map(|(_, state)| state);
+                    let next = match before {
                         None => D::start(event),
                         Some(state) => D::apply(state, event),
                     };
                     match next {
                         Err(err) => Some(Err(Rejected::Apply(err))),
                         Ok(next) => {
-                            prepared.appends.push(self.build_append(
-                                event,
-                                state.as_ref(),
-                                &next,
-                                &traceparent,
-                            )?);
+                            prepared.appends.push(self.build_append(event, before, &next, &traceparent)?);
                             prepared.appended_at.push(index);
-                            session.states.insert(topic.to_owned(), Some((seq, next)));
+                            match session.states.get_mut(topic) {
+                                Some(slot) => *slot = Some((seq, next)),
+                                None => {
+                                    session.states.insert(topic.to_owned(), Some((seq, next)));
+                                }
+                            }
                             None
                         }
                     }
