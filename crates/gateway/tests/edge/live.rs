@@ -706,3 +706,58 @@ async fn a_match_stored_by_a_newer_release_is_a_retryable_503_not_a_guess() {
     assert_eq!(error_of(refused).await.0, "store_unavailable");
     assert_eq!(app.get("/readyz").await.status(), StatusCode::OK, "redis itself is up");
 }
+
+/// The gateway's router served by plain `axum::serve`, as a service built
+/// on these crates might serve it: no edge server, so the live feed cannot
+/// write to the socket itself and writes through the upgraded connection
+/// instead. The feed keeps its promises all the same: every update in
+/// order, resume from a sequence number, pongs echoing the ping, and the
+/// client's close answered.
+#[tokio::test]
+async fn the_live_feed_keeps_its_promises_on_a_router_served_by_plain_axum() {
+    use futures::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::{Message, protocol::CloseFrame};
+
+    let worker = StandInWorker::spawn(StandInConfig::default()).await;
+    let store = store::open(&StoreArgs::default()).expect("store opens");
+    let app =
+        gateway::Application::build(GatewayConfig::for_tests(worker.url()), store).await.expect("builds");
+    app.live().start_bridge();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let router = app.router().into_make_service_with_connect_info::<std::net::SocketAddr>();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+
+    let client = reqwest::Client::new();
+    start_match(&client, addr, "plain", 1).await;
+    let mut ws = WsClient::connect(addr).await;
+    assert_eq!(ws.subscribe("plain", None).await["seq"], 1);
+    for seq in 2..=40 {
+        publish_ok(&client, addr, &pass("plain", seq)).await;
+    }
+    for seq in 2..=40 {
+        let update = ws.recv().await;
+        assert_eq!((update["type"].as_str(), update["seq"].as_u64()), (Some("event"), Some(seq)), "{update}");
+    }
+
+    let mut late = WsClient::connect(addr).await;
+    let replayed = late.subscribe("plain", Some(35)).await;
+    assert_eq!(replayed["type"], "subscribed", "{replayed}");
+    for seq in 36..=40 {
+        assert_eq!(late.recv().await["seq"], seq, "replayed from history");
+    }
+
+    let (mut raw, _) =
+        tokio_tungstenite::connect_async(format!("ws://{addr}/v1/live")).await.expect("websocket");
+    raw.send(Message::Ping(b"are you there".to_vec().into())).await.expect("ping");
+    let within = std::time::Duration::from_secs(5);
+    let pong =
+        tokio::time::timeout(within, raw.next()).await.expect("in time").expect("open").expect("frame");
+    assert_eq!(pong, Message::Pong(b"are you there".to_vec().into()));
+    let close = CloseFrame { code: 1000.into(), reason: "bye".into() };
+    raw.send(Message::Close(Some(close))).await.expect("close");
+    match tokio::time::timeout(within, raw.next()).await.expect("in time") {
+        Some(Ok(Message::Close(Some(frame)))) => assert_eq!(u16::from(frame.code), 1000),
+        other => panic!("the close was not answered: {other:?}"),
+    }
+}
