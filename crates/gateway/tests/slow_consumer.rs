@@ -85,6 +85,13 @@ async fn a_subscriber_that_never_reads_is_cut_off_and_released() {
         .and_then(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .unwrap_or(0.0);
     assert!(disconnects >= 1.0, "slow-consumer disconnects not counted:\n{metrics}");
+    // What it was sent and never got is counted apart from what was written.
+    let dropped = metrics
+        .lines()
+        .find(|line| line.starts_with("courtside_live_messages_dropped_total{transport=\"websocket\"}"))
+        .and_then(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(dropped >= 1.0, "the updates queued for it and dropped are not counted:\n{metrics}");
 }
 
 /// This process's resident set size, in KiB (the gateway runs in process).

@@ -59,8 +59,13 @@ pub mod metrics {
     pub const RECOVERIES: &str = "courtside_live_recoveries_total";
     /// Open WebSocket and SSE connections, by `transport`.
     pub const CONNECTIONS: &str = "courtside_live_connections";
-    /// Messages written to subscribers, by `transport`.
+    /// Messages written to subscribers, or queued for a WebSocket
+    /// subscriber whose socket was full, by `transport`.
     pub const DELIVERED: &str = "courtside_live_messages_delivered_total";
+    /// Messages queued for a WebSocket subscriber and never written: dropped
+    /// when it was cut off as a slow consumer, or still queued when its
+    /// connection ended. Delivered minus dropped is what was written.
+    pub const DROPPED: &str = "courtside_live_messages_dropped_total";
     /// Subscribers cut off for falling behind or not reading, by `transport`.
     pub const SLOW_DISCONNECTS: &str = "courtside_live_slow_consumer_disconnects_total";
     /// WebSocket connections closed for holding no subscription for the
@@ -73,7 +78,11 @@ pub mod metrics {
     /// Adds help text and units to the engine's series. Idempotent.
     pub fn describe() {
         describe_gauge!(CONNECTIONS, "open WebSocket and SSE connections");
-        describe_counter!(DELIVERED, "messages written to live subscribers");
+        describe_counter!(DELIVERED, "messages written to live subscribers, or queued for a full socket");
+        describe_counter!(
+            DROPPED,
+            "messages queued for a live subscriber and never written (cut off, or gone)"
+        );
         describe_counter!(SLOW_DISCONNECTS, "live subscribers disconnected for falling behind");
         describe_counter!(
             UNSUBSCRIBED_CLOSES,

@@ -30,6 +30,15 @@ use bytes::Bytes;
 use futures::task::AtomicWaker;
 use tokio::{io::AsyncWrite, net::TcpStream, time::Instant};
 
+/// Counts frames that were accepted (and counted delivered) but never
+/// written: dropped when the client was cut off, or still queued when the
+/// connection ended.
+fn count_dropped(frames: usize) {
+    if frames > 0 {
+        metrics::counter!(crate::metrics::DROPPED, "transport" => "websocket").increment(frames as u64);
+    }
+}
+
 /// What became of a frame handed to [`Outlet::send`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Sent {
@@ -80,6 +89,13 @@ pub(crate) struct Outlet {
     /// A subscription waits for the connection's task ([`Outlet::hand_back`]).
     handed_back: AtomicBool,
     max_queued: usize,
+}
+
+impl Drop for Outlet {
+    fn drop(&mut self) {
+        let queue = self.queue.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner());
+        count_dropped(queue.chunks.len());
+    }
 }
 
 impl Outlet {
@@ -161,11 +177,14 @@ impl Outlet {
 
     fn drop_unstarted(queue: &mut Queue) {
         let keep = usize::from(queue.front_started);
+        let mut dropped = 0;
         while queue.chunks.len() > keep {
             if let Some(chunk) = queue.chunks.pop_back() {
                 queue.bytes -= chunk.len();
+                dropped += 1;
             }
         }
+        count_dropped(dropped);
         if queue.chunks.is_empty() {
             queue.stalled_since = None;
         }
