@@ -755,26 +755,15 @@ async fn the_new_format_publishes_a_call_as_one_message_and_the_old_one_message_
 async fn stores_writing(formats: &[WriteFormat]) -> Vec<Vec<RedisStore>> {
     let mut sets = Vec::new();
     if let Some(config) = testing::redis_config().await {
-        sets.push(
-            formats
-                .iter()
-                .map(|&write_format| {
-                    RedisStore::connect_lazy(&store::RedisConfig { write_format, ..config.clone() })
-                        .expect("valid test config")
-                })
-                .collect(),
-        );
+        let open =
+            |write_format| RedisStore::connect_lazy(&store::RedisConfig { write_format, ..config.clone() });
+        sets.push(formats.iter().map(|&format| open(format).expect("valid test config")).collect());
     }
     if let Some(config) = testing::cluster_config().await {
-        sets.push(
-            formats
-                .iter()
-                .map(|&write_format| {
-                    RedisStore::connect_cluster_lazy(&store::ClusterConfig { write_format, ..config.clone() })
-                        .expect("valid test config")
-                })
-                .collect(),
-        );
+        let open = |write_format| {
+            RedisStore::connect_cluster_lazy(&store::ClusterConfig { write_format, ..config.clone() })
+        };
+        sets.push(formats.iter().map(|&format| open(format).expect("valid test config")).collect());
     }
     sets
 }
@@ -789,20 +778,8 @@ async fn histories_written_in_the_old_and_the_new_format_read_as_one() {
         let (old, new) = (&stores[0], &stores[1]);
         let run =
             |from: u64, to: u64| -> Vec<LogAppend> { (from..=to).map(|seq| update("h1", seq)).collect() };
-        assert!(
-            old.append_batch(&run(1, 3), LIMITS)
-                .await
-                .expect("old")
-                .iter()
-                .all(|o| *o == AppendOutcome::Applied)
-        );
-        assert!(
-            new.append_batch(&run(4, 7), LIMITS)
-                .await
-                .expect("new")
-                .iter()
-                .all(|o| *o == AppendOutcome::Applied)
-        );
+        assert_eq!(old.append_batch(&run(1, 3), LIMITS).await.expect("old"), [AppendOutcome::Applied; 3]);
+        assert_eq!(new.append_batch(&run(4, 7), LIMITS).await.expect("new"), [AppendOutcome::Applied; 4]);
         // A run that starts below the head: its first two are duplicates,
         // the rest is stored without them.
         let overlapping = new.append_batch(&run(6, 10), LIMITS).await.expect("overlapping");
