@@ -228,12 +228,7 @@ impl<D: Domain> Ingestor<D> {
                         Ok(next) => {
                             prepared.appends.push(self.build_append(event, before, &next, &traceparent)?);
                             prepared.appended_at.push(index);
-                            match session.states.get_mut(topic) {
-                                Some(slot) => *slot = Some((seq, next)),
-                                None => {
-                                    session.states.insert(topic.to_owned(), Some((seq, next)));
-                                }
-                            }
+                            session.states.insert(topic.to_owned(), Some((seq, next)));
                             None
                         }
                     }

@@ -23,9 +23,21 @@
 /// `b`. Either way a history's ids grow with the sequence numbers, so a
 /// range read by sequence number is a plain XRANGE from `<seq>-0`, and the
 /// history is trimmed by sequence number with `MINID` (entries whose last
-/// append is among the newest `cap`: a run is kept whole). Format 3 writes a run with one
-/// XADD instead of one per append: in bulk ingest a call holds a few events
-/// of each match.
+/// append is among the newest `cap`: a run is kept whole).
+///
+/// Event stream entries: up to format 2, one per append (fields `log`,
+/// `seq`, and `e`, the stream entry as it is); from format 3, one per run
+/// (fields `log`, `seq` of its first append, `n` appends, and `r`, their
+/// stream entries, each framed by its length in 4 big-endian bytes). Runs
+/// of more than one append only come in calls of format 3, so up to format
+/// 2 `stream entries` is the one append's stream entry. A run that starts
+/// at or below the head loses its duplicates' lines and frames.
+///
+/// Format 3 thus writes a run with two XADDs instead of two per append: in
+/// bulk ingest a call holds a few events of each match, and each command a
+/// script runs costs Redis several times the command itself (a synthetic
+/// call of 22 runs of 3: 10.6 to 12.5 µs an event with a stream entry per
+/// append, 8.3 to 9.7 with one per run).
 ///
 /// The attempt tag tells a retry from a replay: the client library sends a
 /// call again when its connection drops before the answer (a failover),
