@@ -10,7 +10,7 @@
 use std::{collections::HashMap, fmt, sync::Arc};
 
 use anyhow::Context as _;
-use bytes::Bytes;
+use bytes::BytesMut;
 use store::{AppendOutcome, HistoryLimits, LogAppend, StateStore, StoreError};
 
 use crate::{Domain, hub::Hub};
@@ -203,9 +203,10 @@ impl<D: Domain> Ingestor<D> {
         self.load_missing(session, events).await?;
         let mut prepared = Prepared {
             results: Vec::with_capacity(events.len()),
-            appends: Vec::new(),
-            appended_at: Vec::new(),
+            appends: Vec::with_capacity(events.len()),
+            appended_at: Vec::with_capacity(events.len()),
         };
+        let mut arena = BytesMut::new();
         for (index, event) in events.iter().enumerate() {
             let (topic, seq) = (D::topic(event), D::seq(event));
             let known = session.states.get(topic).and_then(Option::as_ref);
@@ -226,7 +227,13 @@ impl<D: Domain> Ingestor<D> {
                     match next {
                         Err(err) => Some(Err(Rejected::Apply(err))),
                         Ok(next) => {
-                            prepared.appends.push(self.build_append(event, before, &next, &traceparent)?);
+                            prepared.appends.push(self.build_append(
+                                &mut arena,
+                                event,
+                                before,
+                                &next,
+                                &traceparent,
+                            )?);
                             prepared.appended_at.push(index);
                             session.states.insert(topic.to_owned(), Some((seq, next)));
                             None
@@ -323,8 +330,13 @@ impl<D: Domain> Ingestor<D> {
         Ok(())
     }
 
+    /// The append of `event`, its update written into `arena`: a chunk's
+    /// updates share a few blocks instead of an allocation each, so a bulk
+    /// request's memory is what its updates hold, not what the allocator
+    /// makes of thousands of them freed in another order.
     fn build_append(
         &self,
+        arena: &mut BytesMut,
         event: &D::Event,
         before: Option<&D::State>,
         next: &D::State,
@@ -332,10 +344,10 @@ impl<D: Domain> Ingestor<D> {
     ) -> anyhow::Result<LogAppend> {
         let state = D::state_json(next).with_context(|| format!("cannot encode the {} state", D::TOPIC))?;
         let rendered = D::event_json(event).context("cannot encode the event")?;
-        let (entry, state_at) = update(D::TOPIC, D::topic(event), D::seq(event), &rendered, &state)?;
+        let state_at = update(arena, D::TOPIC, D::topic(event), D::seq(event), &rendered, &state)?;
         // One buffer holds both, and the store sends the state's bytes once,
         // inside the entry.
-        let entry = Bytes::from(entry);
+        let entry = arena.split().freeze();
         let state = entry.slice(state_at);
         Ok(LogAppend {
             log: D::topic(event).to_owned(),
@@ -356,33 +368,46 @@ fn unreadable<D: Domain>(err: anyhow::Error) -> IngestFailure {
     IngestFailure::Unexpected(err.context(format!("stored {} state is invalid", D::TOPIC)))
 }
 
+/// Updates are written into blocks of this size (one larger when an update
+/// is), so a chunk of them is a few allocations.
+const ARENA_BLOCK: usize = 64 * 1024;
+
 /// One update on the live feed, `{"type":"event","<topic_key>":"<topic>",
 /// "seq":N,"event":{..},"state":{..}}`: the event and the topic's state
 /// after it. Written once per event at ingest, stored in history, published
 /// to every process, and forwarded to subscribers byte for byte. `event` and
-/// `state` are the domain's JSON, pasted in as written. Returns the update
-/// and where the state sits in it.
+/// `state` are the domain's JSON, pasted in as written. The update is
+/// written at the end of `out` (empty on entry, its capacity reused while it
+/// lasts); returns where the state sits in it.
 fn update(
+    out: &mut BytesMut,
     topic_key: &str,
     topic: &str,
     seq: u64,
     event: &[u8],
     state: &[u8],
-) -> anyhow::Result<(Vec<u8>, std::ops::Range<usize>)> {
-    let mut out = Vec::with_capacity(48 + topic_key.len() + topic.len() + event.len() + state.len());
-    out.extend_from_slice(b"{\"type\":\"event\",");
-    serde_json::to_writer(&mut out, topic_key)?;
-    out.push(b':');
-    serde_json::to_writer(&mut out, topic)?;
-    out.extend_from_slice(b",\"seq\":");
-    out.extend_from_slice(seq.to_string().as_bytes());
-    out.extend_from_slice(b",\"event\":");
-    out.extend_from_slice(event);
-    out.extend_from_slice(b",\"state\":");
+) -> anyhow::Result<std::ops::Range<usize>> {
+    use bytes::BufMut as _;
+    use std::io::Write as _;
+    // The fixed text, the sequence number's digits and the two quoted
+    // names: every byte but the names' escapes.
+    let size = 72 + topic_key.len() + topic.len() + event.len() + state.len();
+    if out.capacity() < size {
+        *out = BytesMut::with_capacity(ARENA_BLOCK.max(size));
+    }
+    let mut writer = out.writer();
+    writer.write_all(b"{\"type\":\"event\",")?;
+    serde_json::to_writer(&mut writer, topic_key)?;
+    writer.write_all(b":")?;
+    serde_json::to_writer(&mut writer, topic)?;
+    write!(writer, ",\"seq\":{seq},\"event\":")?;
+    writer.write_all(event)?;
+    writer.write_all(b",\"state\":")?;
+    let out = writer.into_inner();
     let state_at = out.len()..out.len() + state.len();
-    out.extend_from_slice(state);
-    out.push(b'}');
-    Ok((out, state_at))
+    out.put_slice(state);
+    out.put_u8(b'}');
+    Ok(state_at)
 }
 
 #[cfg(test)]
@@ -392,8 +417,10 @@ mod tests {
 
     #[test]
     fn an_update_carries_the_domains_json_under_its_topic_key() {
-        let (entry, state_at) =
-            update("lot", "l\"1", 7, br#"{"bid":5}"#, br#"{"leading":5}"#).expect("an update");
+        let mut arena = BytesMut::new();
+        let state_at =
+            update(&mut arena, "lot", "l\"1", 7, br#"{"bid":5}"#, br#"{"leading":5}"#).expect("an update");
+        let entry = arena.split().to_vec();
         assert_eq!(&entry[state_at], br#"{"leading":5}"#);
         let value: serde_json::Value = serde_json::from_slice(&entry).expect("valid json");
         assert_eq!(

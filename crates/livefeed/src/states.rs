@@ -20,7 +20,18 @@ use std::{
 use bytes::Bytes;
 
 /// A cached state: its sequence number, the state, when it was stored.
-type Entry = (u64, Bytes, Instant);
+type Entry = (u64, Cached, Instant);
+
+/// What the cache holds of a state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Cached {
+    /// The state itself.
+    State(Bytes),
+    /// The update that carries it, for the reader to cut it out of: an
+    /// update routed before its state was known is cached without parsing
+    /// it, and most are replaced before anyone reads them.
+    InUpdate(Bytes),
+}
 
 #[derive(Debug)]
 pub(crate) struct StateCache {
@@ -53,7 +64,7 @@ impl StateCache {
     }
 
     /// The state of `topic` and its sequence number, if cached and fresh.
-    pub(crate) fn get(&self, topic: &str) -> Option<(u64, Bytes)> {
+    pub(crate) fn get(&self, topic: &str) -> Option<(u64, Cached)> {
         let mut generations = self.lock();
         let now = Instant::now();
         if let Some((seq, state, stored)) = generations.current.get(topic) {
@@ -75,16 +86,21 @@ impl StateCache {
     }
 
     /// Stores `state` for `topic` at `seq`, unless a later one is cached.
-    pub(crate) fn store(&self, topic: &str, seq: u64, state: Bytes) {
+    /// The state itself replaces the update it came in at the same `seq`.
+    pub(crate) fn store(&self, topic: &str, seq: u64, state: Cached) {
+        let newer = |old: &Entry| {
+            old.0 < seq
+                || (old.0 == seq && matches!((&old.1, &state), (Cached::InUpdate(_), Cached::State(_))))
+        };
         let mut generations = self.lock();
         if let Some(entry) = generations.current.get_mut(topic) {
-            if entry.0 < seq {
+            if newer(entry) {
                 *entry = (seq, state, Instant::now());
             }
             return;
         }
         let entry = match generations.previous.remove(topic) {
-            Some(old) if old.0 >= seq => old,
+            Some(old) if !newer(&old) => old,
             _ => (seq, state, Instant::now()),
         };
         self.put(&mut generations, topic.to_owned(), entry);
@@ -115,8 +131,8 @@ mod tests {
 
     const HOUR: Duration = Duration::from_secs(3600);
 
-    fn state(s: &'static str) -> Bytes {
-        Bytes::from_static(s.as_bytes())
+    fn state(s: &'static str) -> Cached {
+        Cached::State(Bytes::from_static(s.as_bytes()))
     }
 
     #[test]
@@ -130,6 +146,19 @@ mod tests {
         assert!(cache.has("a", 3));
         assert!(!cache.has("a", 4));
         assert!(!cache.has("b", 1));
+    }
+
+    #[test]
+    fn the_state_itself_replaces_the_update_it_came_in_and_not_the_other_way() {
+        let cache = StateCache::new(10, HOUR);
+        let update = Cached::InUpdate(Bytes::from_static(b"{\"seq\":4,\"state\":\"four\"}"));
+        cache.store("a", 4, update.clone());
+        assert!(cache.has("a", 4));
+        assert_eq!(cache.get("a"), Some((4, update.clone())));
+        cache.store("a", 4, state("four"));
+        assert_eq!(cache.get("a"), Some((4, state("four"))));
+        cache.store("a", 4, update);
+        assert_eq!(cache.get("a"), Some((4, state("four"))));
     }
 
     #[test]

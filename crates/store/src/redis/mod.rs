@@ -44,7 +44,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use futures::{FutureExt as _, future::try_join_all};
+use futures::{FutureExt as _, StreamExt as _, TryStreamExt as _, future::try_join_all};
 use redis::{
     Cmd, FromRedisValue, Pipeline, Script, Value,
     streams::{StreamAutoClaimReply, StreamId, StreamRangeReply, StreamReadReply},
@@ -69,6 +69,15 @@ pub const APPENDS_WITHOUT_REPLICA: &str = "courtside_store_appends_without_repli
 /// delaying every other client by some 11 µs per append (about 0.7 ms for a
 /// full call); a smaller call pays the call's own cost more often.
 const APPENDS_PER_CALL: usize = 64;
+
+/// Appends per pipeline, about: a log's appends are never split between
+/// pipelines.
+const APPENDS_PER_PIPELINE: usize = 512;
+
+/// Pipelines of appends on their way to one partition at once: enough to
+/// keep Redis busy while the answers come back, few enough that their bytes
+/// stay small.
+const PIPELINES_IN_FLIGHT: usize = 4;
 
 /// Rows written per ZADD while filling a temporary board.
 const ZADD_CHUNK: usize = 1_000;
@@ -335,9 +344,43 @@ impl RedisStore {
         all
     }
 
-    /// The appends of partition `k`, in one round trip: the script load,
-    /// the calls and, when replicas are asked for, `ROLE` and `WAIT`.
+    /// The appends of partition `k` (grouped by log), in pipelines of about
+    /// [`APPENDS_PER_PIPELINE`] appends, a few on their way at once; then,
+    /// when replicas are asked for, `ROLE` and `WAIT`.
+    ///
+    /// A log's appends are all in one pipeline, so the pipelines do not
+    /// depend on each other, and arrive in any order. Only a few are built
+    /// at a time: a bulk request's chunk encoded whole would hold its bytes
+    /// three times over (the commands, the packed pipeline, the connection's
+    /// buffer), which was most of a 1 GiB ingest's memory.
     async fn append_partition(
+        &self,
+        k: usize,
+        appends: &[&LogAppend],
+        limits: HistoryLimits,
+        attempt: &str,
+    ) -> Result<Vec<AppendOutcome>, StoreError> {
+        let mut pieces: Vec<&[&LogAppend]> = Vec::new();
+        let mut start = 0;
+        for end in 1..=appends.len() {
+            let log_ends = end == appends.len() || appends[end].log != appends[end - 1].log;
+            if log_ends && (end - start >= APPENDS_PER_PIPELINE || end == appends.len()) {
+                pieces.push(&appends[start..end]);
+                start = end;
+            }
+        }
+        // Futures do nothing until polled: a pipeline is built when
+        // `buffered` gets to it.
+        let pipelines: Vec<_> =
+            pieces.into_iter().map(|piece| self.append_pipeline(k, piece, limits, attempt)).collect();
+        let outcomes: Vec<Vec<AppendOutcome>> =
+            futures::stream::iter(pipelines).buffered(PIPELINES_IN_FLIGHT).try_collect().await?;
+        self.wait_for_replicas(k, appends.len()).await?;
+        Ok(outcomes.into_iter().flatten().collect())
+    }
+
+    /// One pipeline of appends: the script load, then the calls.
+    async fn append_pipeline(
         &self,
         k: usize,
         appends: &[&LogAppend],
@@ -347,32 +390,8 @@ impl RedisStore {
         let mut pipe = redis::pipe();
         pipe.cmd("SCRIPT").arg("LOAD").arg(&self.scripts.append_text).ignore();
         let runs = self.push_appends(&mut pipe, k, appends, limits, attempt);
-        let wanted = u64::from(self.wait_replicas);
-        let wait_ms =
-            u64::try_from((self.connection.timeout() / 2).min(MAX_WAIT).as_millis()).unwrap_or(0).max(1);
-        // Only where the master had a replica at its last answer.
-        let waits = wanted > 0 && self.replicas[k].load(Ordering::Relaxed) > 0;
-        if wanted > 0 {
-            pipe.cmd("ROLE");
-        }
-        if waits {
-            pipe.cmd("WAIT").arg(wanted).arg(wait_ms);
-        }
-        let mut values: Vec<Value> = self.query_pipe(&pipe).await?;
-        if wanted > 0 {
-            let acked = if waits { values.pop().and_then(|v| value_int(&v)).unwrap_or(0) } else { 0 };
-            let replicas = values.pop().map_or(0, |role| connected_replicas(&role));
-            self.replicas[k].store(replicas, Ordering::Relaxed);
-            if replicas == 0 {
-                metrics::counter!(APPENDS_WITHOUT_REPLICA).increment(appends.len() as u64);
-            }
-            let needed = wanted.min(replicas);
-            if acked < needed {
-                return Err(StoreError::Unavailable(format!(
-                    "the appends are stored but reached {acked} of {needed} replicas within {wait_ms} ms"
-                )));
-            }
-        }
+        let values: Vec<Value> = self.query_pipe(&pipe).await?;
+        drop(pipe);
         let mut replies = Vec::with_capacity(runs.len());
         for value in &values {
             let reply: Vec<u64> =
@@ -396,6 +415,42 @@ impl RedisStore {
             outcomes.extend(run_outcomes(run, head, retry));
         }
         Ok(outcomes)
+    }
+
+    /// With `wait_replicas` set, waits until that many of partition `k`'s
+    /// replicas (or all it has, when fewer) hold the writes sent before on
+    /// this connection: the `count` appends just stored among them. The
+    /// heads key is only there to route the pipeline to the partition's
+    /// master.
+    async fn wait_for_replicas(&self, k: usize, count: usize) -> Result<(), StoreError> {
+        let wanted = u64::from(self.wait_replicas);
+        if wanted == 0 {
+            return Ok(());
+        }
+        let wait_ms =
+            u64::try_from((self.connection.timeout() / 2).min(MAX_WAIT).as_millis()).unwrap_or(0).max(1);
+        // Only where the master had a replica at its last answer.
+        let waits = self.replicas[k].load(Ordering::Relaxed) > 0;
+        let mut pipe = redis::pipe();
+        pipe.cmd("EXISTS").arg(self.layout.heads(k)).ignore();
+        pipe.cmd("ROLE");
+        if waits {
+            pipe.cmd("WAIT").arg(wanted).arg(wait_ms);
+        }
+        let mut values: Vec<Value> = self.query_pipe(&pipe).await?;
+        let acked = if waits { values.pop().and_then(|v| value_int(&v)).unwrap_or(0) } else { 0 };
+        let replicas = values.pop().map_or(0, |role| connected_replicas(&role));
+        self.replicas[k].store(replicas, Ordering::Relaxed);
+        if replicas == 0 {
+            metrics::counter!(APPENDS_WITHOUT_REPLICA).increment(count as u64);
+        }
+        let needed = wanted.min(replicas);
+        if acked < needed {
+            return Err(StoreError::Unavailable(format!(
+                "the appends are stored but reached {acked} of {needed} replicas within {wait_ms} ms"
+            )));
+        }
+        Ok(())
     }
 
     /// One sweep over the partitions for `group`, without blocking.
@@ -1068,10 +1123,16 @@ fn value_int(value: &Value) -> Option<u64> {
 /// once for several appends.
 fn by_log(indexes: &mut [usize], appends: &[LogAppend]) {
     let mut first: HashMap<&str, usize> = HashMap::with_capacity(indexes.len());
-    for (n, &i) in indexes.iter().enumerate() {
-        first.entry(appends[i].log.as_str()).or_insert(n);
+    // Each append's key looked up once, not at every comparison.
+    let mut keyed: Vec<(usize, usize)> = indexes
+        .iter()
+        .enumerate()
+        .map(|(n, &i)| (*first.entry(appends[i].log.as_str()).or_insert(n), i))
+        .collect();
+    keyed.sort_by_key(|&(key, _)| key);
+    for (index, (_, i)) in indexes.iter_mut().zip(keyed) {
+        *index = i;
     }
-    indexes.sort_by_key(|&i| first[appends[i].log.as_str()]);
 }
 
 /// The length of the append's state when the entry ends with it and one
