@@ -10,7 +10,7 @@
 use std::{collections::HashMap, fmt, sync::Arc};
 
 use anyhow::Context as _;
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use store::{AppendOutcome, HistoryLimits, LogAppend, StateStore, StoreError};
 
 use crate::{Domain, hub::Hub};
@@ -229,6 +229,7 @@ impl<D: Domain> Ingestor<D> {
                         Ok(next) => {
                             prepared.appends.push(self.build_append(
                                 &mut arena,
+                                events.len() - index,
                                 event,
                                 before,
                                 &next,
@@ -283,7 +284,9 @@ impl<D: Domain> Ingestor<D> {
         for ((index, outcome), append) in appended_at.into_iter().zip(outcomes).zip(&appends) {
             results[index] = Some(match outcome {
                 AppendOutcome::Applied => {
-                    self.hub.cache_state(&append.log, append.seq, append.state.clone());
+                    // A copy: a slice would keep the block of updates it
+                    // was written in alive as long as the cache keeps it.
+                    self.hub.cache_state(&append.log, append.seq, Bytes::copy_from_slice(&append.state));
                     Ok(Accepted::Applied)
                 }
                 // Another publisher stored this sequence number between our
@@ -337,6 +340,7 @@ impl<D: Domain> Ingestor<D> {
     fn build_append(
         &self,
         arena: &mut BytesMut,
+        remaining: usize,
         event: &D::Event,
         before: Option<&D::State>,
         next: &D::State,
@@ -344,7 +348,7 @@ impl<D: Domain> Ingestor<D> {
     ) -> anyhow::Result<LogAppend> {
         let state = D::state_json(next).with_context(|| format!("cannot encode the {} state", D::TOPIC))?;
         let rendered = D::event_json(event).context("cannot encode the event")?;
-        let state_at = update(arena, D::TOPIC, D::topic(event), D::seq(event), &rendered, &state)?;
+        let state_at = update(arena, remaining, D::TOPIC, D::topic(event), D::seq(event), &rendered, &state)?;
         // One buffer holds both, and the store sends the state's bytes once,
         // inside the entry.
         let entry = arena.split().freeze();
@@ -368,8 +372,9 @@ fn unreadable<D: Domain>(err: anyhow::Error) -> IngestFailure {
     IngestFailure::Unexpected(err.context(format!("stored {} state is invalid", D::TOPIC)))
 }
 
-/// Updates are written into blocks of this size (one larger when an update
-/// is), so a chunk of them is a few allocations.
+/// Updates are written into blocks of up to this size, so a chunk of them
+/// is a few allocations; a block is sized for the updates still to come, so
+/// a single event takes what it needs.
 const ARENA_BLOCK: usize = 64 * 1024;
 
 /// One update on the live feed, `{"type":"event","<topic_key>":"<topic>",
@@ -378,9 +383,11 @@ const ARENA_BLOCK: usize = 64 * 1024;
 /// to every process, and forwarded to subscribers byte for byte. `event` and
 /// `state` are the domain's JSON, pasted in as written. The update is
 /// written at the end of `out` (empty on entry, its capacity reused while it
-/// lasts); returns where the state sits in it.
+/// lasts; `remaining` updates, this one included, are still to be written);
+/// returns where the state sits in it.
 fn update(
     out: &mut BytesMut,
+    remaining: usize,
     topic_key: &str,
     topic: &str,
     seq: u64,
@@ -393,7 +400,7 @@ fn update(
     // names: every byte but the names' escapes.
     let size = 72 + topic_key.len() + topic.len() + event.len() + state.len();
     if out.capacity() < size {
-        *out = BytesMut::with_capacity(ARENA_BLOCK.max(size));
+        *out = BytesMut::with_capacity(size.saturating_mul(remaining).clamp(size, ARENA_BLOCK.max(size)));
     }
     let mut writer = out.writer();
     writer.write_all(b"{\"type\":\"event\",")?;
@@ -419,7 +426,7 @@ mod tests {
     fn an_update_carries_the_domains_json_under_its_topic_key() {
         let mut arena = BytesMut::new();
         let state_at =
-            update(&mut arena, "lot", "l\"1", 7, br#"{"bid":5}"#, br#"{"leading":5}"#).expect("an update");
+            update(&mut arena, 1, "lot", "l\"1", 7, br#"{"bid":5}"#, br#"{"leading":5}"#).expect("an update");
         let entry = arena.split().to_vec();
         assert_eq!(&entry[state_at], br#"{"leading":5}"#);
         let value: serde_json::Value = serde_json::from_slice(&entry).expect("valid json");
