@@ -5,7 +5,7 @@
 //! store one atomic append (state, history entry, durable stream entry, live
 //! publication). The event is acknowledged only after the append returns.
 //! Batches keep the running state of each topic in memory and send their
-//! appends in one pipelined round trip per chunk.
+//! appends to the store together, one call per chunk.
 
 use std::{collections::HashMap, fmt, sync::Arc};
 
@@ -114,7 +114,7 @@ impl<D: Domain> Session<D> {
 /// What happened to each event, at its index.
 pub type Results<D> = Vec<Result<Accepted, Rejected<<D as Domain>::Rejection>>>;
 
-/// Events checked, folded and encoded, ready for one store round trip.
+/// Events checked, folded and encoded, ready for one call of the store.
 #[derive(Debug)]
 pub struct Prepared<D: Domain> {
     results: Vec<Option<Result<Accepted, Rejected<D::Rejection>>>>,
@@ -247,7 +247,7 @@ impl<D: Domain> Ingestor<D> {
         Ok(prepared)
     }
 
-    /// The I/O half: one pipelined round trip to the store. Owns its input,
+    /// The I/O half: one call of the store (pipelined by it). Owns its input,
     /// so a caller can prepare the next chunk while this one is in flight;
     /// commits of one request must still complete in order.
     pub async fn commit(&self, prepared: Prepared<D>) -> Result<Committed<D>, IngestFailure> {
