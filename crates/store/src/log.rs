@@ -37,10 +37,12 @@ pub enum WriteFormat {
     /// newlines (entries hold none), so Redis sends one message per call
     /// instead of one per append. Read by this release and later ones.
     V2,
-    /// As format 2, and on Redis a call's consecutive entries of one log
-    /// are one history entry instead of one each: a third of the commands
-    /// per event again in bulk ingest, where a call holds a few events of
-    /// each match. Read by this release and later ones.
+    /// On Redis a call's consecutive entries of one log (a run) are one
+    /// history entry and one event stream entry instead of one each, and
+    /// one live message, joined by newlines as in format 2: a few commands
+    /// per match and call instead of per event in bulk ingest, where a call
+    /// holds several events of each match. Read by this release and later
+    /// ones.
     #[default]
     V3,
 }
